@@ -1,0 +1,219 @@
+use burn::data::dataset::Dataset;
+
+use crate::error::{DatasetError, Result};
+
+/// One labelled image as served by the burn [`Dataset`] impl of [`ImageSet`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageItem {
+    /// Position in the set it came from (kept so results can be traced back to test indices).
+    pub index: usize,
+    /// Pixels in `[C, H, W]` order, 0..=255.
+    pub pixels: Vec<u8>,
+    pub label: usize,
+    /// A second label where the set has one: FakeMNIST keeps the original digit here.
+    pub aux_label: Option<usize>,
+}
+
+/// A split of an image-classification dataset held in memory as bytes.
+///
+/// Pixels are stored `[N, C, H, W]` row-major, exactly as the IDX files hold them, so a set of
+/// 60 000 MNIST images costs 47 MB. Conversion to floats happens per batch.
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    /// Human-readable origin such as `mnist/train`, used in messages and run metadata.
+    pub name: String,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub class_names: Vec<String>,
+    pub(crate) images: Vec<u8>,
+    pub(crate) labels: Vec<u8>,
+    pub(crate) aux_labels: Option<Vec<u8>>,
+}
+
+impl ImageSet {
+    /// Builds a set, checking that sizes agree and labels are in range.
+    pub fn new(
+        name: impl Into<String>,
+        [channels, height, width]: [usize; 3],
+        images: Vec<u8>,
+        labels: Vec<u8>,
+        class_names: Vec<String>,
+    ) -> Result<Self> {
+        let name = name.into();
+        let per_image = channels * height * width;
+        if per_image == 0 || !images.len().is_multiple_of(per_image) {
+            return Err(DatasetError::Invalid(format!(
+                "{name}: {} pixel bytes is not a whole number of {channels}x{height}x{width} images",
+                images.len()
+            )));
+        }
+        if images.len() / per_image != labels.len() {
+            return Err(DatasetError::Invalid(format!(
+                "{name}: {} images but {} labels",
+                images.len() / per_image,
+                labels.len()
+            )));
+        }
+        if let Some((index, &label)) = labels
+            .iter()
+            .enumerate()
+            .find(|&(_, &l)| l as usize >= class_names.len())
+        {
+            return Err(DatasetError::LabelOutOfRange {
+                path: name.into(),
+                index,
+                label,
+                num_classes: class_names.len(),
+            });
+        }
+        Ok(Self {
+            name,
+            channels,
+            height,
+            width,
+            class_names,
+            images,
+            labels,
+            aux_labels: None,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
+    }
+
+    pub fn pixels_per_image(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// `[C, H, W]`
+    pub fn image_shape(&self) -> [usize; 3] {
+        [self.channels, self.height, self.width]
+    }
+
+    pub fn image(&self, index: usize) -> &[u8] {
+        let n = self.pixels_per_image();
+        &self.images[index * n..(index + 1) * n]
+    }
+
+    pub fn label(&self, index: usize) -> usize {
+        self.labels[index] as usize
+    }
+
+    pub fn labels(&self) -> &[u8] {
+        &self.labels
+    }
+
+    pub fn aux_label(&self, index: usize) -> Option<usize> {
+        self.aux_labels.as_ref().map(|a| a[index] as usize)
+    }
+
+    pub fn aux_labels(&self) -> Option<&[u8]> {
+        self.aux_labels.as_deref()
+    }
+
+    /// The images at `indices`, in that order, as a new set named `name`.
+    pub fn subset(&self, indices: &[usize], name: impl Into<String>) -> Self {
+        let n = self.pixels_per_image();
+        let mut images = Vec::with_capacity(indices.len() * n);
+        for &i in indices {
+            images.extend_from_slice(self.image(i));
+        }
+        Self {
+            name: name.into(),
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            class_names: self.class_names.clone(),
+            images,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            aux_labels: self
+                .aux_labels
+                .as_ref()
+                .map(|a| indices.iter().map(|&i| a[i]).collect()),
+        }
+    }
+
+    /// The first `n` images (or all, if there are fewer); for quick runs and tests.
+    pub fn take(&self, n: usize) -> Self {
+        let n = n.min(self.len());
+        let indices: Vec<usize> = (0..n).collect();
+        self.subset(&indices, format!("{}[..{n}]", self.name))
+    }
+
+    /// Indices of the images whose label is `class`.
+    pub fn indices_of_class(&self, class: usize) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| self.label(i) == class)
+            .collect()
+    }
+
+    pub(crate) fn with_aux_labels(mut self, aux: Vec<u8>) -> Self {
+        assert_eq!(aux.len(), self.labels.len());
+        self.aux_labels = Some(aux);
+        self
+    }
+}
+
+impl Dataset<ImageItem> for ImageSet {
+    fn get(&self, index: usize) -> Option<ImageItem> {
+        (index < self.len()).then(|| ImageItem {
+            index,
+            pixels: self.image(index).to_vec(),
+            label: self.label(index),
+            aux_label: self.aux_label(index),
+        })
+    }
+
+    fn len(&self) -> usize {
+        ImageSet::len(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> ImageSet {
+        let names = (0..3).map(|c| c.to_string()).collect();
+        ImageSet::new("tiny", [1, 2, 2], (0..12).collect(), vec![2, 0, 1], names).unwrap()
+    }
+
+    #[test]
+    fn serves_items_in_chw_order() {
+        let s = tiny();
+        assert_eq!(s.len(), 3);
+        let item = s.get(1).unwrap();
+        assert_eq!(item.pixels, vec![4, 5, 6, 7]);
+        assert_eq!(item.label, 0);
+        assert!(s.get(3).is_none());
+        let sub = s.subset(&[2, 0], "sub");
+        assert_eq!(sub.image(0), &[8, 9, 10, 11]);
+        assert_eq!(sub.labels(), &[1, 2]);
+        assert_eq!(s.indices_of_class(1), vec![2]);
+    }
+
+    #[test]
+    fn rejects_inconsistent_sizes_and_labels() {
+        let names: Vec<String> = (0..3).map(|c| c.to_string()).collect();
+        let e = ImageSet::new("a", [1, 2, 2], vec![0; 10], vec![0, 0], names.clone());
+        assert!(e.unwrap_err().to_string().contains("not a whole number"));
+        let e = ImageSet::new("b", [1, 2, 2], vec![0; 8], vec![0], names.clone());
+        assert!(e.unwrap_err().to_string().contains("2 images but 1 labels"));
+        let e = ImageSet::new("c", [1, 2, 2], vec![0; 8], vec![0, 7], names);
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("label 7 at index 1 is outside 0..3")
+        );
+    }
+}
