@@ -1,0 +1,116 @@
+use burn::prelude::*;
+
+use super::affine::{affine_forward, affine_inverse};
+use super::{ActNorm, ActNormConfig, FixedRotation};
+use crate::flow::Flow;
+use crate::nn::{BatchNormLayers, ConvSubnet, ConvSubnetConfig};
+
+/// IB-INN's all-in-one coupling block (`all_in_one_block.py::AIO_Block`):
+/// an affine coupling of the last `C/2` channels conditioned on the first `C − C/2`,
+/// `x₂' = x₂·exp(clamp·tanh(0.1·s)) + t`, then a fixed random rotation of all channels, then a
+/// per-channel scale `·exp(act_norm)` (fixed at `ln 0.80` for MNIST) plus offset.
+///
+/// The translation `t` is *not* scaled by 0.1, only the log-scale input is (reference code).
+#[derive(Config, Debug)]
+pub struct AllInOneCouplingConfig {
+    pub channels: usize,
+    pub subnet_width: usize,
+    #[config(default = 0.7)]
+    pub clamp: f64,
+    /// Initial channel scale (not its log), the reference's `act_norm` option.
+    #[config(default = 0.8)]
+    pub act_norm: f64,
+    #[config(default = false)]
+    pub learnable_act_norm: bool,
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    #[config(default = true)]
+    pub relu_first: bool,
+    /// Seed of the fixed rotation.
+    #[config(default = 0)]
+    pub seed: u64,
+}
+
+#[derive(Module, Debug)]
+pub struct AllInOneCoupling<B: Backend> {
+    pub(crate) subnet: ConvSubnet<B>,
+    pub(crate) rotation: FixedRotation<B>,
+    pub(crate) act_norm: ActNorm<B>,
+    clamp: f64,
+    split: usize,
+}
+
+impl AllInOneCouplingConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> AllInOneCoupling<B> {
+        let c = self.channels;
+        let (c1, c2) = (c - c / 2, c / 2);
+        AllInOneCoupling {
+            subnet: ConvSubnetConfig::new(c1, 2 * c2, self.subnet_width)
+                .with_dropout(self.dropout)
+                .with_relu_first(self.relu_first)
+                .init(device),
+            rotation: FixedRotation::random(c, self.seed, device),
+            act_norm: ActNormConfig::new(c)
+                .with_init_log_scale(self.act_norm.ln())
+                .with_learnable(self.learnable_act_norm)
+                .init(device),
+            clamp: self.clamp,
+            split: c1,
+        }
+    }
+}
+
+const PRE_SCALE: f64 = 0.1;
+
+impl<B: Backend> Flow<B> for AllInOneCoupling<B> {
+    fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 1>) {
+        let c = x.dims()[1];
+        let x1 = x.clone().narrow(1, 0, self.split);
+        let x2 = x.narrow(1, self.split, c - self.split);
+        let a = self.subnet.forward(x1.clone());
+        let (y2, ld_coupling) = affine_forward(x2, a, self.clamp, PRE_SCALE);
+        let (y, _) = self.rotation.forward(Tensor::cat(vec![x1, y2], 1));
+        let (y, ld_act) = self.act_norm.forward(y);
+        (y, ld_coupling + ld_act)
+    }
+
+    fn inverse(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
+        let y = self.rotation.inverse(self.act_norm.inverse(z));
+        let c = y.dims()[1];
+        let x1 = y.clone().narrow(1, 0, self.split);
+        let y2 = y.narrow(1, self.split, c - self.split);
+        let a = self.subnet.forward(x1.clone());
+        Tensor::cat(vec![x1, affine_inverse(y2, a, self.clamp, PRE_SCALE)], 1)
+    }
+}
+
+impl<B: Backend> BatchNormLayers<B> for AllInOneCoupling<B> {
+    fn visit_batch_norms(&mut self, f: &mut dyn FnMut(&mut burn::nn::BatchNorm<B>)) {
+        self.subnet.visit_batch_norms(f);
+    }
+}
+
+impl<B: Backend> BatchNormLayers<B> for ConvSubnet<B> {
+    fn visit_batch_norms(&mut self, f: &mut dyn FnMut(&mut burn::nn::BatchNorm<B>)) {
+        f(&mut self.bn1);
+        f(&mut self.bn2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{TAd, random_on};
+    use crate::testing::check_flow;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(6))]
+        #[test]
+        fn invertible_and_log_det_matches_jacobian(c in 2usize..6, hw in 1usize..4, seed in 0u64..1000) {
+            let block = AllInOneCouplingConfig::new(c, 8).with_seed(seed).init::<TAd>(&Default::default());
+            // Larger inputs push tanh into its clamped range, exercising the soft clamp.
+            let x = random_on::<TAd, 4>([2, c, hw, hw], seed) * 3.0;
+            check_flow(&block, x, 1e-4, 1e-3);
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Invertible building blocks. Each implements [`Flow`](crate::Flow).
+
+mod actnorm;
+mod affine;
+mod aio_coupling;
+mod dct;
+mod downsample_coupling;
+mod fixed_rotation;
+mod glow_coupling;
+mod haar;
+mod permute;
+mod sequence;
+
+pub use actnorm::{ActNorm, ActNormConfig};
+pub use aio_coupling::{AllInOneCoupling, AllInOneCouplingConfig};
+pub use dct::DctPooling;
+pub use downsample_coupling::{DownsampleCoupling, DownsampleCouplingConfig};
+pub use fixed_rotation::{FixedRotation, random_rotation};
+pub use glow_coupling::{GlowCoupling, GlowCouplingConfig};
+pub use haar::HaarDownsampling;
+pub use permute::ChannelPermutation;
+pub use sequence::{FlowBlock, FlowSequence};

@@ -1,0 +1,101 @@
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+
+use super::*;
+use crate::flow::Flow;
+use crate::nn::BatchNormLayers;
+
+/// Any invertible block, so that models can be plain sequences of blocks.
+// Variant sizes differ (a coupling holds its subnets inline), but a model holds only a few dozen
+// blocks, so boxing would buy nothing and would complicate the derived `Module` record.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum FlowBlock<B: Backend> {
+    Haar(HaarDownsampling<B>),
+    ActNorm(ActNorm<B>),
+    Rotation(FixedRotation<B>),
+    AllInOne(AllInOneCoupling<B>),
+    Downsample(DownsampleCoupling<B>),
+    Dct(DctPooling<B>),
+    Permutation(ChannelPermutation<B>),
+    Glow(GlowCoupling<B>),
+}
+
+macro_rules! each_block {
+    ($self:expr, $b:ident => $e:expr) => {
+        match $self {
+            FlowBlock::Haar($b) => $e,
+            FlowBlock::ActNorm($b) => $e,
+            FlowBlock::Rotation($b) => $e,
+            FlowBlock::AllInOne($b) => $e,
+            FlowBlock::Downsample($b) => $e,
+            FlowBlock::Dct($b) => $e,
+            FlowBlock::Permutation($b) => $e,
+            FlowBlock::Glow($b) => $e,
+        }
+    };
+}
+
+impl<B: Backend> Flow<B> for FlowBlock<B> {
+    fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 1>) {
+        each_block!(self, b => b.forward(x))
+    }
+
+    fn inverse(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
+        each_block!(self, b => b.inverse(z))
+    }
+
+    fn output_shape(&self, input: [usize; 3]) -> [usize; 3] {
+        each_block!(self, b => b.output_shape(input))
+    }
+}
+
+impl<B: Backend> BatchNormLayers<B> for FlowBlock<B> {
+    fn visit_batch_norms(&mut self, f: &mut dyn FnMut(&mut BatchNorm<B>)) {
+        match self {
+            FlowBlock::AllInOne(b) => b.visit_batch_norms(f),
+            FlowBlock::Downsample(b) => b.visit_batch_norms(f),
+            _ => {}
+        }
+    }
+}
+
+/// Blocks applied one after the other; the inverse runs them backwards and the
+/// log-determinants add up.
+#[derive(Module, Debug)]
+pub struct FlowSequence<B: Backend> {
+    pub blocks: Vec<FlowBlock<B>>,
+}
+
+impl<B: Backend> FlowSequence<B> {
+    pub fn new(blocks: Vec<FlowBlock<B>>) -> Self {
+        Self { blocks }
+    }
+}
+
+impl<B: Backend> Flow<B> for FlowSequence<B> {
+    fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 1>) {
+        let n = x.dims()[0];
+        let device = x.device();
+        self.blocks
+            .iter()
+            .fold((x, Tensor::zeros([n], &device)), |(x, ld), b| {
+                let (y, l) = b.forward(x);
+                (y, ld + l)
+            })
+    }
+
+    fn inverse(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.blocks.iter().rev().fold(z, |z, b| b.inverse(z))
+    }
+
+    fn output_shape(&self, input: [usize; 3]) -> [usize; 3] {
+        self.blocks.iter().fold(input, |s, b| b.output_shape(s))
+    }
+}
+
+impl<B: Backend> BatchNormLayers<B> for FlowSequence<B> {
+    fn visit_batch_norms(&mut self, f: &mut dyn FnMut(&mut BatchNorm<B>)) {
+        self.blocks.iter_mut().for_each(|b| b.visit_batch_norms(f));
+    }
+}

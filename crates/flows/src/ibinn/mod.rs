@@ -1,0 +1,9 @@
+//! IB-INN (Ardizzone et al., NeurIPS 2020), the conditional INN that ECINN explains.
+
+mod config;
+mod loss;
+mod model;
+
+pub use config::{IbInnConfig, StageConfig};
+pub use loss::{bits_per_dim, ib_objective, ib_terms, logsumexp, smooth_one_hot};
+pub use model::{IbInn, IbInnOutput};

@@ -1,0 +1,14 @@
+//! Small networks used inside coupling blocks.
+
+mod batch_norm;
+mod dropout2d;
+mod init;
+mod subnet;
+
+pub use batch_norm::{
+    BatchNormLayers, calibrate_batch_norm_step, finish_batch_norm_calibration,
+    start_batch_norm_calibration,
+};
+pub use dropout2d::Dropout2d;
+pub use init::{kaiming_normal, torch_default_bias};
+pub use subnet::{ConvSubnet, ConvSubnetConfig, FcSubnet, FcSubnetConfig};

@@ -1,0 +1,130 @@
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
+};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+use super::{Dropout2d, kaiming_normal, torch_default_bias};
+
+/// IB-INN's coupling subnetwork (`basic_residual_block` / `strided_residual_block` in the
+/// reference; despite the name it has no skip connection):
+/// `[ReLU] → conv3×3 → BN → ReLU → conv3×3 (stride 1 or 2) → BN → ReLU → Dropout2d → conv1×1`.
+///
+/// Convolutions are Kaiming-normal initialised without bias except the last, whose bias gets
+/// PyTorch's default; batch norm uses momentum 0.999 and ε = 1e-4 as in the reference.
+#[derive(Config, Debug)]
+pub struct ConvSubnetConfig {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub width: usize,
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    #[config(default = true)]
+    pub relu_first: bool,
+    /// 2 halves the spatial size (the strided subnet of the downsampling coupling).
+    #[config(default = 1)]
+    pub stride: usize,
+    #[config(default = 0.999)]
+    pub bn_momentum: f64,
+    #[config(default = 1e-4)]
+    pub bn_epsilon: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct ConvSubnet<B: Backend> {
+    pub(crate) conv1: Conv2d<B>,
+    pub(crate) bn1: BatchNorm<B>,
+    pub(crate) conv2: Conv2d<B>,
+    pub(crate) bn2: BatchNorm<B>,
+    pub(crate) conv3: Conv2d<B>,
+    dropout: Dropout2d,
+    relu_first: bool,
+}
+
+impl ConvSubnetConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ConvSubnet<B> {
+        let w = self.width;
+        let conv3x3 = |c_in: usize, stride: usize| {
+            let mut conv = Conv2dConfig::new([c_in, w], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_stride([stride, stride])
+                .with_bias(false)
+                .init(device);
+            conv.weight = kaiming_normal([w, c_in, 3, 3], c_in * 9, 1.0, device);
+            conv
+        };
+        let bn = || {
+            BatchNormConfig::new(w)
+                .with_momentum(self.bn_momentum)
+                .with_epsilon(self.bn_epsilon)
+                .init(device)
+        };
+        let mut conv3 = Conv2dConfig::new([w, self.c_out], [1, 1]).init(device);
+        conv3.weight = kaiming_normal([self.c_out, w, 1, 1], w, 1.0, device);
+        conv3.bias = Some(torch_default_bias(self.c_out, w, device));
+        ConvSubnet {
+            conv1: conv3x3(self.c_in, 1),
+            bn1: bn(),
+            conv2: conv3x3(w, self.stride),
+            bn2: bn(),
+            conv3,
+            dropout: Dropout2d { prob: self.dropout },
+            relu_first: self.relu_first,
+        }
+    }
+}
+
+impl<B: Backend> ConvSubnet<B> {
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = if self.relu_first { relu(x) } else { x };
+        let x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let x = relu(self.bn2.forward(self.conv2.forward(x)));
+        self.conv3.forward(self.dropout.forward(x))
+    }
+}
+
+/// The fully connected subnet of IB-INN's GLOW coupling:
+/// `Linear(c_in, width) → ReLU → Dropout → Linear(width, c_out)`, weights Kaiming-normal × 0.1.
+#[derive(Config, Debug)]
+pub struct FcSubnetConfig {
+    pub c_in: usize,
+    pub c_out: usize,
+    #[config(default = 1024)]
+    pub width: usize,
+    #[config(default = 0.5)]
+    pub dropout: f64,
+    /// Multiplies the Kaiming-normal weights (the reference shrinks linear layers by 0.1).
+    #[config(default = 0.1)]
+    pub weight_scale: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct FcSubnet<B: Backend> {
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+    dropout: Dropout,
+}
+
+impl FcSubnetConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> FcSubnet<B> {
+        let linear = |i: usize, o: usize| {
+            let mut l = LinearConfig::new(i, o).init(device);
+            l.weight = kaiming_normal([i, o], i, self.weight_scale, device);
+            l.bias = Some(torch_default_bias(o, i, device));
+            l
+        };
+        FcSubnet {
+            fc1: linear(self.c_in, self.width),
+            fc2: linear(self.width, self.c_out),
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+}
+
+impl<B: Backend> FcSubnet<B> {
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.fc2
+            .forward(self.dropout.forward(relu(self.fc1.forward(x))))
+    }
+}

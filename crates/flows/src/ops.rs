@@ -1,0 +1,75 @@
+//! Shape shuffles and small linear maps shared by several blocks.
+
+use burn::prelude::*;
+
+/// `[N, C, H, W] → [N, 4C, H/2, W/2]`; output channel `4c + 2dy + dx` holds pixel `(dy, dx)` of
+/// each 2×2 patch of channel `c` (the order of IB-INN's fixed "reshape" convolution kernels).
+pub fn space_to_depth<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h / 2, 2, w / 2, 2])
+        .permute([0, 1, 3, 5, 2, 4])
+        .reshape([n, c * 4, h / 2, w / 2])
+}
+
+/// Inverse of [`space_to_depth`].
+pub fn depth_to_space<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [n, c4, h, w] = x.dims();
+    x.reshape([n, c4 / 4, 2, 2, h, w])
+        .permute([0, 1, 4, 2, 5, 3])
+        .reshape([n, c4 / 4, h * 2, w * 2])
+}
+
+/// A 1×1 convolution without bias: `y[:, i] = Σ_j w[i, j] x[:, j]` at every pixel.
+pub fn channel_mix<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 2>) -> Tensor<B, 4> {
+    let [n, c, h, wd] = x.dims();
+    let w = w.unsqueeze_dim::<3>(0).expand([n, c, c]);
+    w.matmul(x.reshape([n, c, h * wd])).reshape([n, c, h, wd])
+}
+
+/// Sum over all but the batch dimension.
+pub fn sum_per_sample<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 1> {
+    let n = x.dims()[0];
+    x.reshape([n as i32, -1]).sum_dim(1).reshape([n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{TB, assert_close, random};
+
+    #[test]
+    fn space_to_depth_orders_patch_pixels_per_channel() {
+        let d = Default::default();
+        let x = Tensor::<TB, 1, Int>::arange(0..32, &d)
+            .float()
+            .reshape([1, 2, 4, 4]);
+        let y = space_to_depth(x.clone());
+        assert_eq!(y.dims(), [1, 8, 2, 2]);
+        let v: Vec<f32> = y.clone().into_data().to_vec().unwrap();
+        // channel 0 = top-left pixels of channel 0's patches: x[0,0,{0,2},{0,2}] = 0, 2, 8, 10.
+        assert_eq!(&v[0..4], &[0.0, 2.0, 8.0, 10.0]);
+        // channel 1 = top-right: 1, 3, 9, 11; channel 4 = channel 1's top-left: 16, 18, 24, 26.
+        assert_eq!(&v[4..8], &[1.0, 3.0, 9.0, 11.0]);
+        assert_eq!(&v[16..20], &[16.0, 18.0, 24.0, 26.0]);
+        assert_close(depth_to_space(y), x, 0.0);
+    }
+
+    #[test]
+    fn channel_mix_is_a_per_pixel_matmul() {
+        let d = Default::default();
+        let x = random::<4>([2, 3, 2, 2], 1);
+        let w =
+            Tensor::<TB, 2>::from_floats([[1.0, 0.0, 2.0], [0.0, -1.0, 0.0], [0.5, 0.5, 0.5]], &d);
+        let y = channel_mix(x.clone(), w);
+        let x0 = x.clone().narrow(1, 0, 1);
+        let x1 = x.clone().narrow(1, 1, 1);
+        let x2 = x.narrow(1, 2, 1);
+        assert_close(
+            y.clone().narrow(1, 0, 1),
+            x0.clone() + x2.clone() * 2.0,
+            1e-6,
+        );
+        assert_close(y.clone().narrow(1, 1, 1), -x1.clone(), 1e-6);
+        assert_close(y.narrow(1, 2, 1), (x0 + x1 + x2) * 0.5, 1e-6);
+    }
+}

@@ -1,0 +1,25 @@
+//! Backends and helpers for this crate's unit tests.
+
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+
+pub type TB = burn::backend::Flex;
+pub type TAd = burn::backend::Autodiff<TB>;
+
+/// A standard-normal tensor from a seeded host RNG (independent of backend RNG state).
+pub fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<TB, D> {
+    random_on::<TB, D>(shape, seed)
+}
+
+pub fn random_on<B: Backend, const D: usize>(shape: [usize; D], seed: u64) -> Tensor<B, D> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    Tensor::from_data(TensorData::new(v, shape), &Default::default())
+}
+
+pub fn assert_close<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>, tol: f64) {
+    let err = crate::testing::max_abs_diff(a, b);
+    assert!(err <= tol, "max abs difference {err} > {tol}");
+}
