@@ -1,0 +1,155 @@
+//! `cargo xtask bench …`: timings taken side by side in one process.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use cfx_datasets::{Augmentation, HostBatch, Split, mnist};
+use cfx_flows::ibinn::{IbInn, IbInnConfig, ib_objective, smooth_one_hot};
+use rand::SeedableRng;
+use serde::Serialize;
+
+use crate::backend::{BackendJob, BackendKind, run_on};
+use crate::cli::StepBenchArgs;
+use crate::train::ibinn::IbInnTrainConfig;
+use crate::train::optim::{GroupedSgd, SgdGroup};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTiming {
+    pub backend: String,
+    pub batch_size: usize,
+    pub steps: usize,
+    pub median_ms: f64,
+    pub mean_ms: f64,
+    pub images_per_second: f64,
+    /// Medians of forward / backward / optimiser with a device sync after each
+    /// (`--breakdown`; the syncs cost a little overlap, so their sum exceeds `median_ms`).
+    pub breakdown_ms: Option<[f64; 3]>,
+}
+
+struct StepJob {
+    model: IbInnConfig,
+    batch: HostBatch,
+    steps: usize,
+    warmup: usize,
+    breakdown: bool,
+}
+
+impl BackendJob for StepJob {
+    type Output = StepTiming;
+
+    fn run<B: AutodiffBackend>(
+        self,
+        device: B::Device,
+        backend: BackendKind,
+    ) -> Result<StepTiming> {
+        let cfg = IbInnTrainConfig::default();
+        B::seed(&device, 0);
+        let mut model: IbInn<B> = self.model.init(&device);
+        let g = SgdGroup {
+            lr_factor: 1.0,
+            momentum: cfg.momentum,
+            weight_decay: cfg.weight_decay,
+        };
+        let mut optim = GroupedSgd::<B, IbInn<B>>::new(g, Some(cfg.clip_grad_norm));
+        let mut times = vec![];
+        let mut parts: Vec<[f64; 3]> = vec![];
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        for i in 0..self.warmup + self.steps {
+            let t = Instant::now();
+            let batch = self.batch.clone().to_device::<B>(&device);
+            let targets = smooth_one_hot(batch.labels, self.model.n_classes, cfg.label_smoothing);
+            let out = model.forward_output(batch.images, Some(targets));
+            let loss = ib_objective(out.l_x.mean(), out.l_y.expect("targets").mean(), cfg.beta);
+            if self.breakdown {
+                B::sync(&device)?;
+            }
+            let t_fwd = ms(t);
+            let grads = loss.backward();
+            if self.breakdown {
+                B::sync(&device)?;
+            }
+            let t_bwd = ms(t);
+            let (m, norm) = optim.step(1e-3, model, grads);
+            model = m;
+            // Reading a scalar back waits for the device: the step is really done.
+            let _: f32 = norm.into_scalar().elem();
+            let total = ms(t);
+            eprintln!("{backend} step {i}: {total:.1} ms");
+            if i >= self.warmup {
+                times.push(total);
+                parts.push([t_fwd, t_bwd - t_fwd, total - t_bwd]);
+            }
+        }
+        let median_of = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let breakdown_ms = self
+            .breakdown
+            .then(|| [0, 1, 2].map(|k| median_of(parts.iter().map(|p| p[k]).collect())));
+        let mut sorted = times.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let n = self.batch.len();
+        Ok(StepTiming {
+            backend: backend.to_string(),
+            batch_size: n,
+            steps: self.steps,
+            median_ms: median,
+            mean_ms: times.iter().sum::<f64>() / times.len() as f64,
+            images_per_second: n as f64 / (median / 1e3),
+            breakdown_ms,
+        })
+    }
+}
+
+pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
+    let model = if args.small {
+        IbInnConfig::tiny()
+    } else {
+        IbInnConfig::mnist()
+    };
+    let train = mnist(Split::Train)?;
+    let idx: Vec<usize> = (0..args.batch_size).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let batch = HostBatch::from_set(&train, &idx, &Augmentation::IBINN_TRAIN, &mut rng);
+    let mut out = vec![];
+    for &b in &args.backends {
+        let job = StepJob {
+            model: model.clone(),
+            batch: batch.clone(),
+            steps: args.steps.max(1),
+            warmup: args.warmup,
+            breakdown: args.breakdown,
+        };
+        let t = run_on(b, job)?;
+        println!(
+            "{:<8} batch {:>4}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
+            t.backend, t.batch_size, t.median_ms, t.mean_ms, t.images_per_second
+        );
+        if let Some([f, b, o]) = t.breakdown_ms {
+            println!(
+                "{:<8} forward {f:.1} ms, backward {b:.1} ms, optimiser {o:.1} ms",
+                t.backend
+            );
+        }
+        out.push(t);
+    }
+    if out.len() > 1 {
+        let base = &out[0];
+        for t in &out[1..] {
+            println!(
+                "{} / {} time ratio: {:.2}",
+                t.backend,
+                base.backend,
+                t.median_ms / base.median_ms
+            );
+        }
+    }
+    if let Some(p) = &args.json {
+        crate::fsutil::write_atomic(p, serde_json::to_string_pretty(&out)?.as_bytes())?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,8 @@
+//! The command-line tool of the workspace, as a library so that its pieces are testable.
+
+pub mod backend;
+pub mod bench;
+pub mod checkpoint;
+pub mod cli;
+pub mod fsutil;
+pub mod train;

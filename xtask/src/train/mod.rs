@@ -1,0 +1,6 @@
+//! Training loops behind `cargo xtask train`.
+
+pub mod ibinn;
+pub mod optim;
+pub mod progress;
+pub mod run;
