@@ -1,6 +1,7 @@
 //! Smoke training of a tiny IB-INN on real MNIST images, on the CPU.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use burn::backend::Flex;
 use cfx_datasets::{Augmentation, eval_batches};
@@ -24,12 +25,17 @@ fn small_config() -> IbInnTrainConfig {
     }
 }
 
+/// The backend RNG is process-wide and the test harness runs tests on parallel threads: one
+/// training at a time keeps each run's dropout masks its own, so runs are reproducible.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 fn train(
     cfg: &IbInnTrainConfig,
     root: &Path,
     resume: bool,
     control: TrainControl,
 ) -> anyhow::Result<TrainOutcome> {
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let job = IbInnTrainJob {
         cfg: cfg.clone(),
         run_root: root.to_path_buf(),
@@ -124,12 +130,12 @@ fn learns_and_resumes_from_the_same_step() {
     };
     // Same data order and noise, same arithmetic: the resumed run matches the straight one.
     assert!(
-        (resumed.l_x - report.l_x).abs() < 1e-3 * report.l_x.abs().max(1.0),
+        (resumed.l_x - report.l_x).abs() < 1e-6 * report.l_x.abs().max(1.0),
         "{} vs {}",
         resumed.l_x,
         report.l_x
     );
-    assert!((resumed.accuracy - report.accuracy).abs() <= 0.02);
+    assert!((resumed.accuracy - report.accuracy).abs() < 1e-9);
 }
 
 #[test]

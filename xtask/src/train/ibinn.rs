@@ -326,7 +326,7 @@ fn train<B: AutodiffBackend>(
     let mut optim = optimizer::<B>(&cfg, &model);
     let mut state = TrainState::default();
     if let Some(ckpt) = store.latest()? {
-        (model, optim, state) = load_checkpoint(&ckpt, model, optim, &device)?;
+        (model, optim, state) = load_checkpoint(&ckpt, &cfg, model, &device)?;
         let msg = format!(
             "resuming {} from {} (epoch {}, step {})",
             run_root.display(),
@@ -362,6 +362,9 @@ fn train<B: AutodiffBackend>(
         let start_step = state.step_in_epoch;
         for host in Prefetcher::new(fit.clone(), sampler, aug, epoch, start_step) {
             let batch = host.to_device::<B>(&device);
+            // Dropout draws from the backend RNG, whose state no checkpoint can hold: seeding it
+            // per step makes a resumed run draw the same masks as one that never stopped.
+            B::seed(&device, step_seed(cfg.seed, state.global_step));
             let targets = smooth_one_hot(batch.labels.clone(), k, cfg.label_smoothing);
             let out = model.forward_output(batch.images, Some(targets));
             let (l_x, l_y) = (out.l_x.mean(), out.l_y.expect("targets given").mean());
@@ -602,8 +605,21 @@ fn check_finite(m: &StepMeans, epoch: usize, step: usize, store: &CheckpointStor
     )
 }
 
+/// A well-mixed seed for the backend RNG at `step` (splitmix64 finaliser).
+fn step_seed(seed: u64, step: usize) -> u64 {
+    let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Reports a stop that left a resumable checkpoint behind.
-fn paused(run: &RunDir, what: &str, checkpoint: PathBuf, state: TrainState) -> Result<TrainOutcome> {
+fn paused(
+    run: &RunDir,
+    what: &str,
+    checkpoint: PathBuf,
+    state: TrainState,
+) -> Result<TrainOutcome> {
     let msg = format!("{what} ({})", checkpoint.display());
     eprintln!("{msg}");
     run.log(&msg)?;
@@ -633,8 +649,8 @@ type Loaded<B> = (IbInn<B>, GroupedSgd<B, IbInn<B>>, TrainState);
 
 fn load_checkpoint<B: AutodiffBackend>(
     ckpt: &Path,
+    cfg: &IbInnTrainConfig,
     model: IbInn<B>,
-    optim: GroupedSgd<B, IbInn<B>>,
     device: &B::Device,
 ) -> Result<Loaded<B>> {
     let bad = |what: &str| format!("checkpoint {} has an unreadable {what}", ckpt.display());
@@ -652,11 +668,11 @@ fn load_checkpoint<B: AutodiffBackend>(
         device,
     )
     .with_context(|| bad(OPTIM_FILE))?;
-    Ok((
-        model.load_record(record),
-        optim.load_record(optim_record)?,
-        state,
-    ))
+    // Loading a record also restores the parameter ids, which key the optimiser's groups and
+    // momentum: the optimiser must be built from the loaded model, not the fresh one.
+    let model = model.load_record(record);
+    let optim = optimizer::<B>(cfg, &model).load_record(optim_record)?;
+    Ok((model, optim, state))
 }
 
 /// Calibrates batch norm, evaluates on the test set and writes the final model.
