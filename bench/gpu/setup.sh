@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sourced at the start of every command on the GPU machine: unpacks the carried binaries
+# Run (bash bench/gpu/setup.sh) at the start of every command on the GPU machine: unpacks the carried binaries
 # (built here with `cargo build --release -p xtask --no-default-features --features cuda[,fusion]`,
 # stripped and xz-compressed into .gpu/) and prints what machine this is.
 set -euo pipefail
