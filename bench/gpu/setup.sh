@@ -14,3 +14,5 @@ for first in .gpu/runs-*.tar.part-aa; do
   [ -e "$first" ] || continue
   cat "${first%aa}"* | tar -x -C .
 done
+# Restore a tuned autotune cache carried back from warm-autotune.sh.
+if [ -e .gpu/autotune.tar ]; then tar -xf .gpu/autotune.tar; fi
