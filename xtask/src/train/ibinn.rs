@@ -409,12 +409,15 @@ fn train<B: AutodiffBackend>(
                 bar.set_message(msg);
             }
             if !at_end && (checkpoint_due || stop) {
-                state.train_seconds += epoch_start.elapsed().as_secs_f64();
-                let path = save_checkpoint(&store, &model, &optim, &state)?;
+                // The checkpoint counts this epoch's time so far; the running state adds the
+                // whole epoch once it ends, so it must not count this part twice.
+                let mut snapshot = state.clone();
+                snapshot.train_seconds += epoch_start.elapsed().as_secs_f64();
+                let path = save_checkpoint(&store, &model, &optim, &snapshot)?;
                 if stop {
                     bar.finish_and_clear();
                     let msg = format!("paused at epoch {epoch}, step {}", state.step_in_epoch);
-                    return paused(&run, &msg, path, state);
+                    return paused(&run, &msg, path, snapshot);
                 }
             }
         }
@@ -697,11 +700,8 @@ fn finish<B: AutodiffBackend>(
     let dequantized = evaluate(&valid, test, cfg.train_augmentation().without_noise(), cfg)?;
     let offset_bits =
         model.reference_log_det_offset() / (cfg.model.dim() as f64 * std::f64::consts::LN_2);
-    let total_images: f64 = state
-        .history
-        .iter()
-        .map(|h| h.images_per_second * h.train_seconds)
-        .sum();
+    // Every step trains on one full batch (the sampler drops the last partial one).
+    let total_images = (state.global_step * cfg.batch_size) as f64;
     let report = TestReport {
         dataset: test.name.clone(),
         backend: backend.to_string(),
