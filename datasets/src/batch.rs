@@ -238,11 +238,23 @@ pub fn eval_batches<'a>(
     batch_size: usize,
     aug: &Augmentation,
 ) -> impl Iterator<Item = HostBatch> + 'a {
-    let aug = aug.deterministic();
+    ordered_batches(set, batch_size, aug.deterministic(), 0)
+}
+
+/// All of `set` in order, in batches of `batch_size`, augmented with `aug`; its random parts
+/// draw from one stream seeded with `seed`, so a held-out likelihood is reproducible.
+pub fn ordered_batches(
+    set: &ImageSet,
+    batch_size: usize,
+    aug: Augmentation,
+    seed: u64,
+) -> impl Iterator<Item = HostBatch> + '_ {
+    let batch_size = batch_size.max(1);
     let n = set.len();
-    (0..n.div_ceil(batch_size.max(1))).map(move |b| {
-        let idx: Vec<usize> = (b * batch_size..((b + 1) * batch_size).min(n)).collect();
-        HostBatch::from_set(set, &idx, &aug, &mut StdRng::seed_from_u64(0))
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n).step_by(batch_size).map(move |start| {
+        let idx: Vec<usize> = (start..(start + batch_size).min(n)).collect();
+        HostBatch::from_set(set, &idx, &aug, &mut rng)
     })
 }
 

@@ -17,7 +17,10 @@ pub mod source;
 pub mod split;
 
 pub use augment::Augmentation;
-pub use batch::{AugmentingBatcher, EpochSampler, HostBatch, ImageBatch, Prefetcher, eval_batches};
+pub use batch::{
+    AugmentingBatcher, EpochSampler, HostBatch, ImageBatch, Prefetcher, eval_batches,
+    ordered_batches,
+};
 pub use error::{DatasetError, Result};
 pub use fake_mnist::{FAKE_MNIST_SEED, build_fake_mnist, fake_mnist};
 pub use image_set::{ImageItem, ImageSet};

@@ -10,14 +10,13 @@ use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use cfx_datasets::{
-    Augmentation, DatasetKind, EpochSampler, HostBatch, ImageSet, Prefetcher, Split,
+    Augmentation, DatasetKind, EpochSampler, ImageSet, Prefetcher, Split, ordered_batches,
     train_val_split,
 };
 use cfx_flows::ibinn::{IbInn, IbInnConfig, bits_per_dim, ib_objective, smooth_one_hot};
 use cfx_flows::nn::{
     calibrate_batch_norm_step, finish_batch_norm_calibration, start_batch_norm_calibration,
 };
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::optim::{GroupedSgd, SgdGroup};
@@ -772,12 +771,9 @@ pub fn evaluate<B: Backend>(
 ) -> Result<EvalMetrics> {
     let device = model.mu.val().device();
     let k = model.n_classes();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ 0xE7A1);
     let mut sums: Option<Tensor<B, 1>> = None;
-    let n = set.len();
-    for start in (0..n).step_by(cfg.eval_batch_size) {
-        let idx: Vec<usize> = (start..(start + cfg.eval_batch_size).min(n)).collect();
-        let batch = HostBatch::from_set(set, &idx, &aug, &mut rng).to_device::<B>(&device);
+    for host in ordered_batches(set, cfg.eval_batch_size, aug, cfg.seed ^ 0xE7A1) {
+        let batch = host.to_device::<B>(&device);
         let targets = smooth_one_hot(batch.labels.clone(), k, cfg.label_smoothing);
         let out = model.forward_output(batch.images, Some(targets));
         let l_y = out.l_y.expect("targets given");
@@ -802,6 +798,7 @@ pub fn evaluate<B: Backend>(
         .convert::<f64>()
         .to_vec()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let n = set.len();
     let nf = n as f64;
     let (l_x, l_y) = (v[0] / nf, v[1] / nf);
     Ok(EvalMetrics {
