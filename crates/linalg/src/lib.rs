@@ -1,4 +1,20 @@
-//! Will hold FastH (WY-grouped Householder products) and FastFID as custom burn backend ops, and the SVD-parameterised layers built on them.
+//! Linear algebra for the toolkit: FastH (WY-grouped Householder products) and FastFID (the
+//! trace of a matrix square root through a small m×m eigenproblem), both as custom burn backend
+//! ops with hand-written backward passes, and the SVD-parameterised layers built on FastH.
 //!
-//! Nothing is implemented here yet: the crate exists so that the workspace has its final
-//! layout (see DEVELOPERS.md). Its issue fills it.
+//! Seed 004 (thesis ch. 2 and Papers 1–2) and `shared/docs/spec-fasth-fastfid.md` are the
+//! sources; where the code departs from them the doc comment says so.
+
+mod autodiff;
+mod backend;
+mod convert;
+mod error;
+pub mod fasth;
+pub mod fid;
+#[cfg(test)]
+mod test_util;
+
+pub use backend::LinalgBackend;
+pub use error::LinalgError;
+pub use fasth::householder_product;
+pub use fid::{FeatureStats, FidReference, fid, trace_sqrt_product};

@@ -1,0 +1,87 @@
+//! The CubeCL kernels against the portable implementation on the CPU.
+//! `cargo test -p cfx-linalg --features wgpu` (any Vulkan driver, Mesa's llvmpipe included)
+//! or `--features cuda` on an NVIDIA machine.
+#![cfg(any(feature = "wgpu", feature = "cuda"))]
+
+use burn::backend::Autodiff;
+use burn::prelude::*;
+use burn_flex::Flex;
+use cfx_linalg::fasth::baselines::sequential_product;
+use cfx_linalg::{LinalgBackend, householder_product};
+
+#[cfg(feature = "cuda")]
+type Gpu = burn_cubecl::CubeBackend<burn::backend::cuda::CudaRuntime, f32, i32, u8>;
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+type Gpu = burn_cubecl::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
+
+fn random(shape: [usize; 2], seed: u64) -> TensorData {
+    // A fixed LCG keeps the test free of the rand crates' version churn.
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let n = shape[0] * shape[1];
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    TensorData::new(values, shape)
+}
+
+fn grads<B: LinalgBackend + burn::tensor::backend::AutodiffBackend>(
+    v: TensorData,
+    x: TensorData,
+    c: TensorData,
+    group: usize,
+    transpose: bool,
+    fast: bool,
+) -> [Vec<f32>; 3] {
+    let dev = Default::default();
+    let v = Tensor::<B, 2>::from_data(v, &dev).require_grad();
+    let x = Tensor::<B, 2>::from_data(x, &dev).require_grad();
+    let c = Tensor::<B, 2>::from_data(c, &dev);
+    let out = if fast {
+        householder_product(v.clone(), x.clone(), group, transpose).unwrap()
+    } else {
+        sequential_product(v.clone(), x.clone(), transpose)
+    };
+    let g = (out.clone() * c).sum().backward();
+    let read = |t: Tensor<B::InnerBackend, 2>| t.into_data().to_vec::<f32>().unwrap();
+    [
+        read(out.inner()),
+        read(v.grad(&g).unwrap()),
+        read(x.grad(&g).unwrap()),
+    ]
+}
+
+#[test]
+fn kernels_match_the_portable_path() {
+    for (k, d, m, group) in [
+        (7, 7, 3, 2),
+        (64, 64, 8, 16),
+        (100, 100, 5, 32),
+        (37, 100, 300, 8),
+    ] {
+        for transpose in [false, true] {
+            let (v, x, c) = (random([k, d], 1), random([d, m], 2), random([d, m], 3));
+            let gpu =
+                grads::<Autodiff<Gpu>>(v.clone(), x.clone(), c.clone(), group, transpose, true);
+            let cpu = grads::<Autodiff<Flex>>(v, x, c, group, transpose, false);
+            for (name, (a, b)) in ["output", "dV", "dX"].iter().zip(gpu.iter().zip(&cpu)) {
+                let err = a
+                    .iter()
+                    .zip(b)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0.0f32, f32::max);
+                let scale = b.iter().map(|q| q.abs()).fold(1.0f32, f32::max);
+                assert!(
+                    err <= 1e-4 * scale,
+                    "K={k} d={d} m={m} t={group} transpose={transpose}: {name} differs by {err} (scale {scale})"
+                );
+            }
+        }
+    }
+}
