@@ -9,6 +9,7 @@ use std::fmt;
 use anyhow::{Result, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
+use cfx_linalg::LinalgBackend;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -59,7 +60,7 @@ impl fmt::Display for BackendKind {
 /// A computation that can run on any autodiff backend.
 pub trait BackendJob {
     type Output;
-    fn run<B: AutodiffBackend>(
+    fn run<B: AutodiffBackend + LinalgBackend>(
         self,
         device: B::Device,
         backend: BackendKind,

@@ -42,6 +42,10 @@ pub enum TrainCommand {
 pub enum BenchCommand {
     /// Time IB-INN training steps (forward, backward, optimiser) on each backend given.
     Step(StepBenchArgs),
+    /// FastH vs the sequential and explicit-matrix Householder products (forward, fwd+bwd).
+    Fasth(FastHBenchArgs),
+    /// FastFID vs the dense O(d³) FID, with the error of each.
+    Fid(FidBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -228,6 +232,54 @@ pub struct StepBenchArgs {
     #[arg(long)]
     pub breakdown: bool,
     /// Write the measurements as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FastHBenchArgs {
+    #[command(flatten)]
+    pub backend: BackendArg,
+    /// Matrix sizes d (one orthogonal d×d matrix, K = d reflections).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![64, 128, 256, 512, 768, 1024, 2048])]
+    pub dims: Vec<usize>,
+    /// Columns m of X (the paper's mini-batch).
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// WY group size [default: 16 up to d = 128, else 32].
+    #[arg(long)]
+    pub group: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Time the baselines only up to this d (they are O(d) launches, the parallel one O(d³)).
+    #[arg(long)]
+    pub baseline_max_dim: Option<usize>,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FidBenchArgs {
+    #[command(flatten)]
+    pub backend: BackendArg,
+    /// Feature dimension (Inception's pool layer has 2048).
+    #[arg(long, default_value_t = 2048)]
+    pub dim: usize,
+    /// Fake batch sizes m.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![8, 16, 32, 64, 128, 256])]
+    pub batches: Vec<usize>,
+    /// Real samples behind the precomputed statistics.
+    #[arg(long, default_value_t = 4096)]
+    pub real: usize,
+    #[arg(long, default_value_t = 10)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Runs of the dense reference per m (seconds each at d = 2048).
+    #[arg(long, default_value_t = 1)]
+    pub dense_repeats: usize,
     #[arg(long)]
     pub json: Option<PathBuf>,
 }

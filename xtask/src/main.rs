@@ -60,6 +60,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Step(args)) => {
             xtask::bench::step(&args)?;
         }
+        Command::Bench(BenchCommand::Fasth(args)) => {
+            xtask::bench::fasth(&args)?;
+        }
+        Command::Bench(BenchCommand::Fid(args)) => {
+            xtask::bench::fid(&args)?;
+        }
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ mod convert;
 mod error;
 pub mod fasth;
 pub mod fid;
+pub mod layers;
 #[cfg(test)]
 mod test_util;
 
@@ -18,3 +19,6 @@ pub use backend::LinalgBackend;
 pub use error::LinalgError;
 pub use fasth::householder_product;
 pub use fid::{FeatureStats, FidReference, fid, trace_sqrt_product};
+pub use layers::{
+    InvConv1x1, InvConv1x1Config, Orthogonal, OrthogonalConfig, SvdLinear, SvdLinearConfig,
+};

@@ -10,9 +10,9 @@ use cfx_linalg::fasth::baselines::sequential_product;
 use cfx_linalg::{LinalgBackend, householder_product};
 
 #[cfg(feature = "cuda")]
-type Gpu = burn_cubecl::CubeBackend<burn::backend::cuda::CudaRuntime, f32, i32, u8>;
+type Gpu = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
 #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
-type Gpu = burn_cubecl::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>;
+type Gpu = burn_cubecl::CubeBackend<cubecl::wgpu::WgpuRuntime, f32, i32, u32>;
 
 fn random(shape: [usize; 2], seed: u64) -> TensorData {
     // A fixed LCG keeps the test free of the rand crates' version churn.

@@ -17,6 +17,7 @@ use cfx_flows::ibinn::{IbInn, IbInnConfig, bits_per_dim, ib_objective, smooth_on
 use cfx_flows::nn::{
     calibrate_batch_norm_step, finish_batch_norm_calibration, start_batch_norm_calibration,
 };
+use cfx_linalg::LinalgBackend;
 use serde::{Deserialize, Serialize};
 
 use super::optim::{GroupedSgd, SgdGroup};
@@ -253,7 +254,7 @@ pub struct IbInnTrainJob {
 impl BackendJob for IbInnTrainJob {
     type Output = TrainOutcome;
 
-    fn run<B: AutodiffBackend>(
+    fn run<B: AutodiffBackend + LinalgBackend>(
         self,
         device: B::Device,
         backend: BackendKind,

@@ -10,6 +10,7 @@ mod glow_coupling;
 mod haar;
 mod permute;
 mod sequence;
+mod svd_conv;
 
 pub use actnorm::{ActNorm, ActNormConfig};
 pub use aio_coupling::{AllInOneCoupling, AllInOneCouplingConfig};

@@ -56,6 +56,11 @@ impl<B: Backend> FidReference<B> {
     pub fn dim(&self) -> usize {
         self.mean.dims()[0]
     }
+
+    /// The real covariance factor F (`[d, r]`, `Σ₂ = F Fᵀ`) on the device.
+    pub fn factor(&self) -> Tensor<B, 2> {
+        self.factor.clone()
+    }
 }
 
 /// `(µ, C)` with `C = (X − µ)/√(m − 1)` for features `x` in rows: `Σ = CᵀC`.

@@ -42,6 +42,36 @@ impl FeatureStats {
         b.finish()
     }
 
+    /// Statistics whose factor is the centred samples themselves, `F = (X − µ)ᵀ/√(n−1)` (d×n):
+    /// exact without an eigendecomposition, and the cheaper choice when n ≤ d (the paper's
+    /// Algorithm 1 takes this C₂, seed L3270-3271). For n ≫ d, [`FeatureStats::from_rows`]
+    /// gives a d×r factor instead.
+    pub fn from_samples_factor(x: &DMatrix<f64>) -> Result<Self, LinalgError> {
+        let n = x.nrows();
+        if n < 2 {
+            return Err(LinalgError::Shape {
+                op: "FeatureStats",
+                what: format!("needs at least 2 samples to estimate a covariance, got {n}"),
+            });
+        }
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(LinalgError::NonFinite {
+                op: "FeatureStats",
+                what: "the features",
+            });
+        }
+        let mean = x.row_mean();
+        let mut centred = x.clone();
+        for mut row in centred.row_iter_mut() {
+            row -= &mean;
+        }
+        Ok(Self {
+            mean: mean.iter().copied().collect(),
+            factor: centred.transpose() / ((n - 1) as f64).sqrt(),
+            samples: n,
+        })
+    }
+
     /// Writes the statistics as safetensors (`mean` [d], `factor` [d, r], both f64), through a
     /// temporary file in the same folder so that a crash never leaves a half-written file.
     pub fn save(&self, path: &Path) -> Result<(), LinalgError> {

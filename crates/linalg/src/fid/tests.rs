@@ -151,9 +151,12 @@ fn stats_survive_disk_and_batching() {
     let whole = FeatureStats::from_rows(&rows(x.clone())).unwrap();
     let mut b = FeatureStatsBuilder::new(12);
     b.add(x.clone().slice([0..15, 0..12])).unwrap();
-    b.add(x.slice([15..40, 0..12])).unwrap();
+    b.add(x.clone().slice([15..40, 0..12])).unwrap();
     let batched = b.finish().unwrap();
     assert!((whole.covariance() - batched.covariance()).abs().max() < 1e-12);
+    let samples = FeatureStats::from_samples_factor(&rows(x.clone())).unwrap();
+    assert!((whole.covariance() - samples.covariance()).abs().max() < 1e-12);
+    assert_eq!(samples.factor.shape(), (12, 40));
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("real.safetensors");

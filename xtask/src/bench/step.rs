@@ -1,4 +1,4 @@
-//! `cargo xtask bench …`: timings taken side by side in one process.
+//! `cargo xtask bench step`: IB-INN training steps per backend.
 
 use std::time::Instant;
 
@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_datasets::{Augmentation, HostBatch, Split, mnist};
 use cfx_flows::ibinn::{IbInn, IbInnConfig, ib_objective, smooth_one_hot};
+use cfx_linalg::LinalgBackend;
 use rand::SeedableRng;
 use serde::Serialize;
 
@@ -39,7 +40,7 @@ struct StepJob {
 impl BackendJob for StepJob {
     type Output = StepTiming;
 
-    fn run<B: AutodiffBackend>(
+    fn run<B: AutodiffBackend + LinalgBackend>(
         self,
         device: B::Device,
         backend: BackendKind,

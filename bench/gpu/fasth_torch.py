@@ -1,0 +1,84 @@
+"""PyTorch peer for `cargo xtask bench fasth` (run on the GPU machine, same sizes, same run).
+
+Times one orthogonal d×d matrix applied to X (d×m), forward and forward+backward, as
+* `sequential`: one reflection at a time, H_1(H_2(...(H_d X))) with autograd;
+* `householder_product`: torch.linalg.householder_product (LAPACK-style reflectors) building the
+  explicit d×d Q, then Q @ X: PyTorch's own "parallel" route.
+Usage: python3 bench/gpu/fasth_torch.py --dims 64,128,... --batch 32 --repeats 10 --json OUT.json
+"""
+import argparse
+import json
+import time
+
+import torch
+
+
+def timed(fn, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def sequential(v, x):
+    a = x
+    for i in range(v.shape[0] - 1, -1, -1):
+        vi = v[i : i + 1]  # [1, d]
+        a = a - (2.0 / (vi * vi).sum()) * vi.t() @ (vi @ a)
+    return a
+
+
+def lapack(a, x):
+    """`a`: strictly lower part of the LAPACK reflectors (column i is (0,…,0,1,a[i+1:,i]))."""
+    d = a.shape[0]
+    low = a.tril(-1)
+    tau = 2.0 / (1.0 + (low * low).sum(0))
+    refl = low + torch.eye(d, device=a.device)
+    return torch.linalg.householder_product(refl, tau) @ x
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--dims", default="64,128,256,512,768,1024,2048")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--seq-max-dim", type=int, default=2048)
+    p.add_argument("--json")
+    args = p.parse_args()
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    rows = []
+    for d in [int(s) for s in args.dims.split(",")]:
+        v = torch.randn(d, d, device=dev)
+        x = torch.randn(d, args.batch, device=dev)
+        c = torch.randn(d, args.batch, device=dev)
+        row = {"d": d, "m": args.batch, "device": torch.cuda.get_device_name()}
+        cases = {"householder_product": lapack}
+        if d <= args.seq_max_dim:
+            cases["sequential"] = sequential
+        for name, f in cases.items():
+            row[name + "_forward_ms"] = timed(lambda: f(v, x), args.warmup, args.repeats)
+
+            def fb():
+                vv = v.clone().requires_grad_()
+                xx = x.clone().requires_grad_()
+                (f(vv, xx) * c).sum().backward()
+
+            row[name + "_fwd_bwd_ms"] = timed(fb, args.warmup, args.repeats)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+//! `cargo xtask bench …`: timings taken side by side in one process.
+
+mod fasth;
+mod fid;
+mod step;
+
+pub use fasth::{FastHRow, fasth};
+pub use fid::{FidRow, fid};
+pub use step::{StepTiming, step};
+
+use std::time::Instant;
+
+/// Median wall time in ms of `repeats` runs of `f` after `warmup` discarded ones; `f` must
+/// return only once the device is done (it syncs).
+pub(crate) fn median_ms(warmup: usize, repeats: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut times: Vec<f64> = (0..repeats.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{BenchCommand, Cli, Command};
+
+    fn parse(args: &[&str]) -> BenchCommand {
+        match Cli::parse_from(args).command {
+            Command::Bench(b) => b,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    /// Tiny sizes through the real CLI paths: every row is timed and FastH agrees with the
+    /// sequential product, FastFID with the dense reference.
+    #[test]
+    fn fasth_and_fid_benches_run() {
+        let BenchCommand::Fasth(args) = parse(&[
+            "xtask",
+            "bench",
+            "fasth",
+            "--backend",
+            "cpu",
+            "--dims",
+            "8,20",
+            "--batch",
+            "4",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+        ]) else {
+            panic!("not bench fasth")
+        };
+        let rows = super::fasth(&args).unwrap();
+        assert_eq!(rows.len(), 2);
+        for r in &rows {
+            assert!(
+                r.forward_backward_ms
+                    .iter()
+                    .all(|t| t.is_some_and(|t| t > 0.0))
+            );
+            assert!(r.max_abs_error.unwrap() < 1e-4, "{r:?}");
+        }
+        let BenchCommand::Fid(args) = parse(&[
+            "xtask",
+            "bench",
+            "fid",
+            "--backend",
+            "cpu",
+            "--dim",
+            "24",
+            "--batches",
+            "4,12",
+            "--real",
+            "100",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+        ]) else {
+            panic!("not bench fid")
+        };
+        let rows = super::fid(&args).unwrap();
+        assert_eq!(rows.len(), 2);
+        for r in &rows {
+            assert!(r.relative_error < 1e-5, "{r:?}");
+            assert!(r.fast_known_error < 1e-3 * r.known_answer, "{r:?}");
+        }
+    }
+}
