@@ -138,6 +138,13 @@ fn degenerate_inputs_are_named() {
     let nan = features::<F64>(5, 8, 2, &dev).slice_fill([0..1, 0..1], f64::NAN);
     let e = fid(&reference, nan).unwrap_err().to_string();
     assert!(e.contains("NaN"), "{e}");
+    // The same on the autodiff backend, where the op records its backward: an error, no panic.
+    type AD = Autodiff<F64>;
+    let nan = features::<AD>(5, 8, 2, &dev)
+        .slice_fill([0..1, 0..1], f64::NAN)
+        .require_grad();
+    let e = fid(&FidReference::<AD>::new(&stats, &dev), nan).unwrap_err();
+    assert!(e.to_string().contains("NaN"), "{e}");
     let e = FeatureStats::from_rows(&DMatrix::zeros(1, 8))
         .unwrap_err()
         .to_string();
