@@ -144,8 +144,6 @@ fn print_row(r: &FastHRow) {
 
 pub fn fasth(args: &FastHBenchArgs) -> Result<Vec<FastHRow>> {
     let rows = run_on(args.backend.kind(), Job { args: args.clone() })?;
-    if let Some(p) = &args.json {
-        crate::fsutil::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
-    }
+    super::write_json(args.json.as_deref(), &rows)?;
     Ok(rows)
 }

@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use cfx_linalg::fid::centred_factor;
 use cfx_linalg::fid::dense::{fid_dense, trace_sqrt_product_dense};
+use cfx_linalg::fid::{centred_factor, to_device};
 use cfx_linalg::{FeatureStats, FidReference, LinalgBackend, trace_sqrt_product};
 use nalgebra::DMatrix;
 use rand::{SeedableRng, rngs::StdRng};
@@ -75,8 +75,7 @@ impl BackendJob for Job {
         let mut rows = vec![];
         for &m in &a.batches {
             let fake = features(m, &mix, &mut rng);
-            let flat: Vec<f64> = fake.transpose().iter().copied().collect();
-            let tensor = Tensor::<B, 2>::from_data(TensorData::new(flat, [m, d]), &device);
+            let tensor = to_device::<B>(&fake, &device);
             let mut fast_fid = 0.0;
             // Reading the value back waits for the device.
             let fast_ms = median_ms(a.warmup, a.repeats, || {
@@ -125,8 +124,6 @@ impl BackendJob for Job {
 
 pub fn fid(args: &FidBenchArgs) -> Result<Vec<FidRow>> {
     let rows = run_on(args.backend.kind(), Job { args: args.clone() })?;
-    if let Some(p) = &args.json {
-        crate::fsutil::write_atomic(p, serde_json::to_string_pretty(&rows)?.as_bytes())?;
-    }
+    super::write_json(args.json.as_deref(), &rows)?;
     Ok(rows)
 }

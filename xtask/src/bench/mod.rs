@@ -8,7 +8,19 @@ pub use fasth::{FastHRow, fasth};
 pub use fid::{FidRow, fid};
 pub use step::{StepTiming, step};
 
+use std::path::Path;
 use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+
+/// `--json PATH`: the rows a bench printed, written atomically.
+pub(crate) fn write_json<T: Serialize>(path: Option<&Path>, rows: &T) -> Result<()> {
+    if let Some(p) = path {
+        crate::fsutil::write_atomic(p, serde_json::to_string_pretty(rows)?.as_bytes())?;
+    }
+    Ok(())
+}
 
 /// Median wall time in ms of `repeats` runs of `f` after `warmup` discarded ones; `f` must
 /// return only once the device is done (it syncs).

@@ -149,8 +149,6 @@ pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
             );
         }
     }
-    if let Some(p) = &args.json {
-        crate::fsutil::write_atomic(p, serde_json::to_string_pretty(&out)?.as_bytes())?;
-    }
+    super::write_json(args.json.as_deref(), &out)?;
     Ok(out)
 }

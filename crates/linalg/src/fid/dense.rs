@@ -7,6 +7,7 @@
 use nalgebra::{DMatrix, SymmetricEigen};
 
 use super::FeatureStats;
+use super::stats::centre_rows;
 
 fn sqrt_psd(a: DMatrix<f64>) -> DMatrix<f64> {
     let eig = SymmetricEigen::new((&a + a.transpose()) * 0.5);
@@ -25,11 +26,7 @@ pub fn trace_sqrt_product_dense(sigma1: &DMatrix<f64>, sigma2: &DMatrix<f64>) ->
 /// FID between the rows of `fake` (m×d) and the real statistics, all d×d.
 pub fn fid_dense(real: &FeatureStats, fake: &DMatrix<f64>) -> f64 {
     let m = fake.nrows();
-    let mean = fake.row_mean();
-    let mut centred = fake.clone();
-    for mut row in centred.row_iter_mut() {
-        row -= &mean;
-    }
+    let (mean, centred) = centre_rows(fake);
     let sigma1 = centred.transpose() * &centred / (m - 1) as f64;
     let sigma2 = real.covariance();
     let dm: f64 = mean

@@ -26,6 +26,7 @@ mod stats;
 pub(crate) mod trace;
 
 pub use stats::{FeatureStats, FeatureStatsBuilder};
+pub use trace::{to_device, to_host};
 
 use burn::prelude::*;
 
@@ -43,12 +44,9 @@ pub struct FidReference<B: Backend> {
 impl<B: Backend> FidReference<B> {
     pub fn new(stats: &FeatureStats, device: &B::Device) -> Self {
         let d = stats.dim();
-        let r = stats.factor.ncols();
-        // nalgebra is column-major; the tensor is row-major [d, r].
-        let factor: Vec<f64> = stats.factor.transpose().iter().copied().collect();
         Self {
             mean: Tensor::from_data(TensorData::new(stats.mean.clone(), [d]), device),
-            factor: Tensor::from_data(TensorData::new(factor, [d, r]), device),
+            factor: to_device(&stats.factor, device),
             trace: stats.trace(),
         }
     }

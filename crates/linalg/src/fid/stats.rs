@@ -4,13 +4,43 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use burn::prelude::*;
-use nalgebra::{DMatrix, DVector, SymmetricEigen};
+use nalgebra::{DMatrix, DVector, RowDVector, SymmetricEigen};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use super::trace::to_host;
 use crate::LinalgError;
 
 const FORMAT: &str = "cfx-fid-stats/1";
+
+fn require_samples(n: usize) -> Result<(), LinalgError> {
+    if n < 2 {
+        return Err(LinalgError::Shape {
+            op: "FeatureStats",
+            what: format!("needs at least 2 samples to estimate a covariance, got {n}"),
+        });
+    }
+    Ok(())
+}
+
+fn require_finite(x: &DMatrix<f64>) -> Result<(), LinalgError> {
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(LinalgError::NonFinite {
+            op: "FeatureStats",
+            what: "the features",
+        });
+    }
+    Ok(())
+}
+
+/// The column means of `x` (one sample per row) and `x` with them subtracted from every row.
+pub(crate) fn centre_rows(x: &DMatrix<f64>) -> (RowDVector<f64>, DMatrix<f64>) {
+    let mean = x.row_mean();
+    let mut centred = x.clone();
+    for mut row in centred.row_iter_mut() {
+        row -= &mean;
+    }
+    (mean, centred)
+}
 
 /// Mean and covariance factor of a feature set (`Σ = F Fᵀ`, `F` d×r with r = rank Σ), in f64.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,23 +78,9 @@ impl FeatureStats {
     /// gives a d×r factor instead.
     pub fn from_samples_factor(x: &DMatrix<f64>) -> Result<Self, LinalgError> {
         let n = x.nrows();
-        if n < 2 {
-            return Err(LinalgError::Shape {
-                op: "FeatureStats",
-                what: format!("needs at least 2 samples to estimate a covariance, got {n}"),
-            });
-        }
-        if x.iter().any(|v| !v.is_finite()) {
-            return Err(LinalgError::NonFinite {
-                op: "FeatureStats",
-                what: "the features",
-            });
-        }
-        let mean = x.row_mean();
-        let mut centred = x.clone();
-        for mut row in centred.row_iter_mut() {
-            row -= &mean;
-        }
+        require_samples(n)?;
+        require_finite(x)?;
+        let (mean, centred) = centre_rows(x);
         Ok(Self {
             mean: mean.iter().copied().collect(),
             factor: centred.transpose() / ((n - 1) as f64).sqrt(),
@@ -200,12 +216,7 @@ impl FeatureStatsBuilder {
                 what: format!("features have dimension {}, expected {d}", x.ncols()),
             });
         }
-        if x.iter().any(|v| !v.is_finite()) {
-            return Err(LinalgError::NonFinite {
-                op: "FeatureStats",
-                what: "the features",
-            });
-        }
+        require_finite(x)?;
         self.sum += x.row_sum().transpose();
         self.outer.gemm_tr(1.0, x, x, 1.0);
         self.samples += x.nrows();
@@ -221,12 +232,7 @@ impl FeatureStatsBuilder {
     /// so r is the numerical rank.
     pub fn finish(self) -> Result<FeatureStats, LinalgError> {
         let n = self.samples;
-        if n < 2 {
-            return Err(LinalgError::Shape {
-                op: "FeatureStats",
-                what: format!("needs at least 2 samples to estimate a covariance, got {n}"),
-            });
-        }
+        require_samples(n)?;
         let mean = &self.sum / n as f64;
         let cov = (&self.outer - &mean * mean.transpose() * n as f64) / (n - 1) as f64;
         let eig = SymmetricEigen::new((&cov + cov.transpose()) * 0.5);

@@ -55,7 +55,8 @@ pub(crate) fn sqrt_trace_of_gram(
     Ok(SqrtTrace { value, inv_sqrt })
 }
 
-pub(crate) fn to_host<B: Backend>(x: Tensor<B, 2>) -> Result<DMatrix<f64>, LinalgError> {
+/// A 2-D tensor read back into an f64 matrix (same rows and columns).
+pub fn to_host<B: Backend>(x: Tensor<B, 2>) -> Result<DMatrix<f64>, LinalgError> {
     let [r, c] = x.dims();
     let data = x
         .into_data()
@@ -68,7 +69,8 @@ pub(crate) fn to_host<B: Backend>(x: Tensor<B, 2>) -> Result<DMatrix<f64>, Linal
     Ok(DMatrix::from_row_slice(r, c, &data))
 }
 
-pub(crate) fn to_device<B: Backend>(x: &DMatrix<f64>, device: &B::Device) -> Tensor<B, 2> {
+/// An f64 matrix as a 2-D tensor (nalgebra is column-major, tensors row-major).
+pub fn to_device<B: Backend>(x: &DMatrix<f64>, device: &B::Device) -> Tensor<B, 2> {
     let rows: Vec<f64> = x.transpose().iter().copied().collect();
     Tensor::from_data(TensorData::new(rows, [x.nrows(), x.ncols()]), device)
 }
