@@ -32,6 +32,14 @@ impl Augmentation {
         scale: 1.0,
     };
 
+    /// Plain `[0, 1]` pixels: the unit space that explainers and metrics exchange images in.
+    pub const UNIT: Self = Self {
+        dequantize: false,
+        noise_std: 0.0,
+        offset: 0.0,
+        scale: 1.0,
+    };
+
     /// The same affine map without the random parts.
     pub const fn deterministic(self) -> Self {
         Self {

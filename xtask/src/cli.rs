@@ -27,6 +27,8 @@ pub enum Command {
     /// Train a model into runs/<name>/ (resumable).
     #[command(subcommand)]
     Train(TrainCommand),
+    /// Counterfactuals for chosen inputs: PNG figures plus explanations.json.
+    Explain(ExplainArgs),
     /// Measure speed (numbers for docs/results.md).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -36,6 +38,237 @@ pub enum Command {
 pub enum TrainCommand {
     /// IB-INN, the generative classifier that ECINN explains.
     IbInn(IbInnArgs),
+    /// The Looveren–Klaise CNN that GB and GL explain (another --seed makes the oracle).
+    Classifier(AuxArgs),
+    /// The convolutional autoencoder GL (and IM1/IM2) need.
+    Autoencoder(AuxArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AuxArgs {
+    /// mnist, fake-mnist or fashion-mnist.
+    #[arg(long, value_parser = parse_dataset, default_value = "mnist")]
+    pub dataset: DatasetKind,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Run name [default: cnn-<dataset> / ae-<dataset>].
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Continue the run from its last epoch checkpoint (the saved config is kept; --epochs may extend it).
+    #[arg(long)]
+    pub resume: bool,
+    /// [default: 10 for the classifier, 50 for the autoencoder (Paper 4, Tables 4 and 5)]
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// [default: 64 for the classifier, 128 for the autoencoder]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Train on this class only (the per-class autoencoders of IM1).
+    #[arg(long)]
+    pub only_class: Option<usize>,
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Narrow layers, for tests and smoke runs.
+    #[arg(long)]
+    pub small: bool,
+    #[command(flatten)]
+    pub backend: BackendArg,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("inputs").required(true).args(["index", "class", "png", "all_test"])))]
+pub struct ExplainArgs {
+    /// ecinn (IB-INN model), gb or gl (CNN model).
+    #[arg(long, value_enum)]
+    pub method: crate::explain::Method,
+    /// The trained model folder: runs/<name> of `train ib-inn` (ecinn) or `train classifier` (gb, gl).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// GL's autoencoder: runs/<name> of `train autoencoder`.
+    #[arg(long)]
+    pub autoencoder: Option<PathBuf>,
+    /// [default: the dataset the model was trained on]
+    #[arg(long, value_parser = parse_dataset)]
+    pub dataset: Option<DatasetKind>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Test-set indices, e.g. 0,7,42.
+    #[arg(long, value_delimiter = ',')]
+    pub index: Vec<usize>,
+    /// The first --count test images labelled with this class.
+    #[arg(long)]
+    pub class: Option<usize>,
+    #[arg(long, default_value_t = 9)]
+    pub count: usize,
+    /// PNG files (grey, the model's size; see --resize).
+    #[arg(long, num_args = 1..)]
+    pub png: Vec<PathBuf>,
+    /// Scale PNG inputs of another size to the model's.
+    #[arg(long)]
+    pub resize: bool,
+    /// The whole test set (or its first --limit images): statistics only, no figures.
+    #[arg(long)]
+    pub all_test: bool,
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// A class, `all` (every class but the predicted one) or `random` (one per input, Paper 4).
+    #[arg(long, default_value = "all")]
+    pub target: crate::explain::TargetMode,
+    /// ECINN: which α to decode: alpha0, alpha1 (0.8 + α0/2), bmvc (α0 + 0.8(1 − α0)),
+    /// bmvc:T (α0 + T(1 − α0)) or a number.
+    #[arg(long, value_delimiter = ',', default_value = "alpha0,alpha1")]
+    pub alpha: Vec<String>,
+    /// ECINN: also write α transition strips at α0 + t(1 − α0) for these t.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "0,0.2,0.4,0.6,0.8,1.0,1.2,1.4")]
+    pub strip: Option<Vec<f64>>,
+    /// GB/GL settings as TOML (fields of GbConfig / GlConfig; defaults are alibi's).
+    #[arg(long)]
+    pub method_config: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Seeds the random targets.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Magnification of the PNG figures.
+    #[arg(long, default_value_t = 4)]
+    pub scale: usize,
+    /// Output folder [default: <model>/explanations/<method>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArg,
+}
+
+/// `alpha0`, `alpha1`, `bmvc`, `bmvc:T` or a number.
+pub fn parse_alpha(s: &str) -> Result<cfx_counterfactual::AlphaChoice> {
+    use cfx_counterfactual::{Alpha1Rule, AlphaChoice};
+    Ok(match s.trim() {
+        "alpha0" | "a0" => AlphaChoice::Tipping,
+        "alpha1" | "a1" => AlphaChoice::Convincing(Alpha1Rule::ArxivCode),
+        "bmvc" => AlphaChoice::Convincing(Alpha1Rule::Bmvc { t: 0.8 }),
+        other => match other.strip_prefix("bmvc:") {
+            Some(t) => AlphaChoice::Convincing(Alpha1Rule::Bmvc {
+                t: t.parse()
+                    .map_err(|_| anyhow::anyhow!("--alpha {other}: T must be a number"))?,
+            }),
+            None => AlphaChoice::Fixed {
+                value: other.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--alpha {other:?}: expected alpha0, alpha1, bmvc, bmvc:T or a number"
+                    )
+                })?,
+            },
+        },
+    })
+}
+
+impl ExplainArgs {
+    pub fn job(&self) -> Result<crate::explain::ExplainJob> {
+        use crate::explain::inputs::Selection;
+        let selection = if !self.index.is_empty() {
+            Selection::Indices(self.index.clone())
+        } else if let Some(class) = self.class {
+            Selection::Class {
+                class,
+                count: self.count,
+            }
+        } else if !self.png.is_empty() {
+            Selection::Files {
+                paths: self.png.clone(),
+                resize: self.resize,
+            }
+        } else {
+            Selection::AllTest { limit: self.limit }
+        };
+        let method = format!("{:?}", self.method).to_lowercase();
+        Ok(crate::explain::ExplainJob {
+            method: self.method,
+            model: self.model.clone(),
+            autoencoder: self.autoencoder.clone(),
+            dataset: self.dataset,
+            data_dir: self.data_dir.clone(),
+            selection,
+            target: self.target,
+            alphas: self
+                .alpha
+                .iter()
+                .map(|a| parse_alpha(a))
+                .collect::<Result<_>>()?,
+            strip: self.strip.clone(),
+            method_config: self.method_config.clone(),
+            batch_size: self.batch_size,
+            seed: self.seed,
+            scale: self.scale.max(1),
+            out: self
+                .out
+                .clone()
+                .unwrap_or_else(|| self.model.join("explanations").join(method)),
+        })
+    }
+}
+
+impl AuxArgs {
+    /// The config of a new run (defaults per kind, then flags) or the saved one when resuming.
+    pub fn config(
+        &self,
+        autoencoder: bool,
+    ) -> Result<(crate::train::supervised::SupervisedTrainConfig, PathBuf)> {
+        use crate::train::supervised::{AuxModel, SupervisedTrainConfig};
+        let prefix = if autoencoder { "ae" } else { "cnn" };
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{prefix}-{}", self.dataset));
+        let root = self.runs_dir.join(name);
+        if self.resume {
+            let mut cfg: SupervisedTrainConfig = read_toml(&root.join("config.toml"))?;
+            if let Some(e) = self.epochs {
+                cfg.epochs = e;
+            }
+            return Ok((cfg, root));
+        }
+        let mut cfg = if autoencoder {
+            SupervisedTrainConfig::autoencoder(self.dataset)
+        } else {
+            SupervisedTrainConfig::classifier(self.dataset)
+        };
+        if self.small {
+            cfg.model = match cfg.model {
+                AuxModel::Classifier(_) => {
+                    AuxModel::Classifier(cfx_classifiers::CnnClassifierConfig::tiny())
+                }
+                AuxModel::Autoencoder(_) => {
+                    AuxModel::Autoencoder(cfx_classifiers::ConvAutoencoderConfig::tiny())
+                }
+            };
+        }
+        cfg.data_dir = self.data_dir.clone();
+        if let Some(v) = self.epochs {
+            cfg.epochs = v;
+        }
+        if let Some(v) = self.batch_size {
+            cfg.batch_size = v;
+        }
+        if let Some(v) = self.lr {
+            cfg.lr = v;
+        }
+        if let Some(v) = self.seed {
+            cfg.seed = v;
+        }
+        cfg.only_class = self.only_class;
+        cfg.train_limit = self.train_limit;
+        cfg.test_limit = self.test_limit;
+        cfg.validate()?;
+        Ok((cfg, root))
+    }
 }
 
 #[derive(Subcommand, Debug)]

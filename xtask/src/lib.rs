@@ -4,5 +4,6 @@ pub mod backend;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod explain;
 pub mod fsutil;
 pub mod train;

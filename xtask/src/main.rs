@@ -17,6 +17,25 @@ fn main() -> ExitCode {
     }
 }
 
+fn train_aux(args: &xtask::cli::AuxArgs, autoencoder: bool) -> Result<()> {
+    let (cfg, root) = args.config(autoencoder)?;
+    let job = xtask::train::supervised::SupervisedTrainJob {
+        cfg,
+        run_root: root.clone(),
+        resume: args.resume,
+    };
+    let last = run_on(args.backend.kind(), job)?;
+    println!(
+        "test loss {:.5}{}; model in {}",
+        last.test_loss,
+        last.test_accuracy
+            .map(|a| format!(", test accuracy {:.2}%", 100.0 * a))
+            .unwrap_or_default(),
+        root.display()
+    );
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(TrainCommand::IbInn(args)) => {
@@ -56,6 +75,37 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
+        }
+        Command::Train(TrainCommand::Classifier(args)) => train_aux(&args, false)?,
+        Command::Train(TrainCommand::Autoencoder(args)) => train_aux(&args, true)?,
+        Command::Explain(args) => {
+            let job = args.job()?;
+            let out = job.out.clone();
+            let r = run_on(args.backend.kind(), job)?;
+            for v in &r.variants {
+                println!(
+                    "{} {}: {} counterfactuals, validity {:.2}%{}{}",
+                    args.model.display(),
+                    v.name,
+                    v.counterfactuals,
+                    100.0 * v.validity,
+                    if v.found < 1.0 {
+                        format!(", found {:.2}%", 100.0 * v.found)
+                    } else {
+                        String::new()
+                    },
+                    v.mean_alpha
+                        .map(|a| format!(", mean α {a:.3}"))
+                        .unwrap_or_default()
+                );
+            }
+            println!(
+                "{:.6} s per counterfactual (batch {}); {} figures; {}",
+                r.seconds_per_query,
+                r.batch_size,
+                r.figures.len(),
+                out.join("explanations.json").display()
+            );
         }
         Command::Bench(BenchCommand::Step(args)) => {
             xtask::bench::step(&args)?;

@@ -1,4 +1,23 @@
-//! Will hold the CNN classifiers, oracles and autoencoders that the explainers and metrics need.
+//! The models the counterfactual methods explain and the metrics score with: the
+//! Looveren–Klaise CNN (classifier and oracle), its convolutional autoencoder, and the
+//! [`Classifier`] trait that lets IB-INN and the CNN be treated alike.
 //!
-//! Nothing is implemented here yet: the crate exists so that the workspace has its final
-//! layout (see DEVELOPERS.md). Its issue fills it.
+//! Every model here takes images in **unit space** (`[0, 1]`, `[N, C, H, W]`) and maps them to
+//! the normalisation it was trained with itself, so explainers, metrics and the CLI never have to
+//! know which model expects `[-0.5, 0.5]` and which `[-1, 1]`.
+
+mod autoencoder;
+mod classifier;
+mod cnn;
+mod ibinn;
+
+pub use autoencoder::{ConvAutoencoder, ConvAutoencoderConfig};
+pub use classifier::{Classifier, predictions};
+pub use cnn::{CnnClassifier, CnnClassifierConfig};
+pub use ibinn::IbInnClassifier;
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    pub type TB = burn::backend::Flex;
+    pub type TAd = burn::backend::Autodiff<TB>;
+}

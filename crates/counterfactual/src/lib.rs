@@ -1,4 +1,32 @@
-//! Will hold the counterfactual explainers (ECINN/ECINNh, diffeomorphic counterfactuals, C3LT, GB/GL) behind one Explainer trait.
+//! Counterfactual explainers behind one [`Explainer`] trait: ECINN (closed-form, one forward and
+//! one inverse pass of a conditional INN) and the iterative baselines GB (Wachter et al.) and GL
+//! (Looveren & Klaise, prototype-guided) that explain a CNN.
 //!
-//! Nothing is implemented here yet: the crate exists so that the workspace has its final
-//! layout (see DEVELOPERS.md). Its issue fills it.
+//! Images are unit-space `[N, C, H, W]` tensors everywhere (see `cfx_classifiers`); a request is
+//! a batch of inputs plus a list of [`Query`]s, so one input can be sent to many targets without
+//! being processed twice.
+
+mod ecinn;
+mod error;
+mod explainer;
+mod gb;
+mod gl;
+mod input_optim;
+
+#[cfg(test)]
+mod baseline_tests;
+
+pub use ecinn::{
+    Alpha1Rule, AlphaChoice, ClassMeans, ClassMeansBuilder, Ecinn, EcinnOutput, MeansCacheKey,
+    alpha0, alpha1,
+};
+pub use error::ExplainError;
+pub use explainer::{Explainer, Explanation, Query, check_queries, timed};
+pub use gb::{Gb, GbConfig};
+pub use gl::{Gl, GlConfig, class_prototypes};
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    pub type TB = burn::backend::Flex;
+    pub type TAd = burn::backend::Autodiff<TB>;
+}

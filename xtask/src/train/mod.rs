@@ -4,3 +4,4 @@ pub mod ibinn;
 pub mod optim;
 pub mod progress;
 pub mod run;
+pub mod supervised;

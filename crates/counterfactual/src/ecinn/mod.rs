@@ -1,0 +1,205 @@
+//! ECINN (Hvilshøj et al., seeds 001 and 004 ch. 3): counterfactuals of a conditional INN in
+//! closed form, `x̂ = f⁻¹(f(x) + αΔ_{p,q})`, `Δ_{p,q} = μ̄_q − μ̄_p`.
+
+mod alpha;
+mod means;
+#[cfg(test)]
+mod tests;
+
+use burn::prelude::*;
+use cfx_classifiers::{Classifier, IbInnClassifier, predictions};
+
+pub use alpha::{Alpha1Rule, AlphaChoice, alpha0, alpha1};
+pub use means::{ClassMeans, ClassMeansBuilder, MeansCacheKey};
+
+use crate::explainer::{check_shape, timed};
+use crate::{ExplainError, Explainer, Explanation, Query, check_queries};
+
+/// ECINN over a trained IB-INN and its empirical class means.
+#[derive(Debug, Clone)]
+pub struct Ecinn<B: Backend> {
+    pub classifier: IbInnClassifier<B>,
+    /// `μ̄`, `[K, D]`.
+    means: Tensor<B, 2>,
+    /// The α that [`Explainer::explain`] uses.
+    pub alpha: AlphaChoice,
+    /// Latents per inverse pass (bounds memory when many targets and α are decoded at once).
+    pub decode_batch: usize,
+}
+
+/// Counterfactuals at several α for every query: row `i·A + a` is query `i` at choice `a`.
+#[derive(Debug, Clone)]
+pub struct EcinnOutput<B: Backend> {
+    /// Unit space, `[Q·A, C, H, W]`.
+    pub counterfactuals: Tensor<B, 4>,
+    /// The α of each row, `[Q·A]`.
+    pub alphas: Vec<f64>,
+    /// α0 of each query, `[Q]`.
+    pub alpha0: Vec<f64>,
+    /// Predicted class of each input, `[N]`.
+    pub predicted: Vec<usize>,
+    /// Forward pass, α, and inverse passes, device synchronised.
+    pub seconds: f64,
+}
+
+impl<B: Backend> Ecinn<B> {
+    pub fn new(classifier: IbInnClassifier<B>, means: &ClassMeans) -> Result<Self, ExplainError> {
+        let (k, d) = (classifier.model.n_classes(), classifier.model.dim());
+        if means.n_classes() != k || means.dim != d {
+            return Err(ExplainError::Means(format!(
+                "the class means are {}×{}, but the model has {k} classes of dimension {d}",
+                means.n_classes(),
+                means.dim
+            )));
+        }
+        let device = classifier.model.mu.val().device();
+        Ok(Self {
+            means: means.to_tensor(&device),
+            classifier,
+            alpha: AlphaChoice::Convincing(Alpha1Rule::default()),
+            decode_batch: 1024,
+        })
+    }
+
+    pub fn with_alpha(mut self, alpha: AlphaChoice) -> Self {
+        self.alpha = alpha;
+        self
+    }
+
+    /// One forward pass over `x`, α0 for every query, then all `Q·A` latents decoded.
+    pub fn explain_alphas(
+        &self,
+        x: Tensor<B, 4>,
+        queries: &[Query],
+        choices: &[AlphaChoice],
+    ) -> Result<EcinnOutput<B>, ExplainError> {
+        check_shape(&self.classifier, x.dims())?;
+        let device = x.device();
+        let model = &self.classifier.model;
+        let dims = x.dims();
+        let ((z, predicted), t_forward) = timed::<B, _>(&device, || {
+            let (z, _) = model.encode(self.classifier.to_model(x));
+            let predicted = predictions(model.logits_from_latent(z.clone()));
+            (z, predicted)
+        });
+        check_queries(&self.classifier, dims, &predicted, queries)?;
+        if queries.is_empty() || choices.is_empty() {
+            let [_, c, h, w] = dims;
+            return Ok(EcinnOutput {
+                counterfactuals: Tensor::empty([0, c, h, w], &device),
+                alphas: vec![],
+                alpha0: vec![],
+                predicted,
+                seconds: t_forward,
+            });
+        }
+        let ((cf, alphas, a0), t_rest) = timed::<B, _>(&device, || {
+            let idx = |f: &dyn Fn(&Query) -> usize| {
+                let v: Vec<i64> = queries.iter().map(|q| f(q) as i64).collect();
+                Tensor::<B, 1, Int>::from_data(TensorData::new(v, [queries.len()]), &device)
+            };
+            let (inputs, from, to) = (
+                idx(&|q| q.input),
+                idx(&|q| predicted[q.input]),
+                idx(&|q| q.target),
+            );
+            let zq = z.select(0, inputs);
+            let mu = model.mu.val();
+            let delta = self.means.clone().select(0, to.clone())
+                - self.means.clone().select(0, from.clone());
+            let a0 = alpha0(
+                zq.clone(),
+                mu.clone().select(0, from),
+                mu.select(0, to),
+                delta.clone(),
+            );
+            let a0: Vec<f64> = a0
+                .into_data()
+                .convert::<f64>()
+                .into_vec()
+                .unwrap_or_default();
+            let alphas: Vec<f64> = a0
+                .iter()
+                .flat_map(|&a| choices.iter().map(move |c| c.resolve(a)))
+                .collect();
+            let a = choices.len();
+            let d = zq.dims()[1];
+            let rep = |t: Tensor<B, 2>| {
+                t.unsqueeze_dim::<3>(1)
+                    .repeat_dim(1, a)
+                    .reshape([queries.len() * a, d])
+            };
+            let at = Tensor::<B, 1>::from_data(
+                TensorData::new(alphas.iter().map(|&v| v as f32).collect(), [alphas.len()]),
+                &device,
+            );
+            let moved = rep(zq) + rep(delta) * at.unsqueeze_dim::<2>(1);
+            (self.decode(moved), alphas, a0)
+        });
+        Ok(EcinnOutput {
+            counterfactuals: cf,
+            alphas,
+            alpha0: a0,
+            predicted,
+            seconds: t_forward + t_rest,
+        })
+    }
+
+    /// `f⁻¹` in chunks of `decode_batch`, back to unit space.
+    fn decode(&self, z: Tensor<B, 2>) -> Tensor<B, 4> {
+        let n = z.dims()[0];
+        let step = self.decode_batch.max(1);
+        let parts: Vec<Tensor<B, 4>> = (0..n)
+            .step_by(step)
+            .map(|s| {
+                let part = z.clone().slice(s..(s + step).min(n));
+                self.classifier.to_unit(self.classifier.model.decode(part))
+            })
+            .collect();
+        Tensor::cat(parts, 0)
+    }
+
+    /// `p(y | x)` in chunks of `decode_batch`.
+    pub fn probabilities(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let n = x.dims()[0];
+        let step = self.decode_batch.max(1);
+        let parts: Vec<Tensor<B, 2>> = (0..n)
+            .step_by(step)
+            .map(|s| {
+                self.classifier
+                    .probabilities(x.clone().slice(s..(s + step).min(n)))
+            })
+            .collect();
+        Tensor::cat(parts, 0)
+    }
+}
+
+impl<B: Backend> Explainer<B> for Ecinn<B> {
+    fn name(&self) -> String {
+        "ecinn".into()
+    }
+
+    fn classifier(&self) -> &dyn Classifier<B> {
+        &self.classifier
+    }
+
+    fn explain(&self, x: Tensor<B, 4>, queries: &[Query]) -> Result<Explanation<B>, ExplainError> {
+        let out = self.explain_alphas(x, queries, &[self.alpha])?;
+        let probabilities = if out.alphas.is_empty() {
+            Tensor::empty(
+                [0, self.classifier.n_classes()],
+                &out.counterfactuals.device(),
+            )
+        } else {
+            self.probabilities(out.counterfactuals.clone())
+        };
+        Ok(Explanation {
+            counterfactuals: out.counterfactuals,
+            probabilities,
+            predicted: out.predicted,
+            found: vec![true; queries.len()],
+            alphas: out.alphas.into_iter().map(Some).collect(),
+            seconds: out.seconds,
+        })
+    }
+}

@@ -1,0 +1,119 @@
+use std::time::Instant;
+
+use burn::prelude::*;
+use cfx_classifiers::{Classifier, predictions};
+
+use crate::ExplainError;
+
+/// Send input `input` of the batch to class `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Query {
+    pub input: usize,
+    pub target: usize,
+}
+
+/// What a method returns for a batch of [`Query`]s, in query order.
+#[derive(Debug, Clone)]
+pub struct Explanation<B: Backend> {
+    /// Unit-space counterfactuals `[Q, C, H, W]`; not clamped (ECINN's inverse may leave
+    /// `[0, 1]` slightly). A query without a solution (GB/GL can fail) holds its input.
+    pub counterfactuals: Tensor<B, 4>,
+    /// The explained model's `p(y | x̂)`, `[Q, K]`.
+    pub probabilities: Tensor<B, 2>,
+    /// The explained model's class for each input, `[N]`.
+    pub predicted: Vec<usize>,
+    /// Whether the method produced a solution it considers valid.
+    pub found: Vec<bool>,
+    /// The step along the explanation path, where the method has one (ECINN).
+    pub alphas: Vec<Option<f64>>,
+    /// Wall time of generating the whole batch (device synchronised), without the final
+    /// re-classification that fills `probabilities`.
+    pub seconds: f64,
+}
+
+impl<B: Backend> Explanation<B> {
+    pub fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+
+    /// Classes the model gives the counterfactuals.
+    pub fn counterfactual_classes(&self) -> Vec<usize> {
+        predictions(self.probabilities.clone())
+    }
+}
+
+/// A counterfactual method: for inputs and target classes, images the explained model assigns to
+/// the targets. The CLI and the metrics drive every method through this trait.
+pub trait Explainer<B: Backend> {
+    /// Short name used in file names and tables (`ecinn`, `gb`, `gl`).
+    fn name(&self) -> String;
+
+    /// The model being explained.
+    fn classifier(&self) -> &dyn Classifier<B>;
+
+    /// Counterfactuals for `queries` over the unit-space batch `x` (`[N, C, H, W]`). Fails when a
+    /// query names an input outside the batch, an unknown class, or the class already predicted.
+    fn explain(&self, x: Tensor<B, 4>, queries: &[Query]) -> Result<Explanation<B>, ExplainError>;
+}
+
+/// Validates a request against the model and its predictions for the batch.
+pub fn check_queries<B: Backend>(
+    model: &dyn Classifier<B>,
+    x_dims: [usize; 4],
+    predicted: &[usize],
+    queries: &[Query],
+) -> Result<(), ExplainError> {
+    let [n, c, h, w] = x_dims;
+    let expected = model.input_shape();
+    if [c, h, w] != expected {
+        return Err(ExplainError::ImageShape {
+            expected,
+            got: [c, h, w],
+        });
+    }
+    let k = model.n_classes();
+    for (i, q) in queries.iter().enumerate() {
+        if q.input >= n {
+            return Err(ExplainError::NoSuchInput {
+                query: i,
+                input: q.input,
+                n_inputs: n,
+            });
+        }
+        if q.target >= k {
+            return Err(ExplainError::UnknownClass {
+                target: q.target,
+                n_classes: k,
+            });
+        }
+        if predicted[q.input] == q.target {
+            return Err(ExplainError::TargetIsPrediction {
+                query: i,
+                input: q.input,
+                target: q.target,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks the image shape alone (before anything runs through the model).
+pub(crate) fn check_shape<B: Backend>(
+    model: &dyn Classifier<B>,
+    x_dims: [usize; 4],
+) -> Result<(), ExplainError> {
+    check_queries(model, x_dims, &[], &[])
+}
+
+/// Runs `f`, synchronises `device`, and returns the result with the elapsed seconds.
+pub fn timed<B: Backend, T>(device: &B::Device, f: impl FnOnce() -> T) -> (T, f64) {
+    let start = Instant::now();
+    let out = f();
+    // A failed sync only loses timing accuracy; the results are read back later anyway.
+    let _ = B::sync(device);
+    (out, start.elapsed().as_secs_f64())
+}

@@ -1,0 +1,231 @@
+//! GB: gradient-based counterfactuals after Wachter et al., as alibi's `CounterFactual`
+//! (v0.5.x) computes them, which is what Paper 4 ran "at default parameters" (spec §3.3).
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::AutodiffBackend;
+use cfx_classifiers::{Classifier, CnnClassifier, predictions};
+use serde::{Deserialize, Serialize};
+
+use crate::explainer::{check_shape, timed};
+use crate::input_optim::{
+    InputAdam, column, l1, leaf, mask, polynomial_decay, replace_rows, to_host,
+};
+use crate::{ExplainError, Explainer, Explanation, Query, check_queries};
+
+/// alibi's defaults (spec §3.3): loss `(p_q(x̂) − target_proba)² + λ‖x̂ − x‖₁` with Adam and a
+/// learning rate decaying linearly from 0.1 to 0 over `max_iter` steps; λ found by a sweep over
+/// `lam_init / 10^i`, i < 10 (`max_iter/10` steps each) and `max_lam_steps` bisection rounds of
+/// up to `max_iter` steps that stop early after `early_stop` consecutive steps with (or without)
+/// a solution. A solution has `|p_q − target_proba| ≤ tol`; the one with the smallest L1
+/// distance is returned. No MAD scaling (Paper 4, footnote 1: pixels share one range).
+///
+/// Distances are measured in unit space, which is the `[-0.5, 0.5]` space of the paper shifted.
+/// Deviation, for batching: the validity of a step is read from the forward pass of the next
+/// gradient step (alibi runs one more forward pass after each update).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GbConfig {
+    pub target_proba: f64,
+    pub tol: f64,
+    pub max_iter: usize,
+    pub early_stop: usize,
+    pub lam_init: f64,
+    pub max_lam_steps: usize,
+    pub learning_rate_init: f64,
+    /// Unit-space clip range.
+    pub feature_range: (f64, f64),
+}
+
+impl Default for GbConfig {
+    fn default() -> Self {
+        Self {
+            target_proba: 1.0,
+            tol: 0.05,
+            max_iter: 1000,
+            early_stop: 50,
+            lam_init: 0.1,
+            max_lam_steps: 10,
+            learning_rate_init: 0.1,
+            feature_range: (0.0, 1.0),
+        }
+    }
+}
+
+/// GB over a CNN on the autodiff backend `A`; it takes and returns inner-backend tensors.
+#[derive(Debug, Clone)]
+pub struct Gb<A: AutodiffBackend> {
+    pub model: CnnClassifier<A>,
+    inner: CnnClassifier<A::InnerBackend>,
+    pub config: GbConfig,
+}
+
+impl<A: AutodiffBackend> Gb<A> {
+    pub fn new(model: CnnClassifier<A>, config: GbConfig) -> Self {
+        use burn::module::AutodiffModule;
+        Self {
+            inner: model.valid(),
+            model,
+            config,
+        }
+    }
+
+    /// Per query: `(p_q, L1 distance)` at `x`, and the gradient of the loss.
+    fn loss_grad(
+        &self,
+        x: Tensor<A::InnerBackend, 4>,
+        x0: &Tensor<A::InnerBackend, 4>,
+        targets: &Tensor<A::InnerBackend, 1, Int>,
+        lam: &[f64],
+    ) -> (Vec<f64>, Vec<f64>, Tensor<A::InnerBackend, 4>) {
+        let device = x.device();
+        let q = lam.len();
+        let xa = leaf::<A>(x);
+        let probs = softmax(self.model.logits(xa.clone()), 1);
+        let pt = probs
+            .gather(1, Tensor::from_inner(targets.clone()).reshape([q, 1]))
+            .reshape([q]);
+        let dist = l1(xa.clone(), Tensor::from_inner(x0.clone()));
+        let lam_t = Tensor::<A, 1>::from_inner(column(lam, &device));
+        let loss =
+            (pt.clone().sub_scalar(self.config.target_proba).square() + dist.clone() * lam_t).sum();
+        let grads = loss.backward();
+        let g = xa.grad(&grads).expect("the input is a tracked leaf");
+        (to_host(pt.inner()), to_host(dist.inner()), g)
+    }
+}
+
+impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gb<A> {
+    fn name(&self) -> String {
+        "gb".into()
+    }
+
+    fn classifier(&self) -> &dyn Classifier<A::InnerBackend> {
+        &self.inner
+    }
+
+    fn explain(
+        &self,
+        x: Tensor<A::InnerBackend, 4>,
+        queries: &[Query],
+    ) -> Result<Explanation<A::InnerBackend>, ExplainError> {
+        check_shape(&self.inner, x.dims())?;
+        let device = x.device();
+        let predicted = predictions(self.inner.logits(x.clone()));
+        check_queries(&self.inner, x.dims(), &predicted, queries)?;
+        let q = queries.len();
+        let c = &self.config;
+        let ((best, found), seconds) = timed::<A::InnerBackend, _>(&device, || {
+            let rows: Vec<i64> = queries.iter().map(|q| q.input as i64).collect();
+            let x0 = x
+                .clone()
+                .select(0, Tensor::from_data(TensorData::new(rows, [q]), &device));
+            let tv: Vec<i64> = queries.iter().map(|q| q.target as i64).collect();
+            let targets =
+                Tensor::<A::InnerBackend, 1, Int>::from_data(TensorData::new(tv, [q]), &device);
+            let (lo, hi) = c.feature_range;
+            let ok = |p: f64| (p - c.target_proba).abs() <= c.tol;
+
+            // λ sweep: which orders of magnitude find solutions at all.
+            let orders = 10usize;
+            let lams: Vec<f64> = (0..orders)
+                .map(|i| c.lam_init / 10f64.powi(i as i32))
+                .collect();
+            let mut counts = vec![vec![0usize; orders]; q];
+            let mut cur = x0.clone();
+            let all = mask::<A::InnerBackend>(&vec![true; q], &device);
+            for (ix, &lam) in lams.iter().enumerate() {
+                let mut adam = InputAdam::new(&cur);
+                let steps = c.max_iter / orders;
+                for i in 0..steps {
+                    let (pt, _, g) = self.loss_grad(cur.clone(), &x0, &targets, &vec![lam; q]);
+                    for (k, &p) in pt.iter().enumerate() {
+                        counts[k][ix] += usize::from(ok(p) && i > 0);
+                    }
+                    let lr = polynomial_decay(c.learning_rate_init, i, steps, 1.0);
+                    cur = adam.step(cur, g, lr, all.clone()).clamp(lo, hi);
+                }
+            }
+            let mut lb = vec![0.0; q];
+            let mut ub = vec![0.0; q];
+            for k in 0..q {
+                let with: Vec<usize> = (0..orders).filter(|&i| counts[k][i] > 0).collect();
+                // alibi takes the second order with solutions as the lower bound; with fewer
+                // (where alibi raises), the smallest λ tried.
+                lb[k] = lams[with.get(1).or(with.first()).copied().unwrap_or(orders - 1)];
+                ub[k] = lams[(0..orders).rev().find(|&i| counts[k][i] == 0).unwrap_or(0)];
+            }
+            let mut lam: Vec<f64> = lb.iter().zip(&ub).map(|(a, b)| (a + b) / 2.0).collect();
+
+            // Bisection on λ from the original inputs, keeping the closest solution.
+            let mut best = x0.clone();
+            let mut best_dist = vec![f64::INFINITY; q];
+            cur = x0.clone();
+            for _ in 0..c.max_lam_steps {
+                let mut adam = InputAdam::new(&cur);
+                let (mut streak_found, mut streak_missing) = (vec![0usize; q], vec![0usize; q]);
+                let mut found_here = vec![0usize; q];
+                let mut active = vec![true; q];
+                for i in 0..c.max_iter {
+                    let (pt, dist, g) = self.loss_grad(cur.clone(), &x0, &targets, &lam);
+                    let mut improved = vec![false; q];
+                    for k in 0..q {
+                        if !active[k] || i == 0 {
+                            continue;
+                        }
+                        if ok(pt[k]) {
+                            found_here[k] += 1;
+                            streak_found[k] += 1;
+                            streak_missing[k] = 0;
+                            if dist[k] < best_dist[k] {
+                                best_dist[k] = dist[k];
+                                improved[k] = true;
+                            }
+                        } else {
+                            streak_found[k] = 0;
+                            streak_missing[k] += 1;
+                        }
+                        if streak_found[k] >= c.early_stop || streak_missing[k] >= c.early_stop {
+                            active[k] = false;
+                        }
+                    }
+                    best = replace_rows(best, cur.clone(), &improved);
+                    if !active.iter().any(|&a| a) {
+                        break;
+                    }
+                    let lr = polynomial_decay(c.learning_rate_init, i, c.max_iter, 1.0);
+                    let m = mask::<A::InnerBackend>(&active, &device);
+                    cur = adam.step(cur, g, lr, m).clamp(lo, hi);
+                }
+                for k in 0..q {
+                    if found_here[k] >= 5 {
+                        lb[k] = lb[k].max(lam[k]);
+                        lam[k] = if ub[k] < 1e9 {
+                            (lb[k] + ub[k]) / 2.0
+                        } else {
+                            lam[k] * 10.0
+                        };
+                    } else {
+                        ub[k] = ub[k].min(lam[k]);
+                        lam[k] = if lb[k] > 0.0 {
+                            (lb[k] + ub[k]) / 2.0
+                        } else {
+                            lam[k] / 10.0
+                        };
+                    }
+                }
+            }
+            let found: Vec<bool> = best_dist.iter().map(|d| d.is_finite()).collect();
+            (best, found)
+        });
+        let probabilities = self.inner.probabilities(best.clone());
+        Ok(Explanation {
+            counterfactuals: best,
+            probabilities,
+            predicted,
+            found,
+            alphas: vec![None; q],
+            seconds,
+        })
+    }
+}

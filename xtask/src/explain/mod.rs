@@ -1,0 +1,716 @@
+//! `cargo xtask explain`: counterfactuals for chosen inputs with any method, as PNG figures in
+//! the papers' layouts plus `explanations.json` (classes, probabilities, α, timings, and the
+//! summary statistics the acceptance numbers in docs/results.md are read from).
+
+pub mod figures;
+pub mod inputs;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use cfx_classifiers::{Classifier, IbInnClassifier, predictions};
+use cfx_counterfactual::{
+    AlphaChoice, ClassMeans, ClassMeansBuilder, Ecinn, Explainer, Gb, GbConfig, Gl, GlConfig,
+    MeansCacheKey, Query, class_prototypes,
+};
+use cfx_datasets::{Augmentation, DatasetKind, Split, eval_batches, ordered_batches};
+use cfx_linalg::LinalgBackend;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::backend::{BackendJob, BackendKind};
+use crate::train::ibinn::load_trained;
+use crate::train::supervised::{load_autoencoder, load_classifier};
+use figures::{Cell, Grid};
+use inputs::{Input, Selection};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Ecinn,
+    Gb,
+    Gl,
+}
+
+/// Which classes to send each input to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TargetMode {
+    All,
+    Class(usize),
+    /// One class drawn uniformly among those not predicted (Paper 4's protocol).
+    Random,
+}
+
+impl std::str::FromStr for TargetMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Self::All),
+            "random" => Ok(Self::Random),
+            other => other.parse().map(Self::Class).map_err(|_| {
+                format!("--target must be a class number, `all` or `random`, got {other:?}")
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExplainJob {
+    pub method: Method,
+    pub model: PathBuf,
+    pub autoencoder: Option<PathBuf>,
+    pub dataset: Option<DatasetKind>,
+    pub data_dir: Option<PathBuf>,
+    pub selection: Selection,
+    pub target: TargetMode,
+    pub alphas: Vec<AlphaChoice>,
+    /// ECINN α transition strips at `α0 + t(1 − α0)` for these t.
+    pub strip: Option<Vec<f64>>,
+    pub method_config: Option<PathBuf>,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub scale: usize,
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VariantSummary {
+    pub name: String,
+    pub counterfactuals: usize,
+    /// Fraction the explained model assigns to the target.
+    pub validity: f64,
+    /// Fraction the method reports as solved.
+    pub found: f64,
+    /// Fraction with `|p(p|x̂) − p(q|x̂)| < 0.05` (the tipping-point property).
+    pub tie_fraction: f64,
+    pub mean_alpha: Option<f64>,
+    /// FakeMNIST: mean |x̂ − x| per pixel in column 0 (the label pixels) and elsewhere.
+    pub mean_change_column0: Option<f64>,
+    pub mean_change_elsewhere: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryRecord {
+    pub input: usize,
+    pub source: String,
+    pub label: Option<usize>,
+    pub predicted: usize,
+    pub target: usize,
+    pub variants: Vec<VariantRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantRecord {
+    pub name: String,
+    pub alpha: Option<f64>,
+    pub class: usize,
+    pub p_target: f64,
+    pub p_predicted: f64,
+    pub found: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainReport {
+    pub method: Method,
+    pub model: String,
+    pub dataset: String,
+    pub backend: String,
+    pub inputs: usize,
+    pub queries: usize,
+    /// Inputs skipped because the model already predicts the requested target.
+    pub skipped_inputs: Vec<String>,
+    pub batch_size: usize,
+    /// Generation wall time over all batches (device synchronised).
+    pub generation_seconds: f64,
+    pub seconds_per_query: f64,
+    pub variants: Vec<VariantSummary>,
+    pub figures: Vec<String>,
+    pub records: Vec<QueryRecord>,
+}
+
+/// One variant of a batch: `(name, alphas, pixels [Q·CHW], probabilities [Q·K], found)`.
+type VariantData = (String, Vec<Option<f64>>, Vec<f32>, Vec<f32>, Vec<bool>);
+
+/// One batch through a method: per variant, the counterfactuals and the model's view of them.
+struct BatchResult {
+    predicted: Vec<usize>,
+    variants: Vec<VariantData>,
+    seconds: f64,
+}
+
+enum Runner<B: AutodiffBackend> {
+    Ecinn(Box<Ecinn<B::InnerBackend>>, Vec<AlphaChoice>),
+    Iterative(Box<dyn Explainer<B::InnerBackend>>),
+}
+
+fn host(t: Tensor<impl Backend, 4>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec()
+        .unwrap_or_default()
+}
+
+fn host2(t: Tensor<impl Backend, 2>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec()
+        .unwrap_or_default()
+}
+
+impl<B: AutodiffBackend> Runner<B> {
+    fn classifier(&self) -> &dyn Classifier<B::InnerBackend> {
+        match self {
+            Self::Ecinn(e, _) => &e.classifier,
+            Self::Iterative(e) => e.classifier(),
+        }
+    }
+
+    fn run(&self, x: Tensor<B::InnerBackend, 4>, queries: &[Query]) -> Result<BatchResult> {
+        match self {
+            Self::Ecinn(e, choices) => {
+                let out = e.explain_alphas(x, queries, choices)?;
+                let a = choices.len();
+                let dims = out.counterfactuals.dims();
+                let probs = e.probabilities(out.counterfactuals.clone());
+                let k = probs.dims()[1];
+                let px = host(out.counterfactuals);
+                let pr = host2(probs);
+                let chw = dims[1] * dims[2] * dims[3];
+                let variants = choices
+                    .iter()
+                    .enumerate()
+                    .map(|(j, c)| {
+                        let rows = (0..queries.len()).map(|i| i * a + j);
+                        let pick = |v: &[f32], w: usize| -> Vec<f32> {
+                            rows.clone()
+                                .flat_map(|r| v[r * w..(r + 1) * w].to_vec())
+                                .collect()
+                        };
+                        let alphas = rows.clone().map(|r| Some(out.alphas[r])).collect();
+                        (
+                            c.label(),
+                            alphas,
+                            pick(&px, chw),
+                            pick(&pr, k),
+                            vec![true; queries.len()],
+                        )
+                    })
+                    .collect();
+                Ok(BatchResult {
+                    predicted: out.predicted,
+                    variants,
+                    seconds: out.seconds,
+                })
+            }
+            Self::Iterative(e) => {
+                let out = e.explain(x, queries)?;
+                Ok(BatchResult {
+                    variants: vec![(
+                        "counterfactual".into(),
+                        out.alphas.clone(),
+                        host(out.counterfactuals),
+                        host2(out.probabilities),
+                        out.found,
+                    )],
+                    predicted: out.predicted,
+                    seconds: out.seconds,
+                })
+            }
+        }
+    }
+}
+
+fn run_config(run: &Path) -> Option<toml::Value> {
+    toml::from_str(&std::fs::read_to_string(run.join("config.toml")).ok()?).ok()
+}
+
+/// The `dataset` field of a run's `config.toml`.
+fn run_dataset(run: &Path) -> Option<DatasetKind> {
+    run_config(run)?.get("dataset")?.as_str()?.parse().ok()
+}
+
+/// The `train_limit` of a run: the class means cover the images the model was trained on.
+fn run_train_limit(run: &Path) -> Option<usize> {
+    usize::try_from(run_config(run)?.get("train_limit")?.as_integer()?).ok()
+}
+
+fn read_method_config<T: serde::de::DeserializeOwned + Default>(p: &Option<PathBuf>) -> Result<T> {
+    match p {
+        Some(p) => crate::train::run::read_toml(p),
+        None => Ok(T::default()),
+    }
+}
+
+/// ECINN's class means, from the cache next to the model or computed over the training set.
+fn ecinn_means<I: Backend>(
+    model: &IbInnClassifier<I>,
+    run: &Path,
+    dataset: DatasetKind,
+    data_dir: Option<&Path>,
+    device: &I::Device,
+) -> Result<ClassMeans> {
+    let model_file = run.join("model.mpk");
+    let bytes = std::fs::read(&model_file)
+        .with_context(|| format!("cannot read {}", model_file.display()))?;
+    // The reference code averages over its training loader: training augmentation, fixed seed.
+    let limit = run_train_limit(run);
+    let recipe = format!(
+        "{dataset} train split (first {}), IB-INN training augmentation, seed 0",
+        limit.map_or("all".into(), |n| n.to_string())
+    );
+    let key = MeansCacheKey::new(&bytes, recipe);
+    let cache = run.join("ecinn-means.safetensors");
+    match ClassMeans::load(&cache) {
+        Ok((m, k)) if k == key => return Ok(m),
+        Ok(_) => eprintln!(
+            "{} is stale (the model changed): recomputing",
+            cache.display()
+        ),
+        Err(_) if !cache.exists() => {}
+        Err(e) => eprintln!("ignoring {e}: recomputing"),
+    }
+    let mut train = dataset.load(Split::Train, data_dir)?;
+    if let Some(n) = limit {
+        train = train.take(n);
+    }
+    eprintln!(
+        "ECINN preprocessing: class means over {} training images",
+        train.len()
+    );
+    let started = std::time::Instant::now();
+    let mut b = ClassMeansBuilder::new(model.model.n_classes(), model.model.dim());
+    for host in ordered_batches(&train, 500, Augmentation::IBINN_TRAIN, 0) {
+        b.add(&model.model, host.to_device::<I>(device).images);
+    }
+    let means = b.finish()?;
+    eprintln!("  done in {:.1} s", started.elapsed().as_secs_f64());
+    means.save(&cache, &key)?;
+    Ok(means)
+}
+
+impl BackendJob for ExplainJob {
+    type Output = ExplainReport;
+
+    fn run<B: AutodiffBackend + LinalgBackend>(
+        self,
+        device: B::Device,
+        backend: BackendKind,
+    ) -> Result<ExplainReport> {
+        type I<B> = <B as AutodiffBackend>::InnerBackend;
+        crate::checkpoint::require_run_dir(&self.model)?;
+        let dataset = match self.dataset.or_else(|| run_dataset(&self.model)) {
+            Some(d) => d,
+            None => bail!(
+                "cannot tell which dataset {} was trained on: pass --dataset",
+                self.model.display()
+            ),
+        };
+        let data_dir = self.data_dir.as_deref();
+        let runner: Runner<B> = match self.method {
+            Method::Ecinn => {
+                let model = IbInnClassifier::new(load_trained::<I<B>>(&self.model, &device)?);
+                let means = ecinn_means(&model, &self.model, dataset, data_dir, &device)?;
+                Runner::Ecinn(Box::new(Ecinn::new(model, &means)?), self.alphas.clone())
+            }
+            Method::Gb => {
+                let cfg: GbConfig = read_method_config(&self.method_config)?;
+                let cnn = load_classifier::<B>(&self.model, &device)?;
+                Runner::Iterative(Box::new(Gb::new(cnn, cfg)))
+            }
+            Method::Gl => {
+                let cfg: GlConfig = read_method_config(&self.method_config)?;
+                let Some(ae_dir) = &self.autoencoder else {
+                    bail!(
+                        "--method gl needs --autoencoder runs/<name> (cargo xtask train autoencoder)"
+                    );
+                };
+                let cnn = load_classifier::<B>(&self.model, &device)?;
+                let ae = load_autoencoder::<B>(ae_dir, &device)?;
+                use burn::module::AutodiffModule;
+                let (cnn_i, ae_i) = (cnn.valid(), ae.valid());
+                let mut train = dataset.load(Split::Train, data_dir)?;
+                if let Some(n) = run_train_limit(&self.model) {
+                    train = train.take(n);
+                }
+                eprintln!("GL: class prototypes over {} training images", train.len());
+                let protos = class_prototypes(
+                    &cnn_i,
+                    &ae_i,
+                    eval_batches(&train, 500, &Augmentation::UNIT)
+                        .map(|h| h.to_device::<I<B>>(&device).images),
+                )?;
+                Runner::Iterative(Box::new(Gl::new(cnn, ae, protos, cfg)))
+            }
+        };
+        let classifier = runner.classifier();
+        let shape = classifier.input_shape();
+        let k = classifier.n_classes();
+        if let TargetMode::Class(q) = self.target
+            && q >= k
+        {
+            bail!("--target {q}: the model has classes 0..{k}");
+        }
+        let test = dataset.load(Split::Test, data_dir)?;
+        if test.image_shape() != shape {
+            bail!(
+                "{} has images of shape {:?}, the model takes {shape:?}",
+                test.name,
+                test.image_shape()
+            );
+        }
+        let inputs = inputs::select(&self.selection, &test, shape)?;
+        if inputs.is_empty() {
+            bail!("no inputs selected");
+        }
+        let all_test = matches!(self.selection, Selection::AllTest { .. });
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("cannot create {}", self.out.display()))?;
+
+        let chw: usize = shape.iter().product();
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let mut stats: Vec<Stats> = vec![];
+        let mut records = vec![];
+        let mut skipped = vec![];
+        let mut kept: Vec<Kept> = vec![];
+        let mut seconds = 0.0;
+        let mut n_queries = 0;
+        let bar = ProgressBar::new(inputs.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} inputs ({elapsed}<{eta})")
+                .expect("valid template"),
+        );
+        bar.set_message(format!("{:?}", self.method).to_lowercase());
+        let fake = dataset == DatasetKind::FakeMnist;
+        for (chunk_no, chunk) in inputs.chunks(self.batch_size.max(1)).enumerate() {
+            let base = chunk_no * self.batch_size.max(1);
+            let pixels: Vec<f32> = chunk.iter().flat_map(|i| i.pixels.clone()).collect();
+            let x = Tensor::<I<B>, 4>::from_data(
+                TensorData::new(pixels, [chunk.len(), shape[0], shape[1], shape[2]]),
+                &device,
+            );
+            let predicted = predictions(runner.classifier().logits(x.clone()));
+            let mut queries = vec![];
+            for (i, &p) in predicted.iter().enumerate() {
+                let mut push = |t: usize| {
+                    queries.push(Query {
+                        input: i,
+                        target: t,
+                    })
+                };
+                match self.target {
+                    TargetMode::All => (0..k).filter(|&t| t != p).for_each(&mut push),
+                    TargetMode::Class(q) if q == p => skipped.push(chunk[i].source.clone()),
+                    TargetMode::Class(q) => push(q),
+                    TargetMode::Random => {
+                        let t = rng.random_range(0..k - 1);
+                        push(if t >= p { t + 1 } else { t });
+                    }
+                }
+            }
+            if queries.is_empty() {
+                bar.inc(chunk.len() as u64);
+                continue;
+            }
+            let res = runner.run(x, &queries)?;
+            seconds += res.seconds;
+            n_queries += queries.len();
+            if stats.is_empty() {
+                stats = res.variants.iter().map(|v| Stats::new(&v.0)).collect();
+            }
+            for (j, q) in queries.iter().enumerate() {
+                let input = &chunk[q.input];
+                let p = res.predicted[q.input];
+                let mut vr = vec![];
+                for (s, (name, alphas, px, pr, found)) in stats.iter_mut().zip(&res.variants) {
+                    let probs = &pr[j * k..(j + 1) * k];
+                    let cf = &px[j * chw..(j + 1) * chw];
+                    let class = argmax(probs);
+                    s.add(
+                        class == q.target,
+                        found[j],
+                        (probs[p] - probs[q.target]).abs() < 0.05,
+                        alphas[j],
+                    );
+                    if fake {
+                        s.add_locality(&input.pixels, cf, shape);
+                    }
+                    vr.push(VariantRecord {
+                        name: name.clone(),
+                        alpha: alphas[j],
+                        class,
+                        p_target: probs[q.target] as f64,
+                        p_predicted: probs[p] as f64,
+                        found: found[j],
+                    });
+                }
+                if !all_test {
+                    records.push(QueryRecord {
+                        input: base + q.input,
+                        source: input.source.clone(),
+                        label: input.label,
+                        predicted: p,
+                        target: q.target,
+                        variants: vr,
+                    });
+                    let cfs = res
+                        .variants
+                        .iter()
+                        .map(|v| v.2[j * chw..(j + 1) * chw].to_vec())
+                        .collect();
+                    match kept.last_mut() {
+                        Some(last) if last.0 == base + q.input => last.2.push((q.target, cfs)),
+                        _ => {
+                            kept.push((base + q.input, input.pixels.clone(), vec![(q.target, cfs)]))
+                        }
+                    }
+                }
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+
+        let names: Vec<String> = stats.iter().map(|s| s.name.clone()).collect();
+        let mut figures = vec![];
+        if !all_test && !kept.is_empty() {
+            figures = self.write_figures(&kept, &names, &inputs, shape)?;
+            if let (Runner::Ecinn(e, _), Some(ts)) = (&runner, &self.strip) {
+                figures.extend(self.write_strips(e, &inputs, &records, ts, shape, &device)?);
+            }
+        }
+        let report = ExplainReport {
+            method: self.method,
+            model: self.model.display().to_string(),
+            dataset: dataset.to_string(),
+            backend: backend.to_string(),
+            inputs: inputs.len(),
+            queries: n_queries,
+            skipped_inputs: skipped,
+            batch_size: self.batch_size,
+            generation_seconds: seconds,
+            seconds_per_query: seconds / n_queries.max(1) as f64,
+            variants: stats.into_iter().map(Stats::finish).collect(),
+            figures,
+            records,
+        };
+        crate::fsutil::write_atomic(
+            &self.out.join("explanations.json"),
+            serde_json::to_string_pretty(&report)?.as_bytes(),
+        )?;
+        Ok(report)
+    }
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+        )
+        .0
+}
+
+struct Stats {
+    name: String,
+    n: usize,
+    valid: usize,
+    found: usize,
+    ties: usize,
+    alpha_sum: f64,
+    alpha_n: usize,
+    col0: (f64, usize),
+    rest: (f64, usize),
+}
+
+impl Stats {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            n: 0,
+            valid: 0,
+            found: 0,
+            ties: 0,
+            alpha_sum: 0.0,
+            alpha_n: 0,
+            col0: (0.0, 0),
+            rest: (0.0, 0),
+        }
+    }
+
+    fn add(&mut self, valid: bool, found: bool, tie: bool, alpha: Option<f64>) {
+        self.n += 1;
+        self.valid += usize::from(valid);
+        self.found += usize::from(found);
+        self.ties += usize::from(tie);
+        if let Some(a) = alpha {
+            self.alpha_sum += a;
+            self.alpha_n += 1;
+        }
+    }
+
+    fn add_locality(&mut self, x: &[f32], cf: &[f32], [_, _, w]: [usize; 3]) {
+        for (i, (a, b)) in x.iter().zip(cf).enumerate() {
+            let d = (a - b).abs() as f64;
+            let slot = if i % w == 0 {
+                &mut self.col0
+            } else {
+                &mut self.rest
+            };
+            slot.0 += d;
+            slot.1 += 1;
+        }
+    }
+
+    fn finish(self) -> VariantSummary {
+        let frac = |c: usize| c as f64 / self.n.max(1) as f64;
+        let mean = |(s, n): (f64, usize)| (n > 0).then(|| s / n as f64);
+        VariantSummary {
+            counterfactuals: self.n,
+            validity: frac(self.valid),
+            found: frac(self.found),
+            tie_fraction: frac(self.ties),
+            mean_alpha: (self.alpha_n > 0).then(|| self.alpha_sum / self.alpha_n as f64),
+            mean_change_column0: mean(self.col0),
+            mean_change_elsewhere: mean(self.rest),
+            name: self.name,
+        }
+    }
+}
+
+/// An input kept for the figures: `(position, pixels, [(target, counterfactual per variant)])`.
+type Kept = (usize, Vec<f32>, Vec<(usize, Vec<Vec<f32>>)>);
+
+impl ExplainJob {
+    /// Per input, all its targets across (ECINN fig. 4/5); with one target per input, all inputs
+    /// across (fig. 6). Rows: input, each variant, heatmap `x̂ − x` of the last variant.
+    fn write_figures(
+        &self,
+        kept: &[Kept],
+        names: &[String],
+        inputs: &[Input],
+        [_, h, w]: [usize; 3],
+    ) -> Result<Vec<String>> {
+        let mut written = vec![];
+        let heat =
+            |x: &[f32], cf: &[f32]| Cell::Heat(cf.iter().zip(x).map(|(c, x)| c - x).collect());
+        let mut save = |grid: Grid, name: String| -> Result<()> {
+            grid.save(&self.out.join(&name))?;
+            written.push(name);
+            Ok(())
+        };
+        if self.target == TargetMode::All {
+            for (idx, x, targets) in kept.iter().take(200) {
+                let mut rows = vec![vec![Cell::Grey(x.clone())]];
+                for v in 0..names.len() {
+                    let mut row = vec![Cell::Blank];
+                    row.extend(targets.iter().map(|(_, cfs)| Cell::Grey(cfs[v].clone())));
+                    rows.push(row);
+                }
+                let mut hrow = vec![Cell::Blank];
+                hrow.extend(
+                    targets
+                        .iter()
+                        .map(|(_, cfs)| heat(x, cfs.last().expect("a variant"))),
+                );
+                rows.push(hrow);
+                let grid = Grid {
+                    cells: rows,
+                    h,
+                    w,
+                    scale: self.scale,
+                };
+                save(grid, format!("input-{idx:04}-all-targets.png"))?;
+            }
+        } else {
+            let cols: Vec<(&Vec<f32>, &Vec<Vec<f32>>)> = kept
+                .iter()
+                .flat_map(|(_, x, ts)| ts.iter().map(move |(_, cfs)| (x, cfs)))
+                .take(100)
+                .collect();
+            let mut rows = vec![cols.iter().map(|(x, _)| Cell::Grey((*x).clone())).collect()];
+            for v in 0..names.len() {
+                rows.push(
+                    cols.iter()
+                        .map(|(_, cfs)| Cell::Grey(cfs[v].clone()))
+                        .collect(),
+                );
+            }
+            rows.push(
+                cols.iter()
+                    .map(|(x, cfs)| heat(x, cfs.last().expect("a variant")))
+                    .collect(),
+            );
+            let name = match self.target {
+                TargetMode::Class(q) => format!("inputs-to-{q}.png"),
+                _ => "inputs-to-random-targets.png".into(),
+            };
+            save(
+                Grid {
+                    cells: rows,
+                    h,
+                    w,
+                    scale: self.scale,
+                },
+                name,
+            )?;
+        }
+        let _ = inputs;
+        Ok(written)
+    }
+
+    /// ECINN transition strips: the input, then `α0 + t(1 − α0)` for each t, and their heatmaps.
+    fn write_strips<I: Backend>(
+        &self,
+        e: &Ecinn<I>,
+        inputs: &[Input],
+        records: &[QueryRecord],
+        ts: &[f64],
+        shape: [usize; 3],
+        device: &I::Device,
+    ) -> Result<Vec<String>> {
+        let [c, h, w] = shape;
+        let choices: Vec<AlphaChoice> = ts
+            .iter()
+            .map(|&t| AlphaChoice::Convincing(cfx_counterfactual::Alpha1Rule::Bmvc { t }))
+            .collect();
+        let mut written = vec![];
+        for r in records.iter().take(50) {
+            let x = Tensor::<I, 4>::from_data(
+                TensorData::new(inputs[r.input].pixels.clone(), [1, c, h, w]),
+                device,
+            );
+            let out = e.explain_alphas(
+                x,
+                &[Query {
+                    input: 0,
+                    target: r.target,
+                }],
+                &choices,
+            )?;
+            let px = host(out.counterfactuals);
+            let xin = &inputs[r.input].pixels;
+            let chw = c * h * w;
+            let mut top = vec![Cell::Grey(xin.clone())];
+            let mut bottom = vec![Cell::Blank];
+            for j in 0..choices.len() {
+                let cf = px[j * chw..(j + 1) * chw].to_vec();
+                bottom.push(Cell::Heat(cf.iter().zip(xin).map(|(a, b)| a - b).collect()));
+                top.push(Cell::Grey(cf));
+            }
+            let name = format!("strip-{:04}-to-{}.png", r.input, r.target);
+            Grid {
+                cells: vec![top, bottom],
+                h,
+                w,
+                scale: self.scale,
+            }
+            .save(&self.out.join(&name))?;
+            written.push(name);
+        }
+        Ok(written)
+    }
+}

@@ -1,0 +1,412 @@
+//! `cargo xtask train classifier|autoencoder`: the auxiliary models of the baselines and the
+//! metrics (Paper 4, Tables 4 and 5), trained with Adam on unit-space images and checkpointed
+//! after every epoch (`--resume` continues from the last one).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use cfx_classifiers::{
+    Classifier, CnnClassifier, CnnClassifierConfig, ConvAutoencoder, ConvAutoencoderConfig,
+};
+use cfx_datasets::{
+    Augmentation, DatasetKind, EpochSampler, HostBatch, ImageSet, Split, eval_batches,
+};
+use cfx_linalg::LinalgBackend;
+use serde::{Deserialize, Serialize};
+
+use super::progress::epoch_bar;
+use super::run::RunDir;
+use crate::backend::{BackendJob, BackendKind};
+use crate::checkpoint::CheckpointStore;
+
+type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// Which auxiliary model, with its architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AuxModel {
+    Classifier(CnnClassifierConfig),
+    Autoencoder(ConvAutoencoderConfig),
+}
+
+/// Training settings; the defaults per kind are Paper 4's Tables 4 and 5.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisedTrainConfig {
+    pub dataset: DatasetKind,
+    pub data_dir: Option<PathBuf>,
+    pub model: AuxModel,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    /// Keras's Adam ε.
+    pub epsilon: f32,
+    /// Seeds the weights and the batch order (the oracle differs from the classifier only here).
+    pub seed: u64,
+    /// Train only on images of this class (the per-class autoencoders of IM1).
+    pub only_class: Option<usize>,
+    pub train_limit: Option<usize>,
+    pub test_limit: Option<usize>,
+}
+
+impl SupervisedTrainConfig {
+    pub fn classifier(dataset: DatasetKind) -> Self {
+        Self {
+            dataset,
+            data_dir: None,
+            model: AuxModel::Classifier(CnnClassifierConfig::default()),
+            epochs: 10,
+            batch_size: 64,
+            lr: 1e-3,
+            epsilon: 1e-7,
+            seed: 1,
+            only_class: None,
+            train_limit: None,
+            test_limit: None,
+        }
+    }
+
+    pub fn autoencoder(dataset: DatasetKind) -> Self {
+        Self {
+            model: AuxModel::Autoencoder(ConvAutoencoderConfig::default()),
+            epochs: 50,
+            batch_size: 128,
+            ..Self::classifier(dataset)
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        match &self.model {
+            AuxModel::Classifier(c) => c.validate(),
+            AuxModel::Autoencoder(c) => c.validate(),
+        }
+        .map_err(|e| anyhow::anyhow!("model: {e}"))?;
+        if self.batch_size == 0 || self.lr.is_nan() || self.lr <= 0.0 {
+            bail!("batch_size and lr must be positive");
+        }
+        Ok(())
+    }
+
+    fn input_shape(&self) -> [usize; 3] {
+        match &self.model {
+            AuxModel::Classifier(c) => c.input_shape,
+            AuxModel::Autoencoder(c) => c.input_shape,
+        }
+    }
+
+    fn load(&self, split: Split, limit: Option<usize>) -> Result<ImageSet> {
+        let mut set = self.dataset.load(split, self.data_dir.as_deref())?;
+        if let Some(c) = self.only_class {
+            if c >= set.num_classes() {
+                bail!(
+                    "--only-class {c}: {} has classes 0..{}",
+                    set.name,
+                    set.num_classes()
+                );
+            }
+            let idx = set.indices_of_class(c);
+            set = set.subset(&idx, format!("{} class {c}", set.name));
+        }
+        if let Some(n) = limit {
+            set = set.take(n);
+        }
+        if set.image_shape() != self.input_shape() {
+            bail!(
+                "{} has images of shape {:?} but the model takes {:?}",
+                set.name,
+                set.image_shape(),
+                self.input_shape()
+            );
+        }
+        Ok(set)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SupervisedState {
+    pub epochs_done: usize,
+    pub train_seconds: f64,
+    pub history: Vec<SupervisedEpoch>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SupervisedEpoch {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub test_loss: f64,
+    /// Classifiers only.
+    pub test_accuracy: Option<f64>,
+}
+
+pub struct SupervisedTrainJob {
+    pub cfg: SupervisedTrainConfig,
+    pub run_root: PathBuf,
+    pub resume: bool,
+}
+
+impl BackendJob for SupervisedTrainJob {
+    type Output = SupervisedEpoch;
+
+    fn run<B: AutodiffBackend + LinalgBackend>(
+        self,
+        device: B::Device,
+        _backend: BackendKind,
+    ) -> Result<SupervisedEpoch> {
+        match self.cfg.model.clone() {
+            AuxModel::Classifier(c) => {
+                B::seed(&device, self.cfg.seed);
+                let model = c.init::<B>(&device);
+                train_loop(self, model, &device)
+            }
+            AuxModel::Autoencoder(c) => {
+                B::seed(&device, self.cfg.seed);
+                let model = c.init::<B>(&device);
+                train_loop(self, model, &device)
+            }
+        }
+    }
+}
+
+/// What differs between the two kinds of model: the loss and the test metric.
+trait Objective<B: AutodiffBackend>: AutodiffModule<B> + Clone {
+    fn train_loss(&self, x: Tensor<B, 4>, y: Tensor<B, 1, Int>) -> Tensor<B, 1>;
+    /// `(summed loss, correct)` on an inner-backend batch.
+    fn eval_sums(
+        model: &Self::InnerModule,
+        x: Tensor<B::InnerBackend, 4>,
+        y: Tensor<B::InnerBackend, 1, Int>,
+    ) -> (f64, Option<f64>);
+}
+
+impl<B: AutodiffBackend> Objective<B> for CnnClassifier<B> {
+    fn train_loss(&self, x: Tensor<B, 4>, y: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+        let logits = self.forward(x, true);
+        CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits, y)
+    }
+
+    fn eval_sums(
+        model: &CnnClassifier<B::InnerBackend>,
+        x: Tensor<B::InnerBackend, 4>,
+        y: Tensor<B::InnerBackend, 1, Int>,
+    ) -> (f64, Option<f64>) {
+        let n = x.dims()[0] as f64;
+        let logits = model.logits(x);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits.clone(), y.clone())
+            .into_scalar()
+            .elem::<f64>();
+        let correct = logits
+            .argmax(1)
+            .squeeze_dim::<1>(1)
+            .equal(y)
+            .int()
+            .sum()
+            .into_scalar()
+            .elem::<f64>();
+        (loss * n, Some(correct))
+    }
+}
+
+impl<B: AutodiffBackend> Objective<B> for ConvAutoencoder<B> {
+    fn train_loss(&self, x: Tensor<B, 4>, _y: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+        self.reconstruction_error(x).mean()
+    }
+
+    fn eval_sums(
+        model: &ConvAutoencoder<B::InnerBackend>,
+        x: Tensor<B::InnerBackend, 4>,
+        _y: Tensor<B::InnerBackend, 1, Int>,
+    ) -> (f64, Option<f64>) {
+        (
+            model
+                .reconstruction_error(x)
+                .sum()
+                .into_scalar()
+                .elem::<f64>(),
+            None,
+        )
+    }
+}
+
+fn train_loop<B: AutodiffBackend, M: Objective<B>>(
+    job: SupervisedTrainJob,
+    mut model: M,
+    device: &B::Device,
+) -> Result<SupervisedEpoch> {
+    let cfg = &job.cfg;
+    let run = RunDir::open(&job.run_root, job.resume)?;
+    let store = run.checkpoints(2);
+    let train = cfg.load(Split::Train, cfg.train_limit)?;
+    let test = cfg.load(Split::Test, cfg.test_limit)?;
+    let mut optim = AdamConfig::new().with_epsilon(cfg.epsilon).init::<B, M>();
+    let mut state = SupervisedState::default();
+    if job.resume {
+        let ckpt = store.latest()?.context("no checkpoint to resume from")?;
+        let bad = |w: &str| format!("checkpoint {} has an unreadable {w}", ckpt.display());
+        state = serde_json::from_slice(&CheckpointStore::read(&ckpt, "state.json")?)
+            .with_context(|| bad("state.json"))?;
+        let rec = Recorder::<B>::load(
+            &Rec::default(),
+            CheckpointStore::read(&ckpt, "model.mpk")?,
+            device,
+        )
+        .with_context(|| bad("model.mpk"))?;
+        model = model.load_record(rec);
+        let orec = Recorder::<B>::load(
+            &Rec::default(),
+            CheckpointStore::read(&ckpt, "optim.mpk")?,
+            device,
+        )
+        .with_context(|| bad("optim.mpk"))?;
+        optim = optim.load_record(orec);
+        eprintln!(
+            "resuming {} after epoch {}",
+            run.root.display(),
+            state.epochs_done
+        );
+    } else {
+        run.write_toml("config.toml", cfg)?;
+    }
+    let sampler = EpochSampler {
+        seed: cfg.seed,
+        batch_size: cfg.batch_size,
+        drop_last: false,
+    };
+    let unit = Augmentation::UNIT;
+    for epoch in state.epochs_done..cfg.epochs {
+        let start = Instant::now();
+        let batches = sampler.batches(train.len(), epoch);
+        let bar = epoch_bar(epoch, cfg.epochs, batches.len(), 0);
+        let mut loss_sum = 0.0;
+        for (k, idx) in batches.iter().enumerate() {
+            let mut rng = sampler.batch_rng(epoch, k);
+            let b = HostBatch::from_set(&train, idx, &unit, &mut rng).to_device::<B>(device);
+            let loss = model.train_loss(b.images, b.labels);
+            loss_sum += loss.clone().into_scalar().elem::<f64>() * idx.len() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(cfg.lr, model, grads);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let (test_loss, test_accuracy) = evaluate::<B, M>(&model.valid(), &test, device)?;
+        state.train_seconds += start.elapsed().as_secs_f64();
+        let record = SupervisedEpoch {
+            epoch: epoch + 1,
+            train_loss: loss_sum / train.len() as f64,
+            test_loss,
+            test_accuracy,
+        };
+        let line = format!(
+            "epoch {}/{}: train loss {:.5}, test loss {:.5}{}",
+            epoch + 1,
+            cfg.epochs,
+            record.train_loss,
+            test_loss,
+            test_accuracy
+                .map(|a| format!(", test accuracy {:.2}%", 100.0 * a))
+                .unwrap_or_default()
+        );
+        eprintln!("{line}");
+        run.log(&line)?;
+        state.history.push(record);
+        state.epochs_done = epoch + 1;
+        let model_bytes = Recorder::<B>::record(&Rec::default(), model.clone().into_record(), ())?;
+        let optim_bytes = Recorder::<B>::record(&Rec::default(), optim.to_record(), ())?;
+        store.save(
+            &CheckpointStore::tag(state.epochs_done, 0),
+            &[
+                ("model.mpk", &model_bytes),
+                ("optim.mpk", &optim_bytes),
+                ("state.json", &serde_json::to_vec_pretty(&state)?),
+            ],
+        )?;
+        run.write_csv("metrics.csv", &state.history)?;
+    }
+    let last = state
+        .history
+        .last()
+        .cloned()
+        .context("no epoch was trained (epochs = 0)")?;
+    let bytes = Recorder::<B>::record(&Rec::default(), model.into_record(), ())?;
+    crate::fsutil::write_atomic(&run.path("model.mpk"), &bytes)?;
+    run.write_toml("model.toml", &cfg.model)?;
+    run.write_json("test.json", &last)?;
+    Ok(last)
+}
+
+fn evaluate<B: AutodiffBackend, M: Objective<B>>(
+    model: &M::InnerModule,
+    test: &ImageSet,
+    device: &B::Device,
+) -> Result<(f64, Option<f64>)> {
+    let (mut loss, mut correct) = (0.0, None::<f64>);
+    for host in eval_batches(test, 500, &Augmentation::UNIT) {
+        let b = host.to_device::<B::InnerBackend>(device);
+        let (l, c) = M::eval_sums(model, b.images, b.labels);
+        loss += l;
+        if let Some(c) = c {
+            *correct.get_or_insert(0.0) += c;
+        }
+    }
+    let n = test.len().max(1) as f64;
+    Ok((loss / n, correct.map(|c| c / n)))
+}
+
+/// Reads `model.toml` of a finished classifier or autoencoder run.
+fn read_aux(run: &Path) -> Result<AuxModel> {
+    crate::checkpoint::require_run_dir(run)?;
+    super::run::read_toml(&run.join("model.toml")).with_context(|| {
+        format!(
+            "{} is not a finished classifier or autoencoder run (train one with `cargo xtask train classifier|autoencoder`)",
+            run.display()
+        )
+    })
+}
+
+fn read_record<B: Backend, R: burn::record::Record<B>>(
+    run: &Path,
+    device: &B::Device,
+) -> Result<R> {
+    let p = run.join("model.mpk");
+    let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    Recorder::<B>::load(&Rec::default(), bytes, device).with_context(|| {
+        format!(
+            "{} does not match the architecture in model.toml",
+            p.display()
+        )
+    })
+}
+
+pub fn load_classifier<B: Backend>(run: &Path, device: &B::Device) -> Result<CnnClassifier<B>> {
+    match read_aux(run)? {
+        AuxModel::Classifier(c) => {
+            c.validate().map_err(anyhow::Error::msg)?;
+            Ok(c.init::<B>(device).load_record(read_record(run, device)?))
+        }
+        AuxModel::Autoencoder(_) => {
+            bail!("{} holds an autoencoder, not a classifier", run.display())
+        }
+    }
+}
+
+pub fn load_autoencoder<B: Backend>(run: &Path, device: &B::Device) -> Result<ConvAutoencoder<B>> {
+    match read_aux(run)? {
+        AuxModel::Autoencoder(c) => {
+            c.validate().map_err(anyhow::Error::msg)?;
+            Ok(c.init::<B>(device).load_record(read_record(run, device)?))
+        }
+        AuxModel::Classifier(_) => {
+            bail!("{} holds a classifier, not an autoencoder", run.display())
+        }
+    }
+}

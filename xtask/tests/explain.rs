@@ -1,0 +1,234 @@
+//! `explain` end to end on tiny models trained here: ECINN on an IB-INN, GB and GL on a CNN,
+//! and the errors a user sees for bad requests.
+
+use std::path::{Path, PathBuf};
+
+use xtask::backend::{BackendKind, run_on};
+use xtask::cli::parse_alpha;
+use xtask::explain::inputs::Selection;
+use xtask::explain::{ExplainJob, Method, TargetMode};
+use xtask::train::ibinn::{IbInnTrainConfig, IbInnTrainJob, TrainControl, TrainOutcome};
+use xtask::train::supervised::{AuxModel, SupervisedTrainConfig, SupervisedTrainJob};
+
+fn tiny_ibinn(root: &Path) {
+    let cfg = IbInnTrainConfig {
+        dataset: cfx_datasets::DatasetKind::FakeMnist,
+        model: cfx_flows::ibinn::IbInnConfig::tiny(),
+        train_limit: Some(4096),
+        test_limit: Some(64),
+        val_size: 64,
+        batch_size: 64,
+        epochs: 1,
+        log_every: 5,
+        ..Default::default()
+    };
+    let job = IbInnTrainJob {
+        cfg,
+        run_root: root.to_path_buf(),
+        resume: false,
+        control: TrainControl::default(),
+    };
+    assert!(matches!(
+        run_on(BackendKind::Flex, job).unwrap(),
+        TrainOutcome::Finished(_)
+    ));
+}
+
+fn tiny_aux(root: &Path, autoencoder: bool) {
+    let mut cfg = if autoencoder {
+        SupervisedTrainConfig::autoencoder(cfx_datasets::DatasetKind::Mnist)
+    } else {
+        SupervisedTrainConfig::classifier(cfx_datasets::DatasetKind::Mnist)
+    };
+    cfg.model = if autoencoder {
+        AuxModel::Autoencoder(cfx_classifiers::ConvAutoencoderConfig::tiny())
+    } else {
+        // Without dropout the tiny CNN learns in a few steps.
+        AuxModel::Classifier(cfx_classifiers::CnnClassifierConfig {
+            conv_dropout: 0.0,
+            dense_dropout: 0.0,
+            ..cfx_classifiers::CnnClassifierConfig::tiny()
+        })
+    };
+    cfg.epochs = 3;
+    cfg.lr = 1e-2;
+    cfg.train_limit = Some(2048);
+    cfg.test_limit = Some(128);
+    let job = SupervisedTrainJob {
+        cfg,
+        run_root: root.to_path_buf(),
+        resume: false,
+    };
+    let last = run_on(BackendKind::Flex, job).unwrap();
+    assert!(last.test_loss.is_finite());
+    assert_eq!(last.test_accuracy.is_some(), !autoencoder);
+}
+
+fn job(method: Method, model: &Path, selection: Selection, out: PathBuf) -> ExplainJob {
+    ExplainJob {
+        method,
+        model: model.to_path_buf(),
+        autoencoder: None,
+        dataset: None,
+        data_dir: None,
+        selection,
+        target: TargetMode::All,
+        alphas: vec![
+            parse_alpha("alpha0").unwrap(),
+            parse_alpha("alpha1").unwrap(),
+        ],
+        strip: None,
+        method_config: None,
+        batch_size: 16,
+        seed: 0,
+        scale: 2,
+        out,
+    }
+}
+
+#[test]
+fn ecinn_explains_a_tiny_model_end_to_end_and_caches_its_means() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("ibinn");
+    tiny_ibinn(&model);
+    let out = dir.path().join("out");
+    let mut j = job(
+        Method::Ecinn,
+        &model,
+        Selection::Indices(vec![0, 3]),
+        out.clone(),
+    );
+    j.strip = Some(vec![0.0, 0.5, 1.0]);
+    let r = run_on(BackendKind::Flex, j.clone()).unwrap();
+    assert_eq!(r.dataset, "fake-mnist");
+    assert_eq!((r.inputs, r.queries), (2, 18));
+    assert_eq!(r.variants.len(), 2);
+    assert_eq!(r.variants[0].name, "alpha0");
+    assert_eq!(r.records.len(), 18);
+    assert!(
+        r.variants[0].mean_change_column0.is_some(),
+        "FakeMNIST locality is measured"
+    );
+    for f in &r.figures {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    assert_eq!(
+        r.figures.iter().filter(|f| f.starts_with("strip-")).count(),
+        18
+    );
+    assert!(out.join("explanations.json").is_file());
+    let cache = model.join("ecinn-means.safetensors");
+    let written = std::fs::metadata(&cache).unwrap().modified().unwrap();
+
+    // Second run: the cache is reused; one target for inputs of a class; all-test statistics.
+    j.selection = Selection::Class { class: 3, count: 4 };
+    j.target = TargetMode::Class(7);
+    j.strip = None;
+    let r2 = run_on(BackendKind::Flex, j.clone()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().modified().unwrap(),
+        written
+    );
+    assert_eq!(r2.queries + r2.skipped_inputs.len(), 4);
+    assert!(r2.figures.contains(&"inputs-to-7.png".to_string()));
+    j.selection = Selection::AllTest { limit: Some(20) };
+    j.target = TargetMode::Random;
+    let r3 = run_on(BackendKind::Flex, j.clone()).unwrap();
+    assert_eq!((r3.queries, r3.records.len(), r3.figures.len()), (20, 0, 0));
+
+    // A cache written for another checkpoint is stale: it is recomputed and rewritten.
+    let (means, key) = cfx_counterfactual::ClassMeans::load(&cache).unwrap();
+    let stale = cfx_counterfactual::MeansCacheKey {
+        model_sha256: "0".repeat(64),
+        ..key.clone()
+    };
+    means.save(&cache, &stale).unwrap();
+    run_on(BackendKind::Flex, j).unwrap();
+    assert_eq!(cfx_counterfactual::ClassMeans::load(&cache).unwrap().1, key);
+}
+
+#[test]
+fn gb_and_gl_explain_a_tiny_cnn() {
+    let dir = tempfile::tempdir().unwrap();
+    let cnn = dir.path().join("cnn");
+    let ae = dir.path().join("ae");
+    tiny_aux(&cnn, false);
+    tiny_aux(&ae, true);
+    let fast = dir.path().join("fast.toml");
+    std::fs::write(&fast, "max_iter = 40\nmax_lam_steps = 1\n").unwrap();
+    let mut j = job(
+        Method::Gb,
+        &cnn,
+        Selection::Indices(vec![1]),
+        dir.path().join("gb"),
+    );
+    j.target = TargetMode::Random;
+    j.method_config = Some(fast);
+    let r = run_on(BackendKind::Flex, j.clone()).unwrap();
+    assert_eq!((r.queries, r.variants.len()), (1, 1));
+    assert!(
+        r.figures
+            .contains(&"inputs-to-random-targets.png".to_string())
+    );
+
+    let fast_gl = dir.path().join("fast-gl.toml");
+    std::fs::write(&fast_gl, "max_iterations = 20\nc_steps = 1\n").unwrap();
+    j.method = Method::Gl;
+    j.method_config = Some(fast_gl);
+    j.out = dir.path().join("gl");
+    let missing = run_on(BackendKind::Flex, j.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("--autoencoder"), "{missing}");
+    j.autoencoder = Some(ae);
+    let r = run_on(BackendKind::Flex, j).unwrap();
+    assert_eq!(r.queries, 1);
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let missing = job(
+        Method::Ecinn,
+        &dir.path().join("nope"),
+        Selection::Indices(vec![0]),
+        out.clone(),
+    );
+    let e = format!("{:#}", run_on(BackendKind::Flex, missing).unwrap_err());
+    assert!(e.contains("nope") && e.contains("does not exist"), "{e}");
+
+    let model = dir.path().join("cnn");
+    tiny_aux(&model, false);
+    let mut j = job(Method::Gb, &model, Selection::Indices(vec![0]), out.clone());
+    j.target = TargetMode::Class(12);
+    let e = format!("{:#}", run_on(BackendKind::Flex, j.clone()).unwrap_err());
+    assert!(e.contains("--target 12") && e.contains("0..10"), "{e}");
+    j.target = TargetMode::All;
+    j.selection = Selection::Indices(vec![10_000]);
+    let e = format!("{:#}", run_on(BackendKind::Flex, j.clone()).unwrap_err());
+    assert!(e.contains("--index 10000"), "{e}");
+    j.selection = Selection::Class {
+        class: 11,
+        count: 2,
+    };
+    let e = format!("{:#}", run_on(BackendKind::Flex, j.clone()).unwrap_err());
+    assert!(e.contains("--class 11"), "{e}");
+    let png = dir.path().join("wide.png");
+    image::GrayImage::new(30, 28).save(&png).unwrap();
+    j.selection = Selection::Files {
+        paths: vec![png],
+        resize: false,
+    };
+    let e = format!("{:#}", run_on(BackendKind::Flex, j.clone()).unwrap_err());
+    assert!(e.contains("wide.png is 30×28"), "{e}");
+    j.method = Method::Ecinn;
+    let e = format!("{:#}", run_on(BackendKind::Flex, j).unwrap_err());
+    assert!(e.contains("not a finished IB-INN run"), "{e}");
+    assert!(
+        parse_alpha("fast")
+            .unwrap_err()
+            .to_string()
+            .contains("alpha0, alpha1")
+    );
+}
