@@ -101,6 +101,47 @@ pub fn check_queries<B: Backend>(
     Ok(())
 }
 
+/// The classes `model` predicts for `x`, after checking the request against them: the common
+/// start of the methods that take the model as a black box of logits.
+pub(crate) fn predict_checked<B: Backend>(
+    model: &dyn Classifier<B>,
+    x: &Tensor<B, 4>,
+    queries: &[Query],
+) -> Result<Vec<usize>, ExplainError> {
+    check_shape(model, x.dims())?;
+    let predicted = predictions(model.logits(x.clone()));
+    check_queries(model, x.dims(), &predicted, queries)?;
+    Ok(predicted)
+}
+
+/// `[Q]` of one index per query (its input row, its target class, …).
+pub(crate) fn query_index<B: Backend>(
+    queries: &[Query],
+    device: &B::Device,
+    f: impl Fn(&Query) -> usize,
+) -> Tensor<B, 1, Int> {
+    let v: Vec<i64> = queries.iter().map(|q| f(q) as i64).collect();
+    Tensor::from_data(TensorData::new(v, [queries.len()]), device)
+}
+
+/// The result of an iterative method: its best images, re-classified by `model`.
+pub(crate) fn iterative_explanation<B: Backend>(
+    model: &dyn Classifier<B>,
+    counterfactuals: Tensor<B, 4>,
+    predicted: Vec<usize>,
+    found: Vec<bool>,
+    seconds: f64,
+) -> Explanation<B> {
+    Explanation {
+        probabilities: model.probabilities(counterfactuals.clone()),
+        counterfactuals,
+        predicted,
+        alphas: vec![None; found.len()],
+        found,
+        seconds,
+    }
+}
+
 /// Checks the image shape alone (before anything runs through the model).
 pub(crate) fn check_shape<B: Backend>(
     model: &dyn Classifier<B>,

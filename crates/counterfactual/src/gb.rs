@@ -4,14 +4,14 @@
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
-use cfx_classifiers::{Classifier, CnnClassifier, predictions};
+use cfx_classifiers::{Classifier, CnnClassifier};
 use serde::{Deserialize, Serialize};
 
-use crate::explainer::{check_shape, timed};
+use crate::explainer::{iterative_explanation, predict_checked, query_index, timed};
 use crate::input_optim::{
     InputAdam, column, l1, leaf, mask, polynomial_decay, replace_rows, to_host,
 };
-use crate::{ExplainError, Explainer, Explanation, Query, check_queries};
+use crate::{ExplainError, Explainer, Explanation, Query};
 
 /// alibi's defaults (spec §3.3): loss `(p_q(x̂) − target_proba)² + λ‖x̂ − x‖₁` with Adam and a
 /// learning rate decaying linearly from 0.1 to 0 over `max_iter` steps; λ found by a sweep over
@@ -109,20 +109,15 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gb<A> {
         x: Tensor<A::InnerBackend, 4>,
         queries: &[Query],
     ) -> Result<Explanation<A::InnerBackend>, ExplainError> {
-        check_shape(&self.inner, x.dims())?;
+        let predicted = predict_checked(&self.inner, &x, queries)?;
         let device = x.device();
-        let predicted = predictions(self.inner.logits(x.clone()));
-        check_queries(&self.inner, x.dims(), &predicted, queries)?;
         let q = queries.len();
         let c = &self.config;
         let ((best, found), seconds) = timed::<A::InnerBackend, _>(&device, || {
-            let rows: Vec<i64> = queries.iter().map(|q| q.input as i64).collect();
             let x0 = x
                 .clone()
-                .select(0, Tensor::from_data(TensorData::new(rows, [q]), &device));
-            let tv: Vec<i64> = queries.iter().map(|q| q.target as i64).collect();
-            let targets =
-                Tensor::<A::InnerBackend, 1, Int>::from_data(TensorData::new(tv, [q]), &device);
+                .select(0, query_index(queries, &device, |q| q.input));
+            let targets = query_index(queries, &device, |q| q.target);
             let (lo, hi) = c.feature_range;
             let ok = |p: f64| (p - c.target_proba).abs() <= c.tol;
 
@@ -218,14 +213,12 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gb<A> {
             let found: Vec<bool> = best_dist.iter().map(|d| d.is_finite()).collect();
             (best, found)
         });
-        let probabilities = self.inner.probabilities(best.clone());
-        Ok(Explanation {
-            counterfactuals: best,
-            probabilities,
+        Ok(iterative_explanation(
+            &self.inner,
+            best,
             predicted,
             found,
-            alphas: vec![None; q],
             seconds,
-        })
+        ))
     }
 }

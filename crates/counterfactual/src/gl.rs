@@ -8,9 +8,9 @@ use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::{Classifier, CnnClassifier, ConvAutoencoder, predictions};
 use serde::{Deserialize, Serialize};
 
-use crate::explainer::{check_shape, timed};
+use crate::explainer::{iterative_explanation, predict_checked, query_index, timed};
 use crate::input_optim::{column, l1, l2sq, leaf, polynomial_decay, replace_rows, to_host};
-use crate::{ExplainError, Explainer, Explanation, Query, check_queries};
+use crate::{ClassMeansBuilder, ExplainError, Explainer, Explanation, Query};
 
 /// The settings of alibi's MNIST example, which are the plausible Paper-4 ones (spec §3.4: the
 /// seeds give only "default parameters", and with alibi's bare defaults γ = θ = 0 the prototype
@@ -74,38 +74,28 @@ pub fn class_prototypes<B: Backend>(
     autoencoder: &ConvAutoencoder<B>,
     batches: impl IntoIterator<Item = Tensor<B, 4>>,
 ) -> Result<Tensor<B, 4>, ExplainError> {
-    let k = model.n_classes();
-    let mut sums: Option<Tensor<B, 2>> = None;
-    let mut counts = vec![0usize; k];
-    let mut shape = [0; 3];
+    let mut grouped: Option<(ClassMeansBuilder, [usize; 3])> = None;
     for x in batches {
-        let pred = model.logits(x.clone()).argmax(1).squeeze_dim::<1>(1);
-        for p in predictions(pred.clone().one_hot::<2>(k).float()) {
-            counts[p] += 1;
-        }
-        let enc = autoencoder.encode(x);
+        let enc = autoencoder.encode(x.clone());
         let [n, l, h, w] = enc.dims();
-        shape = [l, h, w];
-        let s = pred
-            .one_hot::<2>(k)
-            .float()
-            .transpose()
-            .matmul(enc.reshape([n, l * h * w]));
-        sums = Some(match sums {
-            Some(a) => a + s,
-            None => s,
+        let (builder, _) = grouped.get_or_insert_with(|| {
+            (
+                ClassMeansBuilder::new(model.n_classes(), l * h * w),
+                [l, h, w],
+            )
         });
+        builder.add_grouped(model.logits(x), enc.reshape([n, l * h * w]));
     }
-    let sums = sums.ok_or_else(|| ExplainError::Prototypes("no data".into()))?;
-    if let Some(c) = counts.iter().position(|&n| n == 0) {
-        return Err(ExplainError::Prototypes(format!(
+    let (builder, [l, h, w]) = grouped.ok_or_else(|| ExplainError::Prototypes("no data".into()))?;
+    let means = builder.means().map_err(|c| {
+        ExplainError::Prototypes(format!(
             "no training image is classified as class {c}, so it has no prototype"
-        )));
-    }
-    let device = sums.device();
-    let n: Vec<f64> = counts.iter().map(|&c| c as f64).collect();
-    let [l, h, w] = shape;
-    Ok((sums / column::<B>(&n, &device).unsqueeze_dim::<2>(1)).reshape([k, l, h, w]))
+        ))
+    })?;
+    let device = autoencoder.devices()[0].clone();
+    Ok(means
+        .to_tensor::<B>(&device)
+        .reshape([means.n_classes(), l, h, w]))
 }
 
 impl<A: AutodiffBackend> Gl<A> {
@@ -180,27 +170,22 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gl<A> {
         queries: &[Query],
     ) -> Result<Explanation<A::InnerBackend>, ExplainError> {
         type I<A> = <A as AutodiffBackend>::InnerBackend;
-        check_shape(&self.inner, x.dims())?;
+        let predicted = predict_checked(&self.inner, &x, queries)?;
         let device = x.device();
-        let predicted = predictions(self.inner.logits(x.clone()));
-        check_queries(&self.inner, x.dims(), &predicted, queries)?;
         let q = queries.len();
         let cfg = &self.config;
         let k = self.inner.n_classes();
         let ((best, found), seconds) = timed::<I<A>, _>(&device, || {
-            let int =
-                |v: Vec<i64>| Tensor::<I<A>, 1, Int>::from_data(TensorData::new(v, [q]), &device);
             let x0 = x
                 .clone()
-                .select(0, int(queries.iter().map(|q| q.input as i64).collect()));
-            let orig_class: Vec<usize> = queries.iter().map(|q| predicted[q.input]).collect();
-            let orig = int(orig_class.iter().map(|&c| c as i64).collect())
+                .select(0, query_index(queries, &device, |q| q.input));
+            let orig = query_index::<I<A>>(queries, &device, |q| predicted[q.input])
                 .one_hot::<2>(k)
                 .float();
             let proto = self
                 .prototypes
                 .clone()
-                .select(0, int(queries.iter().map(|q| q.target as i64).collect()));
+                .select(0, query_index(queries, &device, |q| q.target));
             let (lo, hi) = cfg.feature_range;
             let mut c = vec![cfg.c_init; q];
             let (mut c_lb, mut c_ub) = (vec![0.0; q], vec![1e10; q]);
@@ -260,14 +245,12 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gl<A> {
             let found: Vec<bool> = best_dist.iter().map(|d| d.is_finite()).collect();
             (best, found)
         });
-        let probabilities = self.inner.probabilities(best.clone());
-        Ok(Explanation {
-            counterfactuals: best,
-            probabilities,
+        Ok(iterative_explanation(
+            &self.inner,
+            best,
             predicted,
             found,
-            alphas: vec![None; q],
             seconds,
-        })
+        ))
     }
 }

@@ -147,14 +147,8 @@ enum Runner<B: AutodiffBackend> {
     Iterative(Box<dyn Explainer<B::InnerBackend>>),
 }
 
-fn host(t: Tensor<impl Backend, 4>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec()
-        .unwrap_or_default()
-}
-
-fn host2(t: Tensor<impl Backend, 2>) -> Vec<f32> {
+/// Any tensor's values on the host, as f32.
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .into_vec()
@@ -178,7 +172,7 @@ impl<B: AutodiffBackend> Runner<B> {
                 let probs = e.probabilities(out.counterfactuals.clone());
                 let k = probs.dims()[1];
                 let px = host(out.counterfactuals);
-                let pr = host2(probs);
+                let pr = host(probs);
                 let chw = dims[1] * dims[2] * dims[3];
                 let variants = choices
                     .iter()
@@ -213,7 +207,7 @@ impl<B: AutodiffBackend> Runner<B> {
                         "counterfactual".into(),
                         out.alphas.clone(),
                         host(out.counterfactuals),
-                        host2(out.probabilities),
+                        host(out.probabilities),
                         out.found,
                     )],
                     predicted: out.predicted,
@@ -476,7 +470,7 @@ impl BackendJob for ExplainJob {
         let names: Vec<String> = stats.iter().map(|s| s.name.clone()).collect();
         let mut figures = vec![];
         if !all_test && !kept.is_empty() {
-            figures = self.write_figures(&kept, &names, &inputs, shape)?;
+            figures = self.write_figures(&kept, &names, shape)?;
             if let (Runner::Ecinn(e, _), Some(ts)) = (&runner, &self.strip) {
                 figures.extend(self.write_strips(e, &inputs, &records, ts, shape, &device)?);
             }
@@ -591,7 +585,6 @@ impl ExplainJob {
         &self,
         kept: &[Kept],
         names: &[String],
-        inputs: &[Input],
         [_, h, w]: [usize; 3],
     ) -> Result<Vec<String>> {
         let mut written = vec![];
@@ -658,7 +651,6 @@ impl ExplainJob {
                 name,
             )?;
         }
-        let _ = inputs;
         Ok(written)
     }
 

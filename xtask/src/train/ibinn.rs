@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_datasets::{
     Augmentation, DatasetKind, EpochSampler, ImageSet, Prefetcher, Split, ordered_batches,
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::optim::{GroupedSgd, SgdGroup};
 use super::progress::epoch_bar;
-use super::run::RunDir;
+use super::run::{Rec, RunDir};
 use crate::backend::{BackendJob, BackendKind};
 use crate::checkpoint::CheckpointStore;
 
@@ -241,8 +241,6 @@ pub struct EvalMetrics {
 const MODEL_FILE: &str = "model.mpk";
 const OPTIM_FILE: &str = "optim.mpk";
 const STATE_FILE: &str = "state.json";
-
-type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 pub struct IbInnTrainJob {
     pub cfg: IbInnTrainConfig,
@@ -823,13 +821,6 @@ pub fn load_trained<B: Backend>(run: &Path, device: &B::Device) -> Result<IbInn<
     })?;
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", run.join("model.toml").display()))?;
-    let bytes = std::fs::read(run.join(MODEL_FILE))
-        .with_context(|| format!("cannot read {}", run.join(MODEL_FILE).display()))?;
-    let record = Recorder::<B>::load(&Rec::default(), bytes, device).with_context(|| {
-        format!(
-            "{} does not match the architecture in model.toml",
-            run.join(MODEL_FILE).display()
-        )
-    })?;
+    let record = super::run::read_model_record(run, device)?;
     Ok(cfg.init::<B>(device).load_record(record))
 }

@@ -14,6 +14,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use burn::prelude::Backend;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -87,6 +89,22 @@ impl RunDir {
         writeln!(f, "{line}")?;
         Ok(())
     }
+}
+
+/// How models, optimisers and checkpoints are serialised.
+pub type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// The record in `<run>/model.mpk`, with an error naming the file if it is missing or does not
+/// fit the architecture in `model.toml`.
+pub fn read_model_record<B: Backend, R: Record<B>>(run: &Path, device: &B::Device) -> Result<R> {
+    let p = run.join("model.mpk");
+    let bytes = fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    Recorder::<B>::load(&Rec::default(), bytes, device).with_context(|| {
+        format!(
+            "{} does not match the architecture in model.toml",
+            p.display()
+        )
+    })
 }
 
 pub fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T> {

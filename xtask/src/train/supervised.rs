@@ -10,7 +10,7 @@ use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::{
     Classifier, CnnClassifier, CnnClassifierConfig, ConvAutoencoder, ConvAutoencoderConfig,
@@ -22,11 +22,9 @@ use cfx_linalg::LinalgBackend;
 use serde::{Deserialize, Serialize};
 
 use super::progress::epoch_bar;
-use super::run::RunDir;
+use super::run::{Rec, RunDir, read_model_record};
 use crate::backend::{BackendJob, BackendKind};
 use crate::checkpoint::CheckpointStore;
-
-type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 /// Which auxiliary model, with its architecture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -373,25 +371,12 @@ fn read_aux(run: &Path) -> Result<AuxModel> {
     })
 }
 
-fn read_record<B: Backend, R: burn::record::Record<B>>(
-    run: &Path,
-    device: &B::Device,
-) -> Result<R> {
-    let p = run.join("model.mpk");
-    let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
-    Recorder::<B>::load(&Rec::default(), bytes, device).with_context(|| {
-        format!(
-            "{} does not match the architecture in model.toml",
-            p.display()
-        )
-    })
-}
-
 pub fn load_classifier<B: Backend>(run: &Path, device: &B::Device) -> Result<CnnClassifier<B>> {
     match read_aux(run)? {
         AuxModel::Classifier(c) => {
             c.validate().map_err(anyhow::Error::msg)?;
-            Ok(c.init::<B>(device).load_record(read_record(run, device)?))
+            Ok(c.init::<B>(device)
+                .load_record(read_model_record(run, device)?))
         }
         AuxModel::Autoencoder(_) => {
             bail!("{} holds an autoencoder, not a classifier", run.display())
@@ -403,7 +388,8 @@ pub fn load_autoencoder<B: Backend>(run: &Path, device: &B::Device) -> Result<Co
     match read_aux(run)? {
         AuxModel::Autoencoder(c) => {
             c.validate().map_err(anyhow::Error::msg)?;
-            Ok(c.init::<B>(device).load_record(read_record(run, device)?))
+            Ok(c.init::<B>(device)
+                .load_record(read_model_record(run, device)?))
         }
         AuxModel::Classifier(_) => {
             bail!("{} holds a classifier, not an autoencoder", run.display())

@@ -177,17 +177,19 @@ impl ClassMeansBuilder {
         }
     }
 
-    /// Adds one batch of model-space images `[N, C, H, W]`.
+    /// Adds one batch of model-space images `[N, C, H, W]`, grouped by the model's class.
     pub fn add<B: Backend>(&mut self, model: &IbInn<B>, x: Tensor<B, 4>) {
         let (z, _) = model.encode(x);
+        self.add_grouped(model.logits_from_latent(z.clone()), z);
+    }
+
+    /// Adds feature rows `[N, D]`, each to the class of the arg-max of its scores `[N, K]`.
+    pub fn add_grouped<B: Backend>(&mut self, scores: Tensor<B, 2>, features: Tensor<B, 2>) {
         let k = self.counts.len();
-        let pred = model
-            .logits_from_latent(z.clone())
-            .argmax(1)
-            .squeeze_dim::<1>(1);
+        let pred = scores.argmax(1).squeeze_dim::<1>(1);
         let onehot = pred.clone().one_hot::<2>(k).float();
         // Per-class sums on the device: one [K, N]·[N, D] product per batch.
-        let sums = onehot.transpose().matmul(z);
+        let sums = onehot.transpose().matmul(features);
         let sums: Vec<f32> = sums
             .into_data()
             .convert::<f32>()
@@ -206,13 +208,10 @@ impl ClassMeansBuilder {
         }
     }
 
-    /// The means; fails if some class was never predicted (its mean would be undefined).
-    pub fn finish(self) -> Result<ClassMeans, ExplainError> {
+    /// The means, or the first class that received no rows (its mean is undefined).
+    pub fn means(self) -> Result<ClassMeans, usize> {
         if let Some(c) = self.counts.iter().position(|&n| n == 0) {
-            return Err(ExplainError::Means(format!(
-                "no training image is predicted as class {c}: the model cannot explain towards it \
-                 (train it longer)"
-            )));
+            return Err(c);
         }
         let means = self
             .sums
@@ -224,6 +223,16 @@ impl ClassMeansBuilder {
             means,
             counts: self.counts,
             dim: self.dim,
+        })
+    }
+
+    /// The means; fails if some class was never predicted (its mean would be undefined).
+    pub fn finish(self) -> Result<ClassMeans, ExplainError> {
+        self.means().map_err(|c| {
+            ExplainError::Means(format!(
+                "no training image is predicted as class {c}: the model cannot explain towards it \
+                 (train it longer)"
+            ))
         })
     }
 }

@@ -12,7 +12,8 @@ use cfx_classifiers::{Classifier, IbInnClassifier, predictions};
 pub use alpha::{Alpha1Rule, AlphaChoice, alpha0, alpha1};
 pub use means::{ClassMeans, ClassMeansBuilder, MeansCacheKey};
 
-use crate::explainer::{check_shape, timed};
+use crate::explainer::{check_shape, query_index, timed};
+use crate::input_optim::column;
 use crate::{ExplainError, Explainer, Explanation, Query, check_queries};
 
 /// ECINN over a trained IB-INN and its empirical class means.
@@ -94,14 +95,10 @@ impl<B: Backend> Ecinn<B> {
             });
         }
         let ((cf, alphas, a0), t_rest) = timed::<B, _>(&device, || {
-            let idx = |f: &dyn Fn(&Query) -> usize| {
-                let v: Vec<i64> = queries.iter().map(|q| f(q) as i64).collect();
-                Tensor::<B, 1, Int>::from_data(TensorData::new(v, [queries.len()]), &device)
-            };
             let (inputs, from, to) = (
-                idx(&|q| q.input),
-                idx(&|q| predicted[q.input]),
-                idx(&|q| q.target),
+                query_index::<B>(queries, &device, |q| q.input),
+                query_index::<B>(queries, &device, |q| predicted[q.input]),
+                query_index::<B>(queries, &device, |q| q.target),
             );
             let zq = z.select(0, inputs);
             let mu = model.mu.val();
@@ -129,10 +126,7 @@ impl<B: Backend> Ecinn<B> {
                     .repeat_dim(1, a)
                     .reshape([queries.len() * a, d])
             };
-            let at = Tensor::<B, 1>::from_data(
-                TensorData::new(alphas.iter().map(|&v| v as f32).collect(), [alphas.len()]),
-                &device,
-            );
+            let at = column::<B>(&alphas, &device);
             let moved = rep(zq) + rep(delta) * at.unsqueeze_dim::<2>(1);
             (self.decode(moved), alphas, a0)
         });
@@ -147,31 +141,32 @@ impl<B: Backend> Ecinn<B> {
 
     /// `f⁻¹` in chunks of `decode_batch`, back to unit space.
     fn decode(&self, z: Tensor<B, 2>) -> Tensor<B, 4> {
-        let n = z.dims()[0];
-        let step = self.decode_batch.max(1);
-        let parts: Vec<Tensor<B, 4>> = (0..n)
-            .step_by(step)
-            .map(|s| {
-                let part = z.clone().slice(s..(s + step).min(n));
-                self.classifier.to_unit(self.classifier.model.decode(part))
-            })
-            .collect();
-        Tensor::cat(parts, 0)
+        map_chunks(z, self.decode_batch, |part| {
+            self.classifier.to_unit(self.classifier.model.decode(part))
+        })
     }
 
     /// `p(y | x)` in chunks of `decode_batch`.
     pub fn probabilities(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let n = x.dims()[0];
-        let step = self.decode_batch.max(1);
-        let parts: Vec<Tensor<B, 2>> = (0..n)
-            .step_by(step)
-            .map(|s| {
-                self.classifier
-                    .probabilities(x.clone().slice(s..(s + step).min(n)))
-            })
-            .collect();
-        Tensor::cat(parts, 0)
+        map_chunks(x, self.decode_batch, |part| {
+            self.classifier.probabilities(part)
+        })
     }
+}
+
+/// `f` over consecutive row blocks of `x` of at most `rows` rows, concatenated.
+fn map_chunks<B: Backend, const D: usize, const E: usize>(
+    x: Tensor<B, D>,
+    rows: usize,
+    f: impl Fn(Tensor<B, D>) -> Tensor<B, E>,
+) -> Tensor<B, E> {
+    let n = x.dims()[0];
+    let step = rows.max(1);
+    let parts = (0..n)
+        .step_by(step)
+        .map(|s| f(x.clone().slice(s..(s + step).min(n))))
+        .collect();
+    Tensor::cat(parts, 0)
 }
 
 impl<B: Backend> Explainer<B> for Ecinn<B> {
