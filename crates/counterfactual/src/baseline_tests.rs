@@ -1,11 +1,12 @@
-//! GB and GL on a tiny random CNN: they find targeted counterfactuals, batching does not change
-//! a query's result, and failures are reported, not hidden.
+//! GB on a tiny random CNN and GL on a tiny CNN trained here for a few steps: they find targeted
+//! counterfactuals, batching does not change a query's result, and failures are reported, not
+//! hidden.
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use cfx_classifiers::{Classifier, CnnClassifierConfig, ConvAutoencoderConfig, predictions};
 
-use crate::test_util::{TAd, TB};
+use crate::test_util::{TAd, TB, seeded};
 use crate::{Explainer, Gb, GbConfig, Gl, GlConfig, Query, class_prototypes};
 
 fn setup() -> (
@@ -14,15 +15,17 @@ fn setup() -> (
     Vec<Query>,
 ) {
     let d = Default::default();
-    TAd::seed(&d, 5);
     // A random network is not confident enough for GB's p ≥ 0.95: a larger input scale makes its
     // logits larger.
-    let cnn = CnnClassifierConfig {
-        input_scale: 30.0,
-        ..CnnClassifierConfig::tiny()
-    }
-    .init::<TAd>(&d);
-    let x = Tensor::<TB, 4>::random([3, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &d);
+    let (cnn, x) = seeded(5, || {
+        let cnn = CnnClassifierConfig {
+            input_scale: 30.0,
+            ..CnnClassifierConfig::tiny()
+        }
+        .init::<TAd>(&d);
+        let x = Tensor::<TB, 4>::random([3, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &d);
+        (cnn, x)
+    });
     use burn::module::AutodiffModule;
     let p = predictions(cnn.valid().logits(x.clone()));
     let queries = (0..3)
@@ -86,17 +89,79 @@ fn gb_finds_targets_and_batching_does_not_change_a_query() {
     assert!(range.0 >= 0.0 && range.1 <= 1.0, "{range:?}");
 }
 
+/// A tiny CNN trained for a few Adam steps on real MNIST, and the first test images. A random
+/// network sends almost every image to one class, which leaves GL nothing to work with.
+fn trained_setup() -> (
+    cfx_classifiers::CnnClassifier<TAd>,
+    Tensor<TB, 4>,
+    Vec<Query>,
+    Vec<Tensor<TB, 4>>,
+) {
+    use burn::module::AutodiffModule;
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+    use cfx_datasets::{Augmentation, HostBatch, Split, mnist, ordered_batches};
+    use rand::SeedableRng;
+
+    let d = Default::default();
+    let train = mnist(Split::Train).unwrap().take(2048);
+    let unit = |set: &cfx_datasets::ImageSet, idx: &[usize]| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        HostBatch::from_set(set, idx, &Augmentation::UNIT, &mut rng).to_device::<TAd>(&d)
+    };
+    let mut cnn = seeded(5, || {
+        CnnClassifierConfig {
+            conv_dropout: 0.0,
+            dense_dropout: 0.0,
+            ..CnnClassifierConfig::tiny()
+        }
+        .init::<TAd>(&d)
+    });
+    let mut optim = AdamConfig::new().init::<TAd, cfx_classifiers::CnnClassifier<TAd>>();
+    for _ in 0..3 {
+        for idx in (0..train.len()).collect::<Vec<_>>().chunks(64) {
+            let b = unit(&train, idx);
+            let logits = cnn.forward(b.images, true);
+            let loss = CrossEntropyLossConfig::new()
+                .init(&d)
+                .forward(logits, b.labels);
+            let grads = GradientsParams::from_grads(loss.backward(), &cnn);
+            cnn = optim.step(1e-2, cnn, grads);
+        }
+    }
+    let test = mnist(Split::Test).unwrap();
+    let x = unit(&test, &[0, 1, 2]).images.inner();
+    // Each input towards its runner-up class: GL's attack term only pushes away from the
+    // predicted class, and the prototype of an untrained autoencoder does not steer.
+    let logits = cnn.valid().logits(x.clone());
+    let p = predictions(logits.clone());
+    let onehot = Tensor::<TB, 1, Int>::from_data(
+        TensorData::new(p.iter().map(|&c| c as i64).collect::<Vec<_>>(), [3]),
+        &d,
+    )
+    .one_hot::<2>(10)
+    .float();
+    let runner_up = predictions(logits - onehot.mul_scalar(1e6));
+    let queries = (0..3)
+        .map(|i| Query {
+            input: i,
+            target: runner_up[i],
+        })
+        .collect();
+    let data = ordered_batches(&train, 512, Augmentation::UNIT, 0)
+        .map(|h| h.to_device::<TB>(&d).images)
+        .collect();
+    (cnn, x, queries, data)
+}
+
 #[test]
 fn gl_uses_prototypes_and_reports_what_it_found() {
-    let (cnn, x, queries) = setup();
+    let (cnn, x, queries, data) = trained_setup();
     let d = Default::default();
-    let ae = ConvAutoencoderConfig::tiny().init::<TAd>(&d);
     use burn::module::AutodiffModule;
-    // Prototypes from many random images; a random CNN may leave a class empty, which must be
-    // an error naming it.
-    let data: Vec<Tensor<TB, 4>> = (0..4)
-        .map(|_| Tensor::random([64, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &d))
-        .collect();
+    let ae = seeded(6, || ConvAutoencoderConfig::tiny().init::<TAd>(&d));
+    // Prototypes over the training images; a CNN that leaves a class empty must be an error
+    // naming it.
     let protos = match class_prototypes(&cnn.valid(), &ae.valid(), data) {
         Ok(p) => p,
         Err(e) => {

@@ -27,6 +27,20 @@ pub use gl::{Gl, GlConfig, class_prototypes};
 
 #[cfg(test)]
 pub(crate) mod test_util {
+    use std::sync::Mutex;
+
+    use burn::prelude::Backend;
+
     pub type TB = burn::backend::Flex;
     pub type TAd = burn::backend::Autodiff<TB>;
+
+    static RNG: Mutex<()> = Mutex::new(());
+
+    /// Runs `f` with the backend RNG seeded with `seed`. The RNG is process-wide and tests run on
+    /// parallel threads: seeding and drawing under one lock keeps each test's draws its own.
+    pub fn seeded<T>(seed: u64, f: impl FnOnce() -> T) -> T {
+        let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
+        TB::seed(&Default::default(), seed);
+        f()
+    }
 }
