@@ -157,6 +157,20 @@ impl ImageSet {
             .collect()
     }
 
+    /// The same images labelled by their auxiliary label (FakeMNIST's original digit), the
+    /// primary label kept as the auxiliary one: what an oracle on the second label trains on.
+    pub fn swap_labels(mut self) -> Result<Self> {
+        let Some(aux) = self.aux_labels.take() else {
+            return Err(DatasetError::Invalid(format!(
+                "{} has no second label to train on (only FakeMNIST keeps the original digit)",
+                self.name
+            )));
+        };
+        self.aux_labels = Some(std::mem::replace(&mut self.labels, aux));
+        self.name = format!("{} (second label)", self.name);
+        Ok(self)
+    }
+
     pub(crate) fn with_aux_labels(mut self, aux: Vec<u8>) -> Self {
         assert_eq!(aux.len(), self.labels.len());
         self.aux_labels = Some(aux);
@@ -186,6 +200,20 @@ mod tests {
     fn tiny() -> ImageSet {
         let names = (0..3).map(|c| c.to_string()).collect();
         ImageSet::new("tiny", [1, 2, 2], (0..12).collect(), vec![2, 0, 1], names).unwrap()
+    }
+
+    #[test]
+    fn swapping_labels_needs_a_second_label() {
+        assert!(
+            tiny()
+                .swap_labels()
+                .unwrap_err()
+                .to_string()
+                .contains("second label")
+        );
+        let s = tiny().with_aux_labels(vec![1, 1, 0]).swap_labels().unwrap();
+        assert_eq!(s.labels(), &[1, 1, 0]);
+        assert_eq!(s.aux_labels(), Some(&[2u8, 0, 1][..]));
     }
 
     #[test]

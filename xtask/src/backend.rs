@@ -60,7 +60,7 @@ impl fmt::Display for BackendKind {
 /// A computation that can run on any autodiff backend.
 pub trait BackendJob {
     type Output;
-    fn run<B: AutodiffBackend + LinalgBackend>(
+    fn run<B: AutodiffBackend<InnerBackend: LinalgBackend> + LinalgBackend>(
         self,
         device: B::Device,
         backend: BackendKind,

@@ -29,9 +29,85 @@ pub enum Command {
     Train(TrainCommand),
     /// Counterfactuals for chosen inputs: PNG figures plus explanations.json.
     Explain(ExplainArgs),
+    /// Score counterfactual methods on every metric (tables, charts, gallery).
+    Evaluate(EvaluateArgs),
     /// Measure speed (numbers for docs/results.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvaluateArgs {
+    /// Methods to run and score: ecinn, gb, gl.
+    #[arg(long, value_delimiter = ',', default_value = "ecinn,gb,gl")]
+    pub methods: Vec<crate::explain::Method>,
+    /// The evaluation models (`cargo xtask train eval-suite`); its dataset and range are used.
+    #[arg(long)]
+    pub suite: PathBuf,
+    /// The IB-INN run that ECINN explains (`cargo xtask train ib-inn`).
+    #[arg(long)]
+    pub ibinn: Option<PathBuf>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Evaluate on the first N test images.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    /// Run GB and GL on only the first N of them (seconds per image on a CPU).
+    #[arg(long)]
+    pub slow_limit: Option<usize>,
+    /// Seeds the random targets.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// GB settings as TOML (fields of GbConfig).
+    #[arg(long)]
+    pub gb_config: Option<PathBuf>,
+    /// GL settings as TOML (fields of GlConfig).
+    #[arg(long)]
+    pub gl_config: Option<PathBuf>,
+    /// COUT's insertion steps T.
+    #[arg(long, default_value_t = 20)]
+    pub cout_steps: usize,
+    /// Neighbours of the nearest-neighbour target rate (seed 002 uses 10).
+    #[arg(long, default_value_t = 10)]
+    pub knn: usize,
+    /// Inputs shown in gallery.png (0: none).
+    #[arg(long, default_value_t = 12)]
+    pub gallery: usize,
+    /// Ignore cached counterfactuals.
+    #[arg(long)]
+    pub regenerate: bool,
+    /// Output folder [default: <suite>/evaluation].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArg,
+}
+
+impl EvaluateArgs {
+    pub fn job(&self) -> crate::evaluate::EvaluateJob {
+        crate::evaluate::EvaluateJob {
+            methods: self.methods.clone(),
+            ibinn: self.ibinn.clone(),
+            suite: self.suite.clone(),
+            data_dir: self.data_dir.clone(),
+            limit: self.limit,
+            slow_limit: self.slow_limit,
+            seed: self.seed,
+            batch_size: self.batch_size,
+            gb_config: self.gb_config.clone(),
+            gl_config: self.gl_config.clone(),
+            cout_steps: self.cout_steps,
+            knn: self.knn,
+            gallery: self.gallery,
+            regenerate: self.regenerate,
+            out: self
+                .out
+                .clone()
+                .unwrap_or_else(|| self.suite.join("evaluation")),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,6 +118,67 @@ pub enum TrainCommand {
     Classifier(AuxArgs),
     /// The convolutional autoencoder GL (and IM1/IM2) need.
     Autoencoder(AuxArgs),
+    /// Every model `evaluate` needs besides the IB-INN: the explained CNN, the oracle(s), GL's
+    /// autoencoder and IM1/IM2's autoencoders (one folder, resumable).
+    EvalSuite(EvalSuiteArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalSuiteArgs {
+    /// mnist, fake-mnist or fashion-mnist.
+    #[arg(long, value_parser = parse_dataset, default_value = "mnist")]
+    pub dataset: DatasetKind,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Run name [default: eval-<dataset>, eval-<dataset>-unit for --range unit].
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// centred ([-0.5, 0.5], Paper 4's default) or unit ([0, 1]).
+    #[arg(long, default_value = "centred")]
+    pub range: cfx_classifiers::DataRange,
+    /// Epochs of the classifier and the oracles (Paper 4, Table 4: 10).
+    #[arg(long, default_value_t = 10)]
+    pub classifier_epochs: usize,
+    /// Epochs of GL's and the all-class autoencoder (Table 5: 50).
+    #[arg(long, default_value_t = 50)]
+    pub autoencoder_epochs: usize,
+    /// Epochs of each class's autoencoder, which sees a tenth of the data (Table 5: 50).
+    #[arg(long, default_value_t = 50)]
+    pub class_autoencoder_epochs: usize,
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Narrow layers, for tests and smoke runs.
+    #[arg(long)]
+    pub small: bool,
+    #[command(flatten)]
+    pub backend: BackendArg,
+}
+
+impl EvalSuiteArgs {
+    pub fn plan(&self) -> (crate::train::suite::SuitePlan, PathBuf) {
+        let name = self.name.clone().unwrap_or_else(|| match self.range {
+            cfx_classifiers::DataRange::Centred => format!("eval-{}", self.dataset),
+            r => format!("eval-{}-{r}", self.dataset),
+        });
+        (
+            crate::train::suite::SuitePlan {
+                dataset: self.dataset,
+                data_dir: self.data_dir.clone(),
+                range: self.range,
+                classifier_epochs: self.classifier_epochs,
+                autoencoder_epochs: self.autoencoder_epochs,
+                class_autoencoder_epochs: self.class_autoencoder_epochs,
+                train_limit: self.train_limit,
+                test_limit: self.test_limit,
+                small: self.small,
+            },
+            self.runs_dir.join(name),
+        )
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -72,6 +209,12 @@ pub struct AuxArgs {
     /// Train on this class only (the per-class autoencoders of IM1).
     #[arg(long)]
     pub only_class: Option<usize>,
+    /// Train on the second label (FakeMNIST: the original digit, for LVS's digit oracle).
+    #[arg(long)]
+    pub second_label: bool,
+    /// Pixel range the model works in: centred ([-0.5, 0.5], Paper 4's default) or unit ([0, 1]).
+    #[arg(long, default_value = "centred")]
+    pub range: cfx_classifiers::DataRange,
     #[arg(long)]
     pub train_limit: Option<usize>,
     #[arg(long)]
@@ -221,7 +364,7 @@ impl AuxArgs {
         &self,
         autoencoder: bool,
     ) -> Result<(crate::train::supervised::SupervisedTrainConfig, PathBuf)> {
-        use crate::train::supervised::{AuxModel, SupervisedTrainConfig};
+        use crate::train::supervised::SupervisedTrainConfig;
         let prefix = if autoencoder { "ae" } else { "cnn" };
         let name = self
             .name
@@ -241,14 +384,7 @@ impl AuxArgs {
             SupervisedTrainConfig::classifier(self.dataset)
         };
         if self.small {
-            cfg.model = match cfg.model {
-                AuxModel::Classifier(_) => {
-                    AuxModel::Classifier(cfx_classifiers::CnnClassifierConfig::tiny())
-                }
-                AuxModel::Autoencoder(_) => {
-                    AuxModel::Autoencoder(cfx_classifiers::ConvAutoencoderConfig::tiny())
-                }
-            };
+            cfg.make_small();
         }
         cfg.data_dir = self.data_dir.clone();
         if let Some(v) = self.epochs {
@@ -264,6 +400,8 @@ impl AuxArgs {
             cfg.seed = v;
         }
         cfg.only_class = self.only_class;
+        cfg.second_label = self.second_label;
+        cfg.set_range(self.range);
         cfg.train_limit = self.train_limit;
         cfg.test_limit = self.test_limit;
         cfg.validate()?;

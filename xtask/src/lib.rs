@@ -4,6 +4,7 @@ pub mod backend;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod evaluate;
 pub mod explain;
 pub mod fsutil;
 pub mod train;

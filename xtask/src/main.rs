@@ -78,6 +78,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(TrainCommand::Classifier(args)) => train_aux(&args, false)?,
         Command::Train(TrainCommand::Autoencoder(args)) => train_aux(&args, true)?,
+        Command::Train(TrainCommand::EvalSuite(args)) => {
+            let (plan, root) = args.plan();
+            let m = xtask::train::suite::train_suite(&plan, &root, args.backend.kind())?;
+            println!(
+                "{} models for {} in {} ({}); evaluate with --suite {}",
+                m.members.len(),
+                m.dataset,
+                root.display(),
+                m.range.label(),
+                root.display()
+            );
+        }
         Command::Explain(args) => {
             let job = args.job()?;
             let out = job.out.clone();
@@ -105,6 +117,32 @@ fn run(cli: Cli) -> Result<()> {
                 r.batch_size,
                 r.figures.len(),
                 out.join("explanations.json").display()
+            );
+        }
+        Command::Evaluate(args) => {
+            let job = args.job();
+            let out = job.out.clone();
+            let r = run_on(args.backend.kind(), job)?;
+            for m in &r.methods {
+                let tcv = m
+                    .metrics
+                    .iter()
+                    .find(|s| s.metric == "TCV")
+                    .and_then(|s| s.mean);
+                println!(
+                    "{:?}: {} samples, {} valid (TCV {:.2}%), {:.4} s per counterfactual{}",
+                    m.method,
+                    m.samples,
+                    m.valid,
+                    tcv.unwrap_or(f64::NAN),
+                    m.seconds_per_counterfactual,
+                    if m.from_cache { " (cached)" } else { "" }
+                );
+            }
+            println!(
+                "{:.1} s in all; {}",
+                r.total_seconds,
+                out.join("results.md").display()
             );
         }
         Command::Bench(BenchCommand::Step(args)) => {

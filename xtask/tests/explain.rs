@@ -1,38 +1,17 @@
 //! `explain` end to end on tiny models trained here: ECINN on an IB-INN, GB and GL on a CNN,
 //! and the errors a user sees for bad requests.
 
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::tiny_ibinn;
 
 use xtask::backend::{BackendKind, run_on};
 use xtask::cli::parse_alpha;
 use xtask::explain::inputs::Selection;
 use xtask::explain::{ExplainJob, Method, TargetMode};
-use xtask::train::ibinn::{IbInnTrainConfig, IbInnTrainJob, TrainControl, TrainOutcome};
 use xtask::train::supervised::{AuxModel, SupervisedTrainConfig, SupervisedTrainJob};
-
-fn tiny_ibinn(root: &Path) {
-    let cfg = IbInnTrainConfig {
-        dataset: cfx_datasets::DatasetKind::FakeMnist,
-        model: cfx_flows::ibinn::IbInnConfig::tiny(),
-        train_limit: Some(4096),
-        test_limit: Some(64),
-        val_size: 64,
-        batch_size: 64,
-        epochs: 1,
-        log_every: 5,
-        ..Default::default()
-    };
-    let job = IbInnTrainJob {
-        cfg,
-        run_root: root.to_path_buf(),
-        resume: false,
-        control: TrainControl::default(),
-    };
-    assert!(matches!(
-        run_on(BackendKind::Flex, job).unwrap(),
-        TrainOutcome::Finished(_)
-    ));
-}
 
 fn tiny_aux(root: &Path, autoencoder: bool) {
     let mut cfg = if autoencoder {
@@ -90,7 +69,7 @@ fn job(method: Method, model: &Path, selection: Selection, out: PathBuf) -> Expl
 fn ecinn_explains_a_tiny_model_end_to_end_and_caches_its_means() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("ibinn");
-    tiny_ibinn(&model);
+    tiny_ibinn(&model, 4096);
     let out = dir.path().join("out");
     let mut j = job(
         Method::Ecinn,

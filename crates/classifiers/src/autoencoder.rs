@@ -5,6 +5,8 @@ use burn::nn::{Initializer, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::DataRange;
+
 /// The convolutional autoencoder of Looveren & Klaise, read from the shipped Paper-4 models
 /// (spec §4.12): encoder Conv(16, 3×3) ReLU → Conv(16, 3×3) ReLU → MaxPool 2 → Conv(1, 3×3)
 /// linear (a 14×14×1 latent for MNIST); decoder Conv(16) ReLU → nearest upsampling ×2 →
@@ -119,6 +121,11 @@ impl<B: Backend> ConvAutoencoder<B> {
             .forward(x)
             .div_scalar(self.input_scale)
             .add_scalar(self.input_offset)
+    }
+
+    /// The pixel range the model was trained in, when it is one of the two [`DataRange`]s.
+    pub fn input_range(&self) -> Option<DataRange> {
+        DataRange::of_model(self.input_offset, self.input_scale)
     }
 
     pub fn reconstruct(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {

@@ -4,7 +4,7 @@ use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, Paddin
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::Classifier;
+use crate::{Classifier, DataRange};
 
 /// The CNN of Looveren & Klaise's MNIST example, which Paper 4 explains with GB and GL and uses
 /// as the oracle (spec §4.12): Conv(32, 2×2, same, ReLU) → MaxPool 2 → Dropout 0.3 →
@@ -123,19 +123,36 @@ impl<B: Backend> CnnClassifier<B> {
     /// Logits for unit-space images; `train` turns dropout on (it only acts on an autodiff
     /// backend). Explainers differentiate through the model with dropout off.
     pub fn forward(&self, x: Tensor<B, 4>, train: bool) -> Tensor<B, 2> {
-        let drop = |d: &Dropout, t| if train { d.forward(t) } else { t };
-        let x = x.sub_scalar(self.input_offset).mul_scalar(self.input_scale);
-        let x = self.pool.forward(self.relu.forward(self.conv1.forward(x)));
-        let x = drop(&self.conv_dropout, x);
-        let x = self.pool.forward(self.relu.forward(self.conv2.forward(x)));
-        let x: Tensor<B, 2> = drop(&self.conv_dropout, x).flatten(1, 3);
-        let x = self.relu.forward(self.dense.forward(x));
+        let x = self.relu.forward(self.hidden(x, train));
         let x = if train {
             self.dense_dropout.forward(x)
         } else {
             x
         };
         self.out.forward(x)
+    }
+
+    /// The last hidden layer before its ReLU, `[N, hidden]`.
+    fn hidden(&self, x: Tensor<B, 4>, train: bool) -> Tensor<B, 2> {
+        let drop = |d: &Dropout, t| if train { d.forward(t) } else { t };
+        let x = x.sub_scalar(self.input_offset).mul_scalar(self.input_scale);
+        let x = self.pool.forward(self.relu.forward(self.conv1.forward(x)));
+        let x = drop(&self.conv_dropout, x);
+        let x = self.pool.forward(self.relu.forward(self.conv2.forward(x)));
+        let x: Tensor<B, 2> = drop(&self.conv_dropout, x).flatten(1, 3);
+        self.dense.forward(x)
+    }
+
+    /// FID256's embedding: the 256 pre-activation values of the last hidden layer (dropout
+    /// off). Paper 4's code cuts the oracle after that Dense layer and re-adds it without its
+    /// ReLU (spec §4.6), so the features are pre-ReLU.
+    pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.hidden(x, false)
+    }
+
+    /// The pixel range the model was trained in, when it is one of the two [`DataRange`]s.
+    pub fn input_range(&self) -> Option<DataRange> {
+        DataRange::of_model(self.input_offset, self.input_scale)
     }
 }
 

@@ -10,11 +10,13 @@ mod autoencoder;
 mod classifier;
 mod cnn;
 mod ibinn;
+mod range;
 
 pub use autoencoder::{ConvAutoencoder, ConvAutoencoderConfig};
 pub use classifier::{Classifier, predictions};
 pub use cnn::{CnnClassifier, CnnClassifierConfig};
 pub use ibinn::IbInnClassifier;
+pub use range::DataRange;
 
 #[cfg(test)]
 pub(crate) mod test_util {

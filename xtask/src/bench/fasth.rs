@@ -50,7 +50,7 @@ fn apply<B: LinalgBackend>(method: Method, v: Tensor<B, 2>, x: Tensor<B, 2>) -> 
 impl BackendJob for Job {
     type Output = Vec<FastHRow>;
 
-    fn run<B: AutodiffBackend + LinalgBackend>(
+    fn run<B: AutodiffBackend<InnerBackend: LinalgBackend> + LinalgBackend>(
         self,
         device: B::Device,
         backend: BackendKind,

@@ -52,7 +52,7 @@ fn features(rows: usize, mix: &DMatrix<f64>, rng: &mut StdRng) -> DMatrix<f64> {
 impl BackendJob for Job {
     type Output = Vec<FidRow>;
 
-    fn run<B: AutodiffBackend + LinalgBackend>(
+    fn run<B: AutodiffBackend<InnerBackend: LinalgBackend> + LinalgBackend>(
         self,
         device: B::Device,
         backend: BackendKind,

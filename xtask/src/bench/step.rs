@@ -40,7 +40,7 @@ struct StepJob {
 impl BackendJob for StepJob {
     type Output = StepTiming;
 
-    fn run<B: AutodiffBackend + LinalgBackend>(
+    fn run<B: AutodiffBackend<InnerBackend: LinalgBackend> + LinalgBackend>(
         self,
         device: B::Device,
         backend: BackendKind,

@@ -4,18 +4,16 @@
 
 pub mod figures;
 pub mod inputs;
+pub mod runner;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use cfx_classifiers::{Classifier, IbInnClassifier, predictions};
-use cfx_counterfactual::{
-    AlphaChoice, ClassMeans, ClassMeansBuilder, Ecinn, Explainer, Gb, GbConfig, Gl, GlConfig,
-    MeansCacheKey, Query, class_prototypes,
-};
-use cfx_datasets::{Augmentation, DatasetKind, Split, eval_batches, ordered_batches};
+use cfx_classifiers::predictions;
+use cfx_counterfactual::{AlphaChoice, Ecinn, Query};
+use cfx_datasets::{DatasetKind, Split};
 use cfx_linalg::LinalgBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
@@ -23,10 +21,9 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::backend::{BackendJob, BackendKind};
-use crate::train::ibinn::load_trained;
-use crate::train::supervised::{load_autoencoder, load_classifier};
 use figures::{Cell, Grid};
 use inputs::{Input, Selection};
+use runner::{Runner, RunnerSpec, host, run_dataset};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -132,164 +129,10 @@ pub struct ExplainReport {
     pub records: Vec<QueryRecord>,
 }
 
-/// One variant of a batch: `(name, alphas, pixels [Q·CHW], probabilities [Q·K], found)`.
-type VariantData = (String, Vec<Option<f64>>, Vec<f32>, Vec<f32>, Vec<bool>);
-
-/// One batch through a method: per variant, the counterfactuals and the model's view of them.
-struct BatchResult {
-    predicted: Vec<usize>,
-    variants: Vec<VariantData>,
-    seconds: f64,
-}
-
-enum Runner<B: AutodiffBackend> {
-    Ecinn(Box<Ecinn<B::InnerBackend>>, Vec<AlphaChoice>),
-    Iterative(Box<dyn Explainer<B::InnerBackend>>),
-}
-
-/// Any tensor's values on the host, as f32.
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec()
-        .unwrap_or_default()
-}
-
-impl<B: AutodiffBackend> Runner<B> {
-    fn classifier(&self) -> &dyn Classifier<B::InnerBackend> {
-        match self {
-            Self::Ecinn(e, _) => &e.classifier,
-            Self::Iterative(e) => e.classifier(),
-        }
-    }
-
-    fn run(&self, x: Tensor<B::InnerBackend, 4>, queries: &[Query]) -> Result<BatchResult> {
-        match self {
-            Self::Ecinn(e, choices) => {
-                let out = e.explain_alphas(x, queries, choices)?;
-                let a = choices.len();
-                let dims = out.counterfactuals.dims();
-                let probs = e.probabilities(out.counterfactuals.clone());
-                let k = probs.dims()[1];
-                let px = host(out.counterfactuals);
-                let pr = host(probs);
-                let chw = dims[1] * dims[2] * dims[3];
-                let variants = choices
-                    .iter()
-                    .enumerate()
-                    .map(|(j, c)| {
-                        let rows = (0..queries.len()).map(|i| i * a + j);
-                        let pick = |v: &[f32], w: usize| -> Vec<f32> {
-                            rows.clone()
-                                .flat_map(|r| v[r * w..(r + 1) * w].to_vec())
-                                .collect()
-                        };
-                        let alphas = rows.clone().map(|r| Some(out.alphas[r])).collect();
-                        (
-                            c.label(),
-                            alphas,
-                            pick(&px, chw),
-                            pick(&pr, k),
-                            vec![true; queries.len()],
-                        )
-                    })
-                    .collect();
-                Ok(BatchResult {
-                    predicted: out.predicted,
-                    variants,
-                    seconds: out.seconds,
-                })
-            }
-            Self::Iterative(e) => {
-                let out = e.explain(x, queries)?;
-                Ok(BatchResult {
-                    variants: vec![(
-                        "counterfactual".into(),
-                        out.alphas.clone(),
-                        host(out.counterfactuals),
-                        host(out.probabilities),
-                        out.found,
-                    )],
-                    predicted: out.predicted,
-                    seconds: out.seconds,
-                })
-            }
-        }
-    }
-}
-
-fn run_config(run: &Path) -> Option<toml::Value> {
-    toml::from_str(&std::fs::read_to_string(run.join("config.toml")).ok()?).ok()
-}
-
-/// The `dataset` field of a run's `config.toml`.
-fn run_dataset(run: &Path) -> Option<DatasetKind> {
-    run_config(run)?.get("dataset")?.as_str()?.parse().ok()
-}
-
-/// The `train_limit` of a run: the class means cover the images the model was trained on.
-fn run_train_limit(run: &Path) -> Option<usize> {
-    usize::try_from(run_config(run)?.get("train_limit")?.as_integer()?).ok()
-}
-
-fn read_method_config<T: serde::de::DeserializeOwned + Default>(p: &Option<PathBuf>) -> Result<T> {
-    match p {
-        Some(p) => crate::train::run::read_toml(p),
-        None => Ok(T::default()),
-    }
-}
-
-/// ECINN's class means, from the cache next to the model or computed over the training set.
-fn ecinn_means<I: Backend>(
-    model: &IbInnClassifier<I>,
-    run: &Path,
-    dataset: DatasetKind,
-    data_dir: Option<&Path>,
-    device: &I::Device,
-) -> Result<ClassMeans> {
-    let model_file = run.join("model.mpk");
-    let bytes = std::fs::read(&model_file)
-        .with_context(|| format!("cannot read {}", model_file.display()))?;
-    // The reference code averages over its training loader: training augmentation, fixed seed.
-    let limit = run_train_limit(run);
-    let recipe = format!(
-        "{dataset} train split (first {}), IB-INN training augmentation, seed 0",
-        limit.map_or("all".into(), |n| n.to_string())
-    );
-    let key = MeansCacheKey::new(&bytes, recipe);
-    let cache = run.join("ecinn-means.safetensors");
-    match ClassMeans::load(&cache) {
-        Ok((m, k)) if k == key => return Ok(m),
-        Ok(_) => eprintln!(
-            "{} is stale (the model changed): recomputing",
-            cache.display()
-        ),
-        Err(_) if !cache.exists() => {}
-        Err(e) => eprintln!("ignoring {e}: recomputing"),
-    }
-    let mut train = dataset.load(Split::Train, data_dir)?;
-    if let Some(n) = limit {
-        train = train.take(n);
-    }
-    eprintln!(
-        "ECINN preprocessing: class means over {} training images",
-        train.len()
-    );
-    let started = std::time::Instant::now();
-    let mut b = ClassMeansBuilder::new(model.model.n_classes(), model.model.dim());
-    for host in ordered_batches(&train, 500, Augmentation::IBINN_TRAIN, 0) {
-        b.add(&model.model, host.to_device::<I>(device).images);
-    }
-    let means = b.finish()?;
-    eprintln!("  done in {:.1} s", started.elapsed().as_secs_f64());
-    means.save(&cache, &key)?;
-    Ok(means)
-}
-
 impl BackendJob for ExplainJob {
     type Output = ExplainReport;
 
-    fn run<B: AutodiffBackend + LinalgBackend>(
+    fn run<B: AutodiffBackend<InnerBackend: LinalgBackend> + LinalgBackend>(
         self,
         device: B::Device,
         backend: BackendKind,
@@ -304,42 +147,14 @@ impl BackendJob for ExplainJob {
             ),
         };
         let data_dir = self.data_dir.as_deref();
-        let runner: Runner<B> = match self.method {
-            Method::Ecinn => {
-                let model = IbInnClassifier::new(load_trained::<I<B>>(&self.model, &device)?);
-                let means = ecinn_means(&model, &self.model, dataset, data_dir, &device)?;
-                Runner::Ecinn(Box::new(Ecinn::new(model, &means)?), self.alphas.clone())
-            }
-            Method::Gb => {
-                let cfg: GbConfig = read_method_config(&self.method_config)?;
-                let cnn = load_classifier::<B>(&self.model, &device)?;
-                Runner::Iterative(Box::new(Gb::new(cnn, cfg)))
-            }
-            Method::Gl => {
-                let cfg: GlConfig = read_method_config(&self.method_config)?;
-                let Some(ae_dir) = &self.autoencoder else {
-                    bail!(
-                        "--method gl needs --autoencoder runs/<name> (cargo xtask train autoencoder)"
-                    );
-                };
-                let cnn = load_classifier::<B>(&self.model, &device)?;
-                let ae = load_autoencoder::<B>(ae_dir, &device)?;
-                use burn::module::AutodiffModule;
-                let (cnn_i, ae_i) = (cnn.valid(), ae.valid());
-                let mut train = dataset.load(Split::Train, data_dir)?;
-                if let Some(n) = run_train_limit(&self.model) {
-                    train = train.take(n);
-                }
-                eprintln!("GL: class prototypes over {} training images", train.len());
-                let protos = class_prototypes(
-                    &cnn_i,
-                    &ae_i,
-                    eval_batches(&train, 500, &Augmentation::UNIT)
-                        .map(|h| h.to_device::<I<B>>(&device).images),
-                )?;
-                Runner::Iterative(Box::new(Gl::new(cnn, ae, protos, cfg)))
-            }
-        };
+        let runner: Runner<B> = RunnerSpec {
+            method: self.method,
+            model: self.model.clone(),
+            autoencoder: self.autoencoder.clone(),
+            method_config: self.method_config.clone(),
+            alphas: self.alphas.clone(),
+        }
+        .build(dataset, data_dir, &device)?;
         let classifier = runner.classifier();
         let shape = classifier.input_shape();
         let k = classifier.n_classes();

@@ -252,7 +252,7 @@ pub struct IbInnTrainJob {
 impl BackendJob for IbInnTrainJob {
     type Output = TrainOutcome;
 
-    fn run<B: AutodiffBackend + LinalgBackend>(
+    fn run<B: AutodiffBackend<InnerBackend: LinalgBackend> + LinalgBackend>(
         self,
         device: B::Device,
         backend: BackendKind,

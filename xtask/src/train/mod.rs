@@ -4,4 +4,5 @@ pub mod ibinn;
 pub mod optim;
 pub mod progress;
 pub mod run;
+pub mod suite;
 pub mod supervised;

@@ -50,6 +50,9 @@ pub struct SupervisedTrainConfig {
     pub seed: u64,
     /// Train only on images of this class (the per-class autoencoders of IM1).
     pub only_class: Option<usize>,
+    /// Train on the dataset's second label (FakeMNIST's original digit: LVS's digit oracle).
+    #[serde(default)]
+    pub second_label: bool,
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
 }
@@ -66,6 +69,7 @@ impl SupervisedTrainConfig {
             epsilon: 1e-7,
             seed: 1,
             only_class: None,
+            second_label: false,
             train_limit: None,
             test_limit: None,
         }
@@ -92,6 +96,22 @@ impl SupervisedTrainConfig {
         Ok(())
     }
 
+    /// Swaps in the narrow architecture of the same kind (tests and smoke runs).
+    pub fn make_small(&mut self) {
+        self.model = match &self.model {
+            AuxModel::Classifier(_) => AuxModel::Classifier(CnnClassifierConfig::tiny()),
+            AuxModel::Autoencoder(_) => AuxModel::Autoencoder(ConvAutoencoderConfig::tiny()),
+        };
+    }
+
+    /// Trains the model in `range` (its input offset; the scale stays 1).
+    pub fn set_range(&mut self, range: cfx_classifiers::DataRange) {
+        match &mut self.model {
+            AuxModel::Classifier(c) => c.input_offset = range.offset(),
+            AuxModel::Autoencoder(c) => c.input_offset = range.offset(),
+        }
+    }
+
     fn input_shape(&self) -> [usize; 3] {
         match &self.model {
             AuxModel::Classifier(c) => c.input_shape,
@@ -101,6 +121,9 @@ impl SupervisedTrainConfig {
 
     fn load(&self, split: Split, limit: Option<usize>) -> Result<ImageSet> {
         let mut set = self.dataset.load(split, self.data_dir.as_deref())?;
+        if self.second_label {
+            set = set.swap_labels()?;
+        }
         if let Some(c) = self.only_class {
             if c >= set.num_classes() {
                 bail!(
@@ -152,7 +175,7 @@ pub struct SupervisedTrainJob {
 impl BackendJob for SupervisedTrainJob {
     type Output = SupervisedEpoch;
 
-    fn run<B: AutodiffBackend + LinalgBackend>(
+    fn run<B: AutodiffBackend<InnerBackend: LinalgBackend> + LinalgBackend>(
         self,
         device: B::Device,
         _backend: BackendKind,

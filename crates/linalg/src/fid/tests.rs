@@ -23,8 +23,9 @@ fn features<B: Backend>(n: usize, d: usize, seed: u64, dev: &B::Device) -> Tenso
 #[test]
 fn matches_dense_reference_in_f64() {
     let dev = Default::default();
-    // (n real, m fake, d): full-rank and low-rank (n < d) real covariances.
-    for (n, m, d) in [(200, 16, 30), (20, 8, 40), (60, 40, 64)] {
+    // (n real, m fake, d): full-rank and low-rank (n < d) real covariances, and more fake
+    // samples than dimensions (the r×r Gram of an evaluation without gradient).
+    for (n, m, d) in [(200, 16, 30), (20, 8, 40), (60, 40, 64), (300, 120, 24)] {
         let real = rows(features::<F64>(n, d, 1 + n as u64, &dev));
         let stats = FeatureStats::from_rows(&real).unwrap();
         let fake = features::<F64>(m, d, 7 + m as u64, &dev);

@@ -89,7 +89,14 @@ pub(crate) fn forward<B: Backend>(
     let [m, _] = c1.dims();
     let [_, r] = f.dims();
     let b = c1.matmul(f.clone()); // [m, r]
-    let gram = b.clone().matmul(b.clone().transpose());
+    // BBᵀ (m×m) and BᵀB (r×r) share their nonzero eigenvalues. The gradient needs BBᵀ's
+    // eigenvectors, but a plain evaluation over more samples than dimensions (a metric over
+    // thousands of images) takes the smaller one: O(r³) instead of O(m³).
+    let gram = if want_grad || m <= r {
+        b.clone().matmul(b.clone().transpose())
+    } else {
+        b.clone().transpose().matmul(b.clone())
+    };
     let rank = (m - 1).min(r);
     let SqrtTrace { value, inv_sqrt } = sqrt_trace_of_gram(to_host(gram)?, rank, want_grad)?;
     let out = Tensor::<B, 1>::from_data(TensorData::new(vec![value], [1]), &device);

@@ -1,0 +1,479 @@
+//! `cargo xtask evaluate`: runs counterfactual methods over the first N test images with one
+//! random target each (Paper 4's protocol, seed 004 L5428-5430), caches what they produce, and
+//! scores them with every metric of `cfx-metrics`.
+//!
+//! ```text
+//! <out>/<method>/counterfactuals.safetensors   the cache (regenerated when its key changes)
+//! <out>/results.md | results.csv | results.json
+//! <out>/charts/<metric>.png                     bars with 95 % whiskers, one per metric
+//! <out>/charts/cout-curves.png                  COUT's mean perturbation curves
+//! <out>/gallery.png                             inputs (top row), then each method's counterfactuals
+//! ```
+
+pub mod cache;
+pub mod charts;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use cfx_classifiers::{Classifier, IbInnClassifier, predictions};
+use cfx_counterfactual::{Alpha1Rule, AlphaChoice, Query};
+use cfx_datasets::{DatasetKind, ImageSet, Split};
+use cfx_linalg::{FeatureStats, LinalgBackend};
+use cfx_metrics::{
+    ClassAutoencoders, CounterfactualSet, Cout, DataRange, Direction, ElasticNet, EvalContext,
+    Fid256, Im1, Im2, Lvs, Metric, NearestNeighbours, Oracle, Proximity, Summary, Tcv, Val,
+    evaluate_all,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::backend::{BackendJob, BackendKind};
+use crate::explain::Method;
+use crate::explain::runner::{RunnerSpec, run_dataset};
+use crate::train::ibinn::load_trained;
+use crate::train::suite::SuiteManifest;
+use crate::train::supervised::{load_autoencoder, load_classifier};
+use cache::Cached;
+
+#[derive(Debug, Clone)]
+pub struct EvaluateJob {
+    pub methods: Vec<Method>,
+    /// The IB-INN run ECINN explains.
+    pub ibinn: Option<PathBuf>,
+    /// `train eval-suite` folder: the CNN GB/GL explain, the oracles and the autoencoders.
+    pub suite: PathBuf,
+    pub data_dir: Option<PathBuf>,
+    /// The first `limit` test images.
+    pub limit: usize,
+    /// GB and GL only on the first N of them (they take seconds per image on a CPU).
+    pub slow_limit: Option<usize>,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub gb_config: Option<PathBuf>,
+    pub gl_config: Option<PathBuf>,
+    pub cout_steps: usize,
+    pub knn: usize,
+    pub gallery: usize,
+    pub regenerate: bool,
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodResult {
+    pub method: Method,
+    /// The model it explains.
+    pub model: String,
+    pub samples: usize,
+    pub valid: usize,
+    pub generation_seconds: f64,
+    pub seconds_per_counterfactual: f64,
+    pub from_cache: bool,
+    pub metric_seconds: f64,
+    pub metrics: Vec<Summary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluationReport {
+    pub dataset: String,
+    pub range: DataRange,
+    pub range_label: String,
+    pub suite: String,
+    pub ibinn: Option<String>,
+    pub test_images: usize,
+    pub seed: u64,
+    pub backend: String,
+    pub cout_steps: usize,
+    pub methods: Vec<MethodResult>,
+    pub total_seconds: f64,
+    pub files: Vec<String>,
+}
+
+fn unit_pixels(test: &ImageSet, n: usize) -> Vec<f32> {
+    (0..n)
+        .flat_map(|i| test.image(i).iter().map(|&p| f32::from(p) / 255.0))
+        .collect()
+}
+
+impl EvaluateJob {
+    fn explained_model(&self, method: Method) -> Result<PathBuf> {
+        match method {
+            Method::Ecinn => self
+                .ibinn
+                .clone()
+                .context("ecinn needs --ibinn runs/<name> (a `cargo xtask train ib-inn` run)"),
+            Method::Gb | Method::Gl => Ok(self.suite.join("classifier")),
+        }
+    }
+
+    fn sample_count(&self, method: Method, test_len: usize) -> usize {
+        let n = match method {
+            Method::Ecinn => self.limit,
+            Method::Gb | Method::Gl => self.slow_limit.unwrap_or(self.limit).min(self.limit),
+        };
+        n.min(test_len)
+    }
+
+    fn spec(&self, method: Method) -> Result<RunnerSpec> {
+        Ok(RunnerSpec {
+            method,
+            model: self.explained_model(method)?,
+            autoencoder: (method == Method::Gl).then(|| self.suite.join("ae-gl")),
+            method_config: match method {
+                Method::Gb => self.gb_config.clone(),
+                Method::Gl => self.gl_config.clone(),
+                Method::Ecinn => None,
+            },
+            // Paper 4 uses only the convincing counterfactual (L5375-5393).
+            alphas: vec![AlphaChoice::Convincing(Alpha1Rule::ArxivCode)],
+        })
+    }
+
+    /// What the cached counterfactuals depend on.
+    fn key(&self, method: Method, n: usize, dataset: DatasetKind) -> Result<String> {
+        let spec = self.spec(method)?;
+        let mut files = vec![spec.model.join("model.mpk")];
+        if let Some(ae) = &spec.autoencoder {
+            files.push(ae.join("model.mpk"));
+        }
+        if let Some(c) = &spec.method_config {
+            files.push(c.clone());
+        }
+        let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        cache::cache_key(
+            &paths,
+            &format!(
+                "{method:?} {dataset} first {n} test images, seed {}, alpha1 (arXiv/code)",
+                self.seed
+            ),
+        )
+    }
+
+    fn generate<B: AutodiffBackend>(
+        &self,
+        method: Method,
+        dataset: DatasetKind,
+        test: &ImageSet,
+        n: usize,
+        device: &B::Device,
+    ) -> Result<Cached> {
+        let runner = self
+            .spec(method)?
+            .build::<B>(dataset, self.data_dir.as_deref(), device)?;
+        let shape = test.image_shape();
+        let [c, h, w] = shape;
+        let chw = c * h * w;
+        let k = runner.classifier().n_classes();
+        let pixels = unit_pixels(test, n);
+        let mut set = CounterfactualSet {
+            shape,
+            inputs: pixels.clone(),
+            counterfactuals: Vec::with_capacity(pixels.len()),
+            predicted: vec![],
+            cf_predicted: vec![],
+            targets: vec![],
+            ids: (0..n).collect(),
+        };
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let bar = ProgressBar::new(n as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed}<{eta})")
+                .expect("valid template"),
+        );
+        bar.set_message(format!("{method:?}").to_lowercase());
+        let mut seconds = 0.0;
+        let b = self.batch_size.max(1);
+        for start in (0..n).step_by(b) {
+            let end = (start + b).min(n);
+            let x = Tensor::<B::InnerBackend, 4>::from_data(
+                TensorData::new(
+                    pixels[start * chw..end * chw].to_vec(),
+                    [end - start, c, h, w],
+                ),
+                device,
+            );
+            let predicted = predictions(runner.classifier().logits(x.clone()));
+            let queries: Vec<Query> = predicted
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| {
+                    let t = rng.random_range(0..k - 1);
+                    Query {
+                        input: i,
+                        target: if t >= p { t + 1 } else { t },
+                    }
+                })
+                .collect();
+            let res = runner.run(x, &queries)?;
+            seconds += res.seconds;
+            let (_, _, px, probs, found) = &res.variants[0];
+            for (j, q) in queries.iter().enumerate() {
+                let row = &probs[j * k..(j + 1) * k];
+                let class = (0..k)
+                    .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                    .expect("classes");
+                set.cf_predicted.push(found[j].then_some(class));
+                set.targets.push(q.target);
+            }
+            set.predicted.extend(&res.predicted);
+            set.counterfactuals.extend_from_slice(px);
+            bar.inc((end - start) as u64);
+        }
+        bar.finish_and_clear();
+        Ok(Cached {
+            set,
+            key: self.key(method, n, dataset)?,
+            seconds,
+        })
+    }
+
+    /// The cached counterfactuals when their key still matches, else fresh ones.
+    fn counterfactuals<B: AutodiffBackend>(
+        &self,
+        method: Method,
+        dataset: DatasetKind,
+        test: &ImageSet,
+        device: &B::Device,
+    ) -> Result<(Cached, bool)> {
+        let n = self.sample_count(method, test.len());
+        let dir = self.out.join(format!("{method:?}").to_lowercase());
+        let file = dir.join("counterfactuals.safetensors");
+        let key = self.key(method, n, dataset)?;
+        if !self.regenerate && file.exists() {
+            match cache::load(&file) {
+                Ok(c) if c.key == key => return Ok((c, true)),
+                Ok(_) => eprintln!(
+                    "{} is stale (models or settings changed): regenerating",
+                    file.display()
+                ),
+                Err(e) => eprintln!("ignoring {e:#}: regenerating"),
+            }
+        }
+        let c = self.generate::<B>(method, dataset, test, n, device)?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        cache::save(&file, &c)?;
+        Ok((c, false))
+    }
+}
+
+/// The models the metrics need, from the suite.
+struct MetricModels<B: Backend> {
+    oracle: cfx_classifiers::CnnClassifier<B>,
+    second_oracle: Option<cfx_classifiers::CnnClassifier<B>>,
+    aes: ClassAutoencoders<B>,
+}
+
+fn load_metric_models<B: Backend>(
+    suite: &Path,
+    m: &SuiteManifest,
+    device: &B::Device,
+) -> Result<MetricModels<B>> {
+    let oracle = load_classifier::<B>(&m.member(suite, "oracle")?, device)?;
+    let second_oracle = match m.members.iter().any(|x| x.name == "oracle-second") {
+        true => Some(load_classifier::<B>(&suite.join("oracle-second"), device)?),
+        false => None,
+    };
+    let per_class = (0..m.n_classes)
+        .map(|k| {
+            load_autoencoder::<B>(
+                &m.member(suite, &SuiteManifest::class_autoencoder(k))?,
+                device,
+            )
+        })
+        .collect::<Result<_>>()?;
+    let all = load_autoencoder::<B>(&m.member(suite, "ae-all")?, device)?;
+    Ok(MetricModels {
+        oracle,
+        second_oracle,
+        aes: ClassAutoencoders { per_class, all },
+    })
+}
+
+/// FID256's real statistics over the first `n` test images, cached beside the oracle (rebuilt
+/// when the oracle is newer than the cache).
+fn real_stats<B: LinalgBackend>(
+    oracle: &cfx_classifiers::CnnClassifier<B>,
+    suite: &Path,
+    test: &ImageSet,
+    n: usize,
+    batch: usize,
+    device: &B::Device,
+) -> Result<FeatureStats> {
+    let file = suite.join("oracle").join(format!(
+        "fid-real-{}-{n}.safetensors",
+        test.name.replace('/', "-")
+    ));
+    let model = suite.join("oracle").join("model.mpk");
+    let fresh = |f: &Path| -> Option<bool> {
+        Some(f.metadata().ok()?.modified().ok()? >= model.metadata().ok()?.modified().ok()?)
+    };
+    if fresh(&file) == Some(true)
+        && let Ok(s) = FeatureStats::load(&file)
+    {
+        return Ok(s);
+    }
+    let [c, h, w] = test.image_shape();
+    let chw = c * h * w;
+    let px = unit_pixels(test, n);
+    let batches = (0..n).step_by(batch.max(1)).map(|s| {
+        let e = (s + batch.max(1)).min(n);
+        Tensor::<B, 4>::from_data(
+            TensorData::new(px[s * chw..e * chw].to_vec(), [e - s, c, h, w]),
+            device,
+        )
+    });
+    let stats = Fid256::real_stats(oracle, batches)?;
+    stats.save(&file)?;
+    Ok(stats)
+}
+
+impl BackendJob for EvaluateJob {
+    type Output = EvaluationReport;
+
+    fn run<B: AutodiffBackend<InnerBackend: LinalgBackend> + LinalgBackend>(
+        self,
+        device: B::Device,
+        backend: BackendKind,
+    ) -> Result<EvaluationReport> {
+        type I<B> = <B as AutodiffBackend>::InnerBackend;
+        let started = Instant::now();
+        let manifest = SuiteManifest::read(&self.suite)?;
+        let dataset = manifest.dataset;
+        let range = manifest.range;
+        if self.methods.is_empty() {
+            bail!("--methods is empty");
+        }
+        if let Some(ib) = &self.ibinn
+            && self.methods.contains(&Method::Ecinn)
+        {
+            crate::checkpoint::require_run_dir(ib)?;
+            if let Some(d) = run_dataset(ib)
+                && d != dataset
+            {
+                bail!(
+                    "{} was trained on {d} but the suite {} on {dataset}",
+                    ib.display(),
+                    self.suite.display()
+                );
+            }
+        }
+        let test = dataset.load(Split::Test, self.data_dir.as_deref())?;
+        if self.limit == 0 {
+            bail!("--limit must be at least 1");
+        }
+        let n_all = self.limit.min(test.len());
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("cannot create {}", self.out.display()))?;
+
+        let models = load_metric_models::<I<B>>(&self.suite, &manifest, &device)?;
+        let real = real_stats(
+            &models.oracle,
+            &self.suite,
+            &test,
+            n_all,
+            self.batch_size,
+            &device,
+        )?;
+        let knn_ref = unit_pixels(&test, test.len());
+        let mut metrics: Vec<Box<dyn Metric<I<B>>>> = vec![
+            Box::new(Tcv),
+            Box::new(ElasticNet),
+            Box::new(Im1::new(models.aes.clone(), range)?),
+            Box::new(Im2::new(models.aes.clone(), range)?),
+            Box::new(Fid256::new(models.oracle.clone(), real, range)?),
+            Box::new(Oracle::new(models.oracle.clone(), range)?),
+            // The label the counterfactual is about should change; FakeMNIST's digit must not.
+            Box::new(Lvs::new(
+                if models.second_oracle.is_some() {
+                    "fake"
+                } else {
+                    "label"
+                },
+                models.oracle.clone(),
+                range,
+                Direction::Higher,
+            )?),
+        ];
+        if let Some(o) = &models.second_oracle {
+            metrics.push(Box::new(Lvs::new(
+                "digit",
+                o.clone(),
+                range,
+                Direction::Lower,
+            )?));
+        }
+        metrics.push(Box::new(Val));
+        metrics.push(Box::new(Proximity));
+        metrics.push(Box::new(Cout {
+            steps: self.cout_steps,
+        }));
+        metrics.push(Box::new(NearestNeighbours::new(
+            knn_ref,
+            test.labels().iter().map(|&l| l as usize).collect(),
+            (0..test.len()).collect(),
+            self.knn,
+            &device,
+        )?));
+
+        let mut results = vec![];
+        let mut sets = vec![];
+        for &method in &self.methods {
+            let (cached, from_cache) =
+                self.counterfactuals::<B>(method, dataset, &test, &device)?;
+            let model_dir = self.explained_model(method)?;
+            let classifier: Box<dyn Classifier<I<B>>> = match method {
+                Method::Ecinn => Box::new(IbInnClassifier::new(load_trained::<I<B>>(
+                    &model_dir, &device,
+                )?)),
+                Method::Gb | Method::Gl => Box::new(load_classifier::<I<B>>(&model_dir, &device)?),
+            };
+            let ctx = EvalContext {
+                classifier: classifier.as_ref(),
+                range,
+                device: device.clone(),
+                batch_size: self.batch_size.max(1),
+            };
+            let t = Instant::now();
+            let summaries = evaluate_all(&metrics, &cached.set, &ctx)
+                .with_context(|| format!("scoring {method:?}"))?;
+            let n = cached.set.len();
+            results.push(MethodResult {
+                method,
+                model: model_dir.display().to_string(),
+                samples: n,
+                valid: cached.set.valid_indices().len(),
+                generation_seconds: cached.seconds,
+                seconds_per_counterfactual: cached.seconds / n.max(1) as f64,
+                from_cache,
+                metric_seconds: t.elapsed().as_secs_f64(),
+                metrics: summaries,
+            });
+            sets.push((method, cached.set));
+        }
+        let mut report = EvaluationReport {
+            dataset: dataset.to_string(),
+            range,
+            range_label: range.label().into(),
+            suite: self.suite.display().to_string(),
+            ibinn: self.ibinn.as_ref().map(|p| p.display().to_string()),
+            test_images: n_all,
+            seed: self.seed,
+            backend: backend.to_string(),
+            cout_steps: self.cout_steps,
+            methods: results,
+            total_seconds: 0.0,
+            files: vec![],
+        };
+        report.files = report::write_figures(&self.out, &report, &sets, self.gallery)?;
+        report.total_seconds = started.elapsed().as_secs_f64();
+        report::write_tables(&self.out, &report)?;
+        Ok(report)
+    }
+}

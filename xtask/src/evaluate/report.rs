@@ -1,0 +1,251 @@
+//! The tables, charts and gallery of an evaluation.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use cfx_metrics::{CounterfactualSet, Summary};
+
+use super::EvaluationReport;
+use super::charts::{Bar, bar_chart, curves};
+use crate::explain::Method;
+use crate::explain::figures::{Cell, Grid};
+
+fn method_name(m: Method) -> String {
+    match m {
+        Method::Ecinn => "GEN (ECINN)".into(),
+        Method::Gb => "GB".into(),
+        Method::Gl => "GL".into(),
+    }
+}
+
+/// `mean (ci)` with a precision that suits the magnitude.
+fn cell(s: &Summary) -> String {
+    let Some(m) = s.mean else {
+        return "–".into();
+    };
+    let digits = if m.abs() >= 100.0 {
+        2
+    } else if m.abs() >= 1.0 {
+        3
+    } else {
+        4
+    };
+    match s.ci95 {
+        Some(c) => format!("{m:.digits$} ({c:.digits$})"),
+        None => format!("{m:.digits$}"),
+    }
+}
+
+fn metric_names(r: &EvaluationReport) -> Vec<(String, String)> {
+    r.methods
+        .first()
+        .map(|m| {
+            m.metrics
+                .iter()
+                .map(|s| {
+                    (
+                        s.metric.clone(),
+                        format!("{} {}", s.metric, s.direction.arrow()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
+    let names = metric_names(r);
+    let paper: Vec<&(String, String)> = names
+        .iter()
+        .filter(|(n, _)| !matches!(n.as_str(), "Val" | "Prox" | "COUT") && !n.starts_with("kNN"))
+        .collect();
+    let other: Vec<&(String, String)> = names.iter().filter(|n| !paper.contains(n)).collect();
+    let mut md = String::new();
+    writeln!(
+        md,
+        "# Counterfactual evaluation: {}\n\n\
+         - data range: {} (every evaluation model was trained in it)\n\
+         - test images: the first {} (GB/GL may use fewer: column n), one random target each, seed {}\n\
+         - evaluation models: `{}`; IB-INN: `{}`\n\
+         - backend: {}; total time {:.1} s\n\
+         - mean (95 % CI = 1.96·σ/√n); TCV and Val over all samples, the rest over valid ones (class changed)\n",
+        r.dataset,
+        r.range_label,
+        r.test_images,
+        r.seed,
+        r.suite,
+        r.ibinn.as_deref().unwrap_or("–"),
+        r.backend,
+        r.total_seconds
+    )?;
+    let mut table = |title: &str, cols: &[&(String, String)]| -> std::fmt::Result {
+        writeln!(md, "## {title}\n")?;
+        write!(md, "| method | n | valid |")?;
+        for (_, h) in cols {
+            write!(md, " {h} |")?;
+        }
+        writeln!(md)?;
+        writeln!(md, "|---|---:|---:|{}", "---:|".repeat(cols.len()))?;
+        for m in &r.methods {
+            write!(
+                md,
+                "| {} | {} | {} |",
+                method_name(m.method),
+                m.samples,
+                m.valid
+            )?;
+            for (name, _) in cols {
+                let s = m.metrics.iter().find(|s| &s.metric == name);
+                write!(md, " {} |", s.map(cell).unwrap_or_else(|| "–".into()))?;
+            }
+            writeln!(md)?;
+        }
+        writeln!(md)
+    };
+    table("Paper 4 metrics", &paper)?;
+    table("C3LT and nearest-neighbour metrics", &other)?;
+    writeln!(
+        md,
+        "## Time\n\n| method | s per counterfactual (generation) | metrics (s) | cached |\n|---|---:|---:|---|"
+    )?;
+    for m in &r.methods {
+        writeln!(
+            md,
+            "| {} | {:.5} | {:.1} | {} |",
+            method_name(m.method),
+            m.seconds_per_counterfactual,
+            m.metric_seconds,
+            if m.from_cache { "yes" } else { "no" }
+        )?;
+    }
+    crate::fsutil::write_atomic(&out.join("results.md"), md.as_bytes())?;
+
+    let mut w = csv::Writer::from_writer(vec![]);
+    w.write_record([
+        "method",
+        "metric",
+        "direction",
+        "scope",
+        "n",
+        "mean",
+        "ci95",
+    ])?;
+    for m in &r.methods {
+        for s in &m.metrics {
+            w.write_record([
+                format!("{:?}", m.method).to_lowercase(),
+                s.metric.clone(),
+                format!("{:?}", s.direction).to_lowercase(),
+                format!("{:?}", s.scope).to_lowercase(),
+                s.n.to_string(),
+                s.mean.map(|v| v.to_string()).unwrap_or_default(),
+                s.ci95.map(|v| v.to_string()).unwrap_or_default(),
+            ])?;
+        }
+    }
+    crate::fsutil::write_atomic(&out.join("results.csv"), &w.into_inner()?)?;
+    crate::fsutil::write_atomic(
+        &out.join("results.json"),
+        serde_json::to_string_pretty(r)?.as_bytes(),
+    )
+}
+
+/// Bar charts per metric, COUT curves, and the gallery; returns the files written.
+pub fn write_figures(
+    out: &Path,
+    r: &EvaluationReport,
+    sets: &[(Method, CounterfactualSet)],
+    gallery: usize,
+) -> Result<Vec<String>> {
+    let charts = out.join("charts");
+    std::fs::create_dir_all(&charts)?;
+    let mut files = vec![];
+    for (name, title) in metric_names(r) {
+        let bars: Vec<Bar> = r
+            .methods
+            .iter()
+            .filter_map(|m| {
+                let s = m.metrics.iter().find(|s| s.metric == name)?;
+                Some(Bar {
+                    label: method_name(m.method),
+                    mean: s.mean?,
+                    ci95: s.ci95,
+                })
+            })
+            .collect();
+        if bars.is_empty() {
+            continue;
+        }
+        let file: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let rel = format!("charts/{}.png", file.trim_matches('-'));
+        bar_chart(&title, &bars, &out.join(&rel))?;
+        files.push(rel);
+    }
+    let lines: Vec<(String, Vec<f64>)> = r
+        .methods
+        .iter()
+        .flat_map(|m| {
+            m.metrics
+                .iter()
+                .filter(|s| s.metric == "COUT")
+                .flat_map(|s| s.curves.iter())
+                .map(|c| {
+                    (
+                        format!("{} {}", method_name(m.method), c.name),
+                        c.values.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if !lines.is_empty() {
+        let rel = "charts/cout-curves.png".to_string();
+        curves(
+            "COUT: explained model's probability along the insertion path",
+            "probability",
+            &lines,
+            &out.join(&rel),
+        )?;
+        files.push(rel);
+    }
+    if gallery > 0
+        && let Some((_, first)) = sets.first()
+    {
+        let [_, h, w] = first.shape;
+        let n = gallery.min(first.len());
+        let mut rows = vec![
+            (0..n)
+                .map(|i| Cell::Grey(first.input(i).to_vec()))
+                .collect::<Vec<_>>(),
+        ];
+        for (_, s) in sets {
+            rows.push(
+                (0..n)
+                    .map(|i| match s.ids.iter().position(|&id| id == first.ids[i]) {
+                        Some(j) => Cell::Grey(s.counterfactual(j).to_vec()),
+                        None => Cell::Blank,
+                    })
+                    .collect(),
+            );
+        }
+        Grid {
+            cells: rows,
+            h,
+            w,
+            scale: 3,
+        }
+        .save(&out.join("gallery.png"))?;
+        files.push("gallery.png".into());
+    }
+    Ok(files)
+}

@@ -1,0 +1,140 @@
+//! `train eval-suite` and `evaluate` end to end on tiny models: every metric is reported for
+//! every method, counterfactuals are cached, and bad requests get clear errors.
+
+mod common;
+
+use std::path::Path;
+
+use common::tiny_ibinn;
+
+use xtask::backend::{BackendKind, run_on};
+use xtask::evaluate::EvaluateJob;
+use xtask::explain::Method;
+use xtask::train::suite::{SuitePlan, train_suite};
+
+fn plan() -> SuitePlan {
+    SuitePlan {
+        dataset: cfx_datasets::DatasetKind::FakeMnist,
+        data_dir: None,
+        range: cfx_classifiers::DataRange::Centred,
+        classifier_epochs: 1,
+        autoencoder_epochs: 1,
+        class_autoencoder_epochs: 1,
+        train_limit: Some(1000),
+        test_limit: Some(64),
+        small: true,
+    }
+}
+
+fn job(suite: &Path, ibinn: &Path, out: &Path) -> EvaluateJob {
+    EvaluateJob {
+        methods: vec![Method::Ecinn, Method::Gb],
+        ibinn: Some(ibinn.to_path_buf()),
+        suite: suite.to_path_buf(),
+        data_dir: None,
+        limit: 8,
+        slow_limit: Some(2),
+        seed: 0,
+        batch_size: 4,
+        gb_config: None,
+        gl_config: None,
+        cout_steps: 5,
+        knn: 3,
+        gallery: 4,
+        regenerate: false,
+        out: out.to_path_buf(),
+    }
+}
+
+#[test]
+fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("suite");
+    let m = train_suite(&plan(), &suite, BackendKind::Flex).unwrap();
+    // classifier, oracle, oracle-second, ae-gl, ae-all and 10 class autoencoders.
+    assert_eq!(m.members.len(), 15);
+    // A second call finds every member done; other settings are refused, not mixed.
+    train_suite(&plan(), &suite, BackendKind::Flex).unwrap();
+    let other = SuitePlan {
+        classifier_epochs: 2,
+        ..plan()
+    };
+    let e = train_suite(&other, &suite, BackendKind::Flex)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("other settings"), "{e}");
+
+    let ibinn = dir.path().join("ibinn");
+    tiny_ibinn(&ibinn, 2048);
+    let out = dir.path().join("eval");
+    let r = run_on(BackendKind::Flex, job(&suite, &ibinn, &out)).unwrap();
+    assert_eq!(r.methods.len(), 2);
+    assert_eq!((r.methods[0].samples, r.methods[1].samples), (8, 2));
+    let names: Vec<&str> = r.methods[0]
+        .metrics
+        .iter()
+        .map(|s| s.metric.as_str())
+        .collect();
+    for want in [
+        "TCV",
+        "EN",
+        "IM1",
+        "100·IM2",
+        "FID256",
+        "Oracle",
+        "LVS[fake]",
+        "LVS[digit]",
+        "Val",
+        "Prox",
+        "COUT",
+        "kNN3",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for m in &r.methods {
+        assert!(!m.from_cache);
+        let tcv = m.metrics[0].mean.unwrap();
+        assert!((0.0..=100.0).contains(&tcv));
+        assert_eq!(m.metrics[0].n, m.samples, "TCV is over all samples");
+        for s in &m.metrics[1..] {
+            if s.metric != "Val" {
+                assert!(s.n <= m.valid, "{} over valid samples only", s.metric);
+            }
+        }
+    }
+    for f in ["results.md", "results.csv", "results.json", "gallery.png"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    for f in &r.files {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    assert!(r.files.iter().any(|f| f.contains("cout-curves")));
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        md.contains("[-0.5, 0.5]") && md.contains("GEN (ECINN)"),
+        "{md}"
+    );
+
+    // Re-running scores the cached counterfactuals; the same numbers come back.
+    let again = run_on(BackendKind::Flex, job(&suite, &ibinn, &out)).unwrap();
+    assert!(again.methods.iter().all(|m| m.from_cache));
+    assert_eq!(again.methods[0].metrics[..4], r.methods[0].metrics[..4]);
+    // A new seed means other targets: regenerated.
+    let mut j = job(&suite, &ibinn, &out);
+    j.seed = 1;
+    j.methods = vec![Method::Ecinn];
+    assert!(!run_on(BackendKind::Flex, j).unwrap().methods[0].from_cache);
+
+    // Errors name the problem.
+    let mut j = job(&suite, &ibinn, &out);
+    j.ibinn = None;
+    let e = run_on(BackendKind::Flex, j).unwrap_err().to_string();
+    assert!(e.contains("--ibinn"), "{e}");
+    let e = run_on(
+        BackendKind::Flex,
+        job(&dir.path().join("nope"), &ibinn, &out),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("nope"), "{e}");
+}
