@@ -78,6 +78,17 @@ pub struct EvaluateArgs {
     /// Ignore cached counterfactuals.
     #[arg(long)]
     pub regenerate: bool,
+    /// Also score heatmap methods by deletion and insertion, on the IB-INN and the suite's CNN:
+    /// `--heatmaps` alone for all (ecinnh, saliency, intgrad, gradshap, deeplift, deepliftshap)
+    /// or a list.
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0..)]
+    pub heatmaps: Option<Vec<crate::heatmaps::HeatmapMethod>>,
+    /// Heatmaps on the first N test images.
+    #[arg(long, default_value_t = 100)]
+    pub heatmap_limit: usize,
+    /// GradSHAP / DeepLiftSHAP: this many random training images as baselines.
+    #[arg(long, default_value_t = 16)]
+    pub shap_baselines: usize,
     /// Output folder [default: <suite>/evaluation].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -102,6 +113,13 @@ impl EvaluateArgs {
             knn: self.knn,
             gallery: self.gallery,
             regenerate: self.regenerate,
+            heatmaps: match &self.heatmaps {
+                None => vec![],
+                Some(list) if list.is_empty() => crate::heatmaps::HeatmapMethod::ALL.to_vec(),
+                Some(list) => list.clone(),
+            },
+            heatmap_limit: self.heatmap_limit.max(1),
+            shap_baselines: self.shap_baselines,
             out: self
                 .out
                 .clone()
@@ -229,9 +247,11 @@ pub struct AuxArgs {
 #[derive(Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("inputs").required(true).args(["index", "class", "png", "all_test"])))]
 pub struct ExplainArgs {
-    /// ecinn (IB-INN model), gb or gl (CNN model).
-    #[arg(long, value_enum)]
-    pub method: crate::explain::Method,
+    /// A counterfactual method: ecinn (IB-INN model), gb or gl (CNN model); or a list of
+    /// heatmap methods (ecinnh, saliency, intgrad, gradshap, deeplift, deepliftshap) for one
+    /// grid, inputs × methods (ecinnh needs an IB-INN; the others explain either model).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub method: Vec<String>,
     /// The trained model folder: runs/<name> of `train ib-inn` (ecinn) or `train classifier` (gb, gl).
     #[arg(long)]
     pub model: PathBuf,
@@ -275,6 +295,9 @@ pub struct ExplainArgs {
     /// GB/GL settings as TOML (fields of GbConfig / GlConfig; defaults are alibi's).
     #[arg(long)]
     pub method_config: Option<PathBuf>,
+    /// GradSHAP / DeepLiftSHAP: this many random training images as baselines.
+    #[arg(long, default_value_t = 16)]
+    pub shap_baselines: usize,
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
     /// Seeds the random targets.
@@ -313,10 +336,59 @@ pub fn parse_alpha(s: &str) -> Result<cfx_counterfactual::AlphaChoice> {
     })
 }
 
+/// What `explain` was asked for.
+pub enum ExplainPlan {
+    Counterfactuals(crate::explain::ExplainJob),
+    Heatmaps(crate::heatmaps::HeatmapExplainJob),
+}
+
 impl ExplainArgs {
-    pub fn job(&self) -> Result<crate::explain::ExplainJob> {
+    /// Counterfactuals (one method) or a heatmap grid (heatmap methods only).
+    pub fn plan(&self) -> Result<ExplainPlan> {
+        use crate::heatmaps::HeatmapMethod;
+        use clap::ValueEnum;
+        let names: Vec<String> = self
+            .method
+            .iter()
+            .map(|m| m.trim().to_lowercase())
+            .collect();
+        if let [one] = names.as_slice()
+            && let Ok(m) = crate::explain::Method::from_str(one, true)
+        {
+            return Ok(ExplainPlan::Counterfactuals(self.job(m)?));
+        }
+        let methods = names
+            .iter()
+            .map(|n| {
+                HeatmapMethod::parse(n).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--method {n:?}: expected one of ecinn, gb, gl, or heatmap methods \
+                         (ecinnh, saliency, intgrad, gradshap, deeplift, deepliftshap)"
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ExplainPlan::Heatmaps(crate::heatmaps::HeatmapExplainJob {
+            methods,
+            model: self.model.clone(),
+            dataset: self.dataset,
+            data_dir: self.data_dir.clone(),
+            selection: self.selection(),
+            target: self.target,
+            shap_baselines: self.shap_baselines,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            scale: self.scale.max(1),
+            out: self
+                .out
+                .clone()
+                .unwrap_or_else(|| self.model.join("explanations").join("heatmaps")),
+        }))
+    }
+
+    fn selection(&self) -> crate::explain::inputs::Selection {
         use crate::explain::inputs::Selection;
-        let selection = if !self.index.is_empty() {
+        if !self.index.is_empty() {
             Selection::Indices(self.index.clone())
         } else if let Some(class) = self.class {
             Selection::Class {
@@ -330,10 +402,14 @@ impl ExplainArgs {
             }
         } else {
             Selection::AllTest { limit: self.limit }
-        };
-        let method = format!("{:?}", self.method).to_lowercase();
+        }
+    }
+
+    fn job(&self, method: crate::explain::Method) -> Result<crate::explain::ExplainJob> {
+        let selection = self.selection();
+        let name = format!("{method:?}").to_lowercase();
         Ok(crate::explain::ExplainJob {
-            method: self.method,
+            method,
             model: self.model.clone(),
             autoencoder: self.autoencoder.clone(),
             dataset: self.dataset,
@@ -353,7 +429,7 @@ impl ExplainArgs {
             out: self
                 .out
                 .clone()
-                .unwrap_or_else(|| self.model.join("explanations").join(method)),
+                .unwrap_or_else(|| self.model.join("explanations").join(name)),
         })
     }
 }

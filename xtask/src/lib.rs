@@ -7,4 +7,5 @@ pub mod cli;
 pub mod evaluate;
 pub mod explain;
 pub mod fsutil;
+pub mod heatmaps;
 pub mod train;

@@ -91,7 +91,26 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Explain(args) => {
-            let job = args.job()?;
+            let job = match args.plan()? {
+                xtask::cli::ExplainPlan::Counterfactuals(job) => job,
+                xtask::cli::ExplainPlan::Heatmaps(job) => {
+                    let r = run_on(args.backend.kind(), job)?;
+                    for m in &r.methods {
+                        println!(
+                            "{} on the {}: {} heatmaps, {:.5} s each{}",
+                            m.method.name(),
+                            r.model_kind,
+                            m.maps,
+                            m.seconds_per_map,
+                            m.label_column_mass
+                                .map(|v| format!(", {v:.1}% of |h| in the label column"))
+                                .unwrap_or_default()
+                        );
+                    }
+                    println!("{}", r.figure);
+                    return Ok(());
+                }
+            };
             let out = job.out.clone();
             let r = run_on(args.backend.kind(), job)?;
             for v in &r.variants {

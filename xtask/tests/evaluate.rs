@@ -10,6 +10,7 @@ use common::tiny_ibinn;
 use xtask::backend::{BackendKind, run_on};
 use xtask::evaluate::EvaluateJob;
 use xtask::explain::Method;
+use xtask::heatmaps::HeatmapMethod;
 use xtask::train::suite::{SuitePlan, train_suite};
 
 fn plan() -> SuitePlan {
@@ -42,6 +43,9 @@ fn job(suite: &Path, ibinn: &Path, out: &Path) -> EvaluateJob {
         knn: 3,
         gallery: 4,
         regenerate: false,
+        heatmaps: vec![],
+        heatmap_limit: 6,
+        shap_baselines: 3,
         out: out.to_path_buf(),
     }
 }
@@ -125,6 +129,36 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     j.methods = vec![Method::Ecinn];
     assert!(!run_on(BackendKind::Flex, j).unwrap().methods[0].from_cache);
 
+    // Heatmaps alone: every method on the IB-INN, all but ECINNh on the CNN, scored.
+    let mut j = job(&suite, &ibinn, &dir.path().join("heat"));
+    j.methods = vec![];
+    j.heatmaps = HeatmapMethod::ALL.to_vec();
+    let r = run_on(BackendKind::Flex, j).unwrap();
+    assert_eq!(r.heatmaps.len(), 6 + 5);
+    assert!(
+        r.heatmaps
+            .iter()
+            .all(|h| h.model != "CNN" || h.method != HeatmapMethod::Ecinnh)
+    );
+    for h in &r.heatmaps {
+        assert_eq!(h.samples, 6);
+        let get = |name: &str| {
+            h.metrics
+                .iter()
+                .find(|s| s.metric == name)
+                .and_then(|s| s.mean)
+                .unwrap_or_else(|| panic!("{name} missing for {h:?}"))
+        };
+        assert!((0.0..=1.0).contains(&get("Deletion")));
+        assert!((0.0..=1.0).contains(&get("Insertion")));
+        assert!((0.0..=100.0).contains(&get("Mass[col 0]")));
+    }
+    let md = std::fs::read_to_string(dir.path().join("heat/results.md")).unwrap();
+    assert!(
+        md.contains("## Heatmaps") && md.contains("deepliftshap"),
+        "{md}"
+    );
+
     // Errors name the problem.
     let mut j = job(&suite, &ibinn, &out);
     j.ibinn = None;
@@ -137,4 +171,24 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("nope"), "{e}");
+}
+
+#[test]
+fn heatmaps_flag_alone_means_every_method() {
+    use clap::Parser;
+    let job = |extra: &[&str]| {
+        let mut args = vec!["xtask", "evaluate", "--suite", "s"];
+        args.extend_from_slice(extra);
+        let cli = xtask::cli::Cli::try_parse_from(args).unwrap();
+        let xtask::cli::Command::Evaluate(a) = cli.command else {
+            unreachable!()
+        };
+        a.job().heatmaps
+    };
+    assert!(job(&[]).is_empty());
+    assert_eq!(job(&["--heatmaps"]), HeatmapMethod::ALL.to_vec());
+    assert_eq!(
+        job(&["--heatmaps", "intgrad,ecinnh"]),
+        vec![HeatmapMethod::Intgrad, HeatmapMethod::Ecinnh]
+    );
 }

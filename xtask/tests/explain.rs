@@ -11,6 +11,7 @@ use xtask::backend::{BackendKind, run_on};
 use xtask::cli::parse_alpha;
 use xtask::explain::inputs::Selection;
 use xtask::explain::{ExplainJob, Method, TargetMode};
+use xtask::heatmaps::{HeatmapExplainJob, HeatmapMethod};
 use xtask::train::supervised::{AuxModel, SupervisedTrainConfig, SupervisedTrainJob};
 
 fn tiny_aux(root: &Path, autoencoder: bool) {
@@ -41,6 +42,22 @@ fn tiny_aux(root: &Path, autoencoder: bool) {
     let last = run_on(BackendKind::Flex, job).unwrap();
     assert!(last.test_loss.is_finite());
     assert_eq!(last.test_accuracy.is_some(), !autoencoder);
+}
+
+fn heatmap_job(methods: &[HeatmapMethod], model: &Path, out: PathBuf) -> HeatmapExplainJob {
+    HeatmapExplainJob {
+        methods: methods.to_vec(),
+        model: model.to_path_buf(),
+        dataset: None,
+        data_dir: None,
+        selection: Selection::Indices(vec![0, 3]),
+        target: TargetMode::Random,
+        shap_baselines: 3,
+        batch_size: 16,
+        seed: 0,
+        scale: 2,
+        out,
+    }
 }
 
 fn job(method: Method, model: &Path, selection: Selection, out: PathBuf) -> ExplainJob {
@@ -124,6 +141,25 @@ fn ecinn_explains_a_tiny_model_end_to_end_and_caches_its_means() {
     means.save(&cache, &stale).unwrap();
     run_on(BackendKind::Flex, j).unwrap();
     assert_eq!(cfx_counterfactual::ClassMeans::load(&cache).unwrap().1, key);
+
+    // The heatmap grid: every method side by side, with FakeMNIST's label-column share.
+    let out = dir.path().join("heat");
+    let r = run_on(
+        BackendKind::Flex,
+        heatmap_job(&HeatmapMethod::ALL, &model, out.clone()),
+    )
+    .unwrap();
+    assert_eq!((r.model_kind.as_str(), r.queries.len()), ("IB-INN", 2));
+    assert_eq!(r.methods.len(), 6);
+    for m in &r.methods {
+        assert_eq!(m.maps, 2);
+        let mass = m.label_column_mass.expect("FakeMNIST");
+        assert!((0.0..=100.0).contains(&mass), "{mass}");
+    }
+    let png = image::open(out.join("heatmaps.png")).unwrap();
+    // input, counterfactual and six heatmaps of 28·2 pixels plus gaps.
+    assert_eq!(png.width(), 8 * (56 + 2) + 2);
+    assert!(out.join("heatmaps.json").is_file());
 }
 
 #[test]
@@ -204,6 +240,45 @@ fn bad_requests_get_clear_errors() {
     j.method = Method::Ecinn;
     let e = format!("{:#}", run_on(BackendKind::Flex, j).unwrap_err());
     assert!(e.contains("not a finished IB-INN run"), "{e}");
+
+    // Gradient heatmaps explain the CNN; ECINNh needs an IB-INN.
+    let r = run_on(
+        BackendKind::Flex,
+        heatmap_job(
+            &[HeatmapMethod::Deeplift, HeatmapMethod::Intgrad],
+            &model,
+            dir.path().join("heat"),
+        ),
+    )
+    .unwrap();
+    assert_eq!((r.model_kind.as_str(), r.methods.len()), ("CNN", 2));
+    assert!(
+        r.methods[0].label_column_mass.is_none(),
+        "MNIST has no label column"
+    );
+    let e = format!(
+        "{:#}",
+        run_on(
+            BackendKind::Flex,
+            heatmap_job(&[HeatmapMethod::Ecinnh], &model, dir.path().join("h2"))
+        )
+        .unwrap_err()
+    );
+    assert!(e.contains("ecinnh explains an IB-INN"), "{e}");
+    use clap::Parser;
+    let parse = |m: &str| {
+        let args = [
+            "xtask", "explain", "--method", m, "--model", "x", "--index", "0",
+        ];
+        let cli = xtask::cli::Cli::try_parse_from(args).unwrap();
+        let xtask::cli::Command::Explain(a) = cli.command else {
+            unreachable!()
+        };
+        a.plan().map(|_| ()).map_err(|e| e.to_string())
+    };
+    assert!(parse("gb").is_ok() && parse("ecinnh,intgrad").is_ok());
+    let e = parse("ecinnh,gb").unwrap_err();
+    assert!(e.contains("\"gb\"") && e.contains("heatmap methods"), "{e}");
     assert!(
         parse_alpha("fast")
             .unwrap_err()

@@ -2,6 +2,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
+use cfx_flows::nn::mode::{max_pool2x2, relu};
 use serde::{Deserialize, Serialize};
 
 use crate::{Classifier, DataRange};
@@ -108,6 +109,8 @@ impl CnnClassifierConfig {
 pub struct CnnClassifier<B: Backend> {
     conv1: Conv2d<B>,
     conv2: Conv2d<B>,
+    // `pool` and `relu` no longer run (the forward pass uses `cfx_flows::nn::mode`, which
+    // DeepLift can rewrite); they stay so records saved before keep loading.
     pool: MaxPool2d,
     dense: Linear<B>,
     out: Linear<B>,
@@ -123,7 +126,7 @@ impl<B: Backend> CnnClassifier<B> {
     /// Logits for unit-space images; `train` turns dropout on (it only acts on an autodiff
     /// backend). Explainers differentiate through the model with dropout off.
     pub fn forward(&self, x: Tensor<B, 4>, train: bool) -> Tensor<B, 2> {
-        let x = self.relu.forward(self.hidden(x, train));
+        let x = relu(self.hidden(x, train));
         let x = if train {
             self.dense_dropout.forward(x)
         } else {
@@ -136,9 +139,9 @@ impl<B: Backend> CnnClassifier<B> {
     fn hidden(&self, x: Tensor<B, 4>, train: bool) -> Tensor<B, 2> {
         let drop = |d: &Dropout, t| if train { d.forward(t) } else { t };
         let x = x.sub_scalar(self.input_offset).mul_scalar(self.input_scale);
-        let x = self.pool.forward(self.relu.forward(self.conv1.forward(x)));
+        let x = max_pool2x2(relu(self.conv1.forward(x)));
         let x = drop(&self.conv_dropout, x);
-        let x = self.pool.forward(self.relu.forward(self.conv2.forward(x)));
+        let x = max_pool2x2(relu(self.conv2.forward(x)));
         let x: Tensor<B, 2> = drop(&self.conv_dropout, x).flatten(1, 3);
         self.dense.forward(x)
     }

@@ -26,6 +26,8 @@ pub enum ExplainError {
     Means(String),
     #[error("GL class prototypes: {0}")]
     Prototypes(String),
+    #[error("{method}: {what}")]
+    Attribution { method: String, what: String },
     #[error("{path}: {what}")]
     File { path: String, what: String },
 }

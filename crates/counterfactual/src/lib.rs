@@ -1,11 +1,13 @@
 //! Counterfactual explainers behind one [`Explainer`] trait: ECINN (closed-form, one forward and
 //! one inverse pass of a conditional INN) and the iterative baselines GB (Wachter et al.) and GL
-//! (Looveren & Klaise, prototype-guided) that explain a CNN.
+//! (Looveren & Klaise, prototype-guided) that explain a CNN; and heatmaps behind one
+//! [`attribution::Attribution`] trait: ECINNh and the gradient attributions it is compared with.
 //!
 //! Images are unit-space `[N, C, H, W]` tensors everywhere (see `cfx_classifiers`); a request is
 //! a batch of inputs plus a list of [`Query`]s, so one input can be sent to many targets without
 //! being processed twice.
 
+pub mod attribution;
 mod ecinn;
 mod error;
 mod explainer;

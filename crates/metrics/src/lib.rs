@@ -2,7 +2,7 @@
 //!
 //! Paper 4 (seed 004 ch. 4): TCV, EN, IM1, IM2, FID256, Oracle, LVS; C3LT (seed 003 §4.3):
 //! COUT, Prox, Val; diffeomorphic counterfactuals (seed 002): the nearest-neighbour target
-//! rate. Every metric reads a [`CounterfactualSet`] (inputs, counterfactuals and the explained
+//! rate; deletion and insertion scores of heatmaps ([`HeatmapMetric`]). Every metric reads a [`CounterfactualSet`] (inputs, counterfactuals and the explained
 //! model's classes, in unit space) and is aggregated by [`evaluate_all`] as Paper 4 does: mean
 //! with a 95 % interval, every metric but TCV and Val on valid counterfactuals only.
 //!
@@ -14,6 +14,7 @@ mod cout;
 mod distance;
 mod error;
 mod fid;
+mod heatmap;
 mod knn;
 mod metric;
 mod oracle;
@@ -29,9 +30,13 @@ pub use cout::{Cout, aupc};
 pub use distance::{ElasticNet, Proximity};
 pub use error::{MetricError, Result};
 pub use fid::Fid256;
+pub use heatmap::{
+    ColumnMass, Deletion, HeatmapMetric, HeatmapSet, Insertion, column_mass, evaluate_heatmaps,
+};
 pub use knn::NearestNeighbours;
 pub use metric::{
     Curve, Direction, EvalContext, Metric, MetricValue, Scope, Summary, evaluate_all, mean_ci,
+    summarise,
 };
 pub use oracle::{Lvs, Oracle, jensen_shannon};
 pub use set::CounterfactualSet;

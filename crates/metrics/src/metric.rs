@@ -117,34 +117,55 @@ pub fn evaluate_all<B: Backend>(
                 Scope::All => set,
                 Scope::Valid => &valid,
             };
-            let (mut mean, mut ci95, mut curves) = (None, None, vec![]);
-            if !scoped.is_empty() {
-                let scores = match m.evaluate(scoped, ctx)? {
-                    MetricValue::PerSample(v) => v,
-                    MetricValue::WithCurves(v, c) => {
-                        curves = c;
-                        v
-                    }
-                    MetricValue::Population(v) => {
-                        mean = Some(v);
-                        vec![]
-                    }
-                };
-                if let Some((m, c)) = mean_ci(&scores) {
-                    (mean, ci95) = (Some(m), Some(c));
-                }
-            }
-            Ok(Summary {
-                metric: m.name(),
-                direction: m.direction(),
-                scope: m.scope(),
-                n: scoped.len(),
-                mean,
-                ci95,
-                curves,
-            })
+            let value = if scoped.is_empty() {
+                None
+            } else {
+                Some(m.evaluate(scoped, ctx)?)
+            };
+            Ok(summarise(
+                m.name(),
+                m.direction(),
+                m.scope(),
+                scoped.len(),
+                value,
+            ))
         })
         .collect()
+}
+
+/// Aggregates one metric's value over `n` samples (`None`: no sample was in scope).
+pub fn summarise(
+    metric: String,
+    direction: Direction,
+    scope: Scope,
+    n: usize,
+    value: Option<MetricValue>,
+) -> Summary {
+    let (mut mean, mut ci95, mut curves) = (None, None, vec![]);
+    let scores = match value {
+        None => vec![],
+        Some(MetricValue::PerSample(v)) => v,
+        Some(MetricValue::WithCurves(v, c)) => {
+            curves = c;
+            v
+        }
+        Some(MetricValue::Population(v)) => {
+            mean = Some(v);
+            vec![]
+        }
+    };
+    if let Some((m, c)) = mean_ci(&scores) {
+        (mean, ci95) = (Some(m), Some(c));
+    }
+    Summary {
+        metric,
+        direction,
+        scope,
+        n,
+        mean,
+        ci95,
+        curves,
+    }
 }
 
 /// Runs `f` on the set's counterfactuals (or inputs) batch by batch and concatenates the rows

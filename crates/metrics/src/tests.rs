@@ -329,3 +329,63 @@ fn nearest_neighbours_count_target_labels_and_skip_the_own_input() {
         vec![50.0, 100.0]
     );
 }
+
+#[test]
+fn deletion_and_insertion_of_a_one_pixel_decision() {
+    // Class 1 holds exactly while the first pixel is on. A heatmap that ranks it first removes
+    // the evidence in step 1 of 4: deletion curve 1,0,0,0,0 (area ½/4), insertion 0,1,1,1,1
+    // (area 3½/4). Ranked last, the curves swap.
+    let set = |first: f32, last: f32| HeatmapSet {
+        shape: [1, 2, 2],
+        inputs: vec![1.0, 1.0, 1.0, 1.0],
+        maps: vec![first, 0.5, -0.4, last],
+        sources: vec![1],
+        targets: vec![0],
+    };
+    let c = ctx(&FirstPixel);
+    let (del, ins) = (
+        Deletion {
+            steps: 4,
+            fill: 0.0,
+        },
+        Insertion {
+            steps: 4,
+            fill: 0.0,
+        },
+    );
+    let score = |m: &dyn HeatmapMetric<TB>, s: &HeatmapSet| per_sample(m.evaluate(s, &c).unwrap());
+    // The sign does not matter, only the magnitude.
+    let good = set(-0.9, 0.1);
+    close(score(&del, &good)[0], 0.125, 1e-6);
+    close(score(&ins, &good)[0], 0.875, 1e-6);
+    let bad = set(0.0, 0.1);
+    close(score(&del, &bad)[0], 0.875, 1e-6);
+    close(score(&ins, &bad)[0], 0.125, 1e-6);
+    let summaries = evaluate_heatmaps::<TB>(&[Box::new(del), Box::new(ins)], &good, &c).unwrap();
+    assert_eq!(summaries[0].curves[0].values.len(), 5);
+    close(summaries[1].mean.unwrap(), 0.875, 1e-6);
+}
+
+#[test]
+fn column_mass_and_malformed_heatmaps() {
+    let c = ctx(&FirstPixel);
+    let set = HeatmapSet {
+        shape: [1, 2, 2],
+        inputs: vec![0.0; 8],
+        maps: vec![3.0, 1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        sources: vec![1, 0],
+        targets: vec![0, 1],
+    };
+    let v = per_sample(ColumnMass { column: 0 }.evaluate(&set, &c).unwrap());
+    close(v[0], 80.0, 1e-9);
+    close(v[1], 0.0, 1e-9);
+    assert!(HeatmapMetric::<TB>::evaluate(&ColumnMass { column: 2 }, &set, &c).is_err());
+    let mut broken = set.clone();
+    broken.maps[5] = f32::NAN;
+    let err = evaluate_heatmaps::<TB>(&[Box::new(ColumnMass { column: 0 })], &broken, &c)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sample 1"), "{err}");
+    broken.maps.pop();
+    assert!(broken.validate().is_err());
+}

@@ -9,9 +9,13 @@
 //! <out>/charts/cout-curves.png                  COUT's mean perturbation curves
 //! <out>/gallery.png                             inputs (top row), then each method's counterfactuals
 //! ```
+//!
+//! With `--heatmaps`, the heatmap methods are scored too (deletion, insertion; see
+//! `cfx_metrics::heatmap`) on the IB-INN and on the suite's CNN, in the same tables.
 
 pub mod cache;
 pub mod charts;
+mod heatmaps;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::{Classifier, IbInnClassifier, predictions};
-use cfx_counterfactual::{Alpha1Rule, AlphaChoice, Query};
+use cfx_counterfactual::{Alpha1Rule, AlphaChoice};
 use cfx_datasets::{DatasetKind, ImageSet, Split};
 use cfx_linalg::{FeatureStats, LinalgBackend};
 use cfx_metrics::{
@@ -30,8 +34,8 @@ use cfx_metrics::{
     evaluate_all,
 };
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::backend::{BackendJob, BackendKind};
@@ -62,6 +66,11 @@ pub struct EvaluateJob {
     pub knn: usize,
     pub gallery: usize,
     pub regenerate: bool,
+    /// Heatmap methods to score (none: skip).
+    pub heatmaps: Vec<crate::heatmaps::HeatmapMethod>,
+    /// Heatmaps on the first N test images.
+    pub heatmap_limit: usize,
+    pub shap_baselines: usize,
     pub out: PathBuf,
 }
 
@@ -91,8 +100,22 @@ pub struct EvaluationReport {
     pub backend: String,
     pub cout_steps: usize,
     pub methods: Vec<MethodResult>,
+    pub heatmaps: Vec<heatmaps::HeatmapResult>,
     pub total_seconds: f64,
     pub files: Vec<String>,
+}
+
+/// Images `rows` of flat unit-space `pixels` as a `[rows, C, H, W]` tensor.
+fn rows_tensor<B: Backend>(
+    pixels: &[f32],
+    rows: std::ops::Range<usize>,
+    [c, h, w]: [usize; 3],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let chw = c * h * w;
+    let n = rows.len();
+    let data = pixels[rows.start * chw..rows.end * chw].to_vec();
+    Tensor::from_data(TensorData::new(data, [n, c, h, w]), device)
 }
 
 fn unit_pixels(test: &ImageSet, n: usize) -> Vec<f32> {
@@ -167,8 +190,6 @@ impl EvaluateJob {
             .spec(method)?
             .build::<B>(dataset, self.data_dir.as_deref(), device)?;
         let shape = test.image_shape();
-        let [c, h, w] = shape;
-        let chw = c * h * w;
         let k = runner.classifier().n_classes();
         let pixels = unit_pixels(test, n);
         let mut set = CounterfactualSet {
@@ -191,25 +212,9 @@ impl EvaluateJob {
         let b = self.batch_size.max(1);
         for start in (0..n).step_by(b) {
             let end = (start + b).min(n);
-            let x = Tensor::<B::InnerBackend, 4>::from_data(
-                TensorData::new(
-                    pixels[start * chw..end * chw].to_vec(),
-                    [end - start, c, h, w],
-                ),
-                device,
-            );
+            let x = rows_tensor::<B::InnerBackend>(&pixels, start..end, shape, device);
             let predicted = predictions(runner.classifier().logits(x.clone()));
-            let queries: Vec<Query> = predicted
-                .iter()
-                .enumerate()
-                .map(|(i, &p)| {
-                    let t = rng.random_range(0..k - 1);
-                    Query {
-                        input: i,
-                        target: if t >= p { t + 1 } else { t },
-                    }
-                })
-                .collect();
+            let queries = crate::explain::random_queries(&mut rng, &predicted, k);
             let res = runner.run(x, &queries)?;
             seconds += res.seconds;
             let (_, _, px, probs, found) = &res.variants[0];
@@ -347,11 +352,11 @@ impl BackendJob for EvaluateJob {
         let manifest = SuiteManifest::read(&self.suite)?;
         let dataset = manifest.dataset;
         let range = manifest.range;
-        if self.methods.is_empty() {
-            bail!("--methods is empty");
+        if self.methods.is_empty() && self.heatmaps.is_empty() {
+            bail!("nothing to evaluate: --methods is empty and --heatmaps not given");
         }
         if let Some(ib) = &self.ibinn
-            && self.methods.contains(&Method::Ecinn)
+            && (self.methods.contains(&Method::Ecinn) || !self.heatmaps.is_empty())
         {
             crate::checkpoint::require_run_dir(ib)?;
             if let Some(d) = run_dataset(ib)
@@ -457,6 +462,11 @@ impl BackendJob for EvaluateJob {
             });
             sets.push((method, cached.set));
         }
+        let heatmaps = if self.heatmaps.is_empty() {
+            vec![]
+        } else {
+            self.heatmap_results::<B>(dataset, range, &test, &device)?
+        };
         let mut report = EvaluationReport {
             dataset: dataset.to_string(),
             range,
@@ -468,6 +478,7 @@ impl BackendJob for EvaluateJob {
             backend: backend.to_string(),
             cout_steps: self.cout_steps,
             methods: results,
+            heatmaps,
             total_seconds: 0.0,
             files: vec![],
         };

@@ -119,6 +119,9 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
             if m.from_cache { "yes" } else { "no" }
         )?;
     }
+    if !r.heatmaps.is_empty() {
+        heatmap_table(&mut md, r)?;
+    }
     crate::fsutil::write_atomic(&out.join("results.md"), md.as_bytes())?;
 
     let mut w = csv::Writer::from_writer(vec![]);
@@ -131,10 +134,20 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
         "mean",
         "ci95",
     ])?;
-    for m in &r.methods {
-        for s in &m.metrics {
+    let rows = r
+        .methods
+        .iter()
+        .map(|m| (format!("{:?}", m.method).to_lowercase(), &m.metrics))
+        .chain(r.heatmaps.iter().map(|h| {
+            (
+                format!("heatmap:{}:{}", h.model.to_lowercase(), h.method.name()),
+                &h.metrics,
+            )
+        }));
+    for (name, metrics) in rows {
+        for s in metrics {
             w.write_record([
-                format!("{:?}", m.method).to_lowercase(),
+                name.clone(),
                 s.metric.clone(),
                 format!("{:?}", s.direction).to_lowercase(),
                 format!("{:?}", s.scope).to_lowercase(),
@@ -149,6 +162,41 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
         &out.join("results.json"),
         serde_json::to_string_pretty(r)?.as_bytes(),
     )
+}
+
+/// Deletion / insertion (and label-column mass) per explained model and heatmap method.
+fn heatmap_table(md: &mut String, r: &EvaluationReport) -> std::fmt::Result {
+    let names: Vec<(String, String)> = r.heatmaps[0]
+        .metrics
+        .iter()
+        .map(|s| {
+            (
+                s.metric.clone(),
+                format!("{} {}", s.metric, s.direction.arrow()),
+            )
+        })
+        .collect();
+    writeln!(
+        md,
+        "\n## Heatmaps\n\nPixels ranked by |h| (summed over channels), removed to black (deletion) or \
+         inserted into black (insertion), 28 steps; area under the explained model's p(source). \
+         Gradient methods attribute logit_p − logit_q; ECINNh is x̂ − x.\n"
+    )?;
+    write!(md, "| model | method | n |")?;
+    for (_, h) in &names {
+        write!(md, " {h} |")?;
+    }
+    writeln!(md, " s per map |")?;
+    writeln!(md, "|---|---|---:|{}---:|", "---:|".repeat(names.len()))?;
+    for h in &r.heatmaps {
+        write!(md, "| {} | {} | {} |", h.model, h.method.name(), h.samples)?;
+        for (name, _) in &names {
+            let s = h.metrics.iter().find(|s| &s.metric == name);
+            write!(md, " {} |", s.map(cell).unwrap_or_else(|| "–".into()))?;
+        }
+        writeln!(md, " {:.5} |", h.seconds_per_map)?;
+    }
+    Ok(())
 }
 
 /// Bar charts per metric, COUT curves, and the gallery; returns the files written.

@@ -13,6 +13,9 @@ pub enum Cell {
     /// Signed values `x̂ − x`, drawn blue (negative) – white – red (positive), scaled by the
     /// figure's largest magnitude.
     Heat(Vec<f32>),
+    /// Signed values on their own colour scale (their largest magnitude), for grids that put
+    /// different methods side by side.
+    HeatOwn(Vec<f32>),
     Blank,
 }
 
@@ -50,6 +53,10 @@ impl Grid {
         for (r, row) in self.cells.iter().enumerate() {
             for (c, cell) in row.iter().enumerate() {
                 let (x0, y0) = (GAP + c * (cw + GAP), GAP + r * (ch + GAP));
+                let own = match cell {
+                    Cell::HeatOwn(v) => v.iter().map(|x| x.abs()).fold(1e-12, f32::max),
+                    _ => heat,
+                };
                 for py in 0..ch {
                     for px in 0..cw {
                         let i = (py / self.scale) * self.w + px / self.scale;
@@ -58,7 +65,7 @@ impl Grid {
                                 let g = (v[i].clamp(0.0, 1.0) * 255.0).round() as u8;
                                 Rgb([g, g, g])
                             }
-                            Cell::Heat(v) => diverging(v[i] / heat),
+                            Cell::Heat(v) | Cell::HeatOwn(v) => diverging(v[i] / own),
                             Cell::Blank => continue,
                         };
                         img.put_pixel((x0 + px) as u32, (y0 + py) as u32, colour);
@@ -135,5 +142,22 @@ mod tests {
             &Rgb([128, 128, 128]),
             "blank keeps the background"
         );
+    }
+
+    #[test]
+    fn own_scale_heat_cells_saturate_at_their_own_maximum() {
+        // A large shared-scale cell does not wash out a small own-scale one.
+        let g = Grid {
+            cells: vec![vec![
+                Cell::Heat(vec![10.0, 0.0, 0.0, 0.0]),
+                Cell::HeatOwn(vec![0.0, -0.01, 0.0, 0.0]),
+            ]],
+            h: 2,
+            w: 2,
+            scale: 1,
+        };
+        let img = g.render();
+        assert_eq!(img.get_pixel(2, 2), &Rgb([255, 0, 0]));
+        assert_eq!(img.get_pixel(2 + 2 + GAP as u32 + 1, 2), &Rgb([0, 0, 255]));
     }
 }

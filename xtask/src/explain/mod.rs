@@ -55,6 +55,24 @@ impl std::str::FromStr for TargetMode {
     }
 }
 
+/// A class drawn uniformly among the `k − 1` that are not `predicted` (Paper 4's protocol).
+pub fn random_target(rng: &mut impl Rng, predicted: usize, k: usize) -> usize {
+    let t = rng.random_range(0..k - 1);
+    if t >= predicted { t + 1 } else { t }
+}
+
+/// One random-target query per input of a batch.
+pub fn random_queries(rng: &mut impl Rng, predicted: &[usize], k: usize) -> Vec<Query> {
+    predicted
+        .iter()
+        .enumerate()
+        .map(|(input, &p)| Query {
+            input,
+            target: random_target(rng, p, k),
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct ExplainJob {
     pub method: Method,
@@ -214,10 +232,7 @@ impl BackendJob for ExplainJob {
                     TargetMode::All => (0..k).filter(|&t| t != p).for_each(&mut push),
                     TargetMode::Class(q) if q == p => skipped.push(chunk[i].source.clone()),
                     TargetMode::Class(q) => push(q),
-                    TargetMode::Random => {
-                        let t = rng.random_range(0..k - 1);
-                        push(if t >= p { t + 1 } else { t });
-                    }
+                    TargetMode::Random => push(random_target(&mut rng, p, k)),
                 }
             }
             if queries.is_empty() {

@@ -185,7 +185,7 @@ fn read_method_config<T: serde::de::DeserializeOwned + Default>(p: &Option<PathB
 }
 
 /// ECINN's class means, from the cache next to the model or computed over the training set.
-fn ecinn_means<I: Backend>(
+pub(crate) fn ecinn_means<I: Backend>(
     model: &IbInnClassifier<I>,
     run: &Path,
     dataset: DatasetKind,

@@ -37,11 +37,7 @@ fn split_scale_shift<B: Backend>(
     clamp: f64,
     pre: f64,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let s = a
-        .clone()
-        .narrow(1, 0, c)
-        .mul_scalar(pre)
-        .tanh()
-        .mul_scalar(clamp);
+    let s = a.clone().narrow(1, 0, c).mul_scalar(pre);
+    let s = crate::nn::mode::tanh(s).mul_scalar(clamp);
     (s, a.narrow(1, c, c))
 }

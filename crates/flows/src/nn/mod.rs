@@ -3,6 +3,7 @@
 mod batch_norm;
 mod dropout2d;
 mod init;
+pub mod mode;
 mod subnet;
 
 pub use batch_norm::{

@@ -3,8 +3,8 @@ use burn::nn::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
 };
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
+use super::mode::{batch_norm, dropout, relu};
 use super::{Dropout2d, kaiming_normal, torch_default_bias};
 
 /// IB-INN's coupling subnetwork (`basic_residual_block` / `strided_residual_block` in the
@@ -78,8 +78,8 @@ impl ConvSubnetConfig {
 impl<B: Backend> ConvSubnet<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = if self.relu_first { relu(x) } else { x };
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
-        let x = relu(self.bn2.forward(self.conv2.forward(x)));
+        let x = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
+        let x = relu(batch_norm(&self.bn2, self.conv2.forward(x)));
         self.conv3.forward(self.dropout.forward(x))
     }
 }
@@ -125,6 +125,6 @@ impl FcSubnetConfig {
 impl<B: Backend> FcSubnet<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         self.fc2
-            .forward(self.dropout.forward(relu(self.fc1.forward(x))))
+            .forward(dropout(&self.dropout, relu(self.fc1.forward(x))))
     }
 }

@@ -1,0 +1,236 @@
+//! How the networks' nonlinear and batch-dependent layers behave in the current forward pass.
+//!
+//! burn picks batch-norm statistics and dropout by backend: on an autodiff backend they act as
+//! in training. Attribution methods need gradients of the *trained* function (running
+//! statistics, no dropout), and DeepLift needs every nonlinearity to pass the rescale
+//! multiplier instead of its derivative. Threading a mode argument through every block and
+//! model signature would touch each `Flow` implementation for the sake of one caller, so the
+//! mode is a scoped, thread-local setting that only the layers in this module read. It is set
+//! by the guards [`inference`] and [`rescale_pairs`] and restored when they drop, also on
+//! unwinding.
+//!
+//! The networks that attribution methods explain (the IB-INN's subnets and soft clamps, the CNN
+//! classifier) route their ReLU, tanh, max-pooling, batch norm and dropout through the
+//! functions here, so both modes reach them.
+
+use std::cell::Cell;
+
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use burn::tensor::activation;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Mode {
+    inference: bool,
+    rescale: bool,
+}
+
+thread_local! {
+    static MODE: Cell<Mode> = const { Cell::new(Mode { inference: false, rescale: false }) };
+}
+
+fn mode() -> Mode {
+    MODE.with(Cell::get)
+}
+
+/// Restores the previous mode when dropped.
+#[must_use = "the mode holds only while the guard lives"]
+#[derive(Debug)]
+pub struct ModeGuard {
+    previous: Mode,
+}
+
+impl Drop for ModeGuard {
+    fn drop(&mut self) {
+        MODE.with(|m| m.set(self.previous));
+    }
+}
+
+fn set(f: impl FnOnce(&mut Mode)) -> ModeGuard {
+    let previous = mode();
+    let mut next = previous;
+    f(&mut next);
+    MODE.with(|m| m.set(next));
+    ModeGuard { previous }
+}
+
+/// Batch norm uses its running statistics and dropout is off, also on an autodiff backend.
+pub fn inference() -> ModeGuard {
+    set(|m| m.inference = true)
+}
+
+/// DeepLift's rescale rule (Shrikumar et al. 2017, §3.5.1), implies [`inference`].
+///
+/// The batch is the inputs followed by as many references, `[x; x₀]`. Each nonlinearity `f`
+/// returns `f(x)` for the input half, written as `f(x₀) + m·(x − x₀)` with the multiplier
+/// `m = (f(x) − f(x₀)) / (x − x₀)` held constant, so ordinary backpropagation carries `m`
+/// where the gradient would carry `f'(x)`; the reference half is passed through unchanged.
+/// Where `|x − x₀|` is below 1e-6 the derivative at `x` stands in for `m` (the limit).
+/// Products of two input-dependent terms (affine couplings) and the IB-INN's quadratic logits
+/// keep their ordinary gradient, as in Captum's DeepLift, which rewrites only nonlinearity
+/// modules.
+pub fn rescale_pairs() -> ModeGuard {
+    set(|m| {
+        m.inference = true;
+        m.rescale = true;
+    })
+}
+
+/// Whether batch-dependent layers act as at test time.
+pub fn is_inference<B: Backend>(device: &B::Device) -> bool {
+    mode().inference || !B::ad_enabled(device)
+}
+
+const RESCALE_EPS: f64 = 1e-6;
+
+/// Applies `f` with the rescale rule when [`rescale_pairs`] is active; `df` is its derivative.
+fn elementwise<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    f: impl Fn(Tensor<B, D>) -> Tensor<B, D>,
+    df: impl Fn(Tensor<B, D>) -> Tensor<B, D>,
+) -> Tensor<B, D> {
+    if !mode().rescale {
+        return f(x);
+    }
+    let n = x.dims()[0];
+    assert!(
+        n.is_multiple_of(2),
+        "DeepLift rescale mode needs a batch of inputs followed by as many references, got {n} rows"
+    );
+    let half = n / 2;
+    let a = x.clone().narrow(0, 0, half);
+    let r = x.narrow(0, half, half).detach();
+    let fa = f(a.clone()).detach();
+    let fr = f(r.clone()).detach();
+    let delta = a.clone() - r.clone();
+    let dd = delta.clone().detach();
+    let small = dd.clone().abs().lower_elem(RESCALE_EPS);
+    // A safe denominator where the difference vanishes; those entries take the derivative.
+    let safe = dd.mask_fill(small.clone(), 1.0);
+    let m = (fa - fr.clone())
+        .div(safe)
+        .mask_where(small, df(a.detach()));
+    let top = fr.clone() + m * delta;
+    Tensor::cat(vec![top, fr], 0)
+}
+
+pub fn relu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    elementwise(x, activation::relu, |a| a.greater_elem(0.0).float())
+}
+
+pub fn tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    elementwise(x, Tensor::tanh, |a| {
+        let t = a.tanh();
+        t.clone().mul(t).neg().add_scalar(1.0)
+    })
+}
+
+/// 2×2 max pooling with stride 2 (odd trailing rows and columns dropped, as the pooling layer
+/// does). In rescale mode the maximum is written as ReLUs, `max(a, b) = b + relu(a − b)`, so
+/// DeepLift's multipliers sum to the change of the pooled value exactly instead of routing
+/// everything through the arg-max.
+pub fn max_pool2x2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    let (ho, wo) = (h / 2, w / 2);
+    if !mode().rescale {
+        return burn::tensor::module::max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
+    }
+    let x = x
+        .narrow(2, 0, 2 * ho)
+        .narrow(3, 0, 2 * wo)
+        .reshape([n, c, ho, 2, wo, 2]);
+    let corner = |i: usize, j: usize| -> Tensor<B, 4> {
+        x.clone()
+            .narrow(3, i, 1)
+            .narrow(5, j, 1)
+            .reshape([n, c, ho, wo])
+    };
+    let max2 = |a: Tensor<B, 4>, b: Tensor<B, 4>| b.clone() + relu(a - b);
+    let top = max2(corner(0, 0), corner(0, 1));
+    let bottom = max2(corner(1, 0), corner(1, 1));
+    max2(top, bottom)
+}
+
+/// burn's batch norm, with running statistics when [`is_inference`] holds.
+pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    if !mode().inference {
+        return bn.forward(x);
+    }
+    let shape = [1, bn.gamma.dims()[0], 1, 1];
+    let mean = bn.running_mean.value().reshape(shape);
+    let std = bn
+        .running_var
+        .value()
+        .add_scalar(bn.epsilon)
+        .sqrt()
+        .reshape(shape);
+    (x - mean)
+        .div(std)
+        .mul(bn.gamma.val().reshape(shape))
+        .add(bn.beta.val().reshape(shape))
+}
+
+/// burn's dropout, off in [`inference`] mode.
+pub fn dropout<B: Backend, const D: usize>(d: &burn::nn::Dropout, x: Tensor<B, D>) -> Tensor<B, D> {
+    if mode().inference { x } else { d.forward(x) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Autodiff;
+    use burn_flex::Flex;
+
+    type TB = Autodiff<Flex>;
+
+    fn t<const D: usize>(v: &[f32], shape: [usize; D]) -> Tensor<TB, D> {
+        Tensor::<TB, 1>::from_floats(v, &Default::default()).reshape(shape)
+    }
+
+    #[test]
+    fn rescale_relu_keeps_values_and_passes_the_secant_slope() {
+        // inputs 2, -1, 0.5; references -2, -1, 1.
+        let x = t(&[2.0, -1.0, 0.5, -2.0, -1.0, 1.0], [6]).require_grad();
+        let y = {
+            let _g = rescale_pairs();
+            relu(x.clone())
+        };
+        let v = y.clone().into_data().to_vec::<f32>().unwrap();
+        assert_eq!(v, vec![2.0, 0.0, 0.5, 0.0, 0.0, 1.0]);
+        let g = y.narrow(0, 0, 3).sum().backward();
+        let grad = x.grad(&g).unwrap().into_data().to_vec::<f32>().unwrap();
+        // (2 − 0)/(2 + 2), derivative at −1 (equal to its reference), (0.5 − 1)/(0.5 − 1).
+        assert_eq!(&grad[..3], &[0.5, 0.0, 1.0]);
+        assert_eq!(&grad[3..], &[0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn modes_nest_and_restore() {
+        assert!(!mode().inference);
+        {
+            let _a = inference();
+            {
+                let _b = rescale_pairs();
+                assert!(mode().rescale);
+            }
+            assert!(mode().inference && !mode().rescale);
+        }
+        assert!(!mode().inference && !mode().rescale);
+    }
+
+    #[test]
+    fn pooling_as_relus_matches_max_pooling() {
+        let v: Vec<f32> = (0..2 * 5 * 5)
+            .map(|i| ((i * 37) % 23) as f32 - 11.0)
+            .collect();
+        let x = t(&v, [2, 1, 5, 5]);
+        let plain = max_pool2x2(x.clone().narrow(0, 0, 1));
+        let paired = {
+            let _g = rescale_pairs();
+            max_pool2x2(x)
+        };
+        let a = plain.into_data().to_vec::<f32>().unwrap();
+        let b = paired.narrow(0, 0, 1).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(a, b);
+    }
+}
