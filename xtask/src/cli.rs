@@ -38,7 +38,8 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct EvaluateArgs {
-    /// Methods to run and score: ecinn, gb, gl.
+    /// Methods to run and score: ecinn, gb, gl, diffeo (ascent in the --ibinn flow's latent
+    /// space, explaining the suite's CNN), pixel.
     #[arg(long, value_delimiter = ',', default_value = "ecinn,gb,gl")]
     pub methods: Vec<crate::explain::Method>,
     /// The evaluation models (`cargo xtask train eval-suite`); its dataset and range are used.
@@ -66,6 +67,9 @@ pub struct EvaluateArgs {
     /// GL settings as TOML (fields of GlConfig).
     #[arg(long)]
     pub gl_config: Option<PathBuf>,
+    /// diffeo and pixel settings as TOML (fields of DiffeoConfig).
+    #[arg(long)]
+    pub diffeo_config: Option<PathBuf>,
     /// COUT's insertion steps T.
     #[arg(long, default_value_t = 20)]
     pub cout_steps: usize,
@@ -109,6 +113,7 @@ impl EvaluateArgs {
             batch_size: self.batch_size,
             gb_config: self.gb_config.clone(),
             gl_config: self.gl_config.clone(),
+            diffeo_config: self.diffeo_config.clone(),
             cout_steps: self.cout_steps,
             knn: self.knn,
             gallery: self.gallery,
@@ -247,7 +252,8 @@ pub struct AuxArgs {
 #[derive(Args, Debug, Clone)]
 #[command(group(clap::ArgGroup::new("inputs").required(true).args(["index", "class", "png", "all_test"])))]
 pub struct ExplainArgs {
-    /// A counterfactual method: ecinn (IB-INN model), gb or gl (CNN model); or a list of
+    /// A counterfactual method: ecinn (IB-INN model), gb, gl, diffeo (with --flow) or pixel (CNN
+    /// model); or a list of
     /// heatmap methods (ecinnh, saliency, intgrad, gradshap, deeplift, deepliftshap) for one
     /// grid, inputs × methods (ecinnh needs an IB-INN; the others explain either model).
     #[arg(long, value_delimiter = ',', required = true)]
@@ -258,6 +264,9 @@ pub struct ExplainArgs {
     /// GL's autoencoder: runs/<name> of `train autoencoder`.
     #[arg(long)]
     pub autoencoder: Option<PathBuf>,
+    /// diffeo's flow: runs/<name> of `train ib-inn` (the model is the CNN it explains).
+    #[arg(long)]
+    pub flow: Option<PathBuf>,
     /// [default: the dataset the model was trained on]
     #[arg(long, value_parser = parse_dataset)]
     pub dataset: Option<DatasetKind>,
@@ -292,7 +301,7 @@ pub struct ExplainArgs {
     /// ECINN: also write α transition strips at α0 + t(1 − α0) for these t.
     #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "0,0.2,0.4,0.6,0.8,1.0,1.2,1.4")]
     pub strip: Option<Vec<f64>>,
-    /// GB/GL settings as TOML (fields of GbConfig / GlConfig; defaults are alibi's).
+    /// GB/GL/diffeo settings as TOML (fields of GbConfig / GlConfig / DiffeoConfig).
     #[arg(long)]
     pub method_config: Option<PathBuf>,
     /// GradSHAP / DeepLiftSHAP: this many random training images as baselines.
@@ -412,6 +421,7 @@ impl ExplainArgs {
             method,
             model: self.model.clone(),
             autoencoder: self.autoencoder.clone(),
+            flow: self.flow.clone(),
             dataset: self.dataset,
             data_dir: self.data_dir.clone(),
             selection,

@@ -39,6 +39,7 @@ fn job(suite: &Path, ibinn: &Path, out: &Path) -> EvaluateJob {
         batch_size: 4,
         gb_config: None,
         gl_config: None,
+        diffeo_config: None,
         cout_steps: 5,
         knn: 3,
         gallery: 4,

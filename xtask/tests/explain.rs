@@ -65,6 +65,7 @@ fn job(method: Method, model: &Path, selection: Selection, out: PathBuf) -> Expl
         method,
         model: model.to_path_buf(),
         autoencoder: None,
+        flow: None,
         dataset: None,
         data_dir: None,
         selection,
@@ -196,8 +197,20 @@ fn gb_and_gl_explain_a_tiny_cnn() {
         .to_string();
     assert!(missing.contains("--autoencoder"), "{missing}");
     j.autoencoder = Some(ae);
-    let r = run_on(BackendKind::Flex, j).unwrap();
+    let r = run_on(BackendKind::Flex, j.clone()).unwrap();
     assert_eq!(r.queries, 1);
+
+    // Pixel-space ascent on the same CNN; latent ascent needs a flow.
+    let fast_ascent = dir.path().join("fast-ascent.toml");
+    std::fs::write(&fast_ascent, "max_steps = 30\nthreshold = 0.9\n").unwrap();
+    j.method = Method::Pixel;
+    j.method_config = Some(fast_ascent);
+    j.out = dir.path().join("pixel");
+    let r = run_on(BackendKind::Flex, j.clone()).unwrap();
+    assert_eq!((r.queries, r.variants.len()), (1, 1));
+    j.method = Method::Diffeo;
+    let e = format!("{:#}", run_on(BackendKind::Flex, j).unwrap_err());
+    assert!(e.contains("diffeo needs --flow"), "{e}");
 }
 
 #[test]

@@ -27,7 +27,8 @@ pub enum ExplainError {
     #[error("GL class prototypes: {0}")]
     Prototypes(String),
     #[error("{method}: {what}")]
-    Attribution { method: String, what: String },
+    /// A method's settings or inputs that do not fit (baselines, thresholds).
+    Method { method: String, what: String },
     #[error("{path}: {what}")]
     File { path: String, what: String },
 }

@@ -1,6 +1,7 @@
 //! Counterfactual explainers behind one [`Explainer`] trait: ECINN (closed-form, one forward and
 //! one inverse pass of a conditional INN) and the iterative baselines GB (Wachter et al.) and GL
-//! (Looveren & Klaise, prototype-guided) that explain a CNN; and heatmaps behind one
+//! (Looveren & Klaise, prototype-guided) that explain a CNN, and gradient ascent in a flow's latent
+//! space (diffeomorphic counterfactuals) or on the pixels; and heatmaps behind one
 //! [`attribution::Attribution`] trait: ECINNh and the gradient attributions it is compared with.
 //!
 //! Images are unit-space `[N, C, H, W]` tensors everywhere (see `cfx_classifiers`); a request is
@@ -8,6 +9,7 @@
 //! being processed twice.
 
 pub mod attribution;
+mod diffeo;
 mod ecinn;
 mod error;
 mod explainer;
@@ -18,6 +20,7 @@ mod input_optim;
 #[cfg(test)]
 mod baseline_tests;
 
+pub use diffeo::{AscentOutput, AscentSpace, Diffeo, DiffeoConfig};
 pub use ecinn::{
     Alpha1Rule, AlphaChoice, ClassMeans, ClassMeansBuilder, Ecinn, EcinnOutput, MeansCacheKey,
     alpha0, alpha1,

@@ -62,6 +62,7 @@ pub struct EvaluateJob {
     pub batch_size: usize,
     pub gb_config: Option<PathBuf>,
     pub gl_config: Option<PathBuf>,
+    pub diffeo_config: Option<PathBuf>,
     pub cout_steps: usize,
     pub knn: usize,
     pub gallery: usize,
@@ -131,14 +132,18 @@ impl EvaluateJob {
                 .ibinn
                 .clone()
                 .context("ecinn needs --ibinn runs/<name> (a `cargo xtask train ib-inn` run)"),
-            Method::Gb | Method::Gl => Ok(self.suite.join("classifier")),
+            Method::Gb | Method::Gl | Method::Diffeo | Method::Pixel => {
+                Ok(self.suite.join("classifier"))
+            }
         }
     }
 
     fn sample_count(&self, method: Method, test_len: usize) -> usize {
         let n = match method {
             Method::Ecinn => self.limit,
-            Method::Gb | Method::Gl => self.slow_limit.unwrap_or(self.limit).min(self.limit),
+            Method::Gb | Method::Gl | Method::Diffeo | Method::Pixel => {
+                self.slow_limit.unwrap_or(self.limit).min(self.limit)
+            }
         };
         n.min(test_len)
     }
@@ -148,9 +153,18 @@ impl EvaluateJob {
             method,
             model: self.explained_model(method)?,
             autoencoder: (method == Method::Gl).then(|| self.suite.join("ae-gl")),
+            flow: match method {
+                Method::Diffeo => Some(
+                    self.ibinn
+                        .clone()
+                        .context("diffeo needs --ibinn runs/<name>: the flow it ascends in")?,
+                ),
+                _ => None,
+            },
             method_config: match method {
                 Method::Gb => self.gb_config.clone(),
                 Method::Gl => self.gl_config.clone(),
+                Method::Diffeo | Method::Pixel => self.diffeo_config.clone(),
                 Method::Ecinn => None,
             },
             // Paper 4 uses only the convincing counterfactual (L5375-5393).
@@ -164,6 +178,9 @@ impl EvaluateJob {
         let mut files = vec![spec.model.join("model.mpk")];
         if let Some(ae) = &spec.autoencoder {
             files.push(ae.join("model.mpk"));
+        }
+        if let Some(flow) = &spec.flow {
+            files.push(flow.join("model.mpk"));
         }
         if let Some(c) = &spec.method_config {
             files.push(c.clone());
@@ -356,7 +373,9 @@ impl BackendJob for EvaluateJob {
             bail!("nothing to evaluate: --methods is empty and --heatmaps not given");
         }
         if let Some(ib) = &self.ibinn
-            && (self.methods.contains(&Method::Ecinn) || !self.heatmaps.is_empty())
+            && (self.methods.contains(&Method::Ecinn)
+                || self.methods.contains(&Method::Diffeo)
+                || !self.heatmaps.is_empty())
         {
             crate::checkpoint::require_run_dir(ib)?;
             if let Some(d) = run_dataset(ib)
@@ -437,7 +456,9 @@ impl BackendJob for EvaluateJob {
                 Method::Ecinn => Box::new(IbInnClassifier::new(load_trained::<I<B>>(
                     &model_dir, &device,
                 )?)),
-                Method::Gb | Method::Gl => Box::new(load_classifier::<I<B>>(&model_dir, &device)?),
+                Method::Gb | Method::Gl | Method::Diffeo | Method::Pixel => {
+                    Box::new(load_classifier::<I<B>>(&model_dir, &device)?)
+                }
             };
             let ctx = EvalContext {
                 classifier: classifier.as_ref(),

@@ -16,6 +16,8 @@ fn method_name(m: Method) -> String {
         Method::Ecinn => "GEN (ECINN)".into(),
         Method::Gb => "GB".into(),
         Method::Gl => "GL".into(),
+        Method::Diffeo => "Diffeo (latent ascent)".into(),
+        Method::Pixel => "Pixel ascent".into(),
     }
 }
 

@@ -31,6 +31,10 @@ pub enum Method {
     Ecinn,
     Gb,
     Gl,
+    /// Gradient ascent in a flow's latent space (diffeomorphic counterfactuals), explaining a CNN.
+    Diffeo,
+    /// The same ascent on the pixels (the adversarial baseline).
+    Pixel,
 }
 
 /// Which classes to send each input to.
@@ -78,6 +82,8 @@ pub struct ExplainJob {
     pub method: Method,
     pub model: PathBuf,
     pub autoencoder: Option<PathBuf>,
+    /// The flow `diffeo` ascends in (an IB-INN run).
+    pub flow: Option<PathBuf>,
     pub dataset: Option<DatasetKind>,
     pub data_dir: Option<PathBuf>,
     pub selection: Selection,
@@ -169,6 +175,7 @@ impl BackendJob for ExplainJob {
             method: self.method,
             model: self.model.clone(),
             autoencoder: self.autoencoder.clone(),
+            flow: self.flow.clone(),
             method_config: self.method_config.clone(),
             alphas: self.alphas.clone(),
         }

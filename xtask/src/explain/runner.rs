@@ -8,8 +8,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::{Classifier, IbInnClassifier};
 use cfx_counterfactual::{
-    AlphaChoice, ClassMeans, ClassMeansBuilder, Ecinn, Explainer, Gb, GbConfig, Gl, GlConfig,
-    MeansCacheKey, Query, class_prototypes,
+    AlphaChoice, AscentSpace, ClassMeans, ClassMeansBuilder, Diffeo, DiffeoConfig, Ecinn,
+    Explainer, Gb, GbConfig, Gl, GlConfig, MeansCacheKey, Query, class_prototypes,
 };
 use cfx_datasets::{Augmentation, DatasetKind, Split, eval_batches, ordered_batches};
 
@@ -25,6 +25,8 @@ pub struct RunnerSpec {
     pub model: PathBuf,
     /// GL's autoencoder run.
     pub autoencoder: Option<PathBuf>,
+    /// The flow (IB-INN run) `diffeo` ascends in.
+    pub flow: Option<PathBuf>,
     /// GB/GL settings as TOML.
     pub method_config: Option<PathBuf>,
     /// ECINN: the α of each variant.
@@ -50,6 +52,30 @@ impl RunnerSpec {
                 let cfg: GbConfig = read_method_config(&self.method_config)?;
                 let cnn = load_classifier::<B>(&self.model, &device)?;
                 Runner::Iterative(Box::new(Gb::new(cnn, cfg)))
+            }
+            Method::Diffeo | Method::Pixel => {
+                let cfg: DiffeoConfig = read_method_config(&self.method_config)?;
+                let cnn = load_classifier::<B>(&self.model, &device)?;
+                let (space, flow) = if self.method == Method::Diffeo {
+                    let Some(flow_dir) = &self.flow else {
+                        bail!("diffeo needs --flow runs/<name> (a `cargo xtask train ib-inn` run)");
+                    };
+                    let flow: Box<dyn cfx_flows::Flow<B>> =
+                        Box::new(load_trained::<B>(flow_dir, &device)?);
+                    (AscentSpace::Latent, Some(flow))
+                } else {
+                    (AscentSpace::Pixel, None)
+                };
+                use burn::module::AutodiffModule;
+                let inner = Box::new(cnn.valid());
+                Runner::Iterative(Box::new(Diffeo::new(
+                    flow,
+                    Augmentation::IBINN_EVAL,
+                    Box::new(cnn),
+                    inner,
+                    space,
+                    cfg,
+                )?))
             }
             Method::Gl => {
                 let cfg: GlConfig = read_method_config(&self.method_config)?;

@@ -120,7 +120,7 @@ impl<A: AutodiffBackend> GradientAttribution<A> {
     }
 
     fn error(&self, what: String) -> ExplainError {
-        ExplainError::Attribution {
+        ExplainError::Method {
             method: self.method.name().into(),
             what,
         }

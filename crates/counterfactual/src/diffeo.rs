@@ -1,0 +1,444 @@
+//! Diffeomorphic counterfactuals (Dombrowski et al., seed 002 §3): gradient ascent on the
+//! classifier's target probability in the latent space of an invertible generative model,
+//! `z ← Adam(z, ∇_z log p(q | g(z)))` with `x = g(z)`, and the same loop on the pixels
+//! (the seed's "adversarial" baseline), which leaves the data manifold.
+//!
+//! Following the reference (`counterfactuals/adv.py::adv_attack`): Adam on `z`, the decoded
+//! image clipped to `[0, 1]`, cross-entropy to the target, and each sample stops once its target
+//! probability reaches `Λ` (`save_at`, 0.99) or after `max_steps`. The seed's MNIST/RealNVP run
+//! uses `lr = 5e-2` and up to 2 000 steps (seed 002 App. C), which are the defaults here.
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::AutodiffBackend;
+use cfx_classifiers::Classifier;
+use cfx_datasets::Augmentation;
+use cfx_flows::Flow;
+use cfx_flows::nn::mode;
+use serde::{Deserialize, Serialize};
+
+use crate::explainer::{iterative_explanation, predict_checked, query_index, timed};
+use crate::input_optim::{InputAdam, mask};
+use crate::{ExplainError, Explainer, Explanation, Query};
+
+/// Where the ascent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AscentSpace {
+    /// In the flow's latent space: the diffeomorphic counterfactual.
+    Latent,
+    /// On the pixels: the adversarial baseline.
+    Pixel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiffeoConfig {
+    /// Stop a sample once `p(target | x)` reaches this (`Λ`).
+    pub threshold: f64,
+    pub max_steps: usize,
+    pub learning_rate: f64,
+}
+
+impl Default for DiffeoConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 0.99,
+            max_steps: 2000,
+            learning_rate: 5e-2,
+        }
+    }
+}
+
+impl DiffeoConfig {
+    pub fn validate(&self) -> Result<(), ExplainError> {
+        let bad = |what: String| {
+            Err(ExplainError::Method {
+                method: "diffeo".into(),
+                what,
+            })
+        };
+        if !(0.0..1.0).contains(&self.threshold) || self.threshold == 0.0 {
+            return bad(format!("threshold {} must lie in (0, 1)", self.threshold));
+        }
+        let positive = self.learning_rate.is_finite() && self.learning_rate > 0.0;
+        if self.max_steps == 0 || !positive {
+            return bad(format!(
+                "max_steps {} and learning_rate {} must be positive",
+                self.max_steps, self.learning_rate
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The ascent's record beside the counterfactuals, per query.
+#[derive(Debug, Clone)]
+pub struct AscentOutput<B: Backend> {
+    pub explanation: Explanation<B>,
+    /// Steps taken until `Λ` was reached (`max_steps` where it was not).
+    pub steps: Vec<usize>,
+    /// `Σ_t ‖x_{t+1} − x_t‖₂` along the path, in unit pixel space.
+    pub path_length: Vec<f64>,
+}
+
+/// Gradient ascent towards a class, in a flow's latent space or on the pixels, explaining any
+/// differentiable classifier. Both models are given on the autodiff backend `A`; images come in
+/// and go out on its inner backend, in unit space.
+pub struct Diffeo<A: AutodiffBackend> {
+    /// Needed for [`AscentSpace::Latent`] only.
+    flow: Option<Box<dyn Flow<A>>>,
+    /// Unit space → the flow's input: `(x − offset)·scale`.
+    flow_input: Augmentation,
+    classifier: Box<dyn Classifier<A>>,
+    inner: Box<dyn Classifier<A::InnerBackend>>,
+    pub space: AscentSpace,
+    pub config: DiffeoConfig,
+}
+
+impl<A: AutodiffBackend> Diffeo<A> {
+    pub fn new(
+        flow: Option<Box<dyn Flow<A>>>,
+        flow_input: Augmentation,
+        classifier: Box<dyn Classifier<A>>,
+        inner: Box<dyn Classifier<A::InnerBackend>>,
+        space: AscentSpace,
+        config: DiffeoConfig,
+    ) -> Result<Self, ExplainError> {
+        config.validate()?;
+        if space == AscentSpace::Latent && flow.is_none() {
+            return Err(ExplainError::Method {
+                method: "diffeo".into(),
+                what: "latent-space ascent needs a flow".into(),
+            });
+        }
+        Ok(Self {
+            flow,
+            flow_input,
+            classifier,
+            inner,
+            space,
+            config,
+        })
+    }
+
+    fn flow(&self) -> &dyn Flow<A> {
+        self.flow
+            .as_deref()
+            .expect("checked in new: latent ascent has a flow")
+    }
+
+    /// The unit-space image of an ascent state (a latent for `Latent`, pixels for `Pixel`),
+    /// clipped to `[0, 1]` as the reference does.
+    fn image(&self, state: Tensor<A, 4>) -> Tensor<A, 4> {
+        let m = self.flow_input;
+        let x = match self.space {
+            AscentSpace::Latent => {
+                let _mode = mode::inference();
+                self.flow()
+                    .inverse(state)
+                    .div_scalar(m.scale)
+                    .add_scalar(m.offset)
+            }
+            AscentSpace::Pixel => state,
+        };
+        x.clamp(0.0, 1.0)
+    }
+
+    /// Counterfactuals plus the number of steps and the path length of every query.
+    pub fn ascend(
+        &self,
+        x: Tensor<A::InnerBackend, 4>,
+        queries: &[Query],
+    ) -> Result<AscentOutput<A::InnerBackend>, ExplainError> {
+        let predicted = predict_checked(self.inner.as_ref(), &x, queries)?;
+        let device = x.device();
+        let q = queries.len();
+        let ((cf, steps, path), seconds) = timed::<A::InnerBackend, _>(&device, || {
+            let x0 = x.select(0, query_index(queries, &device, |q| q.input));
+            let targets = query_index::<A>(queries, &device, |q| q.target).reshape([q, 1]);
+            let mut state = match self.space {
+                AscentSpace::Latent => {
+                    let m = self.flow_input;
+                    let _mode = mode::inference();
+                    let input = Tensor::<A, 4>::from_inner(x0.clone())
+                        .sub_scalar(m.offset)
+                        .mul_scalar(m.scale);
+                    self.flow().forward(input).0.inner()
+                }
+                AscentSpace::Pixel => x0.clone(),
+            };
+            let mut adam = InputAdam::new(&state);
+            let mut active = vec![true; q];
+            let mut steps = vec![self.config.max_steps; q];
+            let mut path = vec![0.0f64; q];
+            let mut previous: Option<Tensor<A::InnerBackend, 4>> = None;
+            for step in 0..=self.config.max_steps {
+                let s = Tensor::<A, 4>::from_inner(state.clone()).require_grad();
+                let image = self.image(s.clone());
+                let logits = {
+                    let _mode = mode::inference();
+                    self.classifier.logits(image.clone())
+                };
+                let log_p = log_softmax(logits, 1).gather(1, targets.clone());
+                let p: Vec<f64> = log_p
+                    .clone()
+                    .inner()
+                    .exp()
+                    .into_data()
+                    .convert::<f64>()
+                    .into_vec()
+                    .unwrap_or_default();
+                let now = image.inner();
+                if let Some(prev) = previous.take() {
+                    let d: Vec<f64> = (now.clone() - prev)
+                        .square()
+                        .reshape([q as i32, -1])
+                        .sum_dim(1)
+                        .sqrt()
+                        .into_data()
+                        .convert::<f64>()
+                        .into_vec()
+                        .unwrap_or_default();
+                    for i in (0..q).filter(|&i| active[i]) {
+                        path[i] += d[i];
+                    }
+                }
+                for i in 0..q {
+                    if active[i] && p[i] >= self.config.threshold {
+                        active[i] = false;
+                        steps[i] = step;
+                    }
+                }
+                if step == self.config.max_steps || !active.contains(&true) {
+                    return (now, steps, path);
+                }
+                previous = Some(now);
+                let grads = log_p.sum().neg().backward();
+                let g = s.grad(&grads).unwrap_or_else(|| state.zeros_like());
+                state = adam.step(state, g, self.config.learning_rate, mask(&active, &device));
+            }
+            unreachable!("the loop returns at its last step")
+        });
+        let found = steps
+            .iter()
+            .map(|&s| s < self.config.max_steps)
+            .collect::<Vec<_>>();
+        // A sample that reaches Λ exactly at the last step counts as found too.
+        let mut explanation =
+            iterative_explanation(self.inner.as_ref(), cf, predicted, found, seconds);
+        let probs = explanation.probabilities.clone();
+        let p_target: Vec<f64> = probs
+            .gather(
+                1,
+                query_index::<A::InnerBackend>(queries, &device, |q| q.target).reshape([q, 1]),
+            )
+            .into_data()
+            .convert::<f64>()
+            .into_vec()
+            .unwrap_or_default();
+        for (f, p) in explanation.found.iter_mut().zip(p_target) {
+            *f = *f || p >= self.config.threshold;
+        }
+        Ok(AscentOutput {
+            explanation,
+            steps,
+            path_length: path,
+        })
+    }
+}
+
+impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Diffeo<A> {
+    fn name(&self) -> String {
+        match self.space {
+            AscentSpace::Latent => "diffeo".into(),
+            AscentSpace::Pixel => "pixel".into(),
+        }
+    }
+
+    fn classifier(&self) -> &dyn Classifier<A::InnerBackend> {
+        self.inner.as_ref()
+    }
+
+    fn explain(
+        &self,
+        x: Tensor<A::InnerBackend, 4>,
+        queries: &[Query],
+    ) -> Result<Explanation<A::InnerBackend>, ExplainError> {
+        Ok(self.ascend(x, queries)?.explanation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::AutodiffModule;
+    use burn::tensor::Distribution;
+    use cfx_classifiers::{CnnClassifier, CnnClassifierConfig, IbInnClassifier};
+    use cfx_flows::ibinn::{IbInn, IbInnConfig};
+
+    use super::*;
+    use crate::test_util::{TAd, TB, seeded};
+
+    /// Models whose lazily initialised weights are fixed by one inference pass before copying.
+    fn models() -> (IbInn<TAd>, CnnClassifier<TAd>) {
+        seeded(21, || {
+            let _m = mode::inference();
+            let flow = IbInnConfig::tiny().init::<TAd>(&Default::default());
+            let cnn = CnnClassifierConfig::tiny().init::<TAd>(&Default::default());
+            let x = Tensor::<TAd, 4>::zeros([1, 1, 28, 28], &Default::default());
+            let _ = flow.forward(x.clone());
+            let _ = cnn.logits(x);
+            (flow, cnn)
+        })
+    }
+
+    fn diffeo(space: AscentSpace, config: DiffeoConfig) -> Diffeo<TAd> {
+        let (flow, cnn) = models();
+        Diffeo::new(
+            Some(Box::new(flow)),
+            Augmentation::IBINN_EVAL,
+            Box::new(cnn.clone()),
+            Box::new(cnn.valid()),
+            space,
+            config,
+        )
+        .unwrap()
+    }
+
+    fn images(n: usize) -> Tensor<TB, 4> {
+        seeded(22, || {
+            Tensor::random(
+                [n, 1, 28, 28],
+                Distribution::Uniform(0.0, 1.0),
+                &Default::default(),
+            )
+        })
+    }
+
+    /// Each input towards its runner-up class.
+    fn runner_up(d: &Diffeo<TAd>, x: &Tensor<TB, 4>) -> Vec<Query> {
+        let logits = d.classifier().logits(x.clone());
+        let k = d.classifier().n_classes();
+        let l = logits.into_data().to_vec::<f32>().unwrap();
+        (0..x.dims()[0])
+            .map(|i| {
+                let row = &l[i * k..(i + 1) * k];
+                let mut order: Vec<usize> = (0..k).collect();
+                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                Query {
+                    input: i,
+                    target: order[1],
+                }
+            })
+            .collect()
+    }
+
+    fn config() -> DiffeoConfig {
+        DiffeoConfig {
+            threshold: 0.5,
+            max_steps: 300,
+            learning_rate: 5e-3,
+        }
+    }
+
+    #[test]
+    fn latent_and_pixel_ascent_reach_the_threshold_and_stop_there() {
+        for space in [AscentSpace::Latent, AscentSpace::Pixel] {
+            let d = diffeo(space, config());
+            let x = images(3);
+            let queries = runner_up(&d, &x);
+            let out = d.ascend(x.clone(), &queries).unwrap();
+            let e = &out.explanation;
+            let p = e.probabilities.clone().into_data().to_vec::<f32>().unwrap();
+            for (i, q) in queries.iter().enumerate() {
+                assert!(
+                    e.found[i],
+                    "{space:?}: query {i} not found in {} steps",
+                    out.steps[i]
+                );
+                assert!(out.steps[i] >= 1 && out.steps[i] < 300, "{:?}", out.steps);
+                assert!(
+                    p[i * 10 + q.target] >= 0.5,
+                    "{space:?}: p {}",
+                    p[i * 10 + q.target]
+                );
+                assert!(out.path_length[i] > 0.0);
+            }
+            let cf = e.counterfactuals.clone();
+            assert!(cf.clone().min().into_scalar() >= 0.0 && cf.max().into_scalar() <= 1.0);
+
+            // A sample stops where it reached Λ: alone it ends at the same image and step.
+            let alone = d
+                .ascend(
+                    x.slice(1..2),
+                    &[Query {
+                        input: 0,
+                        target: queries[1].target,
+                    }],
+                )
+                .unwrap();
+            assert_eq!(alone.steps[0], out.steps[1]);
+            // Adam normalises each coordinate, so a gradient at rounding level still moves a
+            // pixel by ±lr: batched and single agree on average, not bit for bit.
+            let diff = (alone.explanation.counterfactuals - e.counterfactuals.clone().slice(1..2))
+                .abs()
+                .mean()
+                .into_scalar();
+            assert!(
+                diff < 1e-3,
+                "{space:?}: batched and single differ by {diff} on average"
+            );
+        }
+    }
+
+    #[test]
+    fn the_ibinn_posterior_is_a_classifier_too_and_settings_are_checked() {
+        let (flow, _) = models();
+        let d = Diffeo::new(
+            Some(Box::new(flow.clone())),
+            Augmentation::IBINN_EVAL,
+            Box::new(IbInnClassifier::new(flow.clone())),
+            Box::new(IbInnClassifier::new(flow.valid())),
+            AscentSpace::Latent,
+            DiffeoConfig {
+                max_steps: 5,
+                ..config()
+            },
+        )
+        .unwrap();
+        let x = images(2);
+        let queries = runner_up(&d, &x);
+        let out = d.ascend(x, &queries).unwrap();
+        assert_eq!(out.explanation.len(), 2);
+        assert!(out.steps.iter().all(|&s| s <= 5));
+        assert_eq!(d.name(), "diffeo");
+
+        let (flow, cnn) = models();
+        let no_flow = Diffeo::new(
+            None,
+            Augmentation::IBINN_EVAL,
+            Box::new(cnn.clone()),
+            Box::new(cnn.valid()),
+            AscentSpace::Latent,
+            config(),
+        );
+        let e = no_flow
+            .err()
+            .expect("latent ascent needs a flow")
+            .to_string();
+        assert!(e.contains("needs a flow"), "{e}");
+        let bad = Diffeo::new(
+            Some(Box::new(flow)),
+            Augmentation::IBINN_EVAL,
+            Box::new(cnn.clone()),
+            Box::new(cnn.valid()),
+            AscentSpace::Pixel,
+            DiffeoConfig {
+                threshold: 1.5,
+                ..config()
+            },
+        );
+        let e = bad.err().expect("threshold 1.5 is refused").to_string();
+        assert!(e.contains("threshold 1.5"), "{e}");
+    }
+}
