@@ -34,6 +34,43 @@ pub enum Command {
     /// Measure speed (numbers for docs/results.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Singular values of a flow's generator Jacobian at test images (tangent-space check).
+    Tangent(TangentArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TangentArgs {
+    /// The flow: runs/<name> of `train ib-inn`.
+    #[arg(long)]
+    pub flow: PathBuf,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The first N test images.
+    #[arg(long, default_value_t = 20)]
+    pub count: usize,
+    /// Copies of z per backward pass (memory against speed).
+    #[arg(long, default_value_t = 256)]
+    pub rows: usize,
+    /// Output folder [default: <flow>/tangent].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArg,
+}
+
+impl TangentArgs {
+    pub fn job(&self) -> crate::tangent::TangentJob {
+        crate::tangent::TangentJob {
+            flow: self.flow.clone(),
+            data_dir: self.data_dir.clone(),
+            count: self.count,
+            rows: self.rows,
+            out: self
+                .out
+                .clone()
+                .unwrap_or_else(|| self.flow.join("tangent")),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -8,4 +8,5 @@ pub mod evaluate;
 pub mod explain;
 pub mod fsutil;
 pub mod heatmaps;
+pub mod tangent;
 pub mod train;

@@ -173,6 +173,29 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Fid(args)) => {
             xtask::bench::fid(&args)?;
         }
+        Command::Tangent(args) => {
+            let out = args.job().out;
+            let r = run_on(args.backend.kind(), args.job())?;
+            let s = &r.mean_singular_values;
+            let at = |k: usize| s.get(k - 1).copied().unwrap_or(f64::NAN);
+            println!(
+                "{} ({}, D = {}), mean over {} images: σ1 {:.4}, σ10 {:.4}, σ100 {:.4}, σ{} {:.3e}; \
+                 {:.1} above 1 % of σ1, {:.1} above 10 %; {:.2} s per image; {}",
+                r.flow,
+                r.dataset,
+                r.dimension,
+                r.images,
+                at(1),
+                at(10),
+                at(100),
+                r.dimension,
+                at(r.dimension),
+                r.above_1_percent,
+                r.above_10_percent,
+                r.seconds_per_image,
+                out.display()
+            );
+        }
     }
     Ok(())
 }

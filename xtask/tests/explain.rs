@@ -157,6 +157,24 @@ fn ecinn_explains_a_tiny_model_end_to_end_and_caches_its_means() {
         let mass = m.label_column_mass.expect("FakeMNIST");
         assert!((0.0..=100.0).contains(&mass), "{mass}");
     }
+    let tangent = run_on(
+        BackendKind::Flex,
+        xtask::tangent::TangentJob {
+            flow: model.clone(),
+            data_dir: None,
+            count: 1,
+            rows: 400,
+            out: dir.path().join("tangent"),
+        },
+    )
+    .unwrap();
+    let s = &tangent.mean_singular_values;
+    assert_eq!((tangent.dimension, s.len()), (784, 784));
+    assert!(
+        s.windows(2).all(|p| p[0] >= p[1]) && s[783] > 0.0,
+        "sorted, invertible"
+    );
+    assert!(dir.path().join("tangent/tangent.png").is_file());
     let png = image::open(out.join("heatmaps.png")).unwrap();
     // input, counterfactual and six heatmaps of 28·2 pixels plus gaps.
     assert_eq!(png.width(), 8 * (56 + 2) + 2);

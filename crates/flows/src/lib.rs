@@ -6,6 +6,7 @@ mod flow;
 pub mod ibinn;
 pub mod nn;
 pub mod ops;
+pub mod tangent;
 pub mod testing;
 
 #[cfg(test)]

@@ -117,8 +117,14 @@ pub fn bar_chart(title: &str, bars: &[Bar], path: &Path) -> Result<()> {
     save_rgb(buf, size, path)
 }
 
-/// One line per `(label, values over steps 0..=T)`.
-pub fn curves(title: &str, y_label: &str, lines: &[(String, Vec<f64>)], path: &Path) -> Result<()> {
+/// One line per `(label, values over steps 0..=T)`, drawn over `t/T ∈ [0, 1]`; the y axis spans
+/// `[0, 1]` widened to the values.
+pub fn curves(
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    lines: &[(String, Vec<f64>)],
+    path: &Path,
+) -> Result<()> {
     register_font();
     let size = (640u32, 400u32);
     let mut buf = vec![255u8; (size.0 * size.1 * 3) as usize];
@@ -127,16 +133,20 @@ pub fn curves(title: &str, y_label: &str, lines: &[(String, Vec<f64>)], path: &P
         let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
         root.fill(&WHITE).map_err(&err)?;
         let steps = lines.iter().map(|(_, v)| v.len()).max().unwrap_or(2).max(2) - 1;
+        let values = lines.iter().flat_map(|(_, v)| v.iter().copied());
+        let (lo, hi) = values
+            .filter(|v| v.is_finite())
+            .fold((0.0f64, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
         let mut chart = ChartBuilder::on(&root)
             .caption(title, (FONT, 18))
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(50)
-            .build_cartesian_2d(0.0..1.0f64, 0.0..1.0f64)
+            .build_cartesian_2d(0.0..1.0f64, lo..hi)
             .map_err(&err)?;
         chart
             .configure_mesh()
-            .x_desc("fraction of the change inserted")
+            .x_desc(x_label)
             .y_desc(y_label)
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 13))
@@ -198,7 +208,7 @@ mod tests {
         let q = dir.path().join("curves.png");
         curves(
             "COUT",
-            "p",
+            ("t", "p"),
             &[
                 ("a".into(), vec![0.0, 0.5, 1.0]),
                 ("b".into(), vec![1.0, 0.2, 0.0]),

@@ -262,7 +262,7 @@ pub fn write_figures(
         let rel = "charts/cout-curves.png".to_string();
         curves(
             "COUT: explained model's probability along the insertion path",
-            "probability",
+            ("fraction of the change inserted", "probability"),
             &lines,
             &out.join(&rel),
         )?;
