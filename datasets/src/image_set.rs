@@ -105,6 +105,14 @@ impl ImageSet {
         &self.images[index * n..(index + 1) * n]
     }
 
+    /// Image `index` in unit space, `p / 255`: the space every explainer and metric takes.
+    pub fn unit_image(&self, index: usize) -> Vec<f32> {
+        self.image(index)
+            .iter()
+            .map(|&p| f32::from(p) / 255.0)
+            .collect()
+    }
+
     pub fn label(&self, index: usize) -> usize {
         self.labels[index] as usize
     }

@@ -168,14 +168,7 @@ fn training_images<B: Backend>(ctx: &HeatmapContext, device: &B::Device) -> Resu
     let mut rng = StdRng::seed_from_u64(ctx.seed ^ 0x5eed);
     let [c, h, w] = train.image_shape();
     let px: Vec<f32> = (0..n)
-        .flat_map(|_| {
-            let i = rng.random_range(0..train.len());
-            train
-                .image(i)
-                .iter()
-                .map(|&p| f32::from(p) / 255.0)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|_| train.unit_image(rng.random_range(0..train.len())))
         .collect();
     Ok(Tensor::from_data(TensorData::new(px, [n, c, h, w]), device))
 }

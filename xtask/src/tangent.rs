@@ -73,11 +73,7 @@ impl BackendJob for TangentJob {
         let mut sum = vec![0f64; d];
         let (mut above1, mut above10) = (0usize, 0usize);
         for i in 0..n {
-            let px: Vec<f32> = test
-                .image(i)
-                .iter()
-                .map(|&p| f32::from(p) / 255.0)
-                .collect();
+            let px = test.unit_image(i);
             let x =
                 Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(px, [1, c, h, w]), &device);
             let z = {

@@ -120,9 +120,7 @@ fn rows_tensor<B: Backend>(
 }
 
 fn unit_pixels(test: &ImageSet, n: usize) -> Vec<f32> {
-    (0..n)
-        .flat_map(|i| test.image(i).iter().map(|&p| f32::from(p) / 255.0))
-        .collect()
+    (0..n).flat_map(|i| test.unit_image(i)).collect()
 }
 
 impl EvaluateJob {

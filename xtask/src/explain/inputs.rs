@@ -32,7 +32,7 @@ pub fn select(sel: &Selection, test: &ImageSet, shape: [usize; 3]) -> Result<Vec
         source: format!("test:{i}"),
         label: Some(test.label(i)),
         aux_label: test.aux_label(i),
-        pixels: test.image(i).iter().map(|&p| p as f32 / 255.0).collect(),
+        pixels: test.unit_image(i),
     };
     match sel {
         Selection::Indices(idx) => idx
