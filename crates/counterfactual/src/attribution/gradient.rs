@@ -6,14 +6,14 @@
 
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use cfx_classifiers::{Classifier, predictions};
+use cfx_classifiers::Classifier;
 use cfx_flows::nn::mode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 use super::{Attribution, Heatmaps};
-use crate::explainer::{check_queries, check_shape, query_index, timed};
+use crate::explainer::{predict_checked, query_index, timed};
 use crate::{ExplainError, Query};
 
 /// Which attribution, with its settings. Baselines are unit-space images: a constant value for
@@ -119,6 +119,26 @@ impl<A: AutodiffBackend> GradientAttribution<A> {
         self
     }
 
+    /// The SHAP methods' baseline set, checked against inputs of `x_dims`; `None` for the
+    /// other methods.
+    fn baselines(&self, x_dims: [usize; 4]) -> Result<Option<Tensor<Inner<A>, 4>>, ExplainError> {
+        if !self.method.needs_baselines() {
+            return Ok(None);
+        }
+        match &self.baselines {
+            None => Err(self.error("needs baseline images (with_baselines)".into())),
+            Some(b) if b.dims()[1..] != x_dims[1..] || b.dims()[0] == 0 => {
+                Err(self.error(format!(
+                    "baselines are {:?}, the inputs {:?} (need at least one image of the same \
+                     C, H, W)",
+                    b.dims(),
+                    x_dims
+                )))
+            }
+            Some(b) => Ok(Some(b.clone())),
+        }
+    }
+
     fn error(&self, what: String) -> ExplainError {
         ExplainError::Method {
             method: self.method.name().into(),
@@ -207,6 +227,7 @@ impl<A: AutodiffBackend> GradientAttribution<A> {
     fn attribute(
         &self,
         x: Tensor<Inner<A>, 4>,
+        baselines: Option<Tensor<Inner<A>, 4>>,
         from: &[usize],
         to: &[usize],
     ) -> Result<Tensor<Inner<A>, 4>, ExplainError> {
@@ -215,11 +236,6 @@ impl<A: AutodiffBackend> GradientAttribution<A> {
         let device = x.device();
         let repeat = |c: &[usize], times: usize| -> Vec<usize> {
             (0..times).flat_map(|_| c.iter().copied()).collect()
-        };
-        let baselines = || {
-            self.baselines
-                .clone()
-                .ok_or_else(|| self.error("needs baseline images (with_baselines)".into()))
         };
         Ok(match &self.method {
             GradientMethod::Saliency => self.grads(x, from, to).abs(),
@@ -243,7 +259,7 @@ impl<A: AutodiffBackend> GradientAttribution<A> {
                 seed,
             } => {
                 let s = (*samples).max(1);
-                let b = baselines()?;
+                let b = baselines.expect("baselines() gives the SHAP methods their set");
                 let r = b.dims()[0];
                 let per_image = dims[1] * dims[2] * dims[3];
                 let mut rng = StdRng::seed_from_u64(*seed);
@@ -280,7 +296,7 @@ impl<A: AutodiffBackend> GradientAttribution<A> {
                 (x - x0) * m
             }
             GradientMethod::DeepLiftShap => {
-                let b = baselines()?;
+                let b = baselines.expect("baselines() gives the SHAP methods their set");
                 let r = b.dims()[0];
                 let mut sum = Tensor::<Inner<A>, 4>::zeros(dims, &device);
                 for j in 0..r {
@@ -308,29 +324,14 @@ impl<A: AutodiffBackend> Attribution<Inner<A>> for GradientAttribution<A> {
         x: Tensor<Inner<A>, 4>,
         queries: &[Query],
     ) -> Result<Heatmaps<Inner<A>>, ExplainError> {
-        check_shape(self.inner.as_ref(), x.dims())?;
-        if self.method.needs_baselines() {
-            match &self.baselines {
-                None => return Err(self.error("needs baseline images (with_baselines)".into())),
-                Some(b) if b.dims()[1..] != x.dims()[1..] || b.dims()[0] == 0 => {
-                    return Err(self.error(format!(
-                        "baselines are {:?}, the inputs {:?} (need at least one image of the \
-                         same C, H, W)",
-                        b.dims(),
-                        x.dims()
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
+        let baselines = self.baselines(x.dims())?;
+        let predicted = predict_checked(self.inner.as_ref(), &x, queries)?;
         let device = x.device();
-        let predicted = predictions(self.inner.logits(x.clone()));
-        check_queries(self.inner.as_ref(), x.dims(), &predicted, queries)?;
         let from: Vec<usize> = queries.iter().map(|q| predicted[q.input]).collect();
         let to: Vec<usize> = queries.iter().map(|q| q.target).collect();
         let (maps, seconds) = timed::<Inner<A>, _>(&device, || {
             let xq = x.select(0, query_index::<Inner<A>>(queries, &device, |q| q.input));
-            self.attribute(xq, &from, &to)
+            self.attribute(xq, baselines, &from, &to)
         });
         Ok(Heatmaps {
             maps: maps?,

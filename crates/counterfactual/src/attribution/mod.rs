@@ -17,7 +17,7 @@ use cfx_classifiers::Classifier;
 
 pub use gradient::{GradientAttribution, GradientMethod};
 
-use crate::explainer::{check_shape, query_index};
+use crate::explainer::query_index;
 use crate::{Ecinn, ExplainError, Query};
 
 /// Per query, a heatmap the size of the input.
@@ -60,15 +60,12 @@ impl<B: Backend> Attribution<B> for EcinnH<B> {
     }
 
     fn heatmaps(&self, x: Tensor<B, 4>, queries: &[Query]) -> Result<Heatmaps<B>, ExplainError> {
-        check_shape(&self.0.classifier, x.dims())?;
-        if queries.iter().any(|q| q.input >= x.dims()[0]) {
-            // Let ECINN name the offending query before the selection below would panic.
-            self.0.explain_alphas(x.clone(), queries, &[])?;
-        }
-        let inputs = x
-            .clone()
-            .select(0, query_index::<B>(queries, &x.device(), |q| q.input));
-        let out = self.0.explain_alphas(x, queries, &[self.0.alpha])?;
+        // ECINN checks the request before anything is selected by it.
+        let out = self.0.explain_alphas(x.clone(), queries, &[self.0.alpha])?;
+        let inputs = x.select(
+            0,
+            query_index::<B>(queries, &out.counterfactuals.device(), |q| q.input),
+        );
         Ok(Heatmaps {
             maps: out.counterfactuals - inputs,
             predicted: out.predicted,
