@@ -154,7 +154,7 @@ impl<A: AutodiffBackend> Diffeo<A> {
         let predicted = predict_checked(self.inner.as_ref(), &x, queries)?;
         let device = x.device();
         let q = queries.len();
-        let ((cf, steps, path), seconds) = timed::<A::InnerBackend, _>(&device, || {
+        let ((cf, steps, path, found), seconds) = timed::<A::InnerBackend, _>(&device, || {
             let x0 = x.select(0, query_index(queries, &device, |q| q.input));
             let targets = query_index::<A>(queries, &device, |q| q.target).reshape([q, 1]);
             let mut state = match self.space {
@@ -211,7 +211,9 @@ impl<A: AutodiffBackend> Diffeo<A> {
                     }
                 }
                 if step == self.config.max_steps || !active.contains(&true) {
-                    return (now, steps, path);
+                    // A sample is found once it reached Λ, the last step included.
+                    let found = active.iter().map(|a| !a).collect();
+                    return (now, steps, path, found);
                 }
                 previous = Some(now);
                 let grads = log_p.sum().neg().backward();
@@ -220,26 +222,7 @@ impl<A: AutodiffBackend> Diffeo<A> {
             }
             unreachable!("the loop returns at its last step")
         });
-        let found = steps
-            .iter()
-            .map(|&s| s < self.config.max_steps)
-            .collect::<Vec<_>>();
-        // A sample that reaches Λ exactly at the last step counts as found too.
-        let mut explanation =
-            iterative_explanation(self.inner.as_ref(), cf, predicted, found, seconds);
-        let probs = explanation.probabilities.clone();
-        let p_target: Vec<f64> = probs
-            .gather(
-                1,
-                query_index::<A::InnerBackend>(queries, &device, |q| q.target).reshape([q, 1]),
-            )
-            .into_data()
-            .convert::<f64>()
-            .into_vec()
-            .unwrap_or_default();
-        for (f, p) in explanation.found.iter_mut().zip(p_target) {
-            *f = *f || p >= self.config.threshold;
-        }
+        let explanation = iterative_explanation(self.inner.as_ref(), cf, predicted, found, seconds);
         Ok(AscentOutput {
             explanation,
             steps,
