@@ -225,7 +225,6 @@ impl crate::backend::BackendJob for HeatmapExplainJob {
         use crate::explain::figures::{Cell, Grid};
         use anyhow::Context;
         use cfx_classifiers::predictions;
-        use cfx_counterfactual::Query;
 
         crate::checkpoint::require_run_dir(&self.model)?;
         let Some(dataset) = self
@@ -264,30 +263,18 @@ impl crate::backend::BackendJob for HeatmapExplainJob {
         );
         let predicted = predictions(inner.logits(x.clone()));
         let mut rng = StdRng::seed_from_u64(self.seed);
-        let mut queries = vec![];
-        for (i, &p) in predicted.iter().enumerate() {
-            match self.target {
-                TargetMode::All => queries.extend((0..k).filter(|&t| t != p).map(|t| Query {
-                    input: i,
-                    target: t,
-                })),
-                TargetMode::Class(q) if q >= k => {
-                    bail!("--target {q}: the model has classes 0..{k}")
-                }
-                TargetMode::Class(q) if q == p => {
-                    eprintln!(
-                        "skipping {}: the model already predicts {q}",
-                        inputs[i].source
-                    )
-                }
-                TargetMode::Class(q) => queries.push(Query {
-                    input: i,
-                    target: q,
-                }),
-                TargetMode::Random => queries.push(Query {
-                    input: i,
-                    target: crate::explain::random_target(&mut rng, p, k),
-                }),
+        if let TargetMode::Class(q) = self.target
+            && q >= k
+        {
+            bail!("--target {q}: the model has classes 0..{k}");
+        }
+        let (queries, skipped) = self.target.queries(&predicted, k, &mut rng);
+        if let TargetMode::Class(q) = self.target {
+            for i in skipped {
+                eprintln!(
+                    "skipping {}: the model already predicts {q}",
+                    inputs[i].source
+                );
             }
         }
         if queries.is_empty() {

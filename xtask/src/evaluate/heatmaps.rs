@@ -84,28 +84,36 @@ impl EvaluateJob {
                 device: device.clone(),
                 batch_size: self.batch_size.max(1),
             };
+            // One set of targets per model, shared by its methods.
+            let mut rng = StdRng::seed_from_u64(self.seed);
+            let b = self.batch_size.max(1);
+            let batches: Vec<_> = (0..n)
+                .step_by(b)
+                .map(|start| {
+                    let rows = start..(start + b).min(n);
+                    let x = rows_tensor::<B::InnerBackend>(&pixels, rows.clone(), shape, device);
+                    let predicted = predictions(inner.logits(x.clone()));
+                    let queries = crate::explain::TargetMode::Random
+                        .queries(&predicted, k, &mut rng)
+                        .0;
+                    (rows, x, predicted, queries)
+                })
+                .collect();
             for (m, a) in methods.iter().zip(&attributions) {
                 let mut set = HeatmapSet {
                     shape,
                     ..Default::default()
                 };
                 let mut seconds = 0.0;
-                // The same targets for every method of a model: one generator per method.
-                let mut rng = StdRng::seed_from_u64(self.seed);
-                let b = self.batch_size.max(1);
-                for start in (0..n).step_by(b) {
-                    let end = (start + b).min(n);
-                    let x = rows_tensor::<B::InnerBackend>(&pixels, start..end, shape, device);
-                    let predicted = predictions(inner.logits(x.clone()));
-                    let queries = crate::explain::random_queries(&mut rng, &predicted, k);
+                for (rows, x, predicted, queries) in &batches {
                     let h = a
-                        .heatmaps(x, &queries)
+                        .heatmaps(x.clone(), queries)
                         .with_context(|| format!("{} heatmaps on {}", m.name(), run.display()))?;
                     seconds += h.seconds;
                     set.maps.extend(host(h.maps));
                     set.inputs
-                        .extend_from_slice(&pixels[start * chw..end * chw]);
-                    set.sources.extend(&predicted);
+                        .extend_from_slice(&pixels[rows.start * chw..rows.end * chw]);
+                    set.sources.extend(predicted);
                     set.targets.extend(queries.iter().map(|q| q.target));
                 }
                 let t = Instant::now();

@@ -229,7 +229,9 @@ impl EvaluateJob {
             let end = (start + b).min(n);
             let x = rows_tensor::<B::InnerBackend>(&pixels, start..end, shape, device);
             let predicted = predictions(runner.classifier().logits(x.clone()));
-            let queries = crate::explain::random_queries(&mut rng, &predicted, k);
+            let queries = crate::explain::TargetMode::Random
+                .queries(&predicted, k, &mut rng)
+                .0;
             let res = runner.run(x, &queries)?;
             seconds += res.seconds;
             let (_, _, px, probs, found) = &res.variants[0];

@@ -59,22 +59,31 @@ impl std::str::FromStr for TargetMode {
     }
 }
 
-/// A class drawn uniformly among the `k − 1` that are not `predicted` (Paper 4's protocol).
-pub fn random_target(rng: &mut impl Rng, predicted: usize, k: usize) -> usize {
-    let t = rng.random_range(0..k - 1);
-    if t >= predicted { t + 1 } else { t }
-}
-
-/// One random-target query per input of a batch.
-pub fn random_queries(rng: &mut impl Rng, predicted: &[usize], k: usize) -> Vec<Query> {
-    predicted
-        .iter()
-        .enumerate()
-        .map(|(input, &p)| Query {
-            input,
-            target: random_target(rng, p, k),
-        })
-        .collect()
+impl TargetMode {
+    /// The queries for a batch whose inputs the model predicts as `predicted` (of `k`
+    /// classes), and the inputs skipped because they already are the requested class. Random
+    /// targets are drawn uniformly among the `k − 1` classes that are not predicted.
+    pub fn queries(
+        self,
+        predicted: &[usize],
+        k: usize,
+        rng: &mut impl Rng,
+    ) -> (Vec<Query>, Vec<usize>) {
+        let (mut queries, mut skipped) = (vec![], vec![]);
+        for (input, &p) in predicted.iter().enumerate() {
+            let mut push = |target| queries.push(Query { input, target });
+            match self {
+                Self::All => (0..k).filter(|&t| t != p).for_each(&mut push),
+                Self::Class(q) if q == p => skipped.push(input),
+                Self::Class(q) => push(q),
+                Self::Random => {
+                    let t = rng.random_range(0..k - 1);
+                    push(if t >= p { t + 1 } else { t });
+                }
+            }
+        }
+        (queries, skipped)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -227,21 +236,8 @@ impl BackendJob for ExplainJob {
                 &device,
             );
             let predicted = predictions(runner.classifier().logits(x.clone()));
-            let mut queries = vec![];
-            for (i, &p) in predicted.iter().enumerate() {
-                let mut push = |t: usize| {
-                    queries.push(Query {
-                        input: i,
-                        target: t,
-                    })
-                };
-                match self.target {
-                    TargetMode::All => (0..k).filter(|&t| t != p).for_each(&mut push),
-                    TargetMode::Class(q) if q == p => skipped.push(chunk[i].source.clone()),
-                    TargetMode::Class(q) => push(q),
-                    TargetMode::Random => push(random_target(&mut rng, p, k)),
-                }
-            }
+            let (queries, skip) = self.target.queries(&predicted, k, &mut rng);
+            skipped.extend(skip.into_iter().map(|i| chunk[i].source.clone()));
             if queries.is_empty() {
                 bar.inc(chunk.len() as u64);
                 continue;
