@@ -16,6 +16,7 @@ use burn::tensor::activation::softmax;
 
 use crate::error::{MetricError, Result};
 use crate::metric::{Curve, Direction, EvalContext, MetricValue, Scope, Summary, summarise};
+use crate::set::image_rows;
 
 /// Heatmaps of one method over one model, on the host: input `i` has `inputs[i·CHW..]`, its
 /// heatmap `maps[i·CHW..]`, the model's class `sources[i]` and the compared class
@@ -204,7 +205,7 @@ fn perturbation_curves<B: Backend>(
     let (n, hw) = (set.len(), h * w);
     let per_step = hw.div_ceil(steps);
     let dev = &ctx.device;
-    let inputs = Tensor::<B, 1>::from_floats(set.inputs.as_slice(), dev).reshape([n, c, h, w]);
+    let inputs = image_rows::<B>(&set.inputs, 0..n, set.shape, dev);
     let ranks = Tensor::<B, 1>::from_floats(pixel_ranks(set).as_slice(), dev).reshape([n, 1, h, w]);
     let sources: Vec<i64> = set.sources.iter().map(|&s| s as i64).collect();
     let sources = Tensor::<B, 2, Int>::from_data(TensorData::new(sources, [n, 1]), dev);

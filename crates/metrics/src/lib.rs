@@ -39,5 +39,5 @@ pub use metric::{
     summarise,
 };
 pub use oracle::{Lvs, Oracle, jensen_shannon};
-pub use set::CounterfactualSet;
+pub use set::{CounterfactualSet, image_rows};
 pub use validity::{Tcv, Val};

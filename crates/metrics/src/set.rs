@@ -132,11 +132,20 @@ impl CounterfactualSet {
         rows: std::ops::Range<usize>,
         device: &B::Device,
     ) -> Tensor<B, 4> {
-        let n = self.pixels_per_image();
-        let [c, h, w] = self.shape;
-        let data = pixels[rows.start * n..rows.end * n].to_vec();
-        Tensor::from_data(TensorData::new(data, [rows.len(), c, h, w]), device)
+        image_rows(pixels, rows, self.shape, device)
     }
+}
+
+/// Images `rows` of a flat buffer of `[C, H, W]` images as a `[rows, C, H, W]` tensor.
+pub fn image_rows<B: Backend>(
+    pixels: &[f32],
+    rows: std::ops::Range<usize>,
+    [c, h, w]: [usize; 3],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let chw = c * h * w;
+    let data = pixels[rows.start * chw..rows.end * chw].to_vec();
+    Tensor::from_data(TensorData::new(data, [rows.len(), c, h, w]), device)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
 
-use super::{EvaluateJob, rows_tensor, unit_pixels};
+use super::{EvaluateJob, unit_pixels};
 use crate::explain::runner::host;
 use crate::heatmaps::{ExplainedModel, HeatmapContext, HeatmapMethod, build};
 
@@ -91,7 +91,12 @@ impl EvaluateJob {
                 .step_by(b)
                 .map(|start| {
                     let rows = start..(start + b).min(n);
-                    let x = rows_tensor::<B::InnerBackend>(&pixels, rows.clone(), shape, device);
+                    let x = cfx_metrics::image_rows::<B::InnerBackend>(
+                        &pixels,
+                        rows.clone(),
+                        shape,
+                        device,
+                    );
                     let predicted = predictions(inner.logits(x.clone()));
                     let queries = crate::explain::TargetMode::Random
                         .queries(&predicted, k, &mut rng)

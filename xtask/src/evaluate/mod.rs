@@ -106,19 +106,6 @@ pub struct EvaluationReport {
     pub files: Vec<String>,
 }
 
-/// Images `rows` of flat unit-space `pixels` as a `[rows, C, H, W]` tensor.
-fn rows_tensor<B: Backend>(
-    pixels: &[f32],
-    rows: std::ops::Range<usize>,
-    [c, h, w]: [usize; 3],
-    device: &B::Device,
-) -> Tensor<B, 4> {
-    let chw = c * h * w;
-    let n = rows.len();
-    let data = pixels[rows.start * chw..rows.end * chw].to_vec();
-    Tensor::from_data(TensorData::new(data, [n, c, h, w]), device)
-}
-
 fn unit_pixels(test: &ImageSet, n: usize) -> Vec<f32> {
     (0..n).flat_map(|i| test.unit_image(i)).collect()
 }
@@ -227,7 +214,7 @@ impl EvaluateJob {
         let b = self.batch_size.max(1);
         for start in (0..n).step_by(b) {
             let end = (start + b).min(n);
-            let x = rows_tensor::<B::InnerBackend>(&pixels, start..end, shape, device);
+            let x = cfx_metrics::image_rows::<B::InnerBackend>(&pixels, start..end, shape, device);
             let predicted = predictions(runner.classifier().logits(x.clone()));
             let queries = crate::explain::TargetMode::Random
                 .queries(&predicted, k, &mut rng)
