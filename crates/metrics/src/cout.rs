@@ -4,6 +4,7 @@ use burn::prelude::*;
 
 use crate::error::{MetricError, Result};
 use crate::metric::{Curve, Direction, EvalContext, Metric, MetricValue};
+use crate::path::{curve_area, pixel_order};
 use crate::set::CounterfactualSet;
 
 /// `COUT = AUPC_{c′} − AUPC_c ∈ [−1, 1]` (seed 003 Eq. 8, L187-209). The mask `|x − x′|`
@@ -29,27 +30,15 @@ impl Default for Cout {
 
 /// `(AUPC_c′, AUPC_c)` of one transition, from the probabilities at steps 0..=T.
 pub fn aupc(target: &[f64], source: &[f64]) -> (f64, f64) {
-    let area = |f: &[f64]| -> f64 {
-        let t = (f.len() - 1).max(1) as f64;
-        f.windows(2).map(|w| 0.5 * (w[0] + w[1])).sum::<f64>() / t
-    };
-    (area(target), area(source))
+    (curve_area(target), curve_area(source))
 }
 
 impl Cout {
     /// The T + 1 images of the insertion path from `x` to `cf` (each `[C·H·W]`).
     pub fn path(&self, x: &[f32], cf: &[f32], [c, h, w]: [usize; 3]) -> Vec<Vec<f32>> {
         let hw = h * w;
-        let mask: Vec<f32> = (0..hw)
-            .map(|p| {
-                (0..c)
-                    .map(|ch| (x[ch * hw + p] - cf[ch * hw + p]).abs())
-                    .sum()
-            })
-            .collect();
-        let mut order: Vec<usize> = (0..hw).collect();
-        // Stable sort: equal mask values keep raster order, so the path is deterministic.
-        order.sort_by(|&a, &b| mask[b].total_cmp(&mask[a]));
+        let change: Vec<f32> = x.iter().zip(cf).map(|(a, b)| a - b).collect();
+        let order = pixel_order(&change, [c, h, w]);
         let t = self.steps.max(1);
         let mut cur = x.to_vec();
         let mut out = vec![cur.clone()];

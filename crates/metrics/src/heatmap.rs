@@ -16,6 +16,7 @@ use burn::tensor::activation::softmax;
 
 use crate::error::{MetricError, Result};
 use crate::metric::{Curve, Direction, EvalContext, MetricValue, Scope, Summary, summarise};
+use crate::path::{curve_area, pixel_order};
 use crate::set::image_rows;
 
 /// Heatmaps of one method over one model, on the host: input `i` has `inputs[i·CHW..]`, its
@@ -173,12 +174,7 @@ fn pixel_ranks(set: &HeatmapSet) -> Vec<f32> {
     let hw = h * w;
     let mut ranks = vec![0f32; set.len() * hw];
     for (i, map) in set.maps.chunks(c * hw).enumerate() {
-        let importance: Vec<f32> = (0..hw)
-            .map(|p| (0..c).map(|ch| map[ch * hw + p].abs()).sum())
-            .collect();
-        let mut order: Vec<usize> = (0..hw).collect();
-        order.sort_by(|&a, &b| importance[b].total_cmp(&importance[a]).then(a.cmp(&b)));
-        for (r, p) in order.into_iter().enumerate() {
+        for (r, p) in pixel_order(map, set.shape).into_iter().enumerate() {
             ranks[i * hw + p] = r as f32;
         }
     }
@@ -237,12 +233,7 @@ fn perturbation_curves<B: Backend>(
             row[start..end].copy_from_slice(&v);
         }
     }
-    let area = |i: usize| {
-        (0..steps)
-            .map(|s| 0.5 * (probs[s][i] + probs[s + 1][i]))
-            .sum::<f64>()
-            / steps as f64
-    };
+    let area = |i: usize| curve_area(&probs.iter().map(|row| row[i]).collect::<Vec<_>>());
     let scores = (0..n).map(area).collect();
     let mean_curve = probs
         .iter()

@@ -18,6 +18,7 @@ mod heatmap;
 mod knn;
 mod metric;
 mod oracle;
+mod path;
 mod set;
 mod validity;
 
