@@ -19,6 +19,8 @@ pub enum FlowBlock<B: Backend> {
     Dct(DctPooling<B>),
     Permutation(ChannelPermutation<B>),
     Glow(GlowCoupling<B>),
+    Masked(MaskedCoupling<B>),
+    Squeeze(Squeeze),
 }
 
 macro_rules! each_block {
@@ -32,21 +34,23 @@ macro_rules! each_block {
             FlowBlock::Dct($b) => $e,
             FlowBlock::Permutation($b) => $e,
             FlowBlock::Glow($b) => $e,
+            FlowBlock::Masked($b) => $e,
+            FlowBlock::Squeeze($b) => $e,
         }
     };
 }
 
 impl<B: Backend> Flow<B> for FlowBlock<B> {
     fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 1>) {
-        each_block!(self, b => b.forward(x))
+        each_block!(self, b => Flow::<B>::forward(b, x))
     }
 
     fn inverse(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
-        each_block!(self, b => b.inverse(z))
+        each_block!(self, b => Flow::<B>::inverse(b, z))
     }
 
     fn output_shape(&self, input: [usize; 3]) -> [usize; 3] {
-        each_block!(self, b => b.output_shape(input))
+        each_block!(self, b => Flow::<B>::output_shape(b, input))
     }
 }
 
@@ -55,6 +59,7 @@ impl<B: Backend> BatchNormLayers<B> for FlowBlock<B> {
         match self {
             FlowBlock::AllInOne(b) => b.visit_batch_norms(f),
             FlowBlock::Downsample(b) => b.visit_batch_norms(f),
+            FlowBlock::Masked(b) => b.visit_batch_norms(f),
             _ => {}
         }
     }

@@ -1,6 +1,7 @@
 //! Small networks used inside coupling blocks.
 
 mod batch_norm;
+mod coupling_net;
 mod dropout2d;
 mod init;
 pub mod mode;
@@ -10,6 +11,7 @@ pub use batch_norm::{
     BatchNormLayers, calibrate_batch_norm_step, finish_batch_norm_calibration,
     start_batch_norm_calibration,
 };
+pub use coupling_net::{CouplingNet, CouplingNetConfig};
 pub use dropout2d::Dropout2d;
 pub use init::{kaiming_normal, torch_default_bias};
 pub use subnet::{ConvSubnet, ConvSubnetConfig, FcSubnet, FcSubnetConfig};
