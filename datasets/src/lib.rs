@@ -9,6 +9,7 @@ pub mod augment;
 pub mod batch;
 pub mod error;
 pub mod fake_mnist;
+pub mod helix;
 pub mod idx;
 pub mod image_set;
 pub mod mnist;

@@ -10,12 +10,14 @@ mod autoencoder;
 mod classifier;
 mod cnn;
 mod ibinn;
+mod mlp;
 mod range;
 
 pub use autoencoder::{ConvAutoencoder, ConvAutoencoderConfig};
 pub use classifier::{Classifier, predictions};
 pub use cnn::{CnnClassifier, CnnClassifierConfig};
 pub use ibinn::IbInnClassifier;
+pub use mlp::{MlpClassifier, MlpClassifierConfig};
 pub use range::DataRange;
 
 #[cfg(test)]

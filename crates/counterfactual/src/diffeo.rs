@@ -38,6 +38,9 @@ pub struct DiffeoConfig {
     pub threshold: f64,
     pub max_steps: usize,
     pub learning_rate: f64,
+    /// Bounds the decoded input is clipped to at every step (`[0, 1]` for images, as in the
+    /// reference); `None` for data that are not images, such as the helix toy.
+    pub clip: Option<[f64; 2]>,
 }
 
 impl Default for DiffeoConfig {
@@ -46,6 +49,7 @@ impl Default for DiffeoConfig {
             threshold: 0.99,
             max_steps: 2000,
             learning_rate: 5e-2,
+            clip: Some([0.0, 1.0]),
         }
     }
 }
@@ -129,7 +133,7 @@ impl<A: AutodiffBackend> Diffeo<A> {
     }
 
     /// The unit-space image of an ascent state (a latent for `Latent`, pixels for `Pixel`),
-    /// clipped to `[0, 1]` as the reference does.
+    /// clipped to `clip` (`[0, 1]`, as the reference does).
     fn image(&self, state: Tensor<A, 4>) -> Tensor<A, 4> {
         let m = self.flow_input;
         let x = match self.space {
@@ -142,7 +146,10 @@ impl<A: AutodiffBackend> Diffeo<A> {
             }
             AscentSpace::Pixel => state,
         };
-        x.clamp(0.0, 1.0)
+        match self.config.clip {
+            Some([lo, hi]) => x.clamp(lo, hi),
+            None => x,
+        }
     }
 
     /// Counterfactuals plus the number of steps and the path length of every query.
@@ -321,6 +328,7 @@ mod tests {
             threshold: 0.5,
             max_steps: 300,
             learning_rate: 5e-3,
+            ..DiffeoConfig::default()
         }
     }
 
