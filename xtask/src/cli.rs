@@ -36,6 +36,73 @@ pub enum Command {
     Bench(BenchCommand),
     /// Singular values of a flow's generator Jacobian at test images (tangent-space check).
     Tangent(TangentArgs),
+    /// The helix toy of seed 002: latent- vs pixel-space ascent, distance to the manifold, and
+    /// the inverse metric's spectrum.
+    Helix(HelixArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HelixArgs {
+    /// Adam steps of the flow, each on a fresh batch. Seed 002 trains 5 000 steps at 1e-4; here
+    /// that leaves the flow's second normal direction uncontracted (docs/results.md), so the
+    /// default is longer and faster.
+    #[arg(long, default_value_t = 10000)]
+    pub flow_steps: usize,
+    /// The flow's learning rate (seed 002: 1e-4).
+    #[arg(long, default_value_t = 1e-3)]
+    pub flow_lr: f64,
+    /// Helix points per training batch (seed 002: 500).
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 2000)]
+    pub classifier_steps: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub classifier_lr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Train both models again even if the output folder holds them.
+    #[arg(long)]
+    pub retrain: bool,
+    /// Ascents per space (seed 002: 1 000).
+    #[arg(long, default_value_t = 1000)]
+    pub runs: usize,
+    /// Target probability each ascent must reach (seed 002: 0.9).
+    #[arg(long, default_value_t = 0.9)]
+    pub threshold: f64,
+    #[arg(long, default_value_t = 5000)]
+    pub max_steps: usize,
+    /// Adam's learning rate in the ascent (seed 002's MNIST value).
+    #[arg(long, default_value_t = 5e-2)]
+    pub ascent_lr: f64,
+    /// Helix points at which the inverse metric's eigenvalues are averaged.
+    #[arg(long, default_value_t = 100)]
+    pub spectrum_points: usize,
+    #[arg(long, default_value = "runs/helix")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub backend: BackendArg,
+}
+
+impl HelixArgs {
+    pub fn job(&self) -> crate::helix::HelixJob {
+        crate::helix::HelixJob {
+            training: crate::helix::HelixTraining {
+                flow_steps: self.flow_steps,
+                flow_lr: self.flow_lr,
+                batch_size: self.batch_size,
+                classifier_steps: self.classifier_steps,
+                classifier_lr: self.classifier_lr,
+                seed: self.seed,
+            },
+            retrain: self.retrain,
+            runs: self.runs,
+            threshold: self.threshold,
+            max_steps: self.max_steps,
+            ascent_lr: self.ascent_lr,
+            spectrum_points: self.spectrum_points,
+            out: self.out.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -85,6 +152,9 @@ pub struct EvaluateArgs {
     /// The IB-INN run that ECINN explains (`cargo xtask train ib-inn`).
     #[arg(long)]
     pub ibinn: Option<PathBuf>,
+    /// The flow diffeo ascends in (`train realnvp|glow|ib-inn`) [default: --ibinn].
+    #[arg(long)]
+    pub flow: Option<PathBuf>,
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Evaluate on the first N test images.
@@ -142,6 +212,7 @@ impl EvaluateArgs {
         crate::evaluate::EvaluateJob {
             methods: self.methods.clone(),
             ibinn: self.ibinn.clone(),
+            flow: self.flow.clone(),
             suite: self.suite.clone(),
             data_dir: self.data_dir.clone(),
             limit: self.limit,
@@ -178,6 +249,10 @@ pub enum TrainCommand {
     Classifier(AuxArgs),
     /// The convolutional autoencoder GL (and IM1/IM2) need.
     Autoencoder(AuxArgs),
+    /// RealNVP (seed 002's MNIST flow), for diffeomorphic counterfactuals.
+    Realnvp(FlowArgs),
+    /// Glow, with the LU or the SVD/FastH invertible 1×1 convolution.
+    Glow(FlowArgs),
     /// Every model `evaluate` needs besides the IB-INN: the explained CNN, the oracle(s), GL's
     /// autoencoder and IM1/IM2's autoencoders (one folder, resumable).
     EvalSuite(EvalSuiteArgs),
@@ -481,14 +556,74 @@ impl ExplainArgs {
     }
 }
 
+/// `train realnvp|glow`: the common flags plus the flow's architecture.
+#[derive(Args, Debug, Clone)]
+pub struct FlowArgs {
+    #[command(flatten)]
+    pub common: AuxArgs,
+    /// Glow: the invertible 1×1 convolution's parameterisation, lu or svd (FastH).
+    #[arg(long, default_value = "lu", value_parser = parse_inv_conv)]
+    pub conv: cfx_flows::blocks::InvConvKind,
+    /// Glow: steps per block [default: 32, the seed's].
+    #[arg(long)]
+    pub n_flow: Option<usize>,
+    /// Glow: blocks (squeeze levels) [default: 2 for 28×28].
+    #[arg(long)]
+    pub n_block: Option<usize>,
+    /// Glow: hidden channels of the coupling nets [default: 512].
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Glow: affine couplings instead of the seed's additive ones.
+    #[arg(long)]
+    pub affine: bool,
+}
+
+fn parse_inv_conv(s: &str) -> Result<cfx_flows::blocks::InvConvKind, String> {
+    match s {
+        "lu" => Ok(cfx_flows::blocks::InvConvKind::Lu),
+        "svd" | "fasth" => Ok(cfx_flows::blocks::InvConvKind::Svd),
+        other => Err(format!("unknown 1×1 convolution {other:?} (lu or svd)")),
+    }
+}
+
+impl FlowArgs {
+    /// The architecture for `glow` (true) or `realnvp`.
+    pub fn model(&self, glow: bool) -> crate::train::supervised::AuxModel {
+        use crate::train::supervised::AuxModel;
+        if !glow {
+            return AuxModel::RealNvp(cfx_flows::realnvp::RealNvpConfig::new());
+        }
+        let mut c = cfx_flows::glow::GlowConfig::new()
+            .with_conv(self.conv)
+            .with_affine(self.affine);
+        if let Some(v) = self.n_flow {
+            c.n_flow = v;
+        }
+        if let Some(v) = self.n_block {
+            c.n_block = v;
+        }
+        if let Some(v) = self.width {
+            c.width = v;
+        }
+        AuxModel::Glow(c)
+    }
+}
+
 impl AuxArgs {
     /// The config of a new run (defaults per kind, then flags) or the saved one when resuming.
+    /// `flow` is the architecture of `train realnvp|glow`; classifiers and autoencoders pass
+    /// `None` and choose by `autoencoder`.
     pub fn config(
         &self,
         autoencoder: bool,
+        flow: Option<crate::train::supervised::AuxModel>,
     ) -> Result<(crate::train::supervised::SupervisedTrainConfig, PathBuf)> {
         use crate::train::supervised::SupervisedTrainConfig;
-        let prefix = if autoencoder { "ae" } else { "cnn" };
+        let prefix = match &flow {
+            Some(m) => m.kind(),
+            None if autoencoder => "ae",
+            None => "cnn",
+        };
         let name = self
             .name
             .clone()
@@ -501,10 +636,10 @@ impl AuxArgs {
             }
             return Ok((cfg, root));
         }
-        let mut cfg = if autoencoder {
-            SupervisedTrainConfig::autoencoder(self.dataset)
-        } else {
-            SupervisedTrainConfig::classifier(self.dataset)
+        let mut cfg = match flow {
+            Some(m) => SupervisedTrainConfig::flow(self.dataset, m),
+            None if autoencoder => SupervisedTrainConfig::autoencoder(self.dataset),
+            None => SupervisedTrainConfig::classifier(self.dataset),
         };
         if self.small {
             cfg.make_small();
@@ -540,6 +675,32 @@ pub enum BenchCommand {
     Fasth(FastHBenchArgs),
     /// FastFID vs the dense O(d³) FID, with the error of each.
     Fid(FidBenchArgs),
+    /// Glow training steps with the LU vs the SVD/FastH invertible 1×1 convolution.
+    GlowConv(GlowBenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlowBenchArgs {
+    /// Backends to measure (each runs both convolutions, interleaved).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![BackendKind::default_for_build()])]
+    pub backends: Vec<BackendKind>,
+    /// Steps per block (the seed: 32).
+    #[arg(long, default_value_t = 8)]
+    pub n_flow: usize,
+    #[arg(long, default_value_t = 2)]
+    pub n_block: usize,
+    /// Hidden channels of the coupling nets (the seed: 512).
+    #[arg(long, default_value_t = 128)]
+    pub width: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Write the measurements as JSON here too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

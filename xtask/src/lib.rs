@@ -8,5 +8,6 @@ pub mod evaluate;
 pub mod explain;
 pub mod fsutil;
 pub mod heatmaps;
+pub mod helix;
 pub mod tangent;
 pub mod train;

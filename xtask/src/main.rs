@@ -17,8 +17,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn train_aux(args: &xtask::cli::AuxArgs, autoencoder: bool) -> Result<()> {
-    let (cfg, root) = args.config(autoencoder)?;
+fn train_aux(
+    args: &xtask::cli::AuxArgs,
+    autoencoder: bool,
+    flow: Option<xtask::train::supervised::AuxModel>,
+) -> Result<()> {
+    let (cfg, root) = args.config(autoencoder, flow)?;
+    let loss = if cfg.model.kind() == "realnvp" || cfg.model.kind() == "glow" {
+        "bits/dim"
+    } else {
+        "loss"
+    };
     let job = xtask::train::supervised::SupervisedTrainJob {
         cfg,
         run_root: root.clone(),
@@ -26,7 +35,7 @@ fn train_aux(args: &xtask::cli::AuxArgs, autoencoder: bool) -> Result<()> {
     };
     let last = run_on(args.backend.kind(), job)?;
     println!(
-        "test loss {:.5}{}; model in {}",
+        "test {loss} {:.5}{}; model in {}",
         last.test_loss,
         last.test_accuracy
             .map(|a| format!(", test accuracy {:.2}%", 100.0 * a))
@@ -76,8 +85,14 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Train(TrainCommand::Classifier(args)) => train_aux(&args, false)?,
-        Command::Train(TrainCommand::Autoencoder(args)) => train_aux(&args, true)?,
+        Command::Train(TrainCommand::Classifier(args)) => train_aux(&args, false, None)?,
+        Command::Train(TrainCommand::Autoencoder(args)) => train_aux(&args, true, None)?,
+        Command::Train(TrainCommand::Realnvp(args)) => {
+            train_aux(&args.common, false, Some(args.model(false)))?
+        }
+        Command::Train(TrainCommand::Glow(args)) => {
+            train_aux(&args.common, false, Some(args.model(true)))?
+        }
         Command::Train(TrainCommand::EvalSuite(args)) => {
             let (plan, root) = args.plan();
             let m = xtask::train::suite::train_suite(&plan, &root, args.backend.kind())?;
@@ -172,6 +187,37 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(BenchCommand::Fid(args)) => {
             xtask::bench::fid(&args)?;
+        }
+        Command::Bench(BenchCommand::GlowConv(args)) => {
+            xtask::bench::glow_conv(&args)?;
+        }
+        Command::Helix(args) => {
+            let r = run_on(args.backend.kind(), args.job())?;
+            let e = r.inverse_metric_eigenvalues;
+            for s in [&r.latent, &r.pixel] {
+                println!(
+                    "{:?}: {}/{} reached {}; distance to the helix median {:.4}, mean {:.4}; median steps {}",
+                    s.space,
+                    s.successes,
+                    s.runs,
+                    args.threshold,
+                    s.median_distance,
+                    s.mean_distance,
+                    s.median_steps
+                );
+            }
+            println!(
+                "flow {:.3} bits/dim, classifier accuracy {:.1} %; γ⁻¹ eigenvalues {:.3e} {:.3e} {:.3e}, \
+                 top eigenvector · tangent |cos| {:.3}; {:.1} s; {}",
+                r.flow_nll_bits,
+                100.0 * r.classifier_accuracy,
+                e[0],
+                e[1],
+                e[2],
+                r.top_eigenvector_tangent_cos,
+                r.seconds,
+                args.out.join("helix.json").display()
+            );
         }
         Command::Tangent(args) => {
             let out = args.job().out;

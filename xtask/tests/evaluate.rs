@@ -31,6 +31,7 @@ fn job(suite: &Path, ibinn: &Path, out: &Path) -> EvaluateJob {
     EvaluateJob {
         methods: vec![Method::Ecinn, Method::Gb],
         ibinn: Some(ibinn.to_path_buf()),
+        flow: None,
         suite: suite.to_path_buf(),
         data_dir: None,
         limit: 8,

@@ -5,44 +5,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::tiny_ibinn;
+use common::{tiny_aux, tiny_ibinn};
 
 use xtask::backend::{BackendKind, run_on};
 use xtask::cli::parse_alpha;
 use xtask::explain::inputs::Selection;
 use xtask::explain::{ExplainJob, Method, TargetMode};
 use xtask::heatmaps::{HeatmapExplainJob, HeatmapMethod};
-use xtask::train::supervised::{AuxModel, SupervisedTrainConfig, SupervisedTrainJob};
-
-fn tiny_aux(root: &Path, autoencoder: bool) {
-    let mut cfg = if autoencoder {
-        SupervisedTrainConfig::autoencoder(cfx_datasets::DatasetKind::Mnist)
-    } else {
-        SupervisedTrainConfig::classifier(cfx_datasets::DatasetKind::Mnist)
-    };
-    cfg.model = if autoencoder {
-        AuxModel::Autoencoder(cfx_classifiers::ConvAutoencoderConfig::tiny())
-    } else {
-        // Without dropout the tiny CNN learns in a few steps.
-        AuxModel::Classifier(cfx_classifiers::CnnClassifierConfig {
-            conv_dropout: 0.0,
-            dense_dropout: 0.0,
-            ..cfx_classifiers::CnnClassifierConfig::tiny()
-        })
-    };
-    cfg.epochs = 3;
-    cfg.lr = 1e-2;
-    cfg.train_limit = Some(2048);
-    cfg.test_limit = Some(128);
-    let job = SupervisedTrainJob {
-        cfg,
-        run_root: root.to_path_buf(),
-        resume: false,
-    };
-    let last = run_on(BackendKind::Flex, job).unwrap();
-    assert!(last.test_loss.is_finite());
-    assert_eq!(last.test_accuracy.is_some(), !autoencoder);
-}
 
 fn heatmap_job(methods: &[HeatmapMethod], model: &Path, out: PathBuf) -> HeatmapExplainJob {
     HeatmapExplainJob {

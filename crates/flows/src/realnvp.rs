@@ -135,6 +135,7 @@ impl RealNvpConfig {
         RealNvp {
             logit: self.logit_alpha.map(Logit::new),
             levels,
+            scale_reg: self.scale_reg,
             c,
             h,
             w,
@@ -146,6 +147,7 @@ impl RealNvpConfig {
 pub struct RealNvp<B: Backend> {
     logit: Option<Logit>,
     pub levels: Vec<FlowSequence<B>>,
+    scale_reg: f64,
     c: usize,
     h: usize,
     w: usize,
@@ -163,7 +165,13 @@ impl<B: Backend> RealNvp<B> {
         }
     }
 
-    /// `Σ scale²` over all couplings (times `scale_reg` in the loss).
+    /// `scale_reg · Σ scale²` over all couplings: the reference's regulariser, added to the
+    /// training loss.
+    pub fn regulariser(&self) -> Tensor<B, 1> {
+        self.scale_penalty().mul_scalar(self.scale_reg)
+    }
+
+    /// `Σ scale²` over all couplings.
     pub fn scale_penalty(&self) -> Tensor<B, 1> {
         let device = self.devices_hint();
         self.levels

@@ -2,10 +2,12 @@
 
 mod fasth;
 mod fid;
+mod glow;
 mod step;
 
 pub use fasth::{FastHRow, fasth};
 pub use fid::{FidRow, fid};
+pub use glow::{GlowConvTiming, glow_conv};
 pub use step::{StepTiming, step};
 
 use std::path::Path;

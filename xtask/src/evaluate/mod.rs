@@ -51,6 +51,8 @@ pub struct EvaluateJob {
     pub methods: Vec<Method>,
     /// The IB-INN run ECINN explains.
     pub ibinn: Option<PathBuf>,
+    /// The flow diffeo ascends in; the IB-INN where not given.
+    pub flow: Option<PathBuf>,
     /// `train eval-suite` folder: the CNN GB/GL explain, the oracles and the autoencoders.
     pub suite: PathBuf,
     pub data_dir: Option<PathBuf>,
@@ -139,11 +141,9 @@ impl EvaluateJob {
             model: self.explained_model(method)?,
             autoencoder: (method == Method::Gl).then(|| self.suite.join("ae-gl")),
             flow: match method {
-                Method::Diffeo => Some(
-                    self.ibinn
-                        .clone()
-                        .context("diffeo needs --ibinn runs/<name>: the flow it ascends in")?,
-                ),
+                Method::Diffeo => Some(self.flow.clone().or_else(|| self.ibinn.clone()).context(
+                    "diffeo needs --flow runs/<name> (or --ibinn): the flow it ascends in",
+                )?),
                 _ => None,
             },
             method_config: match method {
@@ -180,7 +180,7 @@ impl EvaluateJob {
         )
     }
 
-    fn generate<B: AutodiffBackend>(
+    fn generate<B: AutodiffBackend + LinalgBackend>(
         &self,
         method: Method,
         dataset: DatasetKind,
@@ -243,7 +243,7 @@ impl EvaluateJob {
     }
 
     /// The cached counterfactuals when their key still matches, else fresh ones.
-    fn counterfactuals<B: AutodiffBackend>(
+    fn counterfactuals<B: AutodiffBackend + LinalgBackend>(
         &self,
         method: Method,
         dataset: DatasetKind,

@@ -16,6 +16,8 @@ pub enum Cell {
     /// Signed values on their own colour scale (their largest magnitude), for grids that put
     /// different methods side by side.
     HeatOwn(Vec<f32>),
+    /// Unit-space colour pixels, channel-major (`3·h·w` values: all red, then green, blue).
+    Rgb(Vec<f32>),
     Blank,
 }
 
@@ -66,6 +68,13 @@ impl Grid {
                                 Rgb([g, g, g])
                             }
                             Cell::Heat(v) | Cell::HeatOwn(v) => diverging(v[i] / own),
+                            Cell::Rgb(v) => {
+                                let plane = self.h * self.w;
+                                let c = |k: usize| {
+                                    (v[k * plane + i].clamp(0.0, 1.0) * 255.0).round() as u8
+                                };
+                                Rgb([c(0), c(1), c(2)])
+                            }
                             Cell::Blank => continue,
                         };
                         img.put_pixel((x0 + px) as u32, (y0 + py) as u32, colour);
@@ -74,6 +83,26 @@ impl Grid {
             }
         }
         img
+    }
+
+    /// Unit-space images `[N, C, H, W]` (C = 1 or 3, flattened row-major) as a grid of `cols`
+    /// columns, magnified `scale` times.
+    pub fn of_images(pixels: &[f32], [n, c, h, w]: [usize; 4], cols: usize, scale: usize) -> Self {
+        let size = c * h * w;
+        let cells = (0..n)
+            .map(|i| {
+                let v = pixels[i * size..(i + 1) * size].to_vec();
+                if c == 3 {
+                    Cell::Rgb(v)
+                } else {
+                    Cell::Grey(v[..h * w].to_vec())
+                }
+            })
+            .collect::<Vec<_>>()
+            .chunks(cols.max(1))
+            .map(<[Cell]>::to_vec)
+            .collect();
+        Self { cells, h, w, scale }
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {

@@ -91,7 +91,7 @@ pub struct ExplainJob {
     pub method: Method,
     pub model: PathBuf,
     pub autoencoder: Option<PathBuf>,
-    /// The flow `diffeo` ascends in (an IB-INN run).
+    /// The flow `diffeo` ascends in (a RealNVP, Glow or IB-INN run).
     pub flow: Option<PathBuf>,
     pub dataset: Option<DatasetKind>,
     pub data_dir: Option<PathBuf>,

@@ -25,7 +25,7 @@ pub struct RunnerSpec {
     pub model: PathBuf,
     /// GL's autoencoder run.
     pub autoencoder: Option<PathBuf>,
-    /// The flow (IB-INN run) `diffeo` ascends in.
+    /// The flow (a RealNVP, Glow or IB-INN run) `diffeo` ascends in.
     pub flow: Option<PathBuf>,
     /// GB/GL settings as TOML.
     pub method_config: Option<PathBuf>,
@@ -34,7 +34,7 @@ pub struct RunnerSpec {
 }
 
 impl RunnerSpec {
-    pub fn build<B: AutodiffBackend>(
+    pub fn build<B: AutodiffBackend + cfx_linalg::LinalgBackend>(
         &self,
         dataset: DatasetKind,
         data_dir: Option<&Path>,
@@ -56,21 +56,22 @@ impl RunnerSpec {
             Method::Diffeo | Method::Pixel => {
                 let cfg: DiffeoConfig = read_method_config(&self.method_config)?;
                 let cnn = load_classifier::<B>(&self.model, &device)?;
-                let (space, flow) = if self.method == Method::Diffeo {
+                let (space, flow, input_map) = if self.method == Method::Diffeo {
                     let Some(flow_dir) = &self.flow else {
-                        bail!("diffeo needs --flow runs/<name> (a `cargo xtask train ib-inn` run)");
+                        bail!(
+                            "diffeo needs --flow runs/<name> (a `cargo xtask train realnvp|glow|ib-inn` run)"
+                        );
                     };
-                    let flow: Box<dyn cfx_flows::Flow<B>> =
-                        Box::new(load_trained::<B>(flow_dir, &device)?);
-                    (AscentSpace::Latent, Some(flow))
+                    let (flow, map) = crate::train::density::load_flow::<B>(flow_dir, &device)?;
+                    (AscentSpace::Latent, Some(flow), map)
                 } else {
-                    (AscentSpace::Pixel, None)
+                    (AscentSpace::Pixel, None, Augmentation::UNIT)
                 };
                 use burn::module::AutodiffModule;
                 let inner = Box::new(cnn.valid());
                 Runner::Iterative(Box::new(Diffeo::new(
                     flow,
-                    Augmentation::IBINN_EVAL,
+                    input_map,
                     Box::new(cnn),
                     inner,
                     space,

@@ -1,5 +1,6 @@
 //! Training loops behind `cargo xtask train`.
 
+pub mod density;
 pub mod ibinn;
 pub mod optim;
 pub mod progress;

@@ -18,6 +18,8 @@ use cfx_classifiers::{
 use cfx_datasets::{
     Augmentation, DatasetKind, EpochSampler, HostBatch, ImageSet, Split, eval_batches,
 };
+use cfx_flows::glow::GlowConfig;
+use cfx_flows::realnvp::RealNvpConfig;
 use cfx_linalg::LinalgBackend;
 use serde::{Deserialize, Serialize};
 
@@ -26,12 +28,15 @@ use super::run::{Rec, RunDir, read_model_record};
 use crate::backend::{BackendJob, BackendKind};
 use crate::checkpoint::CheckpointStore;
 
-/// Which auxiliary model, with its architecture.
+/// Which model, with its architecture: the auxiliary models, and the flows RealNVP and Glow,
+/// which train by the same loop (one model, one loss, Adam, a checkpoint per epoch).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AuxModel {
     Classifier(CnnClassifierConfig),
     Autoencoder(ConvAutoencoderConfig),
+    RealNvp(RealNvpConfig),
+    Glow(GlowConfig),
 }
 
 /// Training settings; the defaults per kind are Paper 4's Tables 4 and 5.
@@ -46,6 +51,9 @@ pub struct SupervisedTrainConfig {
     pub lr: f64,
     /// Keras's Adam ε.
     pub epsilon: f32,
+    /// Adam's (coupled, L2) weight decay; the flows of seed 002 use 5e-4.
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
     /// Seeds the weights and the batch order (the oracle differs from the classifier only here).
     pub seed: u64,
     /// Train only on images of this class (the per-class autoencoders of IM1).
@@ -67,6 +75,7 @@ impl SupervisedTrainConfig {
             batch_size: 64,
             lr: 1e-3,
             epsilon: 1e-7,
+            weight_decay: None,
             seed: 1,
             only_class: None,
             second_label: false,
@@ -84,10 +93,25 @@ impl SupervisedTrainConfig {
         }
     }
 
+    /// A flow with seed 002's training settings (Adam 1e-4, weight decay 5e-4, PyTorch's ε).
+    pub fn flow(dataset: DatasetKind, model: AuxModel) -> Self {
+        Self {
+            model,
+            epochs: 10,
+            batch_size: 64,
+            lr: 1e-4,
+            epsilon: 1e-8,
+            weight_decay: Some(5e-4),
+            ..Self::classifier(dataset)
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         match &self.model {
             AuxModel::Classifier(c) => c.validate(),
             AuxModel::Autoencoder(c) => c.validate(),
+            AuxModel::RealNvp(c) => c.validate(),
+            AuxModel::Glow(c) => c.validate(),
         }
         .map_err(|e| anyhow::anyhow!("model: {e}"))?;
         if self.batch_size == 0 || self.lr.is_nan() || self.lr <= 0.0 {
@@ -101,14 +125,25 @@ impl SupervisedTrainConfig {
         self.model = match &self.model {
             AuxModel::Classifier(_) => AuxModel::Classifier(CnnClassifierConfig::tiny()),
             AuxModel::Autoencoder(_) => AuxModel::Autoencoder(ConvAutoencoderConfig::tiny()),
+            AuxModel::RealNvp(c) => {
+                AuxModel::RealNvp(RealNvpConfig::tiny().with_input_shape(c.input_shape))
+            }
+            AuxModel::Glow(c) => AuxModel::Glow(
+                GlowConfig::tiny()
+                    .with_input_shape(c.input_shape)
+                    .with_n_block(c.n_block)
+                    .with_conv(c.conv),
+            ),
         };
     }
 
-    /// Trains the model in `range` (its input offset; the scale stays 1).
+    /// Trains the model in `range` (its input offset; the scale stays 1). Flows model unit-range
+    /// pixels themselves (RealNVP through its logit transform), so they ignore it.
     pub fn set_range(&mut self, range: cfx_classifiers::DataRange) {
         match &mut self.model {
             AuxModel::Classifier(c) => c.input_offset = range.offset(),
             AuxModel::Autoencoder(c) => c.input_offset = range.offset(),
+            AuxModel::RealNvp(_) | AuxModel::Glow(_) => {}
         }
     }
 
@@ -116,6 +151,8 @@ impl SupervisedTrainConfig {
         match &self.model {
             AuxModel::Classifier(c) => c.input_shape,
             AuxModel::Autoencoder(c) => c.input_shape,
+            AuxModel::RealNvp(c) => c.input_shape,
+            AuxModel::Glow(c) => c.input_shape,
         }
     }
 
@@ -191,13 +228,41 @@ impl BackendJob for SupervisedTrainJob {
                 let model = c.init::<B>(&device);
                 train_loop(self, model, &device)
             }
+            AuxModel::RealNvp(c) => {
+                B::seed(&device, self.cfg.seed);
+                let model = c.init::<B>(&device);
+                train_loop(self, model, &device)
+            }
+            AuxModel::Glow(c) => {
+                B::seed(&device, self.cfg.seed);
+                let model = c.init::<B>(&device);
+                train_loop(self, model, &device)
+            }
         }
     }
 }
 
-/// What differs between the two kinds of model: the loss and the test metric.
-trait Objective<B: AutodiffBackend>: AutodiffModule<B> + Clone {
+/// What differs between the kinds of model: the loss and the test metric.
+pub(crate) trait Objective<B: AutodiffBackend>: AutodiffModule<B> + Clone {
+    /// What the loss is called in the log.
+    const LOSS: &'static str = "loss";
+
     fn train_loss(&self, x: Tensor<B, 4>, y: Tensor<B, 1, Int>) -> Tensor<B, 1>;
+
+    /// Data-dependent initialisation from the first training batch of a new run.
+    fn prepare(self, _x: Tensor<B, 4>) -> Self {
+        self
+    }
+
+    /// Unit-space samples for the per-epoch `samples.png`, for generative models.
+    fn samples(
+        _model: &Self::InnerModule,
+        _n: usize,
+        _device: &B::Device,
+    ) -> Option<Tensor<B::InnerBackend, 4>> {
+        None
+    }
+
     /// `(summed loss, correct)` on an inner-backend batch.
     fn eval_sums(
         model: &Self::InnerModule,
@@ -269,8 +334,19 @@ fn train_loop<B: AutodiffBackend, M: Objective<B>>(
     let store = run.checkpoints(2);
     let train = cfg.load(Split::Train, cfg.train_limit)?;
     let test = cfg.load(Split::Test, cfg.test_limit)?;
-    let mut optim = AdamConfig::new().with_epsilon(cfg.epsilon).init::<B, M>();
+    let mut optim = AdamConfig::new()
+        .with_epsilon(cfg.epsilon)
+        .with_weight_decay(
+            cfg.weight_decay
+                .map(|w| burn::optim::decay::WeightDecayConfig::new(w as f32)),
+        )
+        .init::<B, M>();
     let mut state = SupervisedState::default();
+    let sampler = EpochSampler {
+        seed: cfg.seed,
+        batch_size: cfg.batch_size,
+        drop_last: false,
+    };
     if job.resume {
         let ckpt = store.latest()?.context("no checkpoint to resume from")?;
         let bad = |w: &str| format!("checkpoint {} has an unreadable {w}", ckpt.display());
@@ -297,12 +373,12 @@ fn train_loop<B: AutodiffBackend, M: Objective<B>>(
         );
     } else {
         run.write_toml("config.toml", cfg)?;
+        if let Some(first) = sampler.batches(train.len(), 0).first() {
+            let mut rng = sampler.batch_rng(0, 0);
+            let b = HostBatch::from_set(&train, first, &Augmentation::UNIT, &mut rng);
+            model = model.prepare(b.to_device::<B>(device).images);
+        }
     }
-    let sampler = EpochSampler {
-        seed: cfg.seed,
-        batch_size: cfg.batch_size,
-        drop_last: false,
-    };
     let unit = Augmentation::UNIT;
     for epoch in state.epochs_done..cfg.epochs {
         let start = Instant::now();
@@ -327,15 +403,22 @@ fn train_loop<B: AutodiffBackend, M: Objective<B>>(
             test_loss,
             test_accuracy,
         };
+        if let Some(s) = M::samples(&model.valid(), 64, device) {
+            let dims = s.dims();
+            let px: Vec<f32> = s.into_data().convert::<f32>().to_vec().unwrap_or_default();
+            crate::explain::figures::Grid::of_images(&px, dims, 8, 2)
+                .save(&run.path("samples.png"))?;
+        }
         let line = format!(
-            "epoch {}/{}: train loss {:.5}, test loss {:.5}{}",
+            "epoch {}/{}: train {l} {:.5}, test {l} {:.5}{}",
             epoch + 1,
             cfg.epochs,
             record.train_loss,
             test_loss,
             test_accuracy
                 .map(|a| format!(", test accuracy {:.2}%", 100.0 * a))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            l = M::LOSS
         );
         eprintln!("{line}");
         run.log(&line)?;
@@ -383,12 +466,23 @@ fn evaluate<B: AutodiffBackend, M: Objective<B>>(
     Ok((loss / n, correct.map(|c| c / n)))
 }
 
-/// Reads `model.toml` of a finished classifier or autoencoder run.
-fn read_aux(run: &Path) -> Result<AuxModel> {
+impl AuxModel {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Classifier(_) => "classifier",
+            Self::Autoencoder(_) => "autoencoder",
+            Self::RealNvp(_) => "realnvp",
+            Self::Glow(_) => "glow",
+        }
+    }
+}
+
+/// Reads `model.toml` of a finished run of this loop.
+pub(crate) fn read_aux(run: &Path) -> Result<AuxModel> {
     crate::checkpoint::require_run_dir(run)?;
     super::run::read_toml(&run.join("model.toml")).with_context(|| {
         format!(
-            "{} is not a finished classifier or autoencoder run (train one with `cargo xtask train classifier|autoencoder`)",
+            "{} is not a finished classifier, autoencoder or flow run (train one with `cargo xtask train classifier|autoencoder|realnvp|glow`)",
             run.display()
         )
     })
@@ -401,9 +495,11 @@ pub fn load_classifier<B: Backend>(run: &Path, device: &B::Device) -> Result<Cnn
             Ok(c.init::<B>(device)
                 .load_record(read_model_record(run, device)?))
         }
-        AuxModel::Autoencoder(_) => {
-            bail!("{} holds an autoencoder, not a classifier", run.display())
-        }
+        other => bail!(
+            "{} holds a {}, not a classifier",
+            run.display(),
+            other.kind()
+        ),
     }
 }
 
@@ -414,8 +510,10 @@ pub fn load_autoencoder<B: Backend>(run: &Path, device: &B::Device) -> Result<Co
             Ok(c.init::<B>(device)
                 .load_record(read_model_record(run, device)?))
         }
-        AuxModel::Classifier(_) => {
-            bail!("{} holds a classifier, not an autoencoder", run.display())
-        }
+        other => bail!(
+            "{} holds a {}, not an autoencoder",
+            run.display(),
+            other.kind()
+        ),
     }
 }

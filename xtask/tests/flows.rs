@@ -1,0 +1,140 @@
+//! `train realnvp|glow` end to end on tiny models (bits/dim, samples grid, resume), and the
+//! diffeo explainer ascending in their latent spaces.
+
+mod common;
+
+use std::path::Path;
+
+use cfx_flows::blocks::InvConvKind;
+use cfx_flows::glow::GlowConfig;
+use cfx_flows::realnvp::RealNvpConfig;
+use common::tiny_aux;
+use xtask::backend::{BackendKind, run_on};
+use xtask::explain::inputs::Selection;
+use xtask::explain::{ExplainJob, Method, TargetMode};
+use xtask::train::supervised::{AuxModel, SupervisedTrainConfig, SupervisedTrainJob};
+
+fn train(root: &Path, model: AuxModel, epochs: usize, resume: bool) -> f64 {
+    let mut cfg = SupervisedTrainConfig::flow(cfx_datasets::DatasetKind::Mnist, model);
+    cfg.epochs = epochs;
+    cfg.lr = 1e-3;
+    cfg.train_limit = Some(128);
+    cfg.test_limit = Some(64);
+    cfg.validate().unwrap();
+    let job = SupervisedTrainJob {
+        cfg,
+        run_root: root.to_path_buf(),
+        resume,
+    };
+    let last = run_on(BackendKind::Flex, job).unwrap();
+    assert_eq!(last.epoch, epochs);
+    assert!(last.test_accuracy.is_none());
+    last.test_loss
+}
+
+fn diffeo(flow: &Path, cnn: &Path, out: &Path) -> anyhow::Result<usize> {
+    let steps = out.with_extension("toml");
+    std::fs::write(
+        &steps,
+        "max_steps = 5\nthreshold = 0.9\nlearning_rate = 0.05\n",
+    )
+    .unwrap();
+    let job = ExplainJob {
+        method: Method::Diffeo,
+        model: cnn.to_path_buf(),
+        autoencoder: None,
+        flow: Some(flow.to_path_buf()),
+        dataset: None,
+        data_dir: None,
+        selection: Selection::Indices(vec![0]),
+        target: TargetMode::Random,
+        alphas: vec![],
+        strip: None,
+        method_config: Some(steps),
+        batch_size: 4,
+        seed: 0,
+        scale: 2,
+        out: out.to_path_buf(),
+    };
+    Ok(run_on(BackendKind::Flex, job)?.queries)
+}
+
+#[test]
+fn realnvp_trains_resumes_samples_and_carries_the_diffeo_ascent() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("realnvp");
+    let model = AuxModel::RealNvp(RealNvpConfig::tiny());
+    let first = train(&root, model.clone(), 1, false);
+    // Bits per dimension of 8-bit pixels: a model this small sits well between 0 and 8 + logit.
+    assert!(first > 0.0 && first < 12.0, "test bits/dim {first}");
+    assert!(root.join("samples.png").exists());
+    let again = std::panic::catch_unwind(|| train(&root, model.clone(), 1, false));
+    assert!(
+        again.is_err(),
+        "a second run into the same folder is refused"
+    );
+    let second = train(&root, model, 2, true);
+    assert!(second < first + 0.5, "{first} → {second}");
+    let toml = std::fs::read_to_string(root.join("model.toml")).unwrap();
+    assert!(toml.contains("kind = \"real_nvp\""), "{toml}");
+
+    let cnn = dir.path().join("cnn");
+    tiny_aux(&cnn, false);
+    assert_eq!(diffeo(&root, &cnn, &dir.path().join("cf")).unwrap(), 1);
+    let e = format!(
+        "{:#}",
+        diffeo(&cnn, &cnn, &dir.path().join("bad")).unwrap_err()
+    );
+    assert!(e.contains("holds a classifier, not a flow"), "{e}");
+}
+
+#[test]
+fn glow_trains_with_both_invertible_convolutions() {
+    let dir = tempfile::tempdir().unwrap();
+    for conv in [InvConvKind::Lu, InvConvKind::Svd] {
+        let root = dir.path().join(format!("glow-{conv:?}"));
+        let cfg = GlowConfig::tiny()
+            .with_n_flow(1)
+            .with_width(8)
+            .with_conv(conv);
+        let bpd = train(&root, AuxModel::Glow(cfg), 1, false);
+        assert!(bpd.is_finite() && bpd > 0.0, "{conv:?}: {bpd}");
+        assert!(root.join("samples.png").exists());
+    }
+}
+
+#[test]
+fn helix_experiment_runs_and_reuses_its_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = xtask::helix::HelixJob {
+        training: xtask::helix::HelixTraining {
+            flow_steps: 40,
+            flow_lr: 1e-3,
+            batch_size: 64,
+            classifier_steps: 150,
+            classifier_lr: 1e-2,
+            seed: 3,
+        },
+        retrain: false,
+        runs: 6,
+        threshold: 0.9,
+        max_steps: 60,
+        ascent_lr: 5e-2,
+        spectrum_points: 2,
+        out: dir.path().to_path_buf(),
+    };
+    let r = run_on(BackendKind::Flex, job.clone()).unwrap();
+    assert!(r.classifier_accuracy > 0.8, "{}", r.classifier_accuracy);
+    assert_eq!((r.latent.runs, r.pixel.runs), (6, 6));
+    // Pixel ascent on an MLP this smooth always gets there; its end points leave the helix.
+    assert_eq!(r.pixel.successes, 6);
+    assert!(r.pixel.median_distance > 0.0);
+    let e = r.inverse_metric_eigenvalues;
+    assert!(e[0] >= e[1] && e[1] >= e[2] && e[2] > 0.0, "{e:?}");
+    assert!(dir.path().join("flow.mpk").exists() && dir.path().join("helix.json").exists());
+    let again = run_on(BackendKind::Flex, job).unwrap();
+    assert_eq!(
+        again.flow_nll_bits, r.flow_nll_bits,
+        "the saved flow is reused"
+    );
+}
