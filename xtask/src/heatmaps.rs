@@ -72,12 +72,7 @@ impl<B: AutodiffBackend> ExplainedModel<B> {
     /// An IB-INN run (`train ib-inn`) or a classifier run (`train classifier`).
     pub fn load(run: &Path, device: &B::Device) -> Result<Self> {
         crate::checkpoint::require_run_dir(run)?;
-        // Classifier and autoencoder runs tag their model.toml with `kind`; IB-INN runs do not.
-        let tagged = std::fs::read_to_string(run.join("model.toml"))
-            .ok()
-            .and_then(|t| t.parse::<toml::Table>().ok())
-            .is_some_and(|t| t.contains_key("kind"));
-        if tagged {
+        if crate::train::supervised::is_tagged_run(run) {
             return Ok(Self::Cnn(Box::new(load_classifier::<B>(run, device)?)));
         }
         Ok(Self::IbInn(Box::new(IbInnClassifier::new(load_trained::<

@@ -234,7 +234,7 @@ fn median(v: &[f64]) -> f64 {
 /// Points as `[N, 3, 1, 1]`.
 fn rows<B: Backend>(points: &[[f64; 3]], device: &B::Device) -> Tensor<B, 4> {
     let v: Vec<f32> = points.iter().flatten().map(|&c| c as f32).collect();
-    Tensor::from_data(TensorData::new(v, [points.len(), 3, 1, 1]), device)
+    cfx_metrics::image_rows(&v, 0..points.len(), [3, 1, 1], device)
 }
 
 fn save<B: Backend, M: Module<B>>(job: &HelixJob, name: &str, m: M) -> Result<()> {

@@ -23,11 +23,7 @@ fn train_aux(
     flow: Option<xtask::train::supervised::AuxModel>,
 ) -> Result<()> {
     let (cfg, root) = args.config(autoencoder, flow)?;
-    let loss = if cfg.model.kind() == "realnvp" || cfg.model.kind() == "glow" {
-        "bits/dim"
-    } else {
-        "loss"
-    };
+    let loss = cfg.model.loss_name();
     let job = xtask::train::supervised::SupervisedTrainJob {
         cfg,
         run_root: root.clone(),

@@ -173,7 +173,6 @@ impl<B: Backend> RealNvp<B> {
 
     /// `Σ scale²` over all couplings.
     pub fn scale_penalty(&self) -> Tensor<B, 1> {
-        let device = self.devices_hint();
         self.levels
             .iter()
             .flat_map(|l| &l.blocks)
@@ -181,11 +180,12 @@ impl<B: Backend> RealNvp<B> {
                 FlowBlock::Masked(m) => m.scale_penalty(),
                 _ => None,
             })
-            .fold(Tensor::zeros([1], &device), |a, b| a + b)
-    }
-
-    fn devices_hint(&self) -> B::Device {
-        self.devices().into_iter().next().unwrap_or_default()
+            .reduce(|a, b| a + b)
+            // Only a model without affine couplings gets here; it is rare enough to look up
+            // the device then rather than walk the module on every training step.
+            .unwrap_or_else(|| {
+                Tensor::zeros([1], &self.devices().into_iter().next().unwrap_or_default())
+            })
     }
 
     /// Glow's data-dependent actnorm initialisation from one batch `x` (unit-range images).

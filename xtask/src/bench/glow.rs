@@ -91,12 +91,8 @@ impl BackendJob for GlowJob {
                 }
             }
         }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let lu = median(&mut times[0]);
-        let svd = median(&mut times[1]);
+        let lu = super::upper_median(&mut times[0]);
+        let svd = super::upper_median(&mut times[1]);
         Ok(GlowConvTiming {
             backend: backend.to_string(),
             n_flow: self.cfg.n_flow,

@@ -37,8 +37,14 @@ pub(crate) fn median_ms(warmup: usize, repeats: usize, mut f: impl FnMut()) -> f
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    upper_median(&mut times)
+}
+
+/// The middle value of timings (the upper one of the two middles for an even count), sorting
+/// `v` in place.
+pub(crate) fn upper_median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 #[cfg(test)]

@@ -83,16 +83,11 @@ impl BackendJob for StepJob {
                 parts.push([t_fwd, t_bwd - t_fwd, total - t_bwd]);
             }
         }
-        let median_of = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let breakdown_ms = self
-            .breakdown
-            .then(|| [0, 1, 2].map(|k| median_of(parts.iter().map(|p| p[k]).collect())));
-        let mut sorted = times.clone();
-        sorted.sort_by(f64::total_cmp);
-        let median = sorted[sorted.len() / 2];
+        let breakdown_ms = self.breakdown.then(|| {
+            [0, 1, 2]
+                .map(|k| super::upper_median(&mut parts.iter().map(|p| p[k]).collect::<Vec<_>>()))
+        });
+        let median = super::upper_median(&mut times.clone());
         let n = self.batch.len();
         Ok(StepTiming {
             backend: backend.to_string(),

@@ -16,7 +16,7 @@ use cfx_flows::{Flow, standard_normal_bpd};
 use cfx_linalg::LinalgBackend;
 
 use super::run::read_model_record;
-use super::supervised::{AuxModel, Objective, read_aux};
+use super::supervised::{AuxModel, Objective, is_tagged_run, read_aux};
 
 /// Sampling temperature of the per-epoch grid (Glow's 0.7).
 const TEMPERATURE: f64 = 0.7;
@@ -39,8 +39,6 @@ fn bpd_sum<B: Backend, F: Flow<B>>(flow: &F, x: Tensor<B, 4>) -> (f64, Option<f6
 }
 
 impl<B: AutodiffBackend> Objective<B> for RealNvp<B> {
-    const LOSS: &'static str = "bits/dim";
-
     fn train_loss(&self, x: Tensor<B, 4>, _y: Tensor<B, 1, Int>) -> Tensor<B, 1> {
         let (z, ld) = self.forward(dequantise(x));
         standard_normal_bpd(z, ld).mean() + self.regulariser()
@@ -72,8 +70,6 @@ impl<B> Objective<B> for Glow<B>
 where
     B: AutodiffBackend<InnerBackend: LinalgBackend> + LinalgBackend,
 {
-    const LOSS: &'static str = "bits/dim";
-
     fn train_loss(&self, x: Tensor<B, 4>, _y: Tensor<B, 1, Int>) -> Tensor<B, 1> {
         let (z, ld) = self.forward(dequantise(x));
         standard_normal_bpd(z, ld).mean()
@@ -106,11 +102,7 @@ pub fn load_flow<B: LinalgBackend>(
     run: &Path,
     device: &B::Device,
 ) -> Result<(Box<dyn Flow<B>>, Augmentation)> {
-    // An IB-INN run's model.toml is its IbInnConfig, without the `kind` tag of this loop's runs.
-    let tagged = std::fs::read_to_string(run.join("model.toml"))
-        .map(|s| s.lines().any(|l| l.trim_start().starts_with("kind =")))
-        .unwrap_or(false);
-    if !tagged {
+    if !is_tagged_run(run) {
         let ibinn = super::ibinn::load_trained::<B>(run, device)?;
         return Ok((Box::new(ibinn), Augmentation::IBINN_EVAL));
     }

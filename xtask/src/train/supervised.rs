@@ -217,36 +217,18 @@ impl BackendJob for SupervisedTrainJob {
         device: B::Device,
         _backend: BackendKind,
     ) -> Result<SupervisedEpoch> {
+        B::seed(&device, self.cfg.seed);
         match self.cfg.model.clone() {
-            AuxModel::Classifier(c) => {
-                B::seed(&device, self.cfg.seed);
-                let model = c.init::<B>(&device);
-                train_loop(self, model, &device)
-            }
-            AuxModel::Autoencoder(c) => {
-                B::seed(&device, self.cfg.seed);
-                let model = c.init::<B>(&device);
-                train_loop(self, model, &device)
-            }
-            AuxModel::RealNvp(c) => {
-                B::seed(&device, self.cfg.seed);
-                let model = c.init::<B>(&device);
-                train_loop(self, model, &device)
-            }
-            AuxModel::Glow(c) => {
-                B::seed(&device, self.cfg.seed);
-                let model = c.init::<B>(&device);
-                train_loop(self, model, &device)
-            }
+            AuxModel::Classifier(c) => train_loop(self, c.init::<B>(&device), &device),
+            AuxModel::Autoencoder(c) => train_loop(self, c.init::<B>(&device), &device),
+            AuxModel::RealNvp(c) => train_loop(self, c.init::<B>(&device), &device),
+            AuxModel::Glow(c) => train_loop(self, c.init::<B>(&device), &device),
         }
     }
 }
 
 /// What differs between the kinds of model: the loss and the test metric.
 pub(crate) trait Objective<B: AutodiffBackend>: AutodiffModule<B> + Clone {
-    /// What the loss is called in the log.
-    const LOSS: &'static str = "loss";
-
     fn train_loss(&self, x: Tensor<B, 4>, y: Tensor<B, 1, Int>) -> Tensor<B, 1>;
 
     /// Data-dependent initialisation from the first training batch of a new run.
@@ -418,7 +400,7 @@ fn train_loop<B: AutodiffBackend, M: Objective<B>>(
             test_accuracy
                 .map(|a| format!(", test accuracy {:.2}%", 100.0 * a))
                 .unwrap_or_default(),
-            l = M::LOSS
+            l = cfg.model.loss_name()
         );
         eprintln!("{line}");
         run.log(&line)?;
@@ -467,6 +449,14 @@ fn evaluate<B: AutodiffBackend, M: Objective<B>>(
 }
 
 impl AuxModel {
+    /// What the loss is called in logs and summaries.
+    pub fn loss_name(&self) -> &'static str {
+        match self {
+            Self::RealNvp(_) | Self::Glow(_) => "bits/dim",
+            Self::Classifier(_) | Self::Autoencoder(_) => "loss",
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Classifier(_) => "classifier",
@@ -475,6 +465,15 @@ impl AuxModel {
             Self::Glow(_) => "glow",
         }
     }
+}
+
+/// Whether `run` was trained by this loop: its model.toml carries the `kind` tag of
+/// [`AuxModel`], whereas an IB-INN run's model.toml is its bare `IbInnConfig`.
+pub(crate) fn is_tagged_run(run: &Path) -> bool {
+    std::fs::read_to_string(run.join("model.toml"))
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("kind"))
 }
 
 /// Reads `model.toml` of a finished run of this loop.
