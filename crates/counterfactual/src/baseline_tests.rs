@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use cfx_classifiers::{Classifier, CnnClassifierConfig, ConvAutoencoderConfig, predictions};
 
-use crate::test_util::{TAd, TB, seeded};
+use crate::test_util::{TAd, TB, initialised, seeded};
 use crate::{Explainer, Gb, GbConfig, Gl, GlConfig, Query, class_prototypes};
 
 fn setup() -> (
@@ -18,11 +18,13 @@ fn setup() -> (
     // A random network is not confident enough for GB's p ≥ 0.95: a larger input scale makes its
     // logits larger.
     let (cnn, x) = seeded(5, || {
-        let cnn = CnnClassifierConfig {
-            input_scale: 30.0,
-            ..CnnClassifierConfig::tiny()
-        }
-        .init::<TAd>(&d);
+        let cnn = initialised(
+            CnnClassifierConfig {
+                input_scale: 30.0,
+                ..CnnClassifierConfig::tiny()
+            }
+            .init::<TAd>(&d),
+        );
         let x = Tensor::<TB, 4>::random([3, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &d);
         (cnn, x)
     });
@@ -110,12 +112,14 @@ fn trained_setup() -> (
         HostBatch::from_set(set, idx, &Augmentation::UNIT, &mut rng).to_device::<TAd>(&d)
     };
     let mut cnn = seeded(5, || {
-        CnnClassifierConfig {
-            conv_dropout: 0.0,
-            dense_dropout: 0.0,
-            ..CnnClassifierConfig::tiny()
-        }
-        .init::<TAd>(&d)
+        initialised(
+            CnnClassifierConfig {
+                conv_dropout: 0.0,
+                dense_dropout: 0.0,
+                ..CnnClassifierConfig::tiny()
+            }
+            .init::<TAd>(&d),
+        )
     });
     let mut optim = AdamConfig::new().init::<TAd, cfx_classifiers::CnnClassifier<TAd>>();
     for _ in 0..3 {
@@ -159,7 +163,9 @@ fn gl_uses_prototypes_and_reports_what_it_found() {
     let (cnn, x, queries, data) = trained_setup();
     let d = Default::default();
     use burn::module::AutodiffModule;
-    let ae = seeded(6, || ConvAutoencoderConfig::tiny().init::<TAd>(&d));
+    let ae = seeded(6, || {
+        initialised(ConvAutoencoderConfig::tiny().init::<TAd>(&d))
+    });
     // Prototypes over the training images; a CNN that leaves a class empty must be an error
     // naming it.
     let protos = match class_prototypes(&cnn.valid(), &ae.valid(), data) {

@@ -48,4 +48,21 @@ pub(crate) mod test_util {
         TB::seed(&Default::default(), seed);
         f()
     }
+
+    /// `m` with every parameter drawn now. burn initialises parameters lazily, on first use;
+    /// a model built inside [`seeded`] but first used outside it would draw its weights from the
+    /// shared RNG while another test holds the lock, changing that test's draws too.
+    pub fn initialised<B: Backend, M: burn::module::Module<B>>(m: M) -> M {
+        struct Touch;
+        impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+            fn visit_float<const D: usize>(
+                &mut self,
+                param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+            ) {
+                let _ = param.val();
+            }
+        }
+        m.visit(&mut Touch);
+        m
+    }
 }

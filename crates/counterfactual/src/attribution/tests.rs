@@ -7,7 +7,7 @@ use cfx_classifiers::{Classifier, CnnClassifier, CnnClassifierConfig, IbInnClass
 use cfx_flows::ibinn::IbInnConfig;
 
 use super::*;
-use crate::test_util::{TAd, TB, seeded};
+use crate::test_util::{TAd, TB, initialised, seeded};
 use crate::{ClassMeansBuilder, Ecinn};
 
 /// A tiny CNN with max pooling; its biases are shifted so that ReLUs switch between input and
@@ -224,7 +224,9 @@ fn deeplift_through_an_ibinn_keeps_values_and_uses_running_statistics() {
 
 #[test]
 fn ecinnh_is_the_counterfactual_minus_the_input() {
-    let model = seeded(12, || IbInnConfig::tiny().init::<TB>(&Default::default()));
+    let model = seeded(12, || {
+        initialised(IbInnConfig::tiny().init::<TB>(&Default::default()))
+    });
     let clf = IbInnClassifier::new(model);
     let train = images(40, 9);
     let mut b = ClassMeansBuilder::new(clf.model.n_classes(), clf.model.dim());

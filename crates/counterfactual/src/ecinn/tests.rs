@@ -5,7 +5,7 @@ use cfx_flows::ibinn::IbInnConfig;
 use proptest::prelude::*;
 
 use super::*;
-use crate::test_util::{TB, seeded};
+use crate::test_util::{TB, initialised, seeded};
 use crate::{ExplainError, Explainer, Query};
 
 fn t2(rows: &[Vec<f64>]) -> Tensor<TB, 2> {
@@ -51,7 +51,7 @@ fn alpha1_rules_follow_the_seeds() {
 /// offset, so `Δ` is parallel to `w` and every class is reachable.
 fn tiny_ecinn() -> Ecinn<TB> {
     let d = Default::default();
-    let model = seeded(0, || IbInnConfig::tiny().init::<TB>(&d));
+    let model = seeded(0, || initialised(IbInnConfig::tiny().init::<TB>(&d)));
     let k = model.n_classes();
     let mu: Vec<f32> = model.mu.val().into_data().to_vec().unwrap();
     let dim = model.dim();
@@ -195,7 +195,7 @@ fn bad_requests_name_the_problem() {
 #[test]
 fn means_builder_groups_by_predicted_class_and_the_cache_round_trips() {
     let d = Default::default();
-    let model = seeded(1, || IbInnConfig::tiny().init::<TB>(&d));
+    let model = seeded(1, || initialised(IbInnConfig::tiny().init::<TB>(&d)));
     let cls = IbInnClassifier::new(model.clone());
     let x = images(40, 11);
     let mut b = ClassMeansBuilder::new(10, model.dim());
