@@ -119,11 +119,17 @@ impl BackendJob for HelixJob {
         B::seed(&device, t.seed);
         let (flow, nll, clf) = if reuse {
             eprintln!("reusing the models in {}", self.out.display());
-            let flow = load(&self, "flow.mpk", RealNvpConfig::helix().init::<B>(&device))?;
+            let flow = load(
+                &self,
+                "flow.mpk",
+                RealNvpConfig::helix().init::<B>(&device),
+                &device,
+            )?;
             let clf = load(
                 &self,
                 "classifier.mpk",
                 MlpClassifierConfig::helix().init(&device),
+                &device,
             )?;
             let nll = flow_bits(&flow.valid(), t.seed + 7, &device);
             (flow, nll, clf)
@@ -242,10 +248,15 @@ fn save<B: Backend, M: Module<B>>(job: &HelixJob, name: &str, m: M) -> Result<()
     write_atomic(&job.out.join(name), &bytes)
 }
 
-fn load<B: Backend, M: Module<B>>(job: &HelixJob, name: &str, m: M) -> Result<M> {
+fn load<B: Backend, M: Module<B>>(
+    job: &HelixJob,
+    name: &str,
+    m: M,
+    device: &B::Device,
+) -> Result<M> {
     let p = job.out.join(name);
     let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
-    let rec = Recorder::<B>::load(&Rec::default(), bytes, &Default::default())
+    let rec = Recorder::<B>::load(&Rec::default(), bytes, device)
         .with_context(|| format!("{} is not a helix model (run with --retrain)", p.display()))?;
     Ok(m.load_record(rec))
 }
