@@ -1,0 +1,135 @@
+//! C3LT's encoder E for the DCGAN (`khorrams/c3lt` `models/encoders/encoder_dcgan.py`): the
+//! discriminator's convolutions ending in `D` channels and a batch norm instead of one logit.
+
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, BatchNormConfig};
+use burn::prelude::*;
+use cfx_flows::nn::mode::{self, batch_norm};
+
+use crate::dcgan::{down_convs, down_forward};
+use crate::{DcganConfig, Generator, LatentGenerator, sample_latents};
+
+#[derive(Module, Debug)]
+pub struct GanEncoder<B: Backend> {
+    convs: Vec<Conv2d<B>>,
+    norms: Vec<BatchNorm<B>>,
+    out_norm: BatchNorm<B>,
+}
+
+impl DcganConfig {
+    pub fn init_encoder<B: Backend>(&self, device: &B::Device) -> GanEncoder<B> {
+        let d = self.ndf;
+        GanEncoder {
+            convs: down_convs(self.channels, d, self.latent_dim, device),
+            norms: vec![
+                BatchNormConfig::new(2 * d).init(device),
+                BatchNormConfig::new(4 * d).init(device),
+            ],
+            out_norm: BatchNormConfig::new(self.latent_dim).init(device),
+        }
+    }
+}
+
+impl<B: Backend> GanEncoder<B> {
+    /// Latents `[N, D]` of unit-space images.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let n = x.dims()[0];
+        let x = x.mul_scalar(2.0).sub_scalar(1.0);
+        let h = batch_norm(&self.out_norm, down_forward(&self.convs, &self.norms, x));
+        let d = h.dims()[1];
+        h.reshape([n, d])
+    }
+}
+
+/// The encoder's training objective, with the generator fixed. The C3LT repository ships its
+/// encoders pretrained and does not say how they were made; we fit both directions, so that
+/// `G(E(x))` reconstructs data and `E` inverts `G` on its own samples:
+/// `mean |G(E(x)) − x| + mean (E(G(z)) − z)²`, `z ~ N(0, I)`, images in unit space.
+/// Returns `(total, image term, latent term)`.
+pub fn encoder_loss<B: Backend>(
+    encoder: &GanEncoder<B>,
+    generator: &Generator<B>,
+    x: Tensor<B, 4>,
+) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+    let n = x.dims()[0];
+    let z = sample_latents::<B>(n, generator.latent_dim(), &x.device());
+    let (recon, fake) = {
+        let _g = mode::inference();
+        (
+            generator.decode(encoder.forward(x.clone())),
+            generator.decode(z.clone()).detach(),
+        )
+    };
+    let image = (recon - x).abs().mean();
+    let latent = (encoder.forward(fake) - z).square().mean();
+    (image.clone() + latent.clone(), image, latent)
+}
+
+/// A generator with its trained encoder: C3LT's `(G, E)` pair and, for the diffeo explainer, a
+/// GAN whose latents need no inversion by optimisation.
+#[derive(Module, Debug)]
+pub struct GanWithEncoder<B: Backend> {
+    pub generator: Generator<B>,
+    pub encoder: GanEncoder<B>,
+}
+
+impl<B: Backend> LatentGenerator<B> for GanWithEncoder<B> {
+    fn latent_dim(&self) -> usize {
+        self.generator.latent_dim()
+    }
+
+    fn image_shape(&self) -> [usize; 3] {
+        self.generator.image_shape()
+    }
+
+    fn decode(&self, z: Tensor<B, 2>) -> Tensor<B, 4> {
+        self.generator.decode(z)
+    }
+
+    fn encode(&self, x: Tensor<B, 4>) -> Option<Tensor<B, 2>> {
+        Some(self.encoder.forward(x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{TAd, TB};
+    use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+
+    #[test]
+    fn shapes_and_parameter_count_match_the_reference() {
+        let d = Default::default();
+        let e = DcganConfig::default().init_encoder::<TB>(&d);
+        let convs = 64 * 16 + 64 * 128 * 16 + 128 * 256 * 16 + 256 * 100 * 16;
+        // γ, β and burn's running mean and variance per batch-norm channel.
+        assert_eq!(e.num_params(), convs + 4 * (128 + 256 + 100));
+        let x = Tensor::<TB, 4>::ones([2, 1, 28, 28], &d);
+        assert_eq!(e.forward(x).dims(), [2, 100]);
+    }
+
+    #[test]
+    fn training_lowers_the_encoder_loss() {
+        let d = Default::default();
+        TB::seed(&d, 5);
+        let cfg = DcganConfig::tiny();
+        let g = cfg.init_generator::<TAd>(&d);
+        let mut e = cfg.init_encoder::<TAd>(&d);
+        let mut optim = AdamConfig::new().init();
+        let x = {
+            let _g = mode::inference();
+            g.decode(sample_latents(32, 16, &d)).detach()
+        };
+        let mut first = None;
+        let mut last = 0.0;
+        for _ in 0..15 {
+            TB::seed(&d, 9);
+            let (l, ..) = encoder_loss(&e, &g, x.clone());
+            last = l.clone().into_scalar().elem::<f64>();
+            first.get_or_insert(last);
+            let grads = GradientsParams::from_grads(l.backward(), &e);
+            e = optim.step(3e-3, e, grads);
+        }
+        assert!(last < 0.8 * first.unwrap(), "{first:?} -> {last}");
+    }
+}
