@@ -21,6 +21,13 @@ pub trait Classifier<B: Backend> {
     }
 }
 
+/// A classifier whose intermediate feature maps can be read, for perceptual losses (C3LT's
+/// cycle loss compares them between an image and its cycled copy).
+pub trait FeatureMaps<B: Backend>: Classifier<B> {
+    /// Feature maps of unit-space images, shallow to deep.
+    fn feature_maps(&self, x: Tensor<B, 4>) -> Vec<Tensor<B, 4>>;
+}
+
 /// Arg-max classes of `[N, K]` scores, on the host.
 pub fn predictions<B: Backend>(scores: Tensor<B, 2>) -> Vec<usize> {
     let n = scores.dims()[0];

@@ -5,7 +5,7 @@ use burn::prelude::*;
 use cfx_flows::nn::mode::{max_pool2x2, relu};
 use serde::{Deserialize, Serialize};
 
-use crate::{Classifier, DataRange};
+use crate::{Classifier, DataRange, FeatureMaps};
 
 /// The CNN of Looveren & Klaise's MNIST example, which Paper 4 explains with GB and GL and uses
 /// as the oracle (spec §4.12): Conv(32, 2×2, same, ReLU) → MaxPool 2 → Dropout 0.3 →
@@ -153,9 +153,24 @@ impl<B: Backend> CnnClassifier<B> {
         self.hidden(x, false)
     }
 
+    /// The two convolutions' ReLU outputs (before pooling), as C3LT's perceptual loss reads its
+    /// classifier's `layer1` and `layer2` (`c3lt/modules.py::MNISTFeatureExtractor`); dropout off.
+    pub fn conv_features(&self, x: Tensor<B, 4>) -> Vec<Tensor<B, 4>> {
+        let x = x.sub_scalar(self.input_offset).mul_scalar(self.input_scale);
+        let a = relu(self.conv1.forward(x));
+        let b = relu(self.conv2.forward(max_pool2x2(a.clone())));
+        vec![a, b]
+    }
+
     /// The pixel range the model was trained in, when it is one of the two [`DataRange`]s.
     pub fn input_range(&self) -> Option<DataRange> {
         DataRange::of_model(self.input_offset, self.input_scale)
+    }
+}
+
+impl<B: Backend> FeatureMaps<B> for CnnClassifier<B> {
+    fn feature_maps(&self, x: Tensor<B, 4>) -> Vec<Tensor<B, 4>> {
+        self.conv_features(x)
     }
 }
 

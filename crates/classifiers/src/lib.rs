@@ -14,7 +14,7 @@ mod mlp;
 mod range;
 
 pub use autoencoder::{ConvAutoencoder, ConvAutoencoderConfig};
-pub use classifier::{Classifier, predictions};
+pub use classifier::{Classifier, FeatureMaps, predictions};
 pub use cnn::{CnnClassifier, CnnClassifierConfig};
 pub use ibinn::IbInnClassifier;
 pub use mlp::{MlpClassifier, MlpClassifierConfig};

@@ -9,6 +9,7 @@
 //! being processed twice.
 
 pub mod attribution;
+pub mod c3lt;
 mod diffeo;
 mod ecinn;
 mod error;
@@ -16,11 +17,13 @@ mod explainer;
 mod gb;
 mod gl;
 mod input_optim;
+mod inversion;
 
 #[cfg(test)]
 mod baseline_tests;
 
-pub use diffeo::{AscentOutput, AscentSpace, Diffeo, DiffeoConfig};
+pub use c3lt::{C3lt, C3ltMaps, C3ltWeights};
+pub use diffeo::{AscentOutput, AscentSpace, Diffeo, DiffeoConfig, LatentModel};
 pub use ecinn::{
     Alpha1Rule, AlphaChoice, ClassMeans, ClassMeansBuilder, Ecinn, EcinnOutput, MeansCacheKey,
     alpha0, alpha1,
@@ -29,6 +32,7 @@ pub use error::ExplainError;
 pub use explainer::{Explainer, Explanation, Query, check_queries, timed};
 pub use gb::{Gb, GbConfig};
 pub use gl::{Gl, GlConfig, class_prototypes};
+pub use inversion::{InversionConfig, find_z};
 
 #[cfg(test)]
 pub(crate) mod test_util {
@@ -64,5 +68,41 @@ pub(crate) mod test_util {
         }
         m.visit(&mut Touch);
         m
+    }
+
+    /// A decoder small enough for unit tests whose images still vary strongly with `z`:
+    /// `sigmoid(4·(W z + b))` as a `[1, 28, 28]` image. It has no encoder, so the latent
+    /// explainers must invert it by optimisation.
+    #[derive(burn::module::Module, Debug)]
+    pub struct LinearGenerator<B: Backend> {
+        map: burn::nn::Linear<B>,
+    }
+
+    impl<B: Backend> LinearGenerator<B> {
+        pub fn new(latent_dim: usize, device: &B::Device) -> Self {
+            initialised(Self {
+                map: burn::nn::LinearConfig::new(latent_dim, 28 * 28).init(device),
+            })
+        }
+    }
+
+    impl<B: Backend> cfx_generative::LatentGenerator<B> for LinearGenerator<B> {
+        fn latent_dim(&self) -> usize {
+            self.map.weight.dims()[0]
+        }
+
+        fn image_shape(&self) -> [usize; 3] {
+            [1, 28, 28]
+        }
+
+        fn decode(&self, z: burn::tensor::Tensor<B, 2>) -> burn::tensor::Tensor<B, 4> {
+            let n = z.dims()[0];
+            burn::tensor::activation::sigmoid(self.map.forward(z).mul_scalar(4.0))
+                .reshape([n, 1, 28, 28])
+        }
+
+        fn encode(&self, _x: burn::tensor::Tensor<B, 4>) -> Option<burn::tensor::Tensor<B, 2>> {
+            None
+        }
     }
 }
