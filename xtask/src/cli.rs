@@ -152,9 +152,16 @@ pub struct EvaluateArgs {
     /// The IB-INN run that ECINN explains (`cargo xtask train ib-inn`).
     #[arg(long)]
     pub ibinn: Option<PathBuf>,
-    /// The flow diffeo ascends in (`train realnvp|glow|ib-inn`) [default: --ibinn].
-    #[arg(long)]
+    /// What diffeo ascends in: a flow (`train realnvp|glow|ib-inn`), a VAE or a GAN
+    /// (`train vae|dcgan|gan-encoder`) [default: --ibinn].
+    #[arg(long, visible_alias = "generator")]
     pub flow: Option<PathBuf>,
+    /// C3LT's maps (`train c3lt`); its class pair becomes --pair.
+    #[arg(long)]
+    pub c3lt: Option<PathBuf>,
+    /// Only test images of these two classes, each sent to the other (C3LT's protocol), e.g. 4,9.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    pub pair: Vec<usize>,
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Evaluate on the first N test images.
@@ -208,11 +215,21 @@ pub struct EvaluateArgs {
 }
 
 impl EvaluateArgs {
-    pub fn job(&self) -> crate::evaluate::EvaluateJob {
-        crate::evaluate::EvaluateJob {
+    pub fn job(&self) -> Result<crate::evaluate::EvaluateJob> {
+        let pair = match self.pair[..] {
+            [] => None,
+            [a, b] if a != b => Some([a, b]),
+            _ => bail!(
+                "--pair takes two different classes, e.g. --pair 4,9; got {:?}",
+                self.pair
+            ),
+        };
+        Ok(crate::evaluate::EvaluateJob {
             methods: self.methods.clone(),
             ibinn: self.ibinn.clone(),
             flow: self.flow.clone(),
+            c3lt: self.c3lt.clone(),
+            pair,
             suite: self.suite.clone(),
             data_dir: self.data_dir.clone(),
             limit: self.limit,
@@ -237,7 +254,7 @@ impl EvaluateArgs {
                 .out
                 .clone()
                 .unwrap_or_else(|| self.suite.join("evaluation")),
-        }
+        })
     }
 }
 
@@ -253,9 +270,95 @@ pub enum TrainCommand {
     Realnvp(FlowArgs),
     /// Glow, with the LU or the SVD/FastH invertible 1×1 convolution.
     Glow(FlowArgs),
+    /// The DCGAN of C3LT and the approximate diffeomorphic counterfactuals (seed 003, seed 002
+    /// App. C.9).
+    Dcgan(GanArgs),
+    /// C3LT's encoder E into a trained DCGAN's latent space (--gan runs/<dcgan run>).
+    GanEncoder(GanArgs),
+    /// The convolutional VAE (seed 002 App. C.10); --only-class makes the per-class VAEs.
+    Vae(AuxArgs),
+    /// C3LT's latent maps for one class pair (seed 003), over a DCGAN and its encoder.
+    C3lt(C3ltArgs),
     /// Every model `evaluate` needs besides the IB-INN: the explained CNN, the oracle(s), GL's
     /// autoencoder and IM1/IM2's autoencoders (one folder, resumable).
     EvalSuite(EvalSuiteArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct C3ltArgs {
+    #[command(flatten)]
+    pub common: AuxArgs,
+    /// The class pair c,c2: the map g sends c to c2, h sends c2 back (e.g. 4,9).
+    #[arg(long, value_delimiter = ',', num_args = 1, required = true)]
+    pub pair: Vec<usize>,
+    /// The explained classifier, a `train classifier` run (e.g. runs/eval-mnist/classifier).
+    #[arg(long)]
+    pub classifier: PathBuf,
+    /// The `train dcgan` run (its discriminator gives the adversarial loss).
+    #[arg(long)]
+    pub gan: PathBuf,
+    /// The `train gan-encoder` run for that DCGAN (best trained on the pair: --classes c,c2).
+    #[arg(long)]
+    pub encoder: PathBuf,
+    /// Map steps per counterfactual (the reference's n_steps).
+    #[arg(long, default_value_t = 1)]
+    pub n_steps: usize,
+}
+
+impl C3ltArgs {
+    /// The settings of a new run, or the saved ones when resuming.
+    pub fn config(&self) -> Result<(crate::train::c3lt::C3ltTrainConfig, PathBuf)> {
+        use crate::train::c3lt::C3ltTrainConfig;
+        let a = &self.common;
+        if a.only_class.is_some() || a.second_label || a.range != Default::default() || a.small {
+            bail!(
+                "c3lt takes none of --only-class, --second-label, --range, --small (the maps' size follows the DCGAN)"
+            );
+        }
+        let [c, c2] = self.pair[..] else {
+            bail!(
+                "--pair takes two classes, e.g. --pair 4,9; got {:?}",
+                self.pair
+            );
+        };
+        let name = a
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("c3lt-{}-{c}-{c2}", a.dataset));
+        let root = a.runs_dir.join(name);
+        if a.resume {
+            let mut cfg: C3ltTrainConfig = read_toml(&root.join("config.toml"))?;
+            if let Some(e) = a.epochs {
+                cfg.epochs = e;
+            }
+            return Ok((cfg, root));
+        }
+        let mut cfg = C3ltTrainConfig::new(
+            a.dataset,
+            [c, c2],
+            self.classifier.clone(),
+            self.gan.clone(),
+            self.encoder.clone(),
+        );
+        cfg.data_dir = a.data_dir.clone();
+        cfg.n_steps = self.n_steps;
+        if let Some(v) = a.epochs {
+            cfg.epochs = v;
+        }
+        if let Some(v) = a.batch_size {
+            cfg.batch_size = v;
+        }
+        if let Some(v) = a.lr {
+            cfg.lr = v;
+        }
+        if let Some(v) = a.seed {
+            cfg.seed = v;
+        }
+        cfg.train_limit = a.train_limit;
+        cfg.test_limit = a.test_limit;
+        cfg.validate()?;
+        Ok((cfg, root))
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -376,9 +479,14 @@ pub struct ExplainArgs {
     /// GL's autoencoder: runs/<name> of `train autoencoder`.
     #[arg(long)]
     pub autoencoder: Option<PathBuf>,
-    /// diffeo's flow: runs/<name> of `train ib-inn` (the model is the CNN it explains).
-    #[arg(long)]
+    /// diffeo's latent space: a flow (runs/<name> of `train realnvp|glow|ib-inn`), a VAE
+    /// (`train vae`) or a GAN (`train dcgan`, inverted by optimisation, or `train gan-encoder`);
+    /// the model is the CNN it explains.
+    #[arg(long, visible_alias = "generator")]
     pub flow: Option<PathBuf>,
+    /// c3lt's maps: runs/<name> of `train c3lt` (the model is the CNN they were trained for).
+    #[arg(long, conflicts_with = "flow")]
+    pub c3lt: Option<PathBuf>,
     /// [default: the dataset the model was trained on]
     #[arg(long, value_parser = parse_dataset)]
     pub dataset: Option<DatasetKind>,
@@ -533,7 +641,7 @@ impl ExplainArgs {
             method,
             model: self.model.clone(),
             autoencoder: self.autoencoder.clone(),
-            flow: self.flow.clone(),
+            latent: self.flow.clone().or_else(|| self.c3lt.clone()),
             dataset: self.dataset,
             data_dir: self.data_dir.clone(),
             selection,
@@ -553,6 +661,94 @@ impl ExplainArgs {
                 .clone()
                 .unwrap_or_else(|| self.model.join("explanations").join(name)),
         })
+    }
+}
+
+/// `train dcgan|gan-encoder`: the common flags plus the GAN's.
+#[derive(Args, Debug, Clone)]
+pub struct GanArgs {
+    #[command(flatten)]
+    pub common: AuxArgs,
+    /// Train on these classes only, e.g. 4,9 (C3LT's encoders are per class pair).
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<usize>,
+    /// gan-encoder: the `train dcgan` run whose generator it inverts.
+    #[arg(long)]
+    pub gan: Option<PathBuf>,
+    /// Adam's weight decay (seed 002 App. C.9 uses 5e-4; C3LT's GAN none).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+}
+
+impl GanArgs {
+    /// The settings of a new run, or the saved ones when resuming; `encoder` picks
+    /// `gan-encoder`.
+    pub fn config(
+        &self,
+        encoder: bool,
+    ) -> Result<(crate::train::gan::EncoderTrainConfig, PathBuf)> {
+        use crate::train::gan::{EncoderTrainConfig, GanTrainConfig};
+        let a = &self.common;
+        if a.only_class.is_some() || a.second_label || a.range != Default::default() {
+            bail!("the GAN takes --classes, not --only-class, --second-label or --range");
+        }
+        let gan = match (&self.gan, encoder) {
+            (Some(g), true) => g.clone(),
+            (None, true) => bail!("gan-encoder needs --gan runs/<name> (a `train dcgan` run)"),
+            (Some(_), false) => bail!("--gan belongs to `train gan-encoder`"),
+            (None, false) => PathBuf::new(),
+        };
+        let prefix = if encoder { "gan-encoder" } else { "dcgan" };
+        let mut name = a
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{prefix}-{}", a.dataset));
+        if a.name.is_none() && !self.classes.is_empty() {
+            let c: Vec<String> = self.classes.iter().map(|c| c.to_string()).collect();
+            name = format!("{name}-{}", c.join("-"));
+        }
+        let root = a.runs_dir.join(name);
+        if a.resume {
+            let mut cfg: EncoderTrainConfig = if encoder {
+                read_toml(&root.join("config.toml"))?
+            } else {
+                EncoderTrainConfig {
+                    gan,
+                    train: read_toml(&root.join("config.toml"))?,
+                }
+            };
+            if let Some(e) = a.epochs {
+                cfg.train.epochs = e;
+            }
+            return Ok((cfg, root));
+        }
+        let mut cfg = if encoder {
+            GanTrainConfig::encoder(a.dataset)
+        } else {
+            GanTrainConfig::dcgan(a.dataset)
+        };
+        if a.small {
+            cfg.model = cfx_generative::DcganConfig::tiny();
+        }
+        cfg.data_dir = a.data_dir.clone();
+        if let Some(v) = a.epochs {
+            cfg.epochs = v;
+        }
+        if let Some(v) = a.batch_size {
+            cfg.batch_size = v;
+        }
+        if let Some(v) = a.lr {
+            cfg.lr = v;
+        }
+        if let Some(v) = a.seed {
+            cfg.seed = v;
+        }
+        cfg.weight_decay = self.weight_decay;
+        cfg.classes = self.classes.clone();
+        cfg.train_limit = a.train_limit;
+        cfg.test_limit = a.test_limit;
+        cfg.validate()?;
+        Ok((EncoderTrainConfig { gan, train: cfg }, root))
     }
 }
 
@@ -637,7 +833,7 @@ impl AuxArgs {
             return Ok((cfg, root));
         }
         let mut cfg = match flow {
-            Some(m) => SupervisedTrainConfig::flow(self.dataset, m),
+            Some(m) => SupervisedTrainConfig::for_model(self.dataset, m),
             None if autoencoder => SupervisedTrainConfig::autoencoder(self.dataset),
             None => SupervisedTrainConfig::classifier(self.dataset),
         };

@@ -89,6 +89,65 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(TrainCommand::Glow(args)) => {
             train_aux(&args.common, false, Some(args.model(true)))?
         }
+        Command::Train(TrainCommand::Vae(args)) => train_aux(
+            &args,
+            false,
+            Some(xtask::train::supervised::AuxModel::Vae(
+                cfx_generative::ConvVaeConfig::default(),
+            )),
+        )?,
+        Command::Train(TrainCommand::Dcgan(args)) => {
+            let (cfg, root) = args.config(false)?;
+            let job = xtask::train::gan::GanTrainJob {
+                cfg: cfg.train,
+                run_root: root.clone(),
+                resume: args.common.resume,
+            };
+            let last = run_on(args.common.backend.kind(), job)?;
+            println!(
+                "after {} epochs: loss D {:.4}, loss G {:.4}, D(x) {:.3}, D(G(z)) {:.3}; model in {}",
+                last.epoch,
+                last.loss_d,
+                last.loss_g,
+                last.d_real,
+                last.d_fake,
+                root.display()
+            );
+        }
+        Command::Train(TrainCommand::GanEncoder(args)) => {
+            let (cfg, root) = args.config(true)?;
+            let job = xtask::train::gan::EncoderTrainJob {
+                cfg,
+                run_root: root.clone(),
+                resume: args.common.resume,
+            };
+            let last = run_on(args.common.backend.kind(), job)?;
+            println!(
+                "test |G(E(x)) − x| {:.4} after {} epochs; model in {}",
+                last.test_reconstruction_l1,
+                last.epoch,
+                root.display()
+            );
+        }
+        Command::Train(TrainCommand::C3lt(args)) => {
+            let (cfg, root) = args.config()?;
+            let job = xtask::train::c3lt::C3ltTrainJob {
+                cfg,
+                run_root: root.clone(),
+                resume: args.common.resume,
+            };
+            let last = run_on(args.common.backend.kind(), job)?;
+            println!(
+                "after {} epochs on {} test images: Val {:.3}, COUT {:.3}, Prox {:.4} ({:.4} in [-1, 1]); maps in {}",
+                last.epoch,
+                last.n_test,
+                last.val,
+                last.cout,
+                last.prox_unit,
+                last.prox_gan,
+                root.display()
+            );
+        }
         Command::Train(TrainCommand::EvalSuite(args)) => {
             let (plan, root) = args.plan();
             let m = xtask::train::suite::train_suite(&plan, &root, args.backend.kind())?;
@@ -150,7 +209,7 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Evaluate(args) => {
-            let job = args.job();
+            let job = args.job()?;
             let out = job.out.clone();
             let r = run_on(args.backend.kind(), job)?;
             for m in &r.methods {

@@ -32,6 +32,8 @@ fn job(suite: &Path, ibinn: &Path, out: &Path) -> EvaluateJob {
         methods: vec![Method::Ecinn, Method::Gb],
         ibinn: Some(ibinn.to_path_buf()),
         flow: None,
+        c3lt: None,
+        pair: None,
         suite: suite.to_path_buf(),
         data_dir: None,
         limit: 8,
@@ -185,7 +187,7 @@ fn heatmaps_flag_alone_means_every_method() {
         let xtask::cli::Command::Evaluate(a) = cli.command else {
             unreachable!()
         };
-        a.job().heatmaps
+        a.job().unwrap().heatmaps
     };
     assert!(job(&[]).is_empty());
     assert_eq!(job(&["--heatmaps"]), HeatmapMethod::ALL.to_vec());

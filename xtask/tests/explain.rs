@@ -34,7 +34,7 @@ fn job(method: Method, model: &Path, selection: Selection, out: PathBuf) -> Expl
         method,
         model: model.to_path_buf(),
         autoencoder: None,
-        flow: None,
+        latent: None,
         dataset: None,
         data_dir: None,
         selection,

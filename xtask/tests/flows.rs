@@ -43,7 +43,7 @@ fn diffeo(flow: &Path, cnn: &Path, out: &Path) -> anyhow::Result<usize> {
         method: Method::Diffeo,
         model: cnn.to_path_buf(),
         autoencoder: None,
-        flow: Some(flow.to_path_buf()),
+        latent: Some(flow.to_path_buf()),
         dataset: None,
         data_dir: None,
         selection: Selection::Indices(vec![0]),

@@ -63,6 +63,16 @@ impl Default for DiffeoConfig {
 }
 
 impl DiffeoConfig {
+    /// Seed 002 App. C.6 for the latent spaces of VAEs and GANs: at most 1 000 steps at
+    /// `lr = 5e-3`.
+    pub fn for_generators() -> Self {
+        Self {
+            max_steps: 1000,
+            learning_rate: 5e-3,
+            ..Self::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ExplainError> {
         let bad = |what: String| {
             Err(ExplainError::Method {

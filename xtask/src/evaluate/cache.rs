@@ -1,7 +1,7 @@
 //! Generated counterfactuals on disk, so metrics can be re-run without regenerating them.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use cfx_metrics::CounterfactualSet;
@@ -19,6 +19,19 @@ pub struct Cached {
 }
 
 /// Everything that decides what a method produces: hashed files and settings.
+/// The files a trained run's outputs depend on: its `model.toml` and every `.mpk` record in it
+/// (one for most runs; generator, encoder and maps for C3LT).
+pub fn model_files(run: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run)
+        .with_context(|| format!("cannot read {}", run.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "mpk"))
+        .collect();
+    files.sort();
+    files.push(run.join("model.toml"));
+    Ok(files)
+}
+
 pub fn cache_key(files: &[&Path], settings: &str) -> Result<String> {
     let mut h = Sha256::new();
     for f in files {

@@ -51,8 +51,13 @@ pub struct EvaluateJob {
     pub methods: Vec<Method>,
     /// The IB-INN run ECINN explains.
     pub ibinn: Option<PathBuf>,
-    /// The flow diffeo ascends in; the IB-INN where not given.
+    /// The flow, VAE or GAN diffeo ascends in; the IB-INN where not given.
     pub flow: Option<PathBuf>,
+    /// C3LT's maps (a `train c3lt` run).
+    pub c3lt: Option<PathBuf>,
+    /// Evaluate on test images of these two classes only, each sent to the other (C3LT's
+    /// protocol); taken from the C3LT run when not given.
+    pub pair: Option<[usize; 2]>,
     /// `train eval-suite` folder: the CNN GB/GL explain, the oracles and the autoencoders.
     pub suite: PathBuf,
     pub data_dir: Option<PathBuf>,
@@ -119,15 +124,30 @@ impl EvaluateJob {
                 .ibinn
                 .clone()
                 .context("ecinn needs --ibinn runs/<name> (a `cargo xtask train ib-inn` run)"),
-            Method::Gb | Method::Gl | Method::Diffeo | Method::Pixel => {
+            Method::Gb | Method::Gl | Method::Diffeo | Method::Pixel | Method::C3lt => {
                 Ok(self.suite.join("classifier"))
             }
         }
     }
 
+    /// The class pair in effect: `--pair`, else the C3LT run's when c3lt is evaluated.
+    fn resolve_pair(&self) -> Result<Option<[usize; 2]>> {
+        let from_run = match (&self.c3lt, self.methods.contains(&Method::C3lt)) {
+            (Some(run), true) => Some(crate::train::c3lt::read_c3lt_run(run)?.pair),
+            _ => None,
+        };
+        match (self.pair, from_run) {
+            (Some(p), Some(r)) if p != r => {
+                bail!("--pair {p:?} differs from the pair {r:?} the C3LT run was trained for")
+            }
+            (Some(p), _) => Ok(Some(p)),
+            (None, r) => Ok(r),
+        }
+    }
+
     fn sample_count(&self, method: Method, test_len: usize) -> usize {
         let n = match method {
-            Method::Ecinn => self.limit,
+            Method::Ecinn | Method::C3lt => self.limit,
             Method::Gb | Method::Gl | Method::Diffeo | Method::Pixel => {
                 self.slow_limit.unwrap_or(self.limit).min(self.limit)
             }
@@ -140,17 +160,22 @@ impl EvaluateJob {
             method,
             model: self.explained_model(method)?,
             autoencoder: (method == Method::Gl).then(|| self.suite.join("ae-gl")),
-            flow: match method {
+            latent: match method {
                 Method::Diffeo => Some(self.flow.clone().or_else(|| self.ibinn.clone()).context(
-                    "diffeo needs --flow runs/<name> (or --ibinn): the flow it ascends in",
+                    "diffeo needs --flow runs/<name> (or --ibinn): the flow, VAE or GAN it ascends in",
                 )?),
+                Method::C3lt => Some(
+                    self.c3lt
+                        .clone()
+                        .context("c3lt needs --c3lt runs/<name> (a `train c3lt` run)")?,
+                ),
                 _ => None,
             },
             method_config: match method {
                 Method::Gb => self.gb_config.clone(),
                 Method::Gl => self.gl_config.clone(),
                 Method::Diffeo | Method::Pixel => self.diffeo_config.clone(),
-                Method::Ecinn => None,
+                Method::Ecinn | Method::C3lt => None,
             },
             // Paper 4 uses only the convincing counterfactual (L5375-5393).
             alphas: vec![AlphaChoice::Convincing(Alpha1Rule::ArxivCode)],
@@ -164,8 +189,8 @@ impl EvaluateJob {
         if let Some(ae) = &spec.autoencoder {
             files.push(ae.join("model.mpk"));
         }
-        if let Some(flow) = &spec.flow {
-            files.push(flow.join("model.mpk"));
+        if let Some(dir) = &spec.latent {
+            files.extend(cache::model_files(dir)?);
         }
         if let Some(c) = &spec.method_config {
             files.push(c.clone());
@@ -174,7 +199,10 @@ impl EvaluateJob {
         cache::cache_key(
             &paths,
             &format!(
-                "{method:?} {dataset} first {n} test images, seed {}, alpha1 (arXiv/code)",
+                "{method:?} {dataset} first {n} test images{}, seed {}, alpha1 (arXiv/code)",
+                self.pair
+                    .map(|p| format!(" of classes {p:?}"))
+                    .unwrap_or_default(),
                 self.seed
             ),
         )
@@ -185,15 +213,16 @@ impl EvaluateJob {
         method: Method,
         dataset: DatasetKind,
         test: &ImageSet,
-        n: usize,
+        selection: &[usize],
         device: &B::Device,
     ) -> Result<Cached> {
+        let n = selection.len();
         let runner = self
             .spec(method)?
             .build::<B>(dataset, self.data_dir.as_deref(), device)?;
         let shape = test.image_shape();
         let k = runner.classifier().n_classes();
-        let pixels = unit_pixels(test, n);
+        let pixels: Vec<f32> = selection.iter().flat_map(|&i| test.unit_image(i)).collect();
         let mut set = CounterfactualSet {
             shape,
             inputs: pixels.clone(),
@@ -201,7 +230,11 @@ impl EvaluateJob {
             predicted: vec![],
             cf_predicted: vec![],
             targets: vec![],
-            ids: (0..n).collect(),
+            ids: selection.to_vec(),
+        };
+        let targets = match self.pair {
+            Some(p) => crate::explain::TargetMode::Pair(p),
+            None => crate::explain::TargetMode::Random,
         };
         let mut rng = StdRng::seed_from_u64(self.seed);
         let bar = ProgressBar::new(n as u64);
@@ -216,9 +249,7 @@ impl EvaluateJob {
             let end = (start + b).min(n);
             let x = cfx_metrics::image_rows::<B::InnerBackend>(&pixels, start..end, shape, device);
             let predicted = predictions(runner.classifier().logits(x.clone()));
-            let queries = crate::explain::TargetMode::Random
-                .queries(&predicted, k, &mut rng)
-                .0;
+            let queries = targets.queries(&predicted, k, &mut rng).0;
             let res = runner.run(x, &queries)?;
             seconds += res.seconds;
             let (_, _, px, probs, found) = &res.variants[0];
@@ -248,9 +279,10 @@ impl EvaluateJob {
         method: Method,
         dataset: DatasetKind,
         test: &ImageSet,
+        selection: &[usize],
         device: &B::Device,
     ) -> Result<(Cached, bool)> {
-        let n = self.sample_count(method, test.len());
+        let n = self.sample_count(method, selection.len());
         let dir = self.out.join(format!("{method:?}").to_lowercase());
         let file = dir.join("counterfactuals.safetensors");
         let key = self.key(method, n, dataset)?;
@@ -264,7 +296,7 @@ impl EvaluateJob {
                 Err(e) => eprintln!("ignoring {e:#}: regenerating"),
             }
         }
-        let c = self.generate::<B>(method, dataset, test, n, device)?;
+        let c = self.generate::<B>(method, dataset, test, &selection[..n], device)?;
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         cache::save(&file, &c)?;
@@ -347,12 +379,13 @@ impl BackendJob for EvaluateJob {
     type Output = EvaluationReport;
 
     fn run<B: AutodiffBackend<InnerBackend: LinalgBackend> + LinalgBackend>(
-        self,
+        mut self,
         device: B::Device,
         backend: BackendKind,
     ) -> Result<EvaluationReport> {
         type I<B> = <B as AutodiffBackend>::InnerBackend;
         let started = Instant::now();
+        self.pair = self.resolve_pair()?;
         let manifest = SuiteManifest::read(&self.suite)?;
         let dataset = manifest.dataset;
         let range = manifest.range;
@@ -380,6 +413,20 @@ impl BackendJob for EvaluateJob {
             bail!("--limit must be at least 1");
         }
         let n_all = self.limit.min(test.len());
+        // The inputs: the first test images, of the pair's classes where one is set.
+        let selection: Vec<usize> = match self.pair {
+            Some(p) => {
+                let k = test.num_classes();
+                if let Some(c) = p.iter().find(|&&c| c >= k) {
+                    bail!("--pair class {c}: {} has classes 0..{k}", test.name);
+                }
+                (0..test.len())
+                    .filter(|&i| p.contains(&test.label(i)))
+                    .take(self.limit)
+                    .collect()
+            }
+            None => (0..n_all).collect(),
+        };
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("cannot create {}", self.out.display()))?;
 
@@ -437,13 +484,13 @@ impl BackendJob for EvaluateJob {
         let mut sets = vec![];
         for &method in &self.methods {
             let (cached, from_cache) =
-                self.counterfactuals::<B>(method, dataset, &test, &device)?;
+                self.counterfactuals::<B>(method, dataset, &test, &selection, &device)?;
             let model_dir = self.explained_model(method)?;
             let classifier: Box<dyn Classifier<I<B>>> = match method {
                 Method::Ecinn => Box::new(IbInnClassifier::new(load_trained::<I<B>>(
                     &model_dir, &device,
                 )?)),
-                Method::Gb | Method::Gl | Method::Diffeo | Method::Pixel => {
+                Method::Gb | Method::Gl | Method::Diffeo | Method::Pixel | Method::C3lt => {
                     Box::new(load_classifier::<I<B>>(&model_dir, &device)?)
                 }
             };

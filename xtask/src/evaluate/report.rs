@@ -18,6 +18,7 @@ fn method_name(m: Method) -> String {
         Method::Gl => "GL".into(),
         Method::Diffeo => "Diffeo (latent ascent)".into(),
         Method::Pixel => "Pixel ascent".into(),
+        Method::C3lt => "C3LT".into(),
     }
 }
 

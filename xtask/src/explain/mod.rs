@@ -35,6 +35,8 @@ pub enum Method {
     Diffeo,
     /// The same ascent on the pixels (the adversarial baseline).
     Pixel,
+    /// C3LT's trained latent maps for one class pair (one forward pass per counterfactual).
+    C3lt,
 }
 
 /// Which classes to send each input to.
@@ -44,6 +46,9 @@ pub enum TargetMode {
     Class(usize),
     /// One class drawn uniformly among those not predicted (Paper 4's protocol).
     Random,
+    /// The other class of a pair (C3LT's protocol); an input predicted outside the pair is sent
+    /// to the pair's second class.
+    Pair([usize; 2]),
 }
 
 impl std::str::FromStr for TargetMode {
@@ -80,6 +85,7 @@ impl TargetMode {
                     let t = rng.random_range(0..k - 1);
                     push(if t >= p { t + 1 } else { t });
                 }
+                Self::Pair([a, b]) => push(if p == b { a } else { b }),
             }
         }
         (queries, skipped)
@@ -91,8 +97,8 @@ pub struct ExplainJob {
     pub method: Method,
     pub model: PathBuf,
     pub autoencoder: Option<PathBuf>,
-    /// The flow `diffeo` ascends in (a RealNVP, Glow or IB-INN run).
-    pub flow: Option<PathBuf>,
+    /// diffeo's flow, VAE or GAN run, or c3lt's maps run.
+    pub latent: Option<PathBuf>,
     pub dataset: Option<DatasetKind>,
     pub data_dir: Option<PathBuf>,
     pub selection: Selection,
@@ -166,11 +172,17 @@ impl BackendJob for ExplainJob {
     type Output = ExplainReport;
 
     fn run<B: AutodiffBackend<InnerBackend: LinalgBackend> + LinalgBackend>(
-        self,
+        mut self,
         device: B::Device,
         backend: BackendKind,
     ) -> Result<ExplainReport> {
         type I<B> = <B as AutodiffBackend>::InnerBackend;
+        // C3LT answers only its pair: "all" and "random" mean the other class of the pair.
+        if let (Method::C3lt, TargetMode::All | TargetMode::Random, Some(run)) =
+            (self.method, self.target, &self.latent)
+        {
+            self.target = TargetMode::Pair(crate::train::c3lt::read_c3lt_run(run)?.pair);
+        }
         crate::checkpoint::require_run_dir(&self.model)?;
         let dataset = match self.dataset.or_else(|| run_dataset(&self.model)) {
             Some(d) => d,
@@ -184,7 +196,7 @@ impl BackendJob for ExplainJob {
             method: self.method,
             model: self.model.clone(),
             autoencoder: self.autoencoder.clone(),
-            flow: self.flow.clone(),
+            latent: self.latent.clone(),
             method_config: self.method_config.clone(),
             alphas: self.alphas.clone(),
         }
@@ -472,6 +484,7 @@ impl ExplainJob {
             );
             let name = match self.target {
                 TargetMode::Class(q) => format!("inputs-to-{q}.png"),
+                TargetMode::Pair([a, b]) => format!("inputs-{a}-to-{b}-and-back.png"),
                 _ => "inputs-to-random-targets.png".into(),
             };
             save(

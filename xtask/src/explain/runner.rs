@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::{Classifier, IbInnClassifier};
 use cfx_counterfactual::{
     AlphaChoice, AscentSpace, ClassMeans, ClassMeansBuilder, Diffeo, DiffeoConfig, Ecinn,
-    Explainer, Gb, GbConfig, Gl, GlConfig, MeansCacheKey, Query, class_prototypes,
+    Explainer, Gb, GbConfig, Gl, GlConfig, InversionConfig, MeansCacheKey, Query, class_prototypes,
 };
 use cfx_datasets::{Augmentation, DatasetKind, Split, eval_batches, ordered_batches};
 
@@ -25,8 +25,10 @@ pub struct RunnerSpec {
     pub model: PathBuf,
     /// GL's autoencoder run.
     pub autoencoder: Option<PathBuf>,
-    /// The flow (a RealNVP, Glow or IB-INN run) `diffeo` ascends in.
-    pub flow: Option<PathBuf>,
+    /// The run whose latent space the method works in: for `diffeo` a flow (RealNVP, Glow or
+    /// IB-INN run), a VAE or a GAN (`train dcgan|gan-encoder`); for `c3lt` its maps
+    /// (`train c3lt`).
+    pub latent: Option<PathBuf>,
     /// GB/GL settings as TOML.
     pub method_config: Option<PathBuf>,
     /// ECINN: the α of each variant.
@@ -54,28 +56,59 @@ impl RunnerSpec {
                 Runner::Iterative(Box::new(Gb::new(cnn, cfg)))
             }
             Method::Diffeo | Method::Pixel => {
-                let cfg: DiffeoConfig = read_method_config(&self.method_config)?;
                 let cnn = load_classifier::<B>(&self.model, &device)?;
-                let (space, flow, input_map) = if self.method == Method::Diffeo {
-                    let Some(flow_dir) = &self.flow else {
-                        bail!(
-                            "diffeo needs --flow runs/<name> (a `cargo xtask train realnvp|glow|ib-inn` run)"
-                        );
-                    };
-                    let (flow, map) = crate::train::density::load_flow::<B>(flow_dir, &device)?;
-                    (AscentSpace::Latent, Some(flow), map)
-                } else {
-                    (AscentSpace::Pixel, None, Augmentation::UNIT)
-                };
                 use burn::module::AutodiffModule;
                 let inner = Box::new(cnn.valid());
+                if self.method == Method::Pixel {
+                    let cfg: DiffeoConfig = read_method_config(&self.method_config)?;
+                    return Ok(Runner::Iterative(Box::new(Diffeo::new(
+                        None,
+                        Augmentation::UNIT,
+                        Box::new(cnn),
+                        inner,
+                        AscentSpace::Pixel,
+                        cfg,
+                    )?)));
+                }
+                let Some(dir) = &self.latent else {
+                    bail!(
+                        "diffeo needs --flow runs/<name>: a `cargo xtask train realnvp|glow|ib-inn` run, or a VAE or GAN run (`train vae|dcgan|gan-encoder`)"
+                    );
+                };
+                if let Some(generator) = load_latent_generator::<B>(dir, &device)? {
+                    // Seed 002 App. C.6: at most 1 000 steps at 5e-3 for VAEs and GANs.
+                    let cfg: DiffeoConfig = match &self.method_config {
+                        Some(_) => read_method_config(&self.method_config)?,
+                        None => DiffeoConfig::for_generators(),
+                    };
+                    return Ok(Runner::Iterative(Box::new(Diffeo::over_generator(
+                        generator,
+                        InversionConfig::default(),
+                        Box::new(cnn),
+                        inner,
+                        cfg,
+                    )?)));
+                }
+                let cfg: DiffeoConfig = read_method_config(&self.method_config)?;
+                let (flow, map) = crate::train::density::load_flow::<B>(dir, &device)?;
                 Runner::Iterative(Box::new(Diffeo::new(
-                    flow,
-                    input_map,
+                    Some(flow),
+                    map,
                     Box::new(cnn),
                     inner,
-                    space,
+                    AscentSpace::Latent,
                     cfg,
+                )?))
+            }
+            Method::C3lt => {
+                let Some(dir) = &self.latent else {
+                    bail!("c3lt needs --c3lt runs/<name> (a `cargo xtask train c3lt` run)");
+                };
+                let cnn = load_classifier::<I<B>>(&self.model, &device)?;
+                Runner::Iterative(Box::new(crate::train::c3lt::load_c3lt::<I<B>>(
+                    dir,
+                    Box::new(cnn),
+                    &device,
                 )?))
             }
             Method::Gl => {
@@ -188,6 +221,26 @@ impl<B: AutodiffBackend> Runner<B> {
             }
         }
     }
+}
+
+/// The VAE or GAN of a `train vae|dcgan|gan-encoder` run; `None` for any other run (a flow).
+pub fn load_latent_generator<B: Backend>(
+    run: &Path,
+    device: &B::Device,
+) -> Result<Option<Box<dyn cfx_generative::LatentGenerator<B>>>> {
+    let kind = std::fs::read_to_string(run.join("model.toml"))
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("kind")?.as_str().map(str::to_owned));
+    Ok(match kind.as_deref() {
+        Some("dcgan" | "gan_encoder") => {
+            Some(crate::train::gan::load_gan_generator::<B>(run, device)?)
+        }
+        Some("vae") => Some(Box::new(crate::train::supervised::load_vae::<B>(
+            run, device,
+        )?)),
+        _ => None,
+    })
 }
 
 fn run_config(run: &Path) -> Option<toml::Value> {

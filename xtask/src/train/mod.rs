@@ -1,6 +1,9 @@
 //! Training loops behind `cargo xtask train`.
 
+pub mod c3lt;
 pub mod density;
+pub mod epochs;
+pub mod gan;
 pub mod ibinn;
 pub mod optim;
 pub mod progress;

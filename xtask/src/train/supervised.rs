@@ -20,6 +20,7 @@ use cfx_datasets::{
 };
 use cfx_flows::glow::GlowConfig;
 use cfx_flows::realnvp::RealNvpConfig;
+use cfx_generative::{ConvVae, ConvVaeConfig};
 use cfx_linalg::LinalgBackend;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,7 @@ pub enum AuxModel {
     Autoencoder(ConvAutoencoderConfig),
     RealNvp(RealNvpConfig),
     Glow(GlowConfig),
+    Vae(ConvVaeConfig),
 }
 
 /// Training settings; the defaults per kind are Paper 4's Tables 4 and 5.
@@ -106,8 +108,41 @@ impl SupervisedTrainConfig {
         }
     }
 
+    /// The convolutional VAE with seed 002's settings (App. C.10: Adam 5e-3 without weight
+    /// decay, 80 epochs).
+    pub fn vae(dataset: DatasetKind) -> Self {
+        Self {
+            model: AuxModel::Vae(ConvVaeConfig::default()),
+            epochs: 80,
+            batch_size: 64,
+            lr: 5e-3,
+            epsilon: 1e-8,
+            ..Self::classifier(dataset)
+        }
+    }
+
+    /// The defaults of a model's kind.
+    pub fn for_model(dataset: DatasetKind, model: AuxModel) -> Self {
+        match model {
+            AuxModel::Classifier(_) => Self {
+                model,
+                ..Self::classifier(dataset)
+            },
+            AuxModel::Autoencoder(_) => Self {
+                model,
+                ..Self::autoencoder(dataset)
+            },
+            AuxModel::Vae(_) => Self {
+                model,
+                ..Self::vae(dataset)
+            },
+            AuxModel::RealNvp(_) | AuxModel::Glow(_) => Self::flow(dataset, model),
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         match &self.model {
+            AuxModel::Vae(c) => c.validate(),
             AuxModel::Classifier(c) => c.validate(),
             AuxModel::Autoencoder(c) => c.validate(),
             AuxModel::RealNvp(c) => c.validate(),
@@ -125,6 +160,7 @@ impl SupervisedTrainConfig {
         self.model = match &self.model {
             AuxModel::Classifier(_) => AuxModel::Classifier(CnnClassifierConfig::tiny()),
             AuxModel::Autoencoder(_) => AuxModel::Autoencoder(ConvAutoencoderConfig::tiny()),
+            AuxModel::Vae(_) => AuxModel::Vae(ConvVaeConfig::tiny()),
             AuxModel::RealNvp(c) => {
                 AuxModel::RealNvp(RealNvpConfig::tiny().with_input_shape(c.input_shape))
             }
@@ -143,7 +179,7 @@ impl SupervisedTrainConfig {
         match &mut self.model {
             AuxModel::Classifier(c) => c.input_offset = range.offset(),
             AuxModel::Autoencoder(c) => c.input_offset = range.offset(),
-            AuxModel::RealNvp(_) | AuxModel::Glow(_) => {}
+            AuxModel::RealNvp(_) | AuxModel::Glow(_) | AuxModel::Vae(_) => {}
         }
     }
 
@@ -153,6 +189,7 @@ impl SupervisedTrainConfig {
             AuxModel::Autoencoder(c) => c.input_shape,
             AuxModel::RealNvp(c) => c.input_shape,
             AuxModel::Glow(c) => c.input_shape,
+            AuxModel::Vae(c) => c.image_shape,
         }
     }
 
@@ -223,6 +260,7 @@ impl BackendJob for SupervisedTrainJob {
             AuxModel::Autoencoder(c) => train_loop(self, c.init::<B>(&device), &device),
             AuxModel::RealNvp(c) => train_loop(self, c.init::<B>(&device), &device),
             AuxModel::Glow(c) => train_loop(self, c.init::<B>(&device), &device),
+            AuxModel::Vae(c) => train_loop(self, c.init::<B>(&device), &device),
         }
     }
 }
@@ -282,6 +320,38 @@ impl<B: AutodiffBackend> Objective<B> for CnnClassifier<B> {
             .into_scalar()
             .elem::<f64>();
         (loss * n, Some(correct))
+    }
+}
+
+/// The VAE's loss is its negative ELBO per image (summed squared error plus KL); the test loss
+/// draws one posterior sample per image like the training loss.
+impl<B: AutodiffBackend> Objective<B> for ConvVae<B> {
+    fn train_loss(&self, x: Tensor<B, 4>, _y: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+        self.loss(x).total
+    }
+
+    fn samples(
+        model: &ConvVae<B::InnerBackend>,
+        n: usize,
+        device: &B::Device,
+    ) -> Option<Tensor<B::InnerBackend, 4>> {
+        use cfx_generative::LatentGenerator;
+        let _m = cfx_flows::nn::mode::inference();
+        Some(model.decode(cfx_generative::sample_latents(
+            n,
+            model.latent_dim(),
+            device,
+        )))
+    }
+
+    fn eval_sums(
+        model: &ConvVae<B::InnerBackend>,
+        x: Tensor<B::InnerBackend, 4>,
+        _y: Tensor<B::InnerBackend, 1, Int>,
+    ) -> (f64, Option<f64>) {
+        let n = x.dims()[0] as f64;
+        let _m = cfx_flows::nn::mode::inference();
+        (model.loss(x).total.into_scalar().elem::<f64>() * n, None)
     }
 }
 
@@ -453,6 +523,7 @@ impl AuxModel {
     pub fn loss_name(&self) -> &'static str {
         match self {
             Self::RealNvp(_) | Self::Glow(_) => "bits/dim",
+            Self::Vae(_) => "-ELBO",
             Self::Classifier(_) | Self::Autoencoder(_) => "loss",
         }
     }
@@ -463,6 +534,7 @@ impl AuxModel {
             Self::Autoencoder(_) => "autoencoder",
             Self::RealNvp(_) => "realnvp",
             Self::Glow(_) => "glow",
+            Self::Vae(_) => "vae",
         }
     }
 }
@@ -474,6 +546,17 @@ pub(crate) fn is_tagged_run(run: &Path) -> bool {
         .ok()
         .and_then(|t| t.parse::<toml::Table>().ok())
         .is_some_and(|t| t.contains_key("kind"))
+}
+
+pub fn load_vae<B: Backend>(run: &Path, device: &B::Device) -> Result<ConvVae<B>> {
+    match read_aux(run)? {
+        AuxModel::Vae(c) => {
+            c.validate().map_err(anyhow::Error::msg)?;
+            Ok(c.init::<B>(device)
+                .load_record(read_model_record(run, device)?))
+        }
+        other => bail!("{} holds a {}, not a VAE", run.display(), other.kind()),
+    }
 }
 
 /// Reads `model.toml` of a finished run of this loop.

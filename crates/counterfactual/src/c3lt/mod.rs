@@ -118,38 +118,43 @@ impl<B: Backend> Explainer<B> for C3lt<B> {
         self.classifier.as_ref()
     }
 
-    /// Each query must ask for the other class of the pair than the one predicted.
+    /// Each query must ask for a class of the pair other than the one predicted. An input the
+    /// classifier puts outside the pair cannot go through the maps (they were trained on the
+    /// pair's images only): its query is answered with the input itself and `found = false`,
+    /// as other methods report a failure, so a pair evaluation can still score it.
     fn explain(&self, x: Tensor<B, 4>, queries: &[Query]) -> Result<Explanation<B>, ExplainError> {
         let predicted = predict_checked(self.classifier.as_ref(), &x, queries)?;
         let [c, c2] = self.pair;
         let mut from = Vec::with_capacity(queries.len());
+        let mut applicable = Vec::with_capacity(queries.len());
         for (i, q) in queries.iter().enumerate() {
             let p = predicted[q.input];
-            match (p == c && q.target == c2, p == c2 && q.target == c) {
-                (true, _) => from.push(0),
-                (_, true) => from.push(1),
-                _ => {
-                    return Err(ExplainError::Method {
-                        method: "c3lt".into(),
-                        what: format!(
-                            "query {i} asks {p} → {}, but these maps were trained for {c} ↔ {c2} only",
-                            q.target
-                        ),
-                    });
-                }
+            if !self.pair.contains(&q.target) || q.target == p {
+                return Err(ExplainError::Method {
+                    method: "c3lt".into(),
+                    what: format!(
+                        "query {i} asks {p} → {}, but these maps were trained for {c} ↔ {c2} only",
+                        q.target
+                    ),
+                });
             }
+            from.push(usize::from(q.target == c));
+            applicable.push(self.pair.contains(&p));
         }
         let device = x.device();
         let rows: Vec<i64> = queries.iter().map(|q| q.input as i64).collect();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [queries.len()]), &device);
         let inputs = x.select(0, idx);
-        let (cf, seconds) = timed::<B, _>(&device, || self.transform(inputs, &from));
-        let cf = cf?;
+        let (cf, seconds) = timed::<B, _>(&device, || self.transform(inputs.clone(), &from));
+        let keep: Vec<f32> = applicable.iter().map(|&a| f32::from(u8::from(a))).collect();
+        let keep = Tensor::<B, 1>::from_data(TensorData::new(keep, [queries.len()]), &device)
+            .reshape([queries.len(), 1, 1, 1]);
+        let cf = cf? * keep.clone() + inputs * keep.neg().add_scalar(1.0);
         Ok(iterative_explanation(
             self.classifier.as_ref(),
             cf,
             predicted,
-            vec![true; queries.len()],
+            applicable,
             seconds,
         ))
     }

@@ -193,7 +193,7 @@ fn explains_only_its_class_pair_in_one_pass() {
     let third = (p + 2) % 10;
     let err = c3lt
         .explain(
-            x,
+            x.clone(),
             &[Query {
                 input: 0,
                 target: third,
@@ -202,6 +202,30 @@ fn explains_only_its_class_pair_in_one_pass() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("trained for"), "{err}");
+    // An input predicted outside the pair fails rather than erring: the maps never saw it.
+    let outside = C3lt::new(
+        seeded(56, || initialised(C3ltMaps::<TB>::new(16, &d))),
+        Box::new(f.gan.valid()),
+        Box::new(f.cnn.valid()),
+        [other, third],
+        1,
+    )
+    .unwrap();
+    let out = outside
+        .explain(
+            x.clone().slice(0..1),
+            &[Query {
+                input: 0,
+                target: third,
+            }],
+        )
+        .unwrap();
+    assert_eq!(out.found, vec![false]);
+    let same = (out.counterfactuals - x.slice(0..1))
+        .abs()
+        .max()
+        .into_scalar();
+    assert_eq!(same, 0.0, "a failed query holds its input");
     let d2 = Default::default();
     let bad = C3lt::new(
         C3ltMaps::<TB>::new(16, &d2),
