@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Issue 7 on the GPU machine, time-boxed (after `bash bench/gpu/setup.sh`): the explained CNN,
+# the full-size DCGAN on MNIST, its encoder for the pair, C3LT's maps for the pair, then the
+# time per counterfactual of C3LT, GB and diffeo over the GAN on the same test images.
+#   bash bench/gpu/c3lt.sh PAIR GAN_SECONDS ENC_SECONDS C3LT_SECONDS
+# Each training stage runs until its time is up; the epochs it finished are kept (a checkpoint
+# per epoch) and the run is then closed with `--resume --epochs <done>`, which only writes the
+# final files. The log and the finished runs land in $OUT: runs.tar without the generator,
+# which is dcgan-generator.mpk (copy it into runs/{dcgan,enc,c3lt}/generator.mpk).
+set -uo pipefail
+pair="${1:-4,9}"; gan_s="${2:-120}"; enc_s="${3:-40}"; c3lt_s="${4:-60}"
+# X, BACKEND and R may be set to rehearse the script on the CPU; SMOKE=1 trains tiny models.
+X="${X:-.gpu/xtask-cuda}"
+B=(--backend "${BACKEND:-cuda}")
+R="${R:-runs}"
+S=(); L=()
+if [ -n "${SMOKE:-}" ]; then S=(--small); L=(--train-limit 256 --test-limit 64); fi
+log="$OUT/c3lt-log.txt"
+say() { echo "== $*" | tee -a "$log"; }
+
+# boxed SECONDS RUN EPOCHS ARGS…: trains for at most SECONDS, then closes the run with the
+# epochs done.
+boxed() {
+  local secs="$1" run="$2" epochs="$3"; shift 3
+  timeout --signal=INT "$secs" "$X" "$@" --epochs "$epochs" "${B[@]}" --runs-dir "$R" --name "$run" >>"$log" 2>&1
+  local rc=$?
+  local done=0
+  [ -f "$R/$run/metrics.csv" ] && done=$(( $(wc -l < "$R/$run/metrics.csv") - 1 ))
+  say "$run: exit $rc after $done epochs"
+  if [ ! -f "$R/$run/model.toml" ] && [ "$done" -gt 0 ]; then
+    "$X" "$@" "${B[@]}" --runs-dir "$R" --name "$run" --resume --epochs "$done" >>"$log" 2>&1
+    say "$run closed: exit $?"
+  fi
+  [ -f "$R/$run/model.toml" ]
+}
+
+say "classifier"
+boxed 60 cls 5 train classifier "${S[@]}" "${L[@]}" || exit 1
+say "dcgan"
+boxed "$gan_s" dcgan 25 train dcgan "${S[@]}" "${L[@]}" || exit 1
+say "gan-encoder --classes $pair"
+boxed "$enc_s" enc 10 train gan-encoder --gan "$R/dcgan" --classes "$pair" "${S[@]}" "${L[@]}" || exit 1
+say "c3lt --pair $pair"
+boxed "$c3lt_s" c3lt 200 train c3lt --pair "$pair" --classifier "$R/cls" --gan "$R/dcgan" \
+  --encoder "$R/enc" "${L[@]}" || exit 1
+tail -n 3 "$R/c3lt/metrics.csv" | tee -a "$log"
+
+# Seconds per counterfactual, side by side on the same 100 test images of the pair. The
+# evaluation suite is not here, so this times `explain` (one batch of all of them) per method.
+for m in c3lt gb diffeo; do
+  case $m in
+    c3lt) extra=(--c3lt "$R/c3lt") ;;
+    diffeo) extra=(--generator "$R/dcgan") ;;
+    *) extra=() ;;
+  esac
+  say "explain $m"
+  timeout 45 "$X" explain --method "$m" --model "$R/cls" "${extra[@]}" --all-test --limit 100 \
+    --target random --batch-size 100 --out "/tmp/explain-$m" "${B[@]}" 2>&1 | tail -n 2 | tee -a "$log"
+done
+# Under 16 MB a file: the generator (in three runs, the same bytes) travels once.
+tar -cf "$OUT/runs.tar" --exclude=checkpoints --exclude=generator.mpk "$R/cls" "$R/dcgan" "$R/enc" "$R/c3lt"
+cp "$R/dcgan/generator.mpk" "$OUT/dcgan-generator.mpk" 2>/dev/null
+ls -la "$OUT" | tee -a "$log"

@@ -1,0 +1,183 @@
+//! `train dcgan → gan-encoder → c3lt` and `train vae` end to end on tiny models, with resume,
+//! then `explain --method c3lt` and diffeo over the VAE and the GAN.
+
+mod common;
+
+use std::path::Path;
+
+use cfx_datasets::DatasetKind;
+use common::tiny_aux;
+use xtask::backend::{BackendKind, run_on};
+use xtask::explain::inputs::Selection;
+use xtask::explain::{ExplainJob, Method, TargetMode};
+use xtask::train::c3lt::{C3ltTrainConfig, C3ltTrainJob};
+use xtask::train::gan::{EncoderTrainConfig, EncoderTrainJob, GanTrainConfig, GanTrainJob};
+use xtask::train::supervised::{AuxModel, SupervisedTrainConfig, SupervisedTrainJob};
+
+fn tiny_gan(encoder: bool) -> GanTrainConfig {
+    let mut cfg = if encoder {
+        GanTrainConfig::encoder(DatasetKind::Mnist)
+    } else {
+        GanTrainConfig::dcgan(DatasetKind::Mnist)
+    };
+    cfg.model = cfx_generative::DcganConfig::tiny();
+    cfg.epochs = 1;
+    cfg.batch_size = 32;
+    cfg.train_limit = Some(128);
+    cfg.test_limit = Some(32);
+    cfg
+}
+
+fn explain(method: Method, cnn: &Path, latent: &Path, out: &Path) -> xtask::explain::ExplainReport {
+    let steps = out.with_extension("toml");
+    std::fs::write(&steps, "max_steps = 3\nlearning_rate = 0.05\n").unwrap();
+    let job = ExplainJob {
+        method,
+        model: cnn.to_path_buf(),
+        autoencoder: None,
+        latent: Some(latent.to_path_buf()),
+        dataset: None,
+        data_dir: None,
+        selection: Selection::Indices(vec![0, 1, 2, 3]),
+        target: TargetMode::Random,
+        alphas: vec![],
+        strip: None,
+        method_config: (method == Method::Diffeo).then_some(steps),
+        batch_size: 4,
+        seed: 0,
+        scale: 2,
+        out: out.to_path_buf(),
+    };
+    run_on(BackendKind::Flex, job).unwrap()
+}
+
+#[test]
+fn dcgan_encoder_and_c3lt_train_resume_and_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gan, enc, cnn, maps) = (
+        dir.path().join("gan"),
+        dir.path().join("enc"),
+        dir.path().join("cnn"),
+        dir.path().join("c3lt"),
+    );
+    let job = |cfg: GanTrainConfig, resume| GanTrainJob {
+        cfg,
+        run_root: gan.clone(),
+        resume,
+    };
+    let first = run_on(BackendKind::Flex, job(tiny_gan(false), false)).unwrap();
+    assert_eq!(first.epoch, 1);
+    assert!(first.loss_d.is_finite() && first.loss_g.is_finite());
+    assert!(gan.join("samples.png").exists() && gan.join("discriminator.mpk").exists());
+    let mut more = tiny_gan(false);
+    more.epochs = 2;
+    let second = run_on(BackendKind::Flex, job(more, true)).unwrap();
+    assert_eq!(second.epoch, 2, "resumed after the first epoch");
+
+    let enc_job = EncoderTrainJob {
+        cfg: EncoderTrainConfig {
+            gan: gan.clone(),
+            train: GanTrainConfig {
+                classes: vec![4, 9],
+                ..tiny_gan(true)
+            },
+        },
+        run_root: enc.clone(),
+        resume: false,
+    };
+    let e = run_on(BackendKind::Flex, enc_job).unwrap();
+    assert!(e.test_reconstruction_l1 > 0.0 && e.test_reconstruction_l1 < 1.0);
+
+    // The wrong kind of run in each slot is refused with the slot's name.
+    tiny_aux(&cnn, false);
+    let mut cfg = C3ltTrainConfig::new(
+        DatasetKind::Mnist,
+        [4, 9],
+        cnn.clone(),
+        enc.clone(),
+        enc.clone(),
+    );
+    let err = run_on(
+        BackendKind::Flex,
+        C3ltTrainJob {
+            cfg: cfg.clone(),
+            run_root: maps.clone(),
+            resume: false,
+        },
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("--gan"), "{err:#}");
+    assert!(!maps.exists(), "a refused run leaves no folder");
+
+    cfg.gan = gan.clone();
+    cfg.epochs = 1;
+    cfg.batch_size = 16;
+    cfg.train_limit = Some(32);
+    cfg.test_limit = Some(16);
+    let c = run_on(
+        BackendKind::Flex,
+        C3ltTrainJob {
+            cfg: cfg.clone(),
+            run_root: maps.clone(),
+            resume: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(c.n_test, 32, "16 test images of each class");
+    assert!((0.0..=1.0).contains(&c.val) && c.prox_unit > 0.0);
+    assert!((c.prox_gan - 2.0 * c.prox_unit).abs() < 1e-12);
+    cfg.epochs = 2;
+    let c2 = run_on(
+        BackendKind::Flex,
+        C3ltTrainJob {
+            cfg,
+            run_root: maps.clone(),
+            resume: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(c2.epoch, 2);
+    assert!(c2.lr == 1e-3, "StepLR halves only after 25 epochs");
+
+    let r = explain(Method::C3lt, &cnn, &maps, &dir.path().join("ex-c3lt"));
+    // Only inputs predicted 4 or 9 go through the maps; the others are reported as failures.
+    let in_pair = r
+        .records
+        .iter()
+        .filter(|q| [4, 9].contains(&q.predicted))
+        .count();
+    assert_eq!(r.queries, 4);
+    assert!(r.records.iter().all(|q| [4, 9].contains(&q.target)));
+    let found = r.variants[0].found * r.queries as f64;
+    assert!((found - in_pair as f64).abs() < 1e-9, "{:?}", r.variants[0]);
+
+    let r = explain(Method::Diffeo, &cnn, &gan, &dir.path().join("ex-gan"));
+    assert_eq!(r.queries, 4);
+}
+
+#[test]
+fn vae_trains_resumes_and_carries_the_diffeo_ascent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vae, cnn) = (dir.path().join("vae"), dir.path().join("cnn"));
+    let train = |epochs, resume| {
+        let mut cfg = SupervisedTrainConfig::vae(DatasetKind::Mnist);
+        cfg.model = AuxModel::Vae(cfx_generative::ConvVaeConfig::tiny());
+        cfg.epochs = epochs;
+        cfg.train_limit = Some(256);
+        cfg.test_limit = Some(64);
+        let job = SupervisedTrainJob {
+            cfg,
+            run_root: vae.clone(),
+            resume,
+        };
+        run_on(BackendKind::Flex, job).unwrap().test_loss
+    };
+    let first = train(1, false);
+    let second = train(2, true);
+    assert!(second < first, "-ELBO {first} → {second}");
+    assert!(vae.join("samples.png").exists());
+    tiny_aux(&cnn, false);
+    let r = explain(Method::Diffeo, &cnn, &vae, &dir.path().join("ex-vae"));
+    assert_eq!(r.queries, 4);
+    assert!(r.seconds_per_query > 0.0);
+}
