@@ -10,7 +10,7 @@ set -uo pipefail
 run() {
   local name="$1"; shift
   echo "== $name: $*"
-  "$@" >"$OUT/$name.txt" 2>&1
+  timeout "${PART_S:-600}" "$@" >"$OUT/$name.txt" 2>&1
   echo "exit status $?"
   tail -c 3000 "$OUT/$name.txt"
 }
