@@ -13,8 +13,13 @@ pair="${1:-4,9}"; gan_s="${2:-120}"; enc_s="${3:-40}"; c3lt_s="${4:-60}"
 X="${X:-.gpu/xtask-cuda}"
 B=(--backend "${BACKEND:-cuda}")
 R="${R:-runs}"
-S=(); L=()
+S=(); L=(); W=()
 if [ -n "${SMOKE:-}" ]; then S=(--small); L=(--train-limit 256 --test-limit 64); fi
+# WIDTH narrows the DCGAN (ngf = ndf), for the CPU; EXPLAIN_N sets the timed test images.
+# GAN_ON_PAIR=1 trains the DCGAN on the pair's images only (the reference: all of MNIST).
+if [ -n "${WIDTH:-}" ]; then W=(--width "$WIDTH"); fi
+if [ -n "${GAN_ON_PAIR:-}" ]; then W+=(--classes "$pair"); fi
+n="${EXPLAIN_N:-100}"
 log="$OUT/c3lt-log.txt"
 say() { echo "== $*" | tee -a "$log"; }
 
@@ -35,9 +40,9 @@ boxed() {
 }
 
 say "classifier"
-boxed 60 cls 5 train classifier "${S[@]}" "${L[@]}" || exit 1
+boxed "${CLS_S:-60}" cls 5 train classifier "${S[@]}" "${L[@]}" || exit 1
 say "dcgan"
-boxed "$gan_s" dcgan 25 train dcgan "${S[@]}" "${L[@]}" || exit 1
+boxed "$gan_s" dcgan 25 train dcgan "${W[@]}" "${S[@]}" "${L[@]}" || exit 1
 say "gan-encoder --classes $pair"
 boxed "$enc_s" enc 10 train gan-encoder --gan "$R/dcgan" --classes "$pair" "${S[@]}" "${L[@]}" || exit 1
 say "c3lt --pair $pair"
@@ -45,7 +50,7 @@ boxed "$c3lt_s" c3lt 200 train c3lt --pair "$pair" --classifier "$R/cls" --gan "
   --encoder "$R/enc" "${L[@]}" || exit 1
 tail -n 3 "$R/c3lt/metrics.csv" | tee -a "$log"
 
-# Seconds per counterfactual, side by side on the same 100 test images of the pair. The
+# Seconds per counterfactual, side by side on the same first test images of the pair. The
 # evaluation suite is not here, so this times `explain` (one batch of all of them) per method.
 for m in c3lt gb diffeo; do
   case $m in
@@ -54,8 +59,8 @@ for m in c3lt gb diffeo; do
     *) extra=() ;;
   esac
   say "explain $m"
-  timeout 45 "$X" explain --method "$m" --model "$R/cls" "${extra[@]}" --all-test --limit 100 \
-    --target random --batch-size 100 --out "/tmp/explain-$m" "${B[@]}" 2>&1 | tail -n 2 | tee -a "$log"
+  timeout "${EXPLAIN_S:-45}" "$X" explain --method "$m" --model "$R/cls" "${extra[@]}" --all-test --limit "$n" \
+    --target random --batch-size "$n" --out "/tmp/explain-$m" "${B[@]}" 2>&1 | tail -n 2 | tee -a "$log"
 done
 # Under 16 MB a file: the generator (in three runs, the same bytes) travels once.
 tar -cf "$OUT/runs.tar" --exclude=checkpoints --exclude=generator.mpk "$R/cls" "$R/dcgan" "$R/enc" "$R/c3lt"

@@ -678,6 +678,9 @@ pub struct GanArgs {
     /// Adam's weight decay (seed 002 App. C.9 uses 5e-4; C3LT's GAN none).
     #[arg(long)]
     pub weight_decay: Option<f64>,
+    /// dcgan: generator and discriminator width (ngf = ndf) [default: 64, the reference's].
+    #[arg(long)]
+    pub width: Option<usize>,
 }
 
 impl GanArgs {
@@ -729,6 +732,14 @@ impl GanArgs {
         };
         if a.small {
             cfg.model = cfx_generative::DcganConfig::tiny();
+        }
+        match (self.width, encoder) {
+            (Some(_), true) => {
+                bail!("--width belongs to `train dcgan`; the encoder follows its GAN")
+            }
+            (Some(0), false) => bail!("--width must be positive"),
+            (Some(w), false) => (cfg.model.ngf, cfg.model.ndf) = (w, w),
+            (None, _) => {}
         }
         cfg.data_dir = a.data_dir.clone();
         if let Some(v) = a.epochs {
