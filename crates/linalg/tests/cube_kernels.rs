@@ -124,5 +124,29 @@ fn the_backend_matmul_is_right_at_small_odd_shapes() {
             ));
         }
     }
+    // As the forward sweep uses it: a transposed slice of a [G, t, d] tensor times [t, m].
+    fn sweep<B: Backend>(w: TensorData, x: TensorData, [g, t, d]: [usize; 3]) -> Vec<f32> {
+        let dev = Default::default();
+        let w = Tensor::<B, 2>::from_data(w, &dev).reshape([g, t, d]);
+        let x = Tensor::<B, 2>::from_data(x, &dev);
+        let slice = w.slice([g - 1..g, 0..t, 0..d]).reshape([t, d]);
+        slice
+            .transpose()
+            .matmul(x)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    }
+    let (g, t, d, m) = (4, 2, 7, 3);
+    let (w, x) = (random([g * t, d], 6), random([t, m], 7));
+    let (err, scale) = max_error(
+        &sweep::<Gpu>(w.clone(), x.clone(), [g, t, d]),
+        &sweep::<Flex>(w, x, [g, t, d]),
+    );
+    if err > 1e-4 * scale {
+        failures.push(format!(
+            "transposed slice [{d}, {t}] of [{g}, {t}, {d}] × [{t}, {m}]: differs by {err}"
+        ));
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
