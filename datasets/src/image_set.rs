@@ -165,6 +165,35 @@ impl ImageSet {
             .collect()
     }
 
+    /// The images of the given classes, in their original order. Fails, naming the set, on a
+    /// class the set does not have or one without images.
+    pub fn of_classes(&self, classes: &[usize]) -> Result<Self> {
+        let k = self.num_classes();
+        let mut indices = vec![];
+        for &c in classes {
+            if c >= k {
+                return Err(DatasetError::Invalid(format!(
+                    "class {c}: {} has classes 0..{k}",
+                    self.name
+                )));
+            }
+            let of_c = self.indices_of_class(c);
+            if of_c.is_empty() {
+                return Err(DatasetError::Invalid(format!(
+                    "{} has no images of class {c}",
+                    self.name
+                )));
+            }
+            indices.extend(of_c);
+        }
+        indices.sort_unstable();
+        let name = match classes {
+            [c] => format!("{} class {c}", self.name),
+            _ => format!("{} classes {classes:?}", self.name),
+        };
+        Ok(self.subset(&indices, name))
+    }
+
     /// The same images labelled by their auxiliary label (FakeMNIST's original digit), the
     /// primary label kept as the auxiliary one: what an oracle on the second label trains on.
     pub fn swap_labels(mut self) -> Result<Self> {
@@ -236,6 +265,18 @@ mod tests {
         assert_eq!(sub.image(0), &[8, 9, 10, 11]);
         assert_eq!(sub.labels(), &[1, 2]);
         assert_eq!(s.indices_of_class(1), vec![2]);
+        let two = s.of_classes(&[2, 0]).unwrap();
+        assert_eq!(two.labels(), &[2, 0], "original order kept");
+        assert_eq!(two.name, "tiny classes [2, 0]");
+        assert!(
+            s.of_classes(&[3])
+                .unwrap_err()
+                .to_string()
+                .contains("class 3")
+        );
+        let no_ones = s.subset(&[0, 1], "no ones");
+        let err = no_ones.of_classes(&[1]).unwrap_err().to_string();
+        assert!(err.contains("no images of class 1"), "{err}");
     }
 
     #[test]

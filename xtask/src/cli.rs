@@ -11,6 +11,29 @@ use crate::backend::BackendKind;
 use crate::train::ibinn::{IbInnTrainConfig, TrainControl};
 use crate::train::run::read_toml;
 
+/// Copies the flags every `train` subcommand shares ([`AuxArgs`]) onto a new run's config; the
+/// configs of the supervised, GAN and C3LT trainers name these fields alike.
+macro_rules! apply_common_flags {
+    ($args:expr, $cfg:expr) => {{
+        let (a, cfg) = (&$args, &mut $cfg);
+        cfg.data_dir = a.data_dir.clone();
+        if let Some(v) = a.epochs {
+            cfg.epochs = v;
+        }
+        if let Some(v) = a.batch_size {
+            cfg.batch_size = v;
+        }
+        if let Some(v) = a.lr {
+            cfg.lr = v;
+        }
+        if let Some(v) = a.seed {
+            cfg.seed = v;
+        }
+        cfg.train_limit = a.train_limit;
+        cfg.test_limit = a.test_limit;
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cargo xtask",
@@ -340,22 +363,8 @@ impl C3ltArgs {
             self.gan.clone(),
             self.encoder.clone(),
         );
-        cfg.data_dir = a.data_dir.clone();
         cfg.n_steps = self.n_steps;
-        if let Some(v) = a.epochs {
-            cfg.epochs = v;
-        }
-        if let Some(v) = a.batch_size {
-            cfg.batch_size = v;
-        }
-        if let Some(v) = a.lr {
-            cfg.lr = v;
-        }
-        if let Some(v) = a.seed {
-            cfg.seed = v;
-        }
-        cfg.train_limit = a.train_limit;
-        cfg.test_limit = a.test_limit;
+        apply_common_flags!(a, cfg);
         cfg.validate()?;
         Ok((cfg, root))
     }
@@ -741,23 +750,9 @@ impl GanArgs {
             (Some(w), false) => (cfg.model.ngf, cfg.model.ndf) = (w, w),
             (None, _) => {}
         }
-        cfg.data_dir = a.data_dir.clone();
-        if let Some(v) = a.epochs {
-            cfg.epochs = v;
-        }
-        if let Some(v) = a.batch_size {
-            cfg.batch_size = v;
-        }
-        if let Some(v) = a.lr {
-            cfg.lr = v;
-        }
-        if let Some(v) = a.seed {
-            cfg.seed = v;
-        }
+        apply_common_flags!(a, cfg);
         cfg.weight_decay = self.weight_decay;
         cfg.classes = self.classes.clone();
-        cfg.train_limit = a.train_limit;
-        cfg.test_limit = a.test_limit;
         cfg.validate()?;
         Ok((EncoderTrainConfig { gan, train: cfg }, root))
     }
@@ -851,24 +846,10 @@ impl AuxArgs {
         if self.small {
             cfg.make_small();
         }
-        cfg.data_dir = self.data_dir.clone();
-        if let Some(v) = self.epochs {
-            cfg.epochs = v;
-        }
-        if let Some(v) = self.batch_size {
-            cfg.batch_size = v;
-        }
-        if let Some(v) = self.lr {
-            cfg.lr = v;
-        }
-        if let Some(v) = self.seed {
-            cfg.seed = v;
-        }
+        apply_common_flags!(self, cfg);
         cfg.only_class = self.only_class;
         cfg.second_label = self.second_label;
         cfg.set_range(self.range);
-        cfg.train_limit = self.train_limit;
-        cfg.test_limit = self.test_limit;
         cfg.validate()?;
         Ok((cfg, root))
     }

@@ -18,7 +18,6 @@ pub struct Cached {
     pub seconds: f64,
 }
 
-/// Everything that decides what a method produces: hashed files and settings.
 /// The files a trained run's outputs depend on: its `model.toml` and every `.mpk` record in it
 /// (one for most runs; generator, encoder and maps for C3LT).
 pub fn model_files(run: &Path) -> Result<Vec<PathBuf>> {
@@ -32,6 +31,7 @@ pub fn model_files(run: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Everything that decides what a method produces: hashed files and settings.
 pub fn cache_key(files: &[&Path], settings: &str) -> Result<String> {
     let mut h = Sha256::new();
     for f in files {

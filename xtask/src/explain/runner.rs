@@ -59,23 +59,16 @@ impl RunnerSpec {
                 let cnn = load_classifier::<B>(&self.model, &device)?;
                 use burn::module::AutodiffModule;
                 let inner = Box::new(cnn.valid());
-                if self.method == Method::Pixel {
-                    let cfg: DiffeoConfig = read_method_config(&self.method_config)?;
-                    return Ok(Runner::Iterative(Box::new(Diffeo::new(
-                        None,
-                        Augmentation::UNIT,
-                        Box::new(cnn),
-                        inner,
-                        AscentSpace::Pixel,
-                        cfg,
-                    )?)));
-                }
-                let Some(dir) = &self.latent else {
-                    bail!(
+                let latent = match (self.method, &self.latent) {
+                    (Method::Pixel, _) => None,
+                    (_, Some(dir)) => Some(dir),
+                    (_, None) => bail!(
                         "diffeo needs --flow runs/<name>: a `cargo xtask train realnvp|glow|ib-inn` run, or a VAE or GAN run (`train vae|dcgan|gan-encoder`)"
-                    );
+                    ),
                 };
-                if let Some(generator) = load_latent_generator::<B>(dir, &device)? {
+                if let Some(dir) = latent
+                    && let Some(generator) = load_latent_generator::<B>(dir, &device)?
+                {
                     // Seed 002 App. C.6: at most 1 000 steps at 5e-3 for VAEs and GANs.
                     let cfg: DiffeoConfig = match &self.method_config {
                         Some(_) => read_method_config(&self.method_config)?,
@@ -90,13 +83,19 @@ impl RunnerSpec {
                     )?)));
                 }
                 let cfg: DiffeoConfig = read_method_config(&self.method_config)?;
-                let (flow, map) = crate::train::density::load_flow::<B>(dir, &device)?;
+                let (space, flow, input_map) = match latent {
+                    Some(dir) => {
+                        let (flow, map) = crate::train::density::load_flow::<B>(dir, &device)?;
+                        (AscentSpace::Latent, Some(flow), map)
+                    }
+                    None => (AscentSpace::Pixel, None, Augmentation::UNIT),
+                };
                 Runner::Iterative(Box::new(Diffeo::new(
-                    Some(flow),
-                    map,
+                    flow,
+                    input_map,
                     Box::new(cnn),
                     inner,
-                    AscentSpace::Latent,
+                    space,
                     cfg,
                 )?))
             }
@@ -228,11 +227,7 @@ pub fn load_latent_generator<B: Backend>(
     run: &Path,
     device: &B::Device,
 ) -> Result<Option<Box<dyn cfx_generative::LatentGenerator<B>>>> {
-    let kind = std::fs::read_to_string(run.join("model.toml"))
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("kind")?.as_str().map(str::to_owned));
-    Ok(match kind.as_deref() {
+    Ok(match crate::train::supervised::run_kind(run).as_deref() {
         Some("dcgan" | "gan_encoder") => {
             Some(crate::train::gan::load_gan_generator::<B>(run, device)?)
         }

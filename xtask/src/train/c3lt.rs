@@ -114,24 +114,16 @@ impl C3ltTrainConfig {
     /// The images of each class of the pair in `split`.
     fn load(&self, split: Split) -> Result<[ImageSet; 2]> {
         let set = self.dataset.load(split, self.data_dir.as_deref())?;
-        let k = set.num_classes();
         let limit = match split {
             Split::Train => self.train_limit,
             _ => self.test_limit,
         };
         let one = |c: usize| -> Result<ImageSet> {
-            if c >= k {
-                bail!("class {c} of --pair: {} has classes 0..{k}", set.name);
-            }
-            let idx = set.indices_of_class(c);
-            if idx.is_empty() {
-                bail!("{} has no images of class {c}", set.name);
-            }
-            let mut s = set.subset(&idx, format!("{} class {c}", set.name));
-            if let Some(n) = limit {
-                s = s.take(n);
-            }
-            Ok(s)
+            let s = set.of_classes(&[c]).context("--pair")?;
+            Ok(match limit {
+                Some(n) => s.take(n),
+                None => s,
+            })
         };
         Ok([one(self.pair[0])?, one(self.pair[1])?])
     }
@@ -220,11 +212,12 @@ impl<B: Backend> C3ltNets<B> {
         if cfg.pair.iter().any(|&c| c >= k) {
             bail!("--pair {:?}: the classifier has classes 0..{k}", cfg.pair);
         }
+        // Fixed networks: gradients flow through them to the maps, never into them.
         Ok(Self {
-            generator,
-            encoder,
-            discriminator: load_discriminator::<B>(&cfg.gan, device)?,
-            classifier,
+            generator: generator.no_grad(),
+            encoder: encoder.no_grad(),
+            discriminator: load_discriminator::<B>(&cfg.gan, device)?.no_grad(),
+            classifier: classifier.no_grad(),
             gan,
         })
     }
@@ -489,13 +482,6 @@ impl BackendJob for C3ltTrainJob {
         let cfg = self.cfg;
         cfg.validate()?;
         let nets = C3ltNets::<B>::load(&cfg, &device)?;
-        let nets = C3ltNets {
-            generator: nets.generator.no_grad(),
-            encoder: nets.encoder.no_grad(),
-            discriminator: nets.discriminator.no_grad(),
-            classifier: nets.classifier.no_grad(),
-            gan: nets.gan,
-        };
         let run = RunDir::open(&self.run_root, self.resume)?;
         if !self.resume {
             run.write_toml("config.toml", &cfg)?;
@@ -544,17 +530,10 @@ pub fn load_c3lt<B: Backend>(
     device: &B::Device,
 ) -> Result<C3lt<B>> {
     let meta = read_c3lt_run(run)?;
-    use super::gan::read_model_file as file;
-    let generator =
-        meta.gan
-            .init_generator::<B>(device)
-            .load_record(file(run, "generator.mpk", device)?);
-    let encoder = meta
-        .gan
-        .init_encoder::<B>(device)
-        .load_record(file(run, "encoder.mpk", device)?);
-    let maps =
-        C3ltMaps::new(meta.gan.latent_dim, device).load_record(file(run, "maps.mpk", device)?);
+    let generator = super::gan::load_generator(&meta.gan, run, device)?;
+    let encoder = super::gan::load_encoder(&meta.gan, run, device)?;
+    let maps = C3ltMaps::new(meta.gan.latent_dim, device)
+        .load_record(super::gan::read_model_file(run, "maps.mpk", device)?);
     C3lt::new(
         maps,
         Box::new(GanWithEncoder { generator, encoder }),

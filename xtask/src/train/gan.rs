@@ -105,17 +105,7 @@ impl GanTrainConfig {
     pub(crate) fn load(&self, split: Split) -> Result<ImageSet> {
         let mut set = self.dataset.load(split, self.data_dir.as_deref())?;
         if !self.classes.is_empty() {
-            let k = set.num_classes();
-            if let Some(c) = self.classes.iter().find(|&&c| c >= k) {
-                bail!("class {c}: {} has classes 0..{k}", set.name);
-            }
-            let mut idx: Vec<usize> = self
-                .classes
-                .iter()
-                .flat_map(|&c| set.indices_of_class(c))
-                .collect();
-            idx.sort_unstable();
-            set = set.subset(&idx, format!("{} classes {:?}", set.name, self.classes));
+            set = set.of_classes(&self.classes).context("--classes")?;
         }
         let limit = match split {
             Split::Train => self.train_limit,
@@ -470,11 +460,7 @@ impl BackendJob for EncoderTrainJob {
             run.write_toml("config.toml", &self.cfg)?;
         }
         B::seed(&device, cfg.seed);
-        let g = cfg
-            .model
-            .init_generator::<B>(&device)
-            .load_record(read_model_file(&gan, "generator.mpk", &device)?)
-            .no_grad();
+        let g = load_generator::<B>(&cfg.model, &gan, &device)?.no_grad();
         let mut trainer = EncoderTrainer::<B> {
             e: cfg.model.init_encoder(&device),
             opt: cfg.adam(),
@@ -533,19 +519,35 @@ pub fn load_gan<B: Backend>(
         GanRun::GanEncoder(c) => (c, true),
     };
     cfg.validate().map_err(anyhow::Error::msg)?;
-    let g =
-        cfg.init_generator::<B>(device)
-            .load_record(read_model_file(run, "generator.mpk", device)?);
-    let e = if with_encoder {
-        Some(cfg.init_encoder::<B>(device).load_record(read_model_file(
-            run,
-            "encoder.mpk",
-            device,
-        )?))
-    } else {
-        None
+    let generator = load_generator(&cfg, run, device)?;
+    let encoder = match with_encoder {
+        true => Some(load_encoder(&cfg, run, device)?),
+        false => None,
     };
-    Ok((g, e))
+    Ok((generator, encoder))
+}
+
+/// `generator.mpk` of a run folder holding a DCGAN of architecture `cfg` (a DCGAN, encoder or
+/// C3LT run).
+pub(crate) fn load_generator<B: Backend>(
+    cfg: &DcganConfig,
+    run: &Path,
+    device: &B::Device,
+) -> Result<Generator<B>> {
+    Ok(cfg
+        .init_generator::<B>(device)
+        .load_record(read_model_file(run, "generator.mpk", device)?))
+}
+
+/// `encoder.mpk` of a run folder holding the encoder of a DCGAN of architecture `cfg`.
+pub(crate) fn load_encoder<B: Backend>(
+    cfg: &DcganConfig,
+    run: &Path,
+    device: &B::Device,
+) -> Result<GanEncoder<B>> {
+    Ok(cfg
+        .init_encoder::<B>(device)
+        .load_record(read_model_file(run, "encoder.mpk", device)?))
 }
 
 /// The discriminator of a DCGAN run.

@@ -199,15 +199,7 @@ impl SupervisedTrainConfig {
             set = set.swap_labels()?;
         }
         if let Some(c) = self.only_class {
-            if c >= set.num_classes() {
-                bail!(
-                    "--only-class {c}: {} has classes 0..{}",
-                    set.name,
-                    set.num_classes()
-                );
-            }
-            let idx = set.indices_of_class(c);
-            set = set.subset(&idx, format!("{} class {c}", set.name));
+            set = set.of_classes(&[c]).context("--only-class")?;
         }
         if let Some(n) = limit {
             set = set.take(n);
@@ -539,13 +531,18 @@ impl AuxModel {
     }
 }
 
+/// The `kind` tag of a run's model.toml (`"vae"`, `"dcgan"`, `"c3lt"`, …); `None` for an
+/// IB-INN run, whose model.toml is its bare `IbInnConfig`, or a folder without one.
+pub(crate) fn run_kind(run: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(run.join("model.toml")).ok()?;
+    let table = text.parse::<toml::Table>().ok()?;
+    table.get("kind")?.as_str().map(str::to_owned)
+}
+
 /// Whether `run` was trained by this loop: its model.toml carries the `kind` tag of
-/// [`AuxModel`], whereas an IB-INN run's model.toml is its bare `IbInnConfig`.
+/// [`AuxModel`].
 pub(crate) fn is_tagged_run(run: &Path) -> bool {
-    std::fs::read_to_string(run.join("model.toml"))
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .is_some_and(|t| t.contains_key("kind"))
+    run_kind(run).is_some()
 }
 
 pub fn load_vae<B: Backend>(run: &Path, device: &B::Device) -> Result<ConvVae<B>> {
