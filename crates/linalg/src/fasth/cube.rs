@@ -2,32 +2,64 @@
 //!
 //! Without them each loop is t dependent launches of small tensor ops per pass (spec §5.3: the
 //! op is launch-bound at small d). With them:
-//! * the WY recurrence is one launch: given the Gram matrix `Y Yᵀ` of each group (one batched
-//!   matmul), `w_k[i] = y_k[i] − 2 Σ_{l<k} (y_l·y_k) w_l[i]` is independent for every
-//!   coordinate i, so each unit owns one coordinate of one group and needs no synchronisation;
+//! * the WY recurrence is two launches: the Gram matrix `Y Yᵀ` of each group (one unit per
+//!   entry), then `w_k[i] = y_k[i] − 2 Σ_{l<k} (y_l·y_k) w_l[i]`, independent for every
+//!   coordinate i, so each unit owns one coordinate of one group and needs no synchronisation.
+//!   The Gram matrix is not a backend matmul because burn-cuda's f32 matmul runs on TF32 tensor
+//!   cores (measured: 6e-4 relative error on a length-7 dot product), which would put that
+//!   error into every `W` and make the kernel untestable at f32 precision;
 //! * step 2 of the backward pass is one launch with one cube per group (as in the authors'
 //!   `compute_bucket_j`), alternating between units over columns (the reductions over d:
 //!   `vᵀa`, `vᵀg`) and units over rows (the reductions over m that give `∂L/∂v`), with a
 //!   storage barrier between the phases.
 //!
-//! The group sweeps stay on the backend's matmul, which is already tuned.
+//! The group sweeps stay on the backend's matmul, which is already tuned (and on CUDA rounds
+//! through TF32: FastH's output differs from the CPU's by ~1e-3 relative there, see the kernel
+//! test).
+//!
+//! Every tensor a kernel writes is allocated *contiguous*: the runtime's default allocation may
+//! pad rows (pitched memory on CUDA for rows that are not a multiple of the alignment), and
+//! these kernels index linearly. Getting that wrong only shows on CUDA at rows that are not a
+//! multiple of the pitch (docs/results.md, "The CubeCL kernels: a fault found and fixed").
 
 use burn::prelude::*;
 use burn::tensor::TensorMetadata;
 use burn::tensor::ops::FloatTensor;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use crate::LinalgBackend;
 use crate::convert::{primitive, tensor};
-use kernels::{vector_grads_kernel, wy_kernel};
+use kernels::{gram_kernel, vector_grads_kernel, wy_kernel};
 
 const UNITS: u32 = 256;
 
 mod kernels {
     use cubecl::prelude::*;
+
+    #[cube(launch)]
+    pub(super) fn gram_kernel<F: Float>(
+        y: &Tensor<F>,        // [G, t, d]
+        gram: &mut Tensor<F>, // [G, t, t]
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let grp = CUBE_POS_Y as usize;
+        let entry = ABSOLUTE_POS_X as usize;
+        let t = y.shape(1);
+        let d = y.shape(2);
+        if entry >= t * t {
+            terminate!();
+        }
+        let a = grp * t * d + (entry / t) * d;
+        let b = grp * t * d + (entry % t) * d;
+        let mut acc = F::new(0.0);
+        for i in 0..d {
+            acc += y[a + i] * y[b + i];
+        }
+        gram[grp * t * t + entry] = acc;
+    }
 
     #[cube(launch)]
     pub(super) fn wy_kernel<F: Float>(
@@ -132,13 +164,22 @@ where
     BT: BoolElement,
 {
     fn fasth_wy(y: FloatTensor<Self>) -> FloatTensor<Self> {
-        let yt: Tensor<Self, 3> = tensor(y.clone());
-        let gram = into_contiguous(primitive(yt.clone().matmul(yt.swap_dims(1, 2))));
         let y = into_contiguous(y);
-        let [groups, _, d] = y.shape().dims::<3>();
-        let w = empty_device_dtype::<R>(y.client.clone(), y.device.clone(), y.shape(), y.dtype);
-        let dtype = y.dtype;
-        let client = y.client.clone();
+        let [groups, t, d] = y.shape().dims::<3>();
+        let (client, device, dtype) = (y.client.clone(), y.device.clone(), y.dtype);
+        let empty = |shape: [usize; 3]| {
+            empty_device_contiguous_dtype::<R>(client.clone(), device.clone(), shape.into(), dtype)
+        };
+        let gram = empty([groups, t, t]);
+        let w = empty([groups, t, d]);
+        gram_kernel::launch::<R>(
+            &client,
+            CubeCount::Static(((t * t) as u32).div_ceil(UNITS), groups as u32, 1),
+            CubeDim::new_1d(UNITS),
+            y.clone().into_tensor_arg(),
+            gram.clone().into_tensor_arg(),
+            dtype.into(),
+        );
         wy_kernel::launch::<R>(
             &client,
             CubeCount::Static((d as u32).div_ceil(UNITS), groups as u32, 1),
@@ -172,9 +213,18 @@ where
         let client = v.client.clone();
         let device = v.device.clone();
         let dtype = v.dtype;
-        let coef =
-            empty_device_dtype::<R>(client.clone(), device.clone(), [groups, 2, m].into(), dtype);
-        let dv = empty_device_dtype::<R>(client.clone(), device, [groups, t, d].into(), dtype);
+        let coef = empty_device_contiguous_dtype::<R>(
+            client.clone(),
+            device.clone(),
+            [groups, 2, m].into(),
+            dtype,
+        );
+        let dv = empty_device_contiguous_dtype::<R>(
+            client.clone(),
+            device,
+            [groups, t, d].into(),
+            dtype,
+        );
         vector_grads_kernel::launch::<R>(
             &client,
             CubeCount::Static(groups as u32, 1, 1),
