@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendJob, BackendKind};
 use crate::fsutil::write_atomic;
-use crate::train::run::Rec;
+use crate::train::run::{Rec, read_record};
 
 /// What the models are trained with; a saved model is reused only under the same settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,9 +255,7 @@ fn load<B: Backend, M: Module<B>>(
     device: &B::Device,
 ) -> Result<M> {
     let p = job.out.join(name);
-    let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
-    let rec = Recorder::<B>::load(&Rec::default(), bytes, device)
-        .with_context(|| format!("{} is not a helix model (run with --retrain)", p.display()))?;
+    let rec = read_record(&p, device).context("not a helix model (run with --retrain)")?;
     Ok(m.load_record(rec))
 }
 

@@ -76,28 +76,38 @@ pub fn select(sel: &Selection, test: &ImageSet, shape: [usize; 3]) -> Result<Vec
 
 /// A PNG as a grey unit-space image of `shape` (`[1, H, W]`).
 pub fn read_png(path: &Path, shape: [usize; 3], resize: bool) -> Result<Input> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    decode_png(&bytes, &path.display().to_string(), shape, resize)
+}
+
+/// [`read_png`] on the file's bytes; `source` names the file in errors. Decoding runs under the
+/// `image` crate's default limits (512 MiB per allocation), so a header declaring a huge image
+/// is an error, not an allocation; the `png_input` fuzz target drives this function.
+pub fn decode_png(bytes: &[u8], source: &str, shape: [usize; 3], resize: bool) -> Result<Input> {
     let [c, h, w] = shape;
     if c != 1 {
         bail!("PNG inputs are supported for grey models only; this model takes {c} channels");
     }
-    let img = image::open(path)
-        .with_context(|| format!("{}: cannot read as an image", path.display()))?
+    let img = image::load_from_memory(bytes)
+        .with_context(|| format!("{source}: cannot read as an image"))?
         .to_luma8();
     let (iw, ih) = img.dimensions();
     let img = if (iw as usize, ih as usize) != (w, h) {
         if !resize {
             bail!(
-                "{} is {iw}×{ih} pixels, but the model takes {w}×{h} grey images \
-                 (pass --resize to scale it)",
-                path.display()
+                "{source} is {iw}×{ih} pixels, but the model takes {w}×{h} grey images \
+                 (pass --resize to scale it)"
             );
+        }
+        if iw == 0 || ih == 0 {
+            bail!("{source} has no pixels ({iw}×{ih})");
         }
         image::imageops::resize(&img, w as u32, h as u32, FilterType::Triangle)
     } else {
         img
     };
     Ok(Input {
-        source: path.display().to_string(),
+        source: source.to_string(),
         label: None,
         aux_label: None,
         pixels: img.pixels().map(|p| p.0[0] as f32 / 255.0).collect(),
@@ -130,5 +140,25 @@ mod tests {
         assert_eq!(read_png(&big, [1, 28, 28], true).unwrap().pixels.len(), 784);
         let e = read_png(&dir.path().join("none.png"), [1, 28, 28], false).unwrap_err();
         assert!(format!("{e:#}").contains("none.png"), "{e:#}");
+    }
+
+    #[test]
+    fn damaged_png_bytes_are_named_errors() {
+        let mut png = std::io::Cursor::new(vec![]);
+        image::GrayImage::from_pixel(28, 28, image::Luma([7]))
+            .write_to(&mut png, image::ImageFormat::Png)
+            .unwrap();
+        let png = png.into_inner();
+        assert!(decode_png(&png, "whole.png", [1, 28, 28], false).is_ok());
+        for (bytes, what) in [
+            (&png[..png.len() / 2], "truncated"),
+            (&png[..8], "signature only"),
+            (&b"not an image at all"[..], "garbage"),
+        ] {
+            for resize in [false, true] {
+                let e = decode_png(bytes, "cut.png", [1, 28, 28], resize).unwrap_err();
+                assert!(format!("{e:#}").contains("cut.png"), "{what}: {e:#}");
+            }
+        }
     }
 }

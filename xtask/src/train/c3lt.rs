@@ -29,7 +29,7 @@ use cfx_linalg::LinalgBackend;
 use cfx_metrics::{CounterfactualSet, Cout, EvalContext, Metric, MetricValue};
 use serde::{Deserialize, Serialize};
 
-use super::epochs::{EpochTrainer, read_record, record_bytes, run_epochs, write_model};
+use super::epochs::{EpochTrainer, read_checkpoint_record, record_bytes, run_epochs, write_model};
 use super::gan::{GanRun, load_discriminator, load_gan, read_gan_run};
 use super::progress::epoch_bar;
 use super::run::{RunDir, read_toml};
@@ -344,8 +344,8 @@ impl<B: AutodiffBackend> EpochTrainer for C3ltTrainer<B> {
         self.maps = self
             .maps
             .clone()
-            .load_record(read_record::<B, _>(ckpt, "maps.mpk", d)?);
-        self.opt = Self::adam().load_record(read_record::<B, _>(ckpt, "optim.mpk", d)?);
+            .load_record(read_checkpoint_record::<B, _>(ckpt, "maps.mpk", d)?);
+        self.opt = Self::adam().load_record(read_checkpoint_record::<B, _>(ckpt, "optim.mpk", d)?);
         Ok(())
     }
 

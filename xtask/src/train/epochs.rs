@@ -11,7 +11,7 @@ use burn::record::{Record, Recorder};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::run::{Rec, RunDir};
+use super::run::{Rec, RunDir, decode_record};
 use crate::checkpoint::CheckpointStore;
 
 /// What one kind of training does per epoch and what it keeps in a checkpoint.
@@ -119,17 +119,11 @@ pub(crate) fn record_bytes<B: Backend, R: Record<B>>(record: R) -> Result<Vec<u8
 }
 
 /// The record stored as `file` in checkpoint `ckpt`.
-pub(crate) fn read_record<B: Backend, R: Record<B>>(
+pub(crate) fn read_checkpoint_record<B: Backend, R: Record<B>>(
     ckpt: &Path,
     file: &str,
     device: &B::Device,
 ) -> Result<R> {
-    Recorder::<B>::load(&Rec::default(), CheckpointStore::read(ckpt, file)?, device).with_context(
-        || {
-            format!(
-                "checkpoint file {} does not match this model",
-                ckpt.join(file).display()
-            )
-        },
-    )
+    let source = format!("checkpoint file {}", ckpt.join(file).display());
+    decode_record(CheckpointStore::read(ckpt, file)?, &source, device)
 }

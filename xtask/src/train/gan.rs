@@ -20,7 +20,7 @@ use cfx_generative::{
 use cfx_linalg::LinalgBackend;
 use serde::{Deserialize, Serialize};
 
-use super::epochs::{EpochTrainer, read_record, record_bytes, run_epochs, write_model};
+use super::epochs::{EpochTrainer, read_checkpoint_record, record_bytes, run_epochs, write_model};
 use super::progress::epoch_bar;
 use super::run::{RunDir, read_toml};
 use crate::backend::{BackendJob, BackendKind};
@@ -183,17 +183,18 @@ impl<B: AutodiffBackend> EpochTrainer for GanTrainer<B> {
 
     fn restore(&mut self, ckpt: &Path) -> Result<()> {
         let d = &self.device;
-        self.g = self
-            .g
-            .clone()
-            .load_record(read_record::<B, _>(ckpt, "generator.mpk", d)?);
-        self.d = self
-            .d
-            .clone()
-            .load_record(read_record::<B, _>(ckpt, "discriminator.mpk", d)?);
-        let og = read_record::<B, _>(ckpt, "optim_g.mpk", d)?;
+        self.g =
+            self.g
+                .clone()
+                .load_record(read_checkpoint_record::<B, _>(ckpt, "generator.mpk", d)?);
+        self.d = self.d.clone().load_record(read_checkpoint_record::<B, _>(
+            ckpt,
+            "discriminator.mpk",
+            d,
+        )?);
+        let og = read_checkpoint_record::<B, _>(ckpt, "optim_g.mpk", d)?;
         self.opt_g = self.cfg.adam::<B, Generator<B>>().load_record(og);
-        let od = read_record::<B, _>(ckpt, "optim_d.mpk", d)?;
+        let od = read_checkpoint_record::<B, _>(ckpt, "optim_d.mpk", d)?;
         self.opt_d = self.cfg.adam::<B, Discriminator<B>>().load_record(od);
         Ok(())
     }
@@ -348,14 +349,14 @@ impl<B: AutodiffBackend> EpochTrainer for EncoderTrainer<B> {
 
     fn restore(&mut self, ckpt: &Path) -> Result<()> {
         let d = &self.device;
-        self.e = self
-            .e
-            .clone()
-            .load_record(read_record::<B, _>(ckpt, "encoder.mpk", d)?);
-        self.opt = self
-            .cfg
-            .adam()
-            .load_record(read_record::<B, _>(ckpt, "optim.mpk", d)?);
+        self.e =
+            self.e
+                .clone()
+                .load_record(read_checkpoint_record::<B, _>(ckpt, "encoder.mpk", d)?);
+        self.opt =
+            self.cfg
+                .adam()
+                .load_record(read_checkpoint_record::<B, _>(ckpt, "optim.mpk", d)?);
         Ok(())
     }
 
@@ -497,16 +498,7 @@ pub(crate) fn read_model_file<B: Backend, R: burn::record::Record<B>>(
     file: &str,
     device: &B::Device,
 ) -> Result<R> {
-    let p = run.join(file);
-    let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
-    burn::record::Recorder::<B>::load(&super::run::Rec::default(), bytes, device).with_context(
-        || {
-            format!(
-                "{} does not match the architecture in model.toml",
-                p.display()
-            )
-        },
-    )
+    super::run::read_record(&run.join(file), device)
 }
 
 /// The generator of a DCGAN run, or the generator and encoder of an encoder run.

@@ -20,6 +20,7 @@ use cfx_flows::nn::{
 use cfx_linalg::LinalgBackend;
 use serde::{Deserialize, Serialize};
 
+use super::epochs::read_checkpoint_record;
 use super::optim::{GroupedSgd, SgdGroup};
 use super::progress::epoch_bar;
 use super::run::{Rec, RunDir};
@@ -657,18 +658,8 @@ fn load_checkpoint<B: AutodiffBackend>(
     let bad = |what: &str| format!("checkpoint {} has an unreadable {what}", ckpt.display());
     let state: TrainState = serde_json::from_slice(&CheckpointStore::read(ckpt, STATE_FILE)?)
         .with_context(|| bad(STATE_FILE))?;
-    let record = Recorder::<B>::load(
-        &Rec::default(),
-        CheckpointStore::read(ckpt, MODEL_FILE)?,
-        device,
-    )
-    .with_context(|| bad(MODEL_FILE))?;
-    let optim_record = Recorder::<B>::load(
-        &Rec::default(),
-        CheckpointStore::read(ckpt, OPTIM_FILE)?,
-        device,
-    )
-    .with_context(|| bad(OPTIM_FILE))?;
+    let record = read_checkpoint_record::<B, _>(ckpt, MODEL_FILE, device)?;
+    let optim_record = read_checkpoint_record::<B, _>(ckpt, OPTIM_FILE, device)?;
     // Loading a record also restores the parameter ids, which key the optimiser's groups and
     // momentum: the optimiser must be built from the loaded model, not the fresh one.
     let model = model.load_record(record);

@@ -24,6 +24,7 @@ use cfx_generative::{ConvVae, ConvVaeConfig};
 use cfx_linalg::LinalgBackend;
 use serde::{Deserialize, Serialize};
 
+use super::epochs::read_checkpoint_record;
 use super::progress::epoch_bar;
 use super::run::{Rec, RunDir, read_model_record};
 use crate::backend::{BackendJob, BackendKind};
@@ -396,19 +397,8 @@ fn train_loop<B: AutodiffBackend, M: Objective<B>>(
         let bad = |w: &str| format!("checkpoint {} has an unreadable {w}", ckpt.display());
         state = serde_json::from_slice(&CheckpointStore::read(&ckpt, "state.json")?)
             .with_context(|| bad("state.json"))?;
-        let rec = Recorder::<B>::load(
-            &Rec::default(),
-            CheckpointStore::read(&ckpt, "model.mpk")?,
-            device,
-        )
-        .with_context(|| bad("model.mpk"))?;
-        model = model.load_record(rec);
-        let orec = Recorder::<B>::load(
-            &Rec::default(),
-            CheckpointStore::read(&ckpt, "optim.mpk")?,
-            device,
-        )
-        .with_context(|| bad("optim.mpk"))?;
+        model = model.load_record(read_checkpoint_record::<B, _>(&ckpt, "model.mpk", device)?);
+        let orec = read_checkpoint_record::<B, _>(&ckpt, "optim.mpk", device)?;
         optim = optim.load_record(orec);
         eprintln!(
             "resuming {} after epoch {}",
