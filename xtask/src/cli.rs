@@ -34,6 +34,19 @@ macro_rules! apply_common_flags {
     }};
 }
 
+/// `--resume` keeps the run's config.toml: a flag that would change it is an error naming the
+/// flag, not silently ignored. `changed` pairs each such flag with whether it was given.
+fn refuse_changes_on_resume(changed: &[(&str, bool)]) -> Result<()> {
+    let given: Vec<&str> = changed.iter().filter(|c| c.1).map(|c| c.0).collect();
+    if !given.is_empty() {
+        bail!(
+            "{} cannot change when resuming (the run keeps its config.toml); only --epochs can extend it",
+            given.join(", ")
+        );
+    }
+    Ok(())
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cargo xtask",
@@ -350,6 +363,7 @@ impl C3ltArgs {
             .unwrap_or_else(|| format!("c3lt-{}-{c}-{c2}", a.dataset));
         let root = a.runs_dir.join(name);
         if a.resume {
+            a.refuse_changes_on_resume(&[])?;
             let mut cfg: C3ltTrainConfig = read_toml(&root.join("config.toml"))?;
             if let Some(e) = a.epochs {
                 cfg.epochs = e;
@@ -721,6 +735,11 @@ impl GanArgs {
         }
         let root = a.runs_dir.join(name);
         if a.resume {
+            // --classes stays allowed: the default run name is made from it.
+            a.refuse_changes_on_resume(&[
+                ("--weight-decay", self.weight_decay.is_some()),
+                ("--width", self.width.is_some()),
+            ])?;
             let mut cfg: EncoderTrainConfig = if encoder {
                 read_toml(&root.join("config.toml"))?
             } else {
@@ -812,6 +831,23 @@ impl FlowArgs {
 }
 
 impl AuxArgs {
+    /// [`refuse_changes_on_resume`] for the flags every `AuxArgs` command shares, plus `extra`.
+    fn refuse_changes_on_resume(&self, extra: &[(&str, bool)]) -> Result<()> {
+        let mut changed = vec![
+            ("--data-dir", self.data_dir.is_some()),
+            ("--batch-size", self.batch_size.is_some()),
+            ("--lr", self.lr.is_some()),
+            ("--seed", self.seed.is_some()),
+            ("--only-class", self.only_class.is_some()),
+            ("--second-label", self.second_label),
+            ("--train-limit", self.train_limit.is_some()),
+            ("--test-limit", self.test_limit.is_some()),
+            ("--small", self.small),
+        ];
+        changed.extend_from_slice(extra);
+        refuse_changes_on_resume(&changed)
+    }
+
     /// The config of a new run (defaults per kind, then flags) or the saved one when resuming.
     /// `flow` is the architecture of `train realnvp|glow`; classifiers and autoencoders pass
     /// `None` and choose by `autoencoder`.
@@ -832,6 +868,7 @@ impl AuxArgs {
             .unwrap_or_else(|| format!("{prefix}-{}", self.dataset));
         let root = self.runs_dir.join(name);
         if self.resume {
+            self.refuse_changes_on_resume(&[])?;
             let mut cfg: SupervisedTrainConfig = read_toml(&root.join("config.toml"))?;
             if let Some(e) = self.epochs {
                 cfg.epochs = e;
@@ -1016,7 +1053,7 @@ impl IbInnArgs {
 
     /// The configuration of a resumed run: the saved one; only `--epochs` may extend it.
     pub fn resumed_config(&self, saved: IbInnTrainConfig) -> Result<IbInnTrainConfig> {
-        let changed = [
+        refuse_changes_on_resume(&[
             ("--config", self.config.is_some()),
             ("--small", self.small),
             ("--batch-size", self.batch_size.is_some()),
@@ -1028,18 +1065,7 @@ impl IbInnArgs {
             ("--seed", self.seed.is_some()),
             ("--data-dir", self.data_dir.is_some()),
             ("--no-bn-calibration", self.no_bn_calibration),
-        ];
-        let bad: Vec<&str> = changed
-            .iter()
-            .filter(|(_, c)| *c)
-            .map(|(n, _)| *n)
-            .collect();
-        if !bad.is_empty() {
-            bail!(
-                "{} cannot change when resuming (the run keeps its config.toml); only --epochs can extend it",
-                bad.join(", ")
-            );
-        }
+        ])?;
         let mut cfg = saved;
         if let Some(e) = self.epochs {
             cfg.epochs = e;
@@ -1125,4 +1151,45 @@ pub struct FidBenchArgs {
     pub dense_repeats: usize,
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Aux {
+        #[command(flatten)]
+        args: AuxArgs,
+    }
+
+    #[test]
+    fn resuming_refuses_changed_settings_and_takes_more_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().to_str().unwrap();
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["t", "--runs-dir", runs, "--name", "cnn"];
+            argv.extend_from_slice(extra);
+            Aux::try_parse_from(argv).unwrap().args
+        };
+        let (cfg, root) = parse(&["--epochs", "2"]).config(false, None).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("config.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+
+        let e = parse(&["--resume", "--lr", "0.5", "--small"])
+            .config(false, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--lr, --small cannot change when resuming"),
+            "{e}"
+        );
+        let (resumed, _) = parse(&["--resume", "--epochs", "5"])
+            .config(false, None)
+            .unwrap();
+        assert_eq!(resumed.epochs, 5);
+        assert_eq!(resumed.lr, cfg.lr);
+    }
 }
