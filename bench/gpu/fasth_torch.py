@@ -1,4 +1,5 @@
-"""PyTorch peer for `cargo xtask bench fasth` (run on the GPU machine, same sizes, same run).
+"""PyTorch peer for `cargo xtask bench fasth` (same sizes, same run): on the GPU machine, or on
+the CPU here with `--device cpu` (bench/fasth-cpu-vs-torch.sh).
 
 Times one orthogonal d×d matrix applied to X (d×m), forward and forward+backward, as
 * `sequential`: one reflection at a time, H_1(H_2(...(H_d X))) with autograd;
@@ -13,15 +14,20 @@ import time
 import torch
 
 
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn, warmup, repeats):
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
+    sync()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync()
         times.append((time.perf_counter() - t) * 1e3)
     times.sort()
     return times[len(times) // 2]
@@ -52,15 +58,19 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--seq-max-dim", type=int, default=2048)
     p.add_argument("--json")
+    p.add_argument("--device", default="cuda")
     args = p.parse_args()
-    dev = torch.device("cuda")
+    dev = torch.device(args.device)
+    device_name = (
+        torch.cuda.get_device_name() if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    )
     torch.manual_seed(0)
     rows = []
     for d in [int(s) for s in args.dims.split(",")]:
         v = torch.randn(d, d, device=dev)
         x = torch.randn(d, args.batch, device=dev)
         c = torch.randn(d, args.batch, device=dev)
-        row = {"d": d, "m": args.batch, "device": torch.cuda.get_device_name()}
+        row = {"d": d, "m": args.batch, "device": device_name}
         cases = {"householder_product": lapack}
         if d <= args.seq_max_dim:
             cases["sequential"] = sequential
