@@ -363,11 +363,7 @@ impl C3ltArgs {
             .unwrap_or_else(|| format!("c3lt-{}-{c}-{c2}", a.dataset));
         let root = a.runs_dir.join(name);
         if a.resume {
-            a.refuse_changes_on_resume(&[])?;
-            let mut cfg: C3ltTrainConfig = read_toml(&root.join("config.toml"))?;
-            if let Some(e) = a.epochs {
-                cfg.epochs = e;
-            }
+            let cfg = a.resumed_config(&root, &[], |c: &mut C3ltTrainConfig| &mut c.epochs)?;
             return Ok((cfg, root));
         }
         let mut cfg = C3ltTrainConfig::new(
@@ -736,21 +732,21 @@ impl GanArgs {
         let root = a.runs_dir.join(name);
         if a.resume {
             // --classes stays allowed: the default run name is made from it.
-            a.refuse_changes_on_resume(&[
+            let extra = [
                 ("--weight-decay", self.weight_decay.is_some()),
                 ("--width", self.width.is_some()),
-            ])?;
-            let mut cfg: EncoderTrainConfig = if encoder {
-                read_toml(&root.join("config.toml"))?
+            ];
+            let cfg = if encoder {
+                a.resumed_config(&root, &extra, |c: &mut EncoderTrainConfig| {
+                    &mut c.train.epochs
+                })?
             } else {
                 EncoderTrainConfig {
                     gan,
-                    train: read_toml(&root.join("config.toml"))?,
+                    train: a
+                        .resumed_config(&root, &extra, |c: &mut GanTrainConfig| &mut c.epochs)?,
                 }
             };
-            if let Some(e) = a.epochs {
-                cfg.train.epochs = e;
-            }
             return Ok((cfg, root));
         }
         let mut cfg = if encoder {
@@ -831,6 +827,23 @@ impl FlowArgs {
 }
 
 impl AuxArgs {
+    /// The saved `config.toml` of the run at `root` when resuming: flags that would change it
+    /// are refused ([`AuxArgs::refuse_changes_on_resume`], plus `extra`), and `--epochs`
+    /// extends it through `epochs`.
+    fn resumed_config<T: serde::de::DeserializeOwned>(
+        &self,
+        root: &std::path::Path,
+        extra: &[(&str, bool)],
+        epochs: impl FnOnce(&mut T) -> &mut usize,
+    ) -> Result<T> {
+        self.refuse_changes_on_resume(extra)?;
+        let mut cfg: T = read_toml(&root.join("config.toml"))?;
+        if let Some(e) = self.epochs {
+            *epochs(&mut cfg) = e;
+        }
+        Ok(cfg)
+    }
+
     /// [`refuse_changes_on_resume`] for the flags every `AuxArgs` command shares, plus `extra`.
     fn refuse_changes_on_resume(&self, extra: &[(&str, bool)]) -> Result<()> {
         let mut changed = vec![
@@ -868,11 +881,8 @@ impl AuxArgs {
             .unwrap_or_else(|| format!("{prefix}-{}", self.dataset));
         let root = self.runs_dir.join(name);
         if self.resume {
-            self.refuse_changes_on_resume(&[])?;
-            let mut cfg: SupervisedTrainConfig = read_toml(&root.join("config.toml"))?;
-            if let Some(e) = self.epochs {
-                cfg.epochs = e;
-            }
+            let cfg =
+                self.resumed_config(&root, &[], |c: &mut SupervisedTrainConfig| &mut c.epochs)?;
             return Ok((cfg, root));
         }
         let mut cfg = match flow {
