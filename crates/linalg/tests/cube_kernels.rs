@@ -114,20 +114,21 @@ fn the_backend_matmul_is_right_at_small_odd_shapes() {
     for (g, r, inner, cols) in [(4, 2, 7, 3), (4, 2, 7, 2), (3, 7, 2, 3), (1, 7, 7, 3)] {
         let a = random([g * r, inner], 4);
         let b = random([g * inner, cols], 5);
-        let on = |dev_a: TensorData, dev_b: TensorData, gpu: bool| -> Vec<f32> {
-            if gpu {
-                let d = Default::default();
-                let a = Tensor::<Gpu, 2>::from_data(dev_a, &d).reshape([g, r, inner]);
-                let b = Tensor::<Gpu, 2>::from_data(dev_b, &d).reshape([g, inner, cols]);
-                a.matmul(b).into_data().to_vec::<f32>().unwrap()
-            } else {
-                let d = Default::default();
-                let a = Tensor::<Flex, 2>::from_data(dev_a, &d).reshape([g, r, inner]);
-                let b = Tensor::<Flex, 2>::from_data(dev_b, &d).reshape([g, inner, cols]);
-                a.matmul(b).into_data().to_vec::<f32>().unwrap()
-            }
-        };
-        let (err, scale) = max_error(&on(a.clone(), b.clone(), true), &on(a, b, false));
+        fn batched<B: Backend>(
+            a: TensorData,
+            b: TensorData,
+            [g, r, inner, cols]: [usize; 4],
+        ) -> Vec<f32> {
+            let d = Default::default();
+            let a = Tensor::<B, 2>::from_data(a, &d).reshape([g, r, inner]);
+            let b = Tensor::<B, 2>::from_data(b, &d).reshape([g, inner, cols]);
+            read(a.matmul(b))
+        }
+        let shape = [g, r, inner, cols];
+        let (err, scale) = max_error(
+            &batched::<Gpu>(a.clone(), b.clone(), shape),
+            &batched::<Flex>(a, b, shape),
+        );
         if err > MATMUL_TOL * scale {
             failures.push(format!(
                 "[{g}, {r}, {inner}] × [{g}, {inner}, {cols}]: differs by {err}"
@@ -140,12 +141,7 @@ fn the_backend_matmul_is_right_at_small_odd_shapes() {
         let w = Tensor::<B, 2>::from_data(w, &dev).reshape([g, t, d]);
         let x = Tensor::<B, 2>::from_data(x, &dev);
         let slice = w.slice([g - 1..g, 0..t, 0..d]).reshape([t, d]);
-        slice
-            .transpose()
-            .matmul(x)
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap()
+        read(slice.transpose().matmul(x))
     }
     let (g, t, d, m) = (4, 2, 7, 3);
     let (w, x) = (random([g * t, d], 6), random([t, m], 7));
@@ -185,22 +181,13 @@ fn each_kernel_matches_its_portable_twin() {
         }
         rows[(g * t - 1) * d..].fill(0.0);
         let y = TensorData::new(rows, [g * t, d]);
-        let wy = |gpu: bool| {
-            if gpu {
-                let y = on::<Gpu, 3>(y.clone(), [g, t, d]).into_primitive().tensor();
-                read(Tensor::<Gpu, 3>::from_primitive(TensorPrimitive::Float(
-                    Gpu::fasth_wy(y),
-                )))
-            } else {
-                let y = on::<Flex, 3>(y.clone(), [g, t, d])
-                    .into_primitive()
-                    .tensor();
-                read(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(
-                    Flex::fasth_wy(y),
-                )))
-            }
-        };
-        let (err, scale) = max_error(&wy(true), &wy(false));
+        fn wy<B: LinalgBackend>(y: TensorData, shape: [usize; 3]) -> Vec<f32> {
+            let y = on::<B, 3>(y, shape).into_primitive().tensor();
+            read(Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(
+                B::fasth_wy(y),
+            )))
+        }
+        let (err, scale) = max_error(&wy::<Gpu>(y.clone(), [g, t, d]), &wy::<Flex>(y, [g, t, d]));
         if err > 1e-4 * scale {
             failures.push(format!(
                 "fasth_wy [{g}, {t}, {d}]: differs by {err} (scale {scale})"

@@ -27,6 +27,7 @@ use burn::tensor::TensorMetadata;
 use burn::tensor::ops::FloatTensor;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::{CubeCount, CubeDim};
 
@@ -156,6 +157,17 @@ mod kernels {
     }
 }
 
+/// An uninitialised *contiguous* tensor on `like`'s device with its dtype (see the module doc:
+/// the kernels index linearly, so the runtime's pitched default allocation will not do).
+fn empty_like<R: CubeRuntime>(like: &CubeTensor<R>, shape: [usize; 3]) -> CubeTensor<R> {
+    empty_device_contiguous_dtype::<R>(
+        like.client.clone(),
+        like.device.clone(),
+        shape.into(),
+        like.dtype,
+    )
+}
+
 impl<R, F, I, BT> LinalgBackend for CubeBackend<R, F, I, BT>
 where
     R: CubeRuntime,
@@ -166,12 +178,9 @@ where
     fn fasth_wy(y: FloatTensor<Self>) -> FloatTensor<Self> {
         let y = into_contiguous(y);
         let [groups, t, d] = y.shape().dims::<3>();
-        let (client, device, dtype) = (y.client.clone(), y.device.clone(), y.dtype);
-        let empty = |shape: [usize; 3]| {
-            empty_device_contiguous_dtype::<R>(client.clone(), device.clone(), shape.into(), dtype)
-        };
-        let gram = empty([groups, t, t]);
-        let w = empty([groups, t, d]);
+        let (client, dtype) = (y.client.clone(), y.dtype);
+        let gram = empty_like(&y, [groups, t, t]);
+        let w = empty_like(&y, [groups, t, d]);
         gram_kernel::launch::<R>(
             &client,
             CubeCount::Static(((t * t) as u32).div_ceil(UNITS), groups as u32, 1),
@@ -210,21 +219,9 @@ where
         let g = copy(g);
         let [groups, t, d] = v.shape().dims::<3>();
         let m = a.shape().dims::<3>()[2];
-        let client = v.client.clone();
-        let device = v.device.clone();
-        let dtype = v.dtype;
-        let coef = empty_device_contiguous_dtype::<R>(
-            client.clone(),
-            device.clone(),
-            [groups, 2, m].into(),
-            dtype,
-        );
-        let dv = empty_device_contiguous_dtype::<R>(
-            client.clone(),
-            device,
-            [groups, t, d].into(),
-            dtype,
-        );
+        let (client, dtype) = (v.client.clone(), v.dtype);
+        let coef = empty_like(&v, [groups, 2, m]);
+        let dv = empty_like(&v, [groups, t, d]);
         vector_grads_kernel::launch::<R>(
             &client,
             CubeCount::Static(groups as u32, 1, 1),
