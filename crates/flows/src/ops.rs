@@ -26,6 +26,17 @@ pub fn channel_mix<B: Backend>(x: Tensor<B, 4>, w: Tensor<B, 2>) -> Tensor<B, 4>
     w.matmul(x.reshape([n, c, h * wd])).reshape([n, c, h, wd])
 }
 
+/// A per-channel vector `[C]` as an `[N, C, 1, 1]` tensor for broadcasting against `[N, C, H, W]`.
+///
+/// Materialised over the batch rather than reshaped to `[1, C, 1, 1]`: flex (burn 0.21) has a SIMD
+/// path for an operand that broadcasts over trailing dimensions only, and walks any other
+/// broadcast element by element through a strided iterator — half of the CPU IB-INN step went
+/// there. `N·C` values are nothing next to the `N·C·H·W` they scale.
+pub fn per_channel<B: Backend>(v: Tensor<B, 1>, n: usize) -> Tensor<B, 4> {
+    let c = v.dims()[0];
+    v.reshape([1, c]).repeat_dim(0, n).reshape([n, c, 1, 1])
+}
+
 /// Sum over all but the batch dimension.
 pub fn sum_per_sample<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 1> {
     let n = x.dims()[0];

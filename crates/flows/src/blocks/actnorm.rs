@@ -38,8 +38,8 @@ impl ActNormConfig {
 }
 
 impl<B: Backend> ActNorm<B> {
-    fn broadcast(&self, v: Tensor<B, 1>) -> Tensor<B, 4> {
-        v.unsqueeze_dims(&[0, 2, 3])
+    fn broadcast(v: Tensor<B, 1>, n: usize) -> Tensor<B, 4> {
+        crate::ops::per_channel(v, n)
     }
 
     /// Data-dependent initialisation (Glow): afterwards the block maps `x` to zero mean and unit
@@ -70,12 +70,14 @@ impl<B: Backend> Flow<B> for ActNorm<B> {
         let [n, _, h, w] = x.dims();
         let ls = self.log_scale.val();
         let log_det = ls.clone().sum().mul_scalar((h * w) as f64).expand([n]);
-        let y = x * self.broadcast(ls).exp() + self.broadcast(self.offset.val());
+        let y = x * Self::broadcast(ls.exp(), n) + Self::broadcast(self.offset.val(), n);
         (y, log_det)
     }
 
     fn inverse(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
-        (z - self.broadcast(self.offset.val())) * self.broadcast(self.log_scale.val().neg()).exp()
+        let n = z.dims()[0];
+        (z - Self::broadcast(self.offset.val(), n))
+            * Self::broadcast(self.log_scale.val().neg().exp(), n)
     }
 }
 

@@ -151,23 +151,48 @@ pub fn max_pool2x2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     max2(top, bottom)
 }
 
-/// burn's batch norm, with running statistics when [`is_inference`] holds.
+/// burn's batch norm — batch statistics and the running-statistics update when training, the
+/// running statistics when [`is_inference`] holds — written as one per-channel scale and shift,
+/// `x·γ/σ + (β − μγ/σ)`, with the per-channel operands materialised as `[N, C, 1, 1]`
+/// ([`crate::ops::per_channel`]). Same numbers as `BatchNorm::forward`; on flex it halves the
+/// IB-INN training step (docs/results.md, "IB-INN on the CPU against PyTorch"): burn's version
+/// broadcasts `[1, C, 1, 1]` statistics, which flex walks element by element.
 pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    if !mode().inference {
-        return bn.forward(x);
-    }
-    let shape = [1, bn.gamma.dims()[0], 1, 1];
-    let mean = bn.running_mean.value().reshape(shape);
-    let std = bn
-        .running_var
-        .value()
-        .add_scalar(bn.epsilon)
-        .sqrt()
-        .reshape(shape);
-    (x - mean)
-        .div(std)
-        .mul(bn.gamma.val().reshape(shape))
-        .add(bn.beta.val().reshape(shape))
+    let [n, c, h, w] = x.dims();
+    let device = x.device();
+    let (mean, var) = if is_inference::<B>(&device) {
+        (
+            bn.running_mean.value().to_device(&device),
+            bn.running_var.value().to_device(&device),
+        )
+    } else {
+        let count = (n * h * w) as f64;
+        let per_channel_mean = |t: Tensor<B, 4>| {
+            t.sum_dim(0)
+                .reshape([c, h * w])
+                .sum_dim(1)
+                .reshape([c])
+                .div_scalar(count)
+        };
+        let mean = per_channel_mean(x.clone());
+        let centred = x.clone() - crate::ops::per_channel(mean.clone(), n);
+        let var = per_channel_mean(centred.square());
+        let m = bn.momentum;
+        let update = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: &Tensor<B, 1>| {
+            let old = state.value_sync().to_device(&device);
+            state.update(
+                old.mul_scalar(1.0 - m)
+                    .add(batch.clone().detach().mul_scalar(m))
+                    .detach(),
+            );
+        };
+        update(&bn.running_mean, &mean);
+        update(&bn.running_var, &var);
+        (mean, var)
+    };
+    let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
+    let shift = bn.beta.val() - mean * scale.clone();
+    x * crate::ops::per_channel(scale, n) + crate::ops::per_channel(shift, n)
 }
 
 /// burn's dropout, off in [`inference`] mode.
