@@ -9,4 +9,4 @@ DIMS=${DIMS:-64,128,256,512,768,1024}
 OUT=${OUT:-runs/fasth-cpu-vs-torch}
 mkdir -p "$OUT"
 $X bench fasth --dims "$DIMS" --repeats 3 --warmup 1 --json "$OUT/fasth.json"
-python3 bench/gpu/fasth_torch.py --device cpu --dims "$DIMS" --repeats 3 --warmup 1 --json "$OUT/torch.json"
+python3 bench/pytorch/fasth.py --device cpu --dims "$DIMS" --repeats 3 --warmup 1 --json "$OUT/torch.json"

@@ -28,4 +28,4 @@ R="${R:-5}"
 run fid .gpu/xtask-cuda bench fid --backend cuda --repeats "$R" --warmup 1 --dense-repeats 1 \
   --batches "${FID_BATCHES:-8,16,32,64,128,256}" --json "$OUT/fid-cuda.json"
 [ -n "${SKIP_FASTH:-}" ] || run fasth .gpu/xtask-cuda bench fasth --backend cuda --repeats "$R" --warmup 1 --json "$OUT/fasth-cuda.json"
-[ -n "${SKIP_FASTH:-}" ] || run fasth-torch python3 bench/gpu/fasth_torch.py --repeats "$R" --warmup 1 --json "$OUT/fasth-torch.json"
+[ -n "${SKIP_FASTH:-}" ] || run fasth-torch python3 bench/pytorch/fasth.py --repeats "$R" --warmup 1 --json "$OUT/fasth-torch.json"

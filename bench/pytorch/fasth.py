@@ -1,17 +1,19 @@
-"""PyTorch peer for `cargo xtask bench fasth` (same sizes, same run): on the GPU machine, or on
-the CPU here with `--device cpu` (bench/fasth-cpu-vs-torch.sh).
+"""PyTorch peer of `cargo xtask bench fasth` (same sizes, same run): on the GPU machine, or on
+the CPU with `--device cpu` (bench/fasth-cpu-vs-torch.sh).
 
 Times one orthogonal d×d matrix applied to X (d×m), forward and forward+backward, as
 * `sequential`: one reflection at a time, H_1(H_2(...(H_d X))) with autograd;
 * `householder_product`: torch.linalg.householder_product (LAPACK-style reflectors) building the
   explicit d×d Q, then Q @ X: PyTorch's own "parallel" route.
-Usage: python3 bench/gpu/fasth_torch.py --dims 64,128,... --batch 32 --repeats 10 --json OUT.json
+Usage: python3 bench/pytorch/fasth.py --dims 64,128,... --batch 32 --repeats 10 --json OUT.json
 """
 import argparse
 import json
 import time
 
 import torch
+
+import common
 
 
 def sync():
@@ -50,7 +52,7 @@ def lapack(a, x):
     return torch.linalg.householder_product(refl, tau) @ x
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--dims", default="64,128,256,512,768,1024,2048")
     p.add_argument("--batch", type=int, default=32)
@@ -58,9 +60,12 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--seq-max-dim", type=int, default=2048)
     p.add_argument("--json")
-    p.add_argument("--device", default="cuda")
-    args = p.parse_args()
-    dev = torch.device(args.device)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = common.device(args.device)
     device_name = (
         torch.cuda.get_device_name() if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     )
@@ -70,7 +75,7 @@ def main():
         v = torch.randn(d, d, device=dev)
         x = torch.randn(d, args.batch, device=dev)
         c = torch.randn(d, args.batch, device=dev)
-        row = {"d": d, "m": args.batch, "device": device_name}
+        row = {"backend": common.backend_name(dev), "d": d, "m": args.batch, "device": device_name}
         cases = {"householder_product": lapack}
         if d <= args.seq_max_dim:
             cases["sequential"] = sequential
@@ -83,7 +88,14 @@ def main():
                 (f(vv, xx) * c).sum().backward()
 
             row[name + "_fwd_bwd_ms"] = timed(fb, args.warmup, args.repeats)
-        print(json.dumps(row), flush=True)
+        for kind, key in (("forward", "forward_ms"), ("fwd+bwd", "fwd_bwd_ms")):
+            t = lambda n: row.get(f"{n}_{key}")
+            fmt = lambda v: "skipped" if v is None else f"{v:.3f}"
+            print(
+                f"{row['backend']:<9} d={d:<5} m={args.batch:<3} {kind:<8} ms: "
+                f"householder_product {fmt(t('householder_product')):>10} sequential {fmt(t('sequential')):>10}",
+                flush=True,
+            )
         rows.append(row)
     if args.json:
         with open(args.json, "w") as fh:

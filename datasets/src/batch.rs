@@ -79,6 +79,30 @@ impl HostBatch {
         self.len() == 0
     }
 
+    /// The rows split into at most `n` contiguous shards whose sizes differ by at most one (no
+    /// empty shard): one per replica of data-parallel training.
+    pub fn shards(&self, n: usize) -> Vec<HostBatch> {
+        let rows = self.len();
+        let n = n.clamp(1, rows.max(1));
+        let per = self.shape[1..].iter().product::<usize>();
+        let mut start = 0;
+        (0..n)
+            .map(|i| {
+                let len = rows / n + usize::from(i < rows % n);
+                let r = start..start + len;
+                start += len;
+                HostBatch {
+                    shape: [len, self.shape[1], self.shape[2], self.shape[3]],
+                    images: self.images[r.start * per..r.end * per].to_vec(),
+                    labels: self.labels[r.clone()].to_vec(),
+                    aux_labels: self.aux_labels.as_ref().map(|a| a[r.clone()].to_vec()),
+                    indices: self.indices[r].to_vec(),
+                }
+            })
+            .filter(|b| !b.is_empty())
+            .collect()
+    }
+
     pub fn to_device<B: Backend>(self, device: &B::Device) -> ImageBatch<B> {
         let n = self.shape[0];
         let int = |v: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(v, [n]), device);
@@ -270,6 +294,32 @@ mod tests {
         let images = (0..n * 4).map(|i| (i % 256) as u8).collect();
         let labels = (0..n).map(|i| (i % 10) as u8).collect();
         ImageSet::new("t", [1, 2, 2], images, labels, names).unwrap()
+    }
+
+    #[test]
+    fn shards_cover_the_batch_in_order() {
+        let data = set(7);
+        let idx: Vec<usize> = (0..7).collect();
+        let mut rng = StdRng::seed_from_u64(0);
+        let b = HostBatch::from_set(&data, &idx, &Augmentation::UNIT, &mut rng);
+        let parts = b.shards(3);
+        assert_eq!(
+            parts.iter().map(HostBatch::len).collect::<Vec<_>>(),
+            [3, 2, 2]
+        );
+        let joined = |f: fn(&HostBatch) -> Vec<f32>| parts.iter().flat_map(f).collect::<Vec<_>>();
+        assert_eq!(joined(|p| p.images.clone()), b.images);
+        assert_eq!(
+            parts
+                .iter()
+                .flat_map(|p| p.indices.clone())
+                .collect::<Vec<_>>(),
+            idx
+        );
+        assert_eq!(parts[1].shape, [2, 1, 2, 2]);
+        // More replicas than rows: one row each, no empty shard.
+        assert_eq!(b.shards(10).len(), 7);
+        assert_eq!(b.shards(0).len(), 1);
     }
 
     #[test]

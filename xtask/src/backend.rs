@@ -36,6 +36,10 @@ impl BackendKind {
         }
     }
 
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Self::Cuda | Self::Wgpu)
+    }
+
     fn resolve(self) -> Self {
         match self {
             Self::Cpu => Self::Flex,

@@ -793,6 +793,9 @@ pub struct FlowArgs {
     /// Glow: affine couplings instead of the seed's additive ones.
     #[arg(long)]
     pub affine: bool,
+    /// Data-parallel replicas, one per device of the backend (docs/scaling.md).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
 }
 
 fn parse_inv_conv(s: &str) -> Result<cfx_flows::blocks::InvConvKind, String> {
@@ -912,6 +915,44 @@ pub enum BenchCommand {
     Fid(FidBenchArgs),
     /// Glow training steps with the LU vs the SVD/FastH invertible 1×1 convolution.
     GlowConv(GlowBenchArgs),
+    /// Batched ECINN: counterfactuals per second (one forward, all other classes decoded).
+    Ecinn(EcinnBenchArgs),
+    /// step, ecinn, fasth and fid on one backend, one JSON file each (the PyTorch peers in
+    /// bench/pytorch/ print and write the same rows).
+    All(BenchAllArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EcinnBenchArgs {
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![BackendKind::default_for_build()])]
+    pub backends: Vec<BackendKind>,
+    /// Test images per call; each is explained towards all 9 other classes.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Latents per inverse pass (`explain`'s default).
+    #[arg(long, default_value_t = 1024)]
+    pub decode_batch: usize,
+    /// The tiny architecture instead of the full MNIST one.
+    #[arg(long)]
+    pub small: bool,
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchAllArgs {
+    #[command(flatten)]
+    pub backend: BackendArg,
+    /// Folder for step.json, ecinn.json, fasth.json and fid.json.
+    #[arg(long, default_value = "runs/bench")]
+    pub out: PathBuf,
+    /// Small sizes for a smoke run: tiny IB-INN, d ≤ 128, FID at d = 64.
+    #[arg(long)]
+    pub quick: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -1002,6 +1043,10 @@ pub struct IbInnArgs {
     /// Skip the batch-norm re-estimation before the test evaluation.
     #[arg(long)]
     pub no_bn_calibration: bool,
+    /// Data-parallel replicas, one per device of the backend (docs/scaling.md); the batch size
+    /// stays the global one, split across them.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     #[command(flatten)]
     pub backend: BackendArg,
 }
@@ -1110,6 +1155,9 @@ pub struct StepBenchArgs {
     /// Also time forward, backward and optimiser separately (syncing the device in between).
     #[arg(long)]
     pub breakdown: bool,
+    /// Split each batch over this many data-parallel replicas (as `train --replicas`).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     /// Write the measurements as JSON here too.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -21,6 +21,7 @@ fn train_aux(
     args: &xtask::cli::AuxArgs,
     autoencoder: bool,
     flow: Option<xtask::train::supervised::AuxModel>,
+    replicas: usize,
 ) -> Result<()> {
     let (cfg, root) = args.config(autoencoder, flow)?;
     let loss = cfg.model.loss_name();
@@ -28,6 +29,7 @@ fn train_aux(
         cfg,
         run_root: root.clone(),
         resume: args.resume,
+        replicas,
     };
     let last = run_on(args.backend.kind(), job)?;
     println!(
@@ -59,6 +61,7 @@ fn run(cli: Cli) -> Result<()> {
                 run_root: root.clone(),
                 resume: args.resume,
                 control: args.control(),
+                replicas: args.replicas,
             };
             match run_on(args.backend.kind(), job)? {
                 TrainOutcome::Finished(r) => {
@@ -81,13 +84,13 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Train(TrainCommand::Classifier(args)) => train_aux(&args, false, None)?,
-        Command::Train(TrainCommand::Autoencoder(args)) => train_aux(&args, true, None)?,
+        Command::Train(TrainCommand::Classifier(args)) => train_aux(&args, false, None, 1)?,
+        Command::Train(TrainCommand::Autoencoder(args)) => train_aux(&args, true, None, 1)?,
         Command::Train(TrainCommand::Realnvp(args)) => {
-            train_aux(&args.common, false, Some(args.model(false)))?
+            train_aux(&args.common, false, Some(args.model(false)), args.replicas)?
         }
         Command::Train(TrainCommand::Glow(args)) => {
-            train_aux(&args.common, false, Some(args.model(true)))?
+            train_aux(&args.common, false, Some(args.model(true)), args.replicas)?
         }
         Command::Train(TrainCommand::Vae(args)) => train_aux(
             &args,
@@ -95,6 +98,7 @@ fn run(cli: Cli) -> Result<()> {
             Some(xtask::train::supervised::AuxModel::Vae(
                 cfx_generative::ConvVaeConfig::default(),
             )),
+            1,
         )?,
         Command::Train(TrainCommand::Dcgan(args)) => {
             let (cfg, root) = args.config(false)?;
@@ -245,6 +249,15 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(BenchCommand::GlowConv(args)) => {
             xtask::bench::glow_conv(&args)?;
+        }
+        Command::Bench(BenchCommand::Ecinn(args)) => {
+            xtask::bench::ecinn(&args)?;
+        }
+        Command::Bench(BenchCommand::All(args)) => {
+            let out = xtask::bench::all(&args)?;
+            for f in out.files {
+                println!("wrote {}", f.display());
+            }
         }
         Command::Helix(args) => {
             let r = run_on(args.backend.kind(), args.job())?;

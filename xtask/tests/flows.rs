@@ -15,6 +15,10 @@ use xtask::explain::{ExplainJob, Method, TargetMode};
 use xtask::train::supervised::{AuxModel, SupervisedTrainConfig, SupervisedTrainJob};
 
 fn train(root: &Path, model: AuxModel, epochs: usize, resume: bool) -> f64 {
+    train_on(root, model, epochs, resume, 1)
+}
+
+fn train_on(root: &Path, model: AuxModel, epochs: usize, resume: bool, replicas: usize) -> f64 {
     let mut cfg = SupervisedTrainConfig::flow(cfx_datasets::DatasetKind::Mnist, model);
     cfg.epochs = epochs;
     cfg.lr = 1e-3;
@@ -25,6 +29,7 @@ fn train(root: &Path, model: AuxModel, epochs: usize, resume: bool) -> f64 {
         cfg,
         run_root: root.to_path_buf(),
         resume,
+        replicas,
     };
     let last = run_on(BackendKind::Flex, job).unwrap();
     assert_eq!(last.epoch, epochs);
@@ -88,16 +93,18 @@ fn realnvp_trains_resumes_samples_and_carries_the_diffeo_ascent() {
     assert!(e.contains("holds a classifier, not a flow"), "{e}");
 }
 
+/// Both 1×1 convolutions; the SVD one data-parallel on two replicas (the CPU has one device:
+/// both run on it, each on half of every batch).
 #[test]
 fn glow_trains_with_both_invertible_convolutions() {
     let dir = tempfile::tempdir().unwrap();
-    for conv in [InvConvKind::Lu, InvConvKind::Svd] {
+    for (conv, replicas) in [(InvConvKind::Lu, 1), (InvConvKind::Svd, 2)] {
         let root = dir.path().join(format!("glow-{conv:?}"));
         let cfg = GlowConfig::tiny()
             .with_n_flow(1)
             .with_width(8)
             .with_conv(conv);
-        let bpd = train(&root, AuxModel::Glow(cfg), 1, false);
+        let bpd = train_on(&root, AuxModel::Glow(cfg), 1, false, replicas);
         assert!(bpd.is_finite() && bpd > 0.0, "{conv:?}: {bpd}");
         assert!(root.join("samples.png").exists());
     }

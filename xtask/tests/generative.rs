@@ -169,6 +169,7 @@ fn vae_trains_resumes_and_carries_the_diffeo_ascent() {
             cfg,
             run_root: vae.clone(),
             resume,
+            replicas: 1,
         };
         run_on(BackendKind::Flex, job).unwrap().test_loss
     };

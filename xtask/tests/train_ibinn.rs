@@ -35,12 +35,23 @@ fn train(
     resume: bool,
     control: TrainControl,
 ) -> anyhow::Result<TrainOutcome> {
+    train_on(cfg, root, resume, control, 1)
+}
+
+fn train_on(
+    cfg: &IbInnTrainConfig,
+    root: &Path,
+    resume: bool,
+    control: TrainControl,
+    replicas: usize,
+) -> anyhow::Result<TrainOutcome> {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let job = IbInnTrainJob {
         cfg: cfg.clone(),
         run_root: root.to_path_buf(),
         resume,
         control,
+        replicas,
     };
     run_on(BackendKind::Flex, job)
 }
@@ -50,6 +61,23 @@ fn state_of(outcome: &TrainOutcome) -> &TrainState {
         TrainOutcome::Paused { state, .. } => state,
         TrainOutcome::Finished(_) => panic!("expected a pause"),
     }
+}
+
+/// The 3-epoch history of the run at `root`: the loss went down and train accuracy is well above
+/// the 10 % of chance.
+fn assert_learned(root: &Path) {
+    let history: Vec<xtask::train::ibinn::EpochRecord> =
+        csv::Reader::from_path(root.join("metrics.csv"))
+            .unwrap()
+            .deserialize()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    assert_eq!(history.len(), 3);
+    assert!(
+        history[2].train_loss < history[0].train_loss,
+        "loss went down: {history:?}"
+    );
+    assert!(history[2].train_acc > 0.5, "{history:?}");
 }
 
 #[test]
@@ -63,21 +91,7 @@ fn learns_and_resumes_from_the_same_step() {
     else {
         panic!("run a should finish");
     };
-    let history: Vec<xtask::train::ibinn::EpochRecord> =
-        csv::Reader::from_path(a.join("metrics.csv"))
-            .unwrap()
-            .deserialize()
-            .collect::<Result<_, _>>()
-            .unwrap();
-    assert_eq!(history.len(), 3);
-    assert!(
-        history[2].train_loss < history[0].train_loss,
-        "loss went down: {history:?}"
-    );
-    assert!(
-        history[2].train_acc > 0.5,
-        "train accuracy well above 10% chance: {history:?}"
-    );
+    assert_learned(&a);
     assert!(report.accuracy > 0.5, "test accuracy {}", report.accuracy);
     assert!(report.bpd.is_finite() && report.bpd_reference_convention < report.bpd);
 
@@ -136,6 +150,33 @@ fn learns_and_resumes_from_the_same_step() {
         report.l_x
     );
     assert!((resumed.accuracy - report.accuracy).abs() < 1e-9);
+}
+
+/// Data-parallel smoke test: two replicas (on the CPU's one device, each in its own thread on
+/// half of every batch, gradients summed) train the tiny IB-INN as well as one does above.
+#[test]
+fn two_replicas_learn() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("two");
+    let TrainOutcome::Finished(report) =
+        train_on(&small_config(), &root, false, TrainControl::default(), 2).unwrap()
+    else {
+        panic!("the run should finish");
+    };
+    assert_learned(&root);
+    assert!(report.accuracy > 0.5, "test accuracy {}", report.accuracy);
+    let e = format!(
+        "{:#}",
+        train_on(
+            &small_config(),
+            &dir.path().join("zero"),
+            false,
+            TrainControl::default(),
+            0
+        )
+        .unwrap_err()
+    );
+    assert!(e.contains("--replicas"), "{e}");
 }
 
 #[test]

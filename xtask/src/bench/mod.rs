@@ -1,10 +1,14 @@
 //! `cargo xtask bench …`: timings taken side by side in one process.
 
+mod all;
+mod ecinn;
 mod fasth;
 mod fid;
 mod glow;
 mod step;
 
+pub use all::{BenchAllOutput, all};
+pub use ecinn::{EcinnTiming, ecinn};
 pub use fasth::{FastHRow, fasth};
 pub use fid::{FidRow, fid};
 pub use glow::{GlowConvTiming, glow_conv};
@@ -116,5 +120,38 @@ mod tests {
             assert!(r.relative_error < 1e-5, "{r:?}");
             assert!(r.fast_known_error < 1e-3 * r.known_answer, "{r:?}");
         }
+    }
+
+    /// `bench all --quick` runs every bench through its CLI defaults and writes one JSON file
+    /// each; ECINN explains every input towards all 9 other classes.
+    #[test]
+    fn bench_all_quick_writes_every_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("bench");
+        let BenchCommand::All(args) = parse(&[
+            "xtask",
+            "bench",
+            "all",
+            "--backend",
+            "cpu",
+            "--quick",
+            "--out",
+            out.to_str().unwrap(),
+        ]) else {
+            panic!("not bench all")
+        };
+        let written = super::all(&args).unwrap();
+        assert_eq!(written.files.len(), 4);
+        let read = |name: &str| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(out.join(format!("{name}.json"))).unwrap())
+                .unwrap()
+        };
+        let ecinn = read("ecinn");
+        assert_eq!(ecinn[0]["inputs"], 8);
+        assert_eq!(ecinn[0]["counterfactuals"], 72);
+        assert!(ecinn[0]["counterfactuals_per_second"].as_f64().unwrap() > 0.0);
+        assert_eq!(read("step")[0]["batch_size"], 16);
+        assert_eq!(read("fasth").as_array().unwrap().len(), 2);
+        assert_eq!(read("fid").as_array().unwrap().len(), 2);
     }
 }

@@ -15,6 +15,7 @@ use crate::backend::{BackendJob, BackendKind, run_on};
 use crate::cli::StepBenchArgs;
 use crate::train::ibinn::IbInnTrainConfig;
 use crate::train::optim::{GroupedSgd, SgdGroup};
+use crate::train::parallel::Replicas;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepTiming {
@@ -24,6 +25,8 @@ pub struct StepTiming {
     pub median_ms: f64,
     pub mean_ms: f64,
     pub images_per_second: f64,
+    /// Data-parallel replicas the batch was split over.
+    pub replicas: usize,
     /// Medians of forward / backward / optimiser with a device sync after each
     /// (`--breakdown`; the syncs cost a little overlap, so their sum exceeds `median_ms`).
     pub breakdown_ms: Option<[f64; 3]>,
@@ -35,6 +38,7 @@ struct StepJob {
     steps: usize,
     warmup: usize,
     breakdown: bool,
+    replicas: usize,
 }
 
 impl BackendJob for StepJob {
@@ -57,22 +61,33 @@ impl BackendJob for StepJob {
         let mut times = vec![];
         let mut parts: Vec<[f64; 3]> = vec![];
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        let replicas = Replicas::<B>::new(&device, self.replicas)?;
         for i in 0..self.warmup + self.steps {
             let t = Instant::now();
-            let batch = self.batch.clone().to_device::<B>(&device);
-            let targets = smooth_one_hot(batch.labels, self.model.n_classes, cfg.label_smoothing);
-            let out = model.forward_output(batch.images, Some(targets));
-            let loss = ib_objective(out.l_x.mean(), out.l_y.expect("targets").mean(), cfg.beta);
+            let shards = self.batch.shards(replicas.count());
+            let rows = self.batch.len();
+            // The training loop's own step (train/ibinn.rs): shards, replicas, summed gradients.
+            let (grads, forward_ms) = replicas.gradients(&model, shards.len(), |m, k, dev| {
+                let batch = shards[k].clone().to_device::<B>(dev);
+                let share = shards[k].len() as f64 / rows as f64;
+                let targets =
+                    smooth_one_hot(batch.labels, self.model.n_classes, cfg.label_smoothing);
+                let out = m.forward_output(batch.images, Some(targets));
+                let loss = ib_objective(out.l_x.mean(), out.l_y.expect("targets").mean(), cfg.beta);
+                if self.breakdown {
+                    B::sync(dev).expect("device sync");
+                }
+                (loss.mul_scalar(share), ms(t))
+            });
             if self.breakdown {
-                B::sync(&device)?;
+                for d in replicas.devices() {
+                    B::sync(d)?;
+                }
             }
-            let t_fwd = ms(t);
-            let grads = loss.backward();
-            if self.breakdown {
-                B::sync(&device)?;
-            }
+            // With --breakdown each replica synced after its forward pass; the slowest one counts.
+            let t_fwd = forward_ms.into_iter().fold(0.0, f64::max);
             let t_bwd = ms(t);
-            let (m, norm) = optim.step(1e-3, model, grads);
+            let (m, norm) = optim.step_params(1e-3, model, grads);
             model = m;
             // Reading a scalar back waits for the device: the step is really done.
             let _: f32 = norm.into_scalar().elem();
@@ -96,6 +111,7 @@ impl BackendJob for StepJob {
             median_ms: median,
             mean_ms: times.iter().sum::<f64>() / times.len() as f64,
             images_per_second: n as f64 / (median / 1e3),
+            replicas: self.replicas,
             breakdown_ms,
         })
     }
@@ -119,11 +135,12 @@ pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
             steps: args.steps.max(1),
             warmup: args.warmup,
             breakdown: args.breakdown,
+            replicas: args.replicas,
         };
         let t = run_on(b, job)?;
         println!(
-            "{:<8} batch {:>4}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
-            t.backend, t.batch_size, t.median_ms, t.mean_ms, t.images_per_second
+            "{:<8} batch {:>4} replicas {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
+            t.backend, t.batch_size, t.replicas, t.median_ms, t.mean_ms, t.images_per_second
         );
         if let Some([f, b, o]) = t.breakdown_ms {
             println!(

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::epochs::read_checkpoint_record;
 use super::optim::{GroupedSgd, SgdGroup};
+use super::parallel::Replicas;
 use super::progress::epoch_bar;
 use super::run::{Rec, RunDir};
 use crate::backend::{BackendJob, BackendKind};
@@ -248,6 +249,8 @@ pub struct IbInnTrainJob {
     pub run_root: PathBuf,
     pub resume: bool,
     pub control: TrainControl,
+    /// Data-parallel replicas ([`super::parallel`]); 1 trains on `device` alone.
+    pub replicas: usize,
 }
 
 impl BackendJob for IbInnTrainJob {
@@ -310,8 +313,10 @@ fn train<B: AutodiffBackend>(
         run_root,
         resume,
         control,
+        replicas,
     } = job;
     cfg.validate()?;
+    let replicas = Replicas::<B>::new(&device, replicas)?;
     let run = RunDir::open(&run_root, resume)?;
     let store = run.checkpoints(cfg.keep_checkpoints);
     if !resume {
@@ -360,25 +365,34 @@ fn train<B: AutodiffBackend>(
         let epoch_start = Instant::now();
         let start_step = state.step_in_epoch;
         for host in Prefetcher::new(fit.clone(), sampler, aug, epoch, start_step) {
-            let batch = host.to_device::<B>(&device);
+            let rows = host.len();
+            let shards = host.shards(replicas.count());
             // Dropout draws from the backend RNG, whose state no checkpoint can hold: seeding it
             // per step makes a resumed run draw the same masks as one that never stopped.
-            B::seed(&device, step_seed(cfg.seed, state.global_step));
-            let targets = smooth_one_hot(batch.labels.clone(), k, cfg.label_smoothing);
-            let out = model.forward_output(batch.images, Some(targets));
-            let (l_x, l_y) = (out.l_x.mean(), out.l_y.expect("targets given").mean());
-            let loss = ib_objective(l_x.clone(), l_y.clone(), cfg.beta);
-            let correct = accuracy_count(out.logits.detach(), batch.labels);
-            let grads = loss.backward();
+            replicas.seed(step_seed(cfg.seed, state.global_step));
+            let (grads, parts) = replicas.gradients(&model, shards.len(), |m, i, dev| {
+                let batch = shards[i].clone().to_device::<B>(dev);
+                let share = shards[i].len() as f64 / rows as f64;
+                let targets = smooth_one_hot(batch.labels.clone(), k, cfg.label_smoothing);
+                let out = m.forward_output(batch.images, Some(targets));
+                let (l_x, l_y) = (out.l_x.mean(), out.l_y.expect("targets given").mean());
+                let loss = ib_objective(l_x.clone(), l_y.clone(), cfg.beta);
+                let correct = accuracy_count(out.logits.detach(), batch.labels);
+                let weighted = [loss.clone(), l_x, l_y].map(|t| t.inner().mul_scalar(share));
+                let [wl, wx, wy] = weighted;
+                (loss.mul_scalar(share), [wl, wx, wy, correct.inner()])
+            });
+            let [loss, l_x, l_y, correct] = parts
+                .into_iter()
+                .map(|p| p.map(|t| t.to_device(&device)))
+                .reduce(|a, b| {
+                    let mut b = b.into_iter();
+                    a.map(|x| x + b.next().expect("four values"))
+                })
+                .expect("at least one shard");
             let norm;
-            (model, norm) = optim.step(lr, model, grads);
-            sums.add([
-                loss.inner(),
-                l_x.inner(),
-                l_y.inner(),
-                correct.inner(),
-                norm,
-            ]);
+            (model, norm) = optim.step_params(lr, model, grads);
+            sums.add([loss, l_x, l_y, correct, norm]);
             state.global_step += 1;
             state.step_in_epoch += 1;
             steps_this_run += 1;

@@ -6,6 +6,7 @@ pub mod epochs;
 pub mod gan;
 pub mod ibinn;
 pub mod optim;
+pub mod parallel;
 pub mod progress;
 pub mod run;
 pub mod suite;

@@ -79,14 +79,26 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupedSgd<B, M> {
     pub fn step(
         &mut self,
         lr: f64,
+        model: M,
+        grads: B::Gradients,
+    ) -> (M, Tensor<B::InnerBackend, 1>) {
+        let params = GradientsParams::from_grads(grads, &model);
+        self.step_params(lr, model, params)
+    }
+
+    /// [`GroupedSgd::step`] from gradients already gathered per parameter (data-parallel steps
+    /// sum the replicas' gradients into one set).
+    pub fn step_params(
+        &mut self,
+        lr: f64,
         mut model: M,
-        mut grads: B::Gradients,
+        mut grads: GradientsParams,
     ) -> (M, Tensor<B::InnerBackend, 1>) {
         let mut per_group: Vec<GradientsParams> = self.groups[1..]
             .iter()
-            .map(|g| GradientsParams::from_params(&mut grads, &model, &g.ids))
+            .map(|g| take_params::<B, M>(&model, &mut grads, &g.ids))
             .collect();
-        per_group.insert(0, GradientsParams::from_grads(grads, &model));
+        per_group.insert(0, grads);
         let norm = clip_global_norm::<B, M>(&model, &mut per_group, self.max_grad_norm);
         for (g, gp) in self.groups.iter_mut().zip(per_group) {
             model = g.optim.step(lr * g.hyper.lr_factor, model, gp);
@@ -112,6 +124,35 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupedSgd<B, M> {
         }
         Ok(self)
     }
+}
+
+/// Moves the gradients of the parameters `ids` out of `from` into a set of their own.
+fn take_params<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    from: &mut GradientsParams,
+    ids: &[ParamId],
+) -> GradientsParams {
+    struct Take<'a> {
+        ids: &'a [ParamId],
+        from: &'a mut GradientsParams,
+        out: GradientsParams,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Take<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if self.ids.contains(&param.id)
+                && let Some(t) = self.from.remove::<B::InnerBackend, D>(param.id)
+            {
+                self.out.register::<B::InnerBackend, D>(param.id, t);
+            }
+        }
+    }
+    let mut take = Take {
+        ids,
+        from,
+        out: GradientsParams::new(),
+    };
+    model.visit(&mut take);
+    take.out
 }
 
 /// Scales all gradients by `min(1, max / (‖g‖ + 1e-6))`; returns `‖g‖` (before scaling).

@@ -201,6 +201,7 @@ pub fn train_suite(plan: &SuitePlan, root: &Path, backend: BackendKind) -> Resul
             cfg: m.config.clone(),
             run_root: dir,
             resume,
+            replicas: 1,
         };
         let last = run_on(backend, job).with_context(|| format!("suite member {}", m.name))?;
         eprintln!(

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamConfig, Optimizer};
 use burn::prelude::*;
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
@@ -25,6 +25,7 @@ use cfx_linalg::LinalgBackend;
 use serde::{Deserialize, Serialize};
 
 use super::epochs::read_checkpoint_record;
+use super::parallel::Replicas;
 use super::progress::epoch_bar;
 use super::run::{Rec, RunDir, read_model_record};
 use crate::backend::{BackendJob, BackendKind};
@@ -237,6 +238,8 @@ pub struct SupervisedTrainJob {
     pub cfg: SupervisedTrainConfig,
     pub run_root: PathBuf,
     pub resume: bool,
+    /// Data-parallel replicas ([`super::parallel`]); 1 trains on the main device alone.
+    pub replicas: usize,
 }
 
 impl BackendJob for SupervisedTrainJob {
@@ -375,6 +378,7 @@ fn train_loop<B: AutodiffBackend, M: Objective<B>>(
     device: &B::Device,
 ) -> Result<SupervisedEpoch> {
     let cfg = &job.cfg;
+    let replicas = Replicas::<B>::new(device, job.replicas)?;
     let run = RunDir::open(&job.run_root, job.resume)?;
     let store = run.checkpoints(2);
     let train = cfg.load(Split::Train, cfg.train_limit)?;
@@ -421,10 +425,14 @@ fn train_loop<B: AutodiffBackend, M: Objective<B>>(
         let mut loss_sum = 0.0;
         for (k, idx) in batches.iter().enumerate() {
             let mut rng = sampler.batch_rng(epoch, k);
-            let b = HostBatch::from_set(&train, idx, &unit, &mut rng).to_device::<B>(device);
-            let loss = model.train_loss(b.images, b.labels);
-            loss_sum += loss.clone().into_scalar().elem::<f64>() * idx.len() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let shards = HostBatch::from_set(&train, idx, &unit, &mut rng).shards(replicas.count());
+            let (grads, losses) = replicas.gradients(&model, shards.len(), |m, i, dev| {
+                let b = shards[i].clone().to_device::<B>(dev);
+                let share = shards[i].len() as f64 / idx.len() as f64;
+                let loss = m.train_loss(b.images, b.labels).mul_scalar(share);
+                (loss.clone(), loss.into_scalar().elem::<f64>())
+            });
+            loss_sum += losses.iter().sum::<f64>() * idx.len() as f64;
             model = optim.step(cfg.lr, model, grads);
             bar.inc(1);
         }

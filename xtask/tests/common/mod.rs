@@ -25,6 +25,7 @@ pub fn tiny_ibinn(root: &Path, train_limit: usize) {
         run_root: root.to_path_buf(),
         resume: false,
         control: TrainControl::default(),
+        replicas: 1,
     };
     assert!(matches!(
         run_on(BackendKind::Flex, job).unwrap(),
@@ -58,6 +59,7 @@ pub fn tiny_aux(root: &Path, autoencoder: bool) {
         cfg,
         run_root: root.to_path_buf(),
         resume: false,
+        replicas: 1,
     };
     let last = run_on(BackendKind::Flex, job).unwrap();
     assert!(last.test_loss.is_finite());

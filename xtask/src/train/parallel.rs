@@ -1,0 +1,227 @@
+//! Data-parallel training steps: burn's multi-device scheme (what burn-train's multi-device
+//! learner and burn-optim's `MultiGradientsParams` do) for our own training loops — one replica of
+//! the model per device, forked from the main model at every step, each in its own thread on its
+//! shard of the batch; the gradients are moved to the main device and summed there, and one
+//! optimiser step updates the main model. docs/scaling.md has the speed-up model.
+//!
+//! Each replica's loss is its shard's mean scaled by the shard's share of the batch, so the sum of
+//! the replicas' gradients is the gradient of the whole batch's mean loss. Batch norm is per shard
+//! (no synchronised statistics, as PyTorch's DDP without SyncBatchNorm); burn's `RunningState`
+//! averages the running statistics the replicas' threads report.
+
+use anyhow::{Result, bail};
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::prelude::DeviceOps;
+use burn::prelude::*;
+use burn::tensor::backend::{AutodiffBackend, DeviceId};
+
+/// The devices of a data-parallel run, main device first.
+#[derive(Debug, Clone)]
+pub struct Replicas<B: AutodiffBackend> {
+    devices: Vec<B::Device>,
+}
+
+impl<B: AutodiffBackend> Replicas<B> {
+    /// `n` replicas on the devices of `main`'s kind, round robin from `main`'s index. Where the
+    /// backend has fewer devices (the CPU backends have one), replicas share a device.
+    pub fn new(main: &B::Device, n: usize) -> Result<Self> {
+        if n == 0 {
+            bail!("--replicas must be at least 1");
+        }
+        let id = main.to_id();
+        let count = B::device_count(id.type_id).max(1);
+        let devices = (0..n)
+            .map(|i| {
+                if i == 0 {
+                    main.clone()
+                } else {
+                    B::Device::from_id(DeviceId {
+                        type_id: id.type_id,
+                        index_id: ((id.index_id as usize + i) % count) as u16,
+                    })
+                }
+            })
+            .collect();
+        Ok(Self { devices })
+    }
+
+    pub fn count(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn devices(&self) -> &[B::Device] {
+        &self.devices
+    }
+
+    /// How many distinct devices the replicas run on.
+    pub fn distinct_devices(&self) -> usize {
+        let mut ids: Vec<DeviceId> = self.devices.iter().map(|d| d.to_id()).collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
+    }
+
+    /// Seeds the RNG of every distinct device (once each: replicas sharing a device share its
+    /// RNG), before the replicas' threads start drawing from them.
+    pub fn seed(&self, seed: u64) {
+        let mut seen: Vec<DeviceId> = vec![];
+        for d in &self.devices {
+            let id = d.to_id();
+            if !seen.contains(&id) {
+                seen.push(id);
+                B::seed(d, seed);
+            }
+        }
+    }
+
+    /// Runs `shard_loss(replica, i, device)` for every shard `i` (one per replica; there may be
+    /// fewer shards than replicas), each on its replica's device and thread. `shard_loss` returns
+    /// the shard's loss, already weighted by its share of the batch, and whatever else the caller
+    /// wants back (metrics on the replica's device). Returns the summed gradients on the main
+    /// device and the extras in shard order.
+    ///
+    /// One shard runs on the calling thread: a single-device run takes the same path as before
+    /// data parallelism existed (the backend RNG seeded by the caller draws the same masks).
+    pub fn gradients<M, O, F>(
+        &self,
+        model: &M,
+        shards: usize,
+        shard_loss: F,
+    ) -> (GradientsParams, Vec<O>)
+    where
+        M: AutodiffModule<B>,
+        O: Send,
+        F: Fn(M, usize, &B::Device) -> (Tensor<B, 1>, O) + Sync,
+    {
+        assert!(
+            (1..=self.count()).contains(&shards),
+            "{shards} shards for {} replicas",
+            self.count()
+        );
+        let main = &self.devices[0];
+        // Forked here, on the calling thread: only the replicas (Send) cross into the workers.
+        let replicas: Vec<M> = (0..shards)
+            .map(|i| match i {
+                0 => model.clone(),
+                _ => model.clone().fork(&self.devices[i]),
+            })
+            .collect();
+        let shard_loss = &shard_loss;
+        let one = move |i: usize, replica: M, device: &B::Device| {
+            let (loss, extra) = shard_loss(replica.clone(), i, device);
+            let grads = GradientsParams::from_grads(loss.backward(), &replica);
+            let grads = match i {
+                0 => grads,
+                _ => grads.to_device::<B, M>(main, &replica),
+            };
+            (grads, extra)
+        };
+        let results: Vec<(GradientsParams, O)> = if shards == 1 {
+            let replica = replicas.into_iter().next().expect("one replica");
+            vec![one(0, replica, main)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = replicas
+                    .into_iter()
+                    .zip(&self.devices)
+                    .enumerate()
+                    .map(|(i, (replica, device))| s.spawn(move || one(i, replica, device)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            })
+        };
+        let (grads, extras): (Vec<_>, Vec<_>) = results.into_iter().unzip();
+        (sum_gradients::<B, M>(model, grads), extras)
+    }
+}
+
+/// The per-parameter sum of several gradient sets already on one device.
+fn sum_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    mut sets: Vec<GradientsParams>,
+) -> GradientsParams {
+    if sets.len() == 1 {
+        return sets.pop().expect("one set");
+    }
+    struct Sum<'a> {
+        sets: &'a mut [GradientsParams],
+        out: GradientsParams,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Sum<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let total = self
+                .sets
+                .iter_mut()
+                .filter_map(|g| g.remove::<B::InnerBackend, D>(param.id))
+                .reduce(|a, b| a + b);
+            if let Some(t) = total {
+                self.out.register::<B::InnerBackend, D>(param.id, t);
+            }
+        }
+    }
+    let mut visitor = Sum {
+        sets: &mut sets,
+        out: GradientsParams::new(),
+    };
+    model.visit(&mut visitor);
+    visitor.out
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Autodiff, Flex};
+    use burn::nn::{Linear, LinearConfig};
+
+    use super::*;
+
+    type AB = Autodiff<Flex>;
+
+    /// Two replicas on the CPU's one device, each on half the batch with the loss weighted by
+    /// its share, give the gradient of the whole batch's mean loss.
+    #[test]
+    fn replica_gradients_sum_to_the_full_batch_gradient() {
+        let device = Default::default();
+        AB::seed(&device, 3);
+        let model: Linear<AB> = LinearConfig::new(4, 2).init(&device);
+        let x = Tensor::<AB, 2>::random([6, 4], burn::tensor::Distribution::Default, &device);
+        let loss_of = |m: &Linear<AB>, x: Tensor<AB, 2>| m.forward(x).square().sum_dim(1).mean();
+        let full = GradientsParams::from_grads(loss_of(&model, x.clone()).backward(), &model);
+
+        let replicas = Replicas::<AB>::new(&device, 2).unwrap();
+        assert_eq!(replicas.count(), 2);
+        assert_eq!(replicas.distinct_devices(), 1);
+        let rows = [4usize, 2];
+        let (grads, extras) = replicas.gradients(&model, 2, |m, i, dev| {
+            let start = if i == 0 { 0 } else { rows[0] };
+            let part = x.clone().slice(start..start + rows[i]).to_device(dev);
+            let loss = loss_of(&m, part).mul_scalar(rows[i] as f64 / 6.0);
+            (loss, i)
+        });
+        assert_eq!(extras, [0, 1]);
+        for id in [model.weight.id, model.bias.as_ref().unwrap().id] {
+            let dims = if id == model.weight.id { 2 } else { 1 };
+            let (a, b) = if dims == 2 {
+                (
+                    grads.get::<Flex, 2>(id).unwrap().into_data(),
+                    full.get::<Flex, 2>(id).unwrap().into_data(),
+                )
+            } else {
+                (
+                    grads.get::<Flex, 1>(id).unwrap().into_data(),
+                    full.get::<Flex, 1>(id).unwrap().into_data(),
+                )
+            };
+            a.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::absolute(1e-5));
+        }
+    }
+
+    #[test]
+    fn zero_replicas_is_an_error() {
+        let e = Replicas::<AB>::new(&Default::default(), 0).unwrap_err();
+        assert!(e.to_string().contains("--replicas"), "{e}");
+    }
+}
