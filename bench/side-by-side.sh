@@ -2,6 +2,7 @@
 # Our benches and their PyTorch peers in one run on one machine, then the ratio table
 # (ours / PyTorch) that docs/results.md records.
 #   bench/side-by-side.sh BACKEND OUT [--quick]
+# BENCHES: which benches [step,ecinn,fasth,fid].
 # BACKEND: cpu, flex, ndarray (PyTorch on the CPU) or cuda, wgpu (PyTorch on CUDA).
 # XTASK: the xtask binary [./target/release/xtask]; TORCH_THREADS: torch.set_num_threads.
 set -euo pipefail
@@ -16,6 +17,7 @@ esac
 THREADS=()
 [ -n "${TORCH_THREADS:-}" ] && THREADS=(--threads "$TORCH_THREADS")
 mkdir -p "$OUT"
-"$X" bench all --backend "$BACKEND" --out "$OUT/ours" $QUICK 2>"$OUT/ours.log"
-python3 bench/pytorch/all.py --device "$DEV" --out "$OUT/torch" "${THREADS[@]}" $QUICK 2>"$OUT/torch.log"
+BENCHES=${BENCHES:-step,ecinn,fasth,fid}
+"$X" bench all --backend "$BACKEND" --benches "$BENCHES" --out "$OUT/ours" $QUICK 2>"$OUT/ours.log"
+python3 bench/pytorch/all.py --device "$DEV" --benches "$BENCHES" --out "$OUT/torch" "${THREADS[@]}" $QUICK 2>"$OUT/torch.log"
 python3 bench/pytorch/ratios.py "$OUT/ours" "$OUT/torch" | tee "$OUT/ratios.md"

@@ -953,6 +953,18 @@ pub struct BenchAllArgs {
     /// Small sizes for a smoke run: tiny IB-INN, d ≤ 128, FID at d = 64.
     #[arg(long)]
     pub quick: bool,
+    /// Which benches to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![BenchName::Step, BenchName::Ecinn, BenchName::Fasth, BenchName::Fid])]
+    pub benches: Vec<BenchName>,
+}
+
+/// The benches `bench all` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchName {
+    Step,
+    Ecinn,
+    Fasth,
+    Fid,
 }
 
 #[derive(Args, Debug, Clone)]

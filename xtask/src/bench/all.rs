@@ -6,7 +6,9 @@ use std::path::Path;
 use anyhow::Result;
 use clap::{Args, Command, FromArgMatches};
 
-use crate::cli::{BenchAllArgs, EcinnBenchArgs, FastHBenchArgs, FidBenchArgs, StepBenchArgs};
+use crate::cli::{
+    BenchAllArgs, BenchName, EcinnBenchArgs, FastHBenchArgs, FidBenchArgs, StepBenchArgs,
+};
 
 /// A bench's arguments as clap would parse them with no flags: one source for the defaults.
 fn defaults<T: Args + FromArgMatches>() -> T {
@@ -58,18 +60,27 @@ pub fn all(args: &BenchAllArgs) -> Result<BenchAllOutput> {
         fid.batches = vec![8, 32];
     }
 
-    println!("== bench step ({kind})");
-    super::step(&step)?;
-    println!("== bench ecinn ({kind})");
-    super::ecinn(&ecinn)?;
-    println!("== bench fasth ({kind})");
-    super::fasth(&fasth)?;
-    println!("== bench fid ({kind})");
-    super::fid(&fid)?;
-    Ok(BenchAllOutput {
-        files: [step.json, ecinn.json, fasth.json, fid.json]
-            .into_iter()
-            .flatten()
-            .collect(),
-    })
+    let wants = |b: BenchName| args.benches.contains(&b);
+    let mut files = vec![];
+    if wants(BenchName::Step) {
+        println!("== bench step ({kind})");
+        super::step(&step)?;
+        files.extend(step.json);
+    }
+    if wants(BenchName::Ecinn) {
+        println!("== bench ecinn ({kind})");
+        super::ecinn(&ecinn)?;
+        files.extend(ecinn.json);
+    }
+    if wants(BenchName::Fasth) {
+        println!("== bench fasth ({kind})");
+        super::fasth(&fasth)?;
+        files.extend(fasth.json);
+    }
+    if wants(BenchName::Fid) {
+        println!("== bench fid ({kind})");
+        super::fid(&fid)?;
+        files.extend(fid.json);
+    }
+    Ok(BenchAllOutput { files })
 }

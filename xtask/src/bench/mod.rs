@@ -154,4 +154,26 @@ mod tests {
         assert_eq!(read("fasth").as_array().unwrap().len(), 2);
         assert_eq!(read("fid").as_array().unwrap().len(), 2);
     }
+
+    #[test]
+    fn bench_all_runs_every_bench_unless_told_which() {
+        use crate::cli::BenchName;
+        let BenchCommand::All(all) = parse(&["xtask", "bench", "all"]) else {
+            panic!("not bench all")
+        };
+        assert_eq!(
+            all.benches,
+            [
+                BenchName::Step,
+                BenchName::Ecinn,
+                BenchName::Fasth,
+                BenchName::Fid
+            ]
+        );
+        let BenchCommand::All(some) = parse(&["xtask", "bench", "all", "--benches", "fid,step"])
+        else {
+            panic!("not bench all")
+        };
+        assert_eq!(some.benches, [BenchName::Fid, BenchName::Step]);
+    }
 }

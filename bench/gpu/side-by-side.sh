@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Issue 8's GPU tables in one device call (after `bash bench/gpu/setup.sh`): our benches and the
+# PyTorch peers side by side under CUDA, ECINN at 1 024 inputs, and the same side by side under
+# wgpu/Vulkan when its binary is carried. Each backend's folder comes back as one tar in $OUT
+# ($OUT brings back at most 8 files).
+# Needs .gpu/xtask-cuda.xz (and .gpu/xtask-wgpu.xz), built here with
+#   cargo build --release -p xtask --no-default-features --features cuda --target-dir target/cuda
+#   cargo build --release -p xtask --no-default-features --features wgpu --target-dir target/wgpu
+# For wgpu, carry .gl/ with the Vulkan loader's packages (DEVELOPERS.md, "GPU runs").
+# WGPU_BENCHES: what wgpu runs [step,ecinn,fasth] (fid's dense reference is host code either way).
+set -uo pipefail
+: "${OUT:?set OUT}"
+pack() { tar -cf "$OUT/$1.tar" -C "$2" . && echo "packed $1"; }
+W=/tmp/side
+mkdir -p "$W"
+XTASK=.gpu/xtask-cuda timeout "${CUDA_S:-420}" bash bench/side-by-side.sh cuda "$W/cuda"
+echo "cuda side-by-side exit status $?"
+timeout 120 .gpu/xtask-cuda bench ecinn --backends cuda --batch-size 1024 --repeats 3 \
+  --json "$W/cuda/ecinn-1024.json" 2>&1 | tail -2
+pack side-cuda "$W/cuda"
+if [ -x .gpu/xtask-wgpu ]; then
+  # The Vulkan loader carried in .gl/ (DEVELOPERS.md): the machine has NVIDIA's ICD, not the loader.
+  for f in .gl/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
+  ldconfig
+  export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
+  BENCHES="${WGPU_BENCHES:-step,ecinn,fasth}" XTASK=.gpu/xtask-wgpu timeout "${WGPU_S:-300}" \
+    bash bench/side-by-side.sh wgpu "$W/wgpu"
+  echo "wgpu side-by-side exit status $?"
+  pack side-wgpu "$W/wgpu"
+fi
