@@ -8,22 +8,24 @@
 #   cargo build --release -p xtask --no-default-features --features wgpu --target-dir target/wgpu
 # For wgpu, carry .gl/ with the Vulkan loader's packages (DEVELOPERS.md, "GPU runs").
 # WGPU_BENCHES: what wgpu runs [step,ecinn,fasth] (fid's dense reference is host code either way).
+# CUDA_S, ECINN_S, WGPU_S: time boxes [330, 60, 180 s], under one call's 600 s with setup; a part
+# cut short still packs what it wrote. SKIP_WGPU=1 leaves wgpu for a second call.
 set -uo pipefail
 : "${OUT:?set OUT}"
 pack() { tar -cf "$OUT/$1.tar" -C "$2" . && echo "packed $1"; }
 W=/tmp/side
 mkdir -p "$W"
-XTASK=.gpu/xtask-cuda timeout "${CUDA_S:-420}" bash bench/side-by-side.sh cuda "$W/cuda"
+XTASK=.gpu/xtask-cuda timeout "${CUDA_S:-330}" bash bench/side-by-side.sh cuda "$W/cuda"
 echo "cuda side-by-side exit status $?"
-timeout 120 .gpu/xtask-cuda bench ecinn --backends cuda --batch-size 1024 --repeats 3 \
+timeout "${ECINN_S:-60}" .gpu/xtask-cuda bench ecinn --backends cuda --batch-size 1024 --repeats 3 \
   --json "$W/cuda/ecinn-1024.json" 2>&1 | tail -2
 pack side-cuda "$W/cuda"
-if [ -x .gpu/xtask-wgpu ]; then
+if [ -x .gpu/xtask-wgpu ] && [ -z "${SKIP_WGPU:-}" ]; then
   # The Vulkan loader carried in .gl/ (DEVELOPERS.md): the machine has NVIDIA's ICD, not the loader.
   for f in .gl/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
   ldconfig
   export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
-  BENCHES="${WGPU_BENCHES:-step,ecinn,fasth}" XTASK=.gpu/xtask-wgpu timeout "${WGPU_S:-300}" \
+  BENCHES="${WGPU_BENCHES:-step,ecinn,fasth}" XTASK=.gpu/xtask-wgpu timeout "${WGPU_S:-180}" \
     bash bench/side-by-side.sh wgpu "$W/wgpu"
   echo "wgpu side-by-side exit status $?"
   pack side-wgpu "$W/wgpu"
