@@ -80,10 +80,14 @@ impl HostBatch {
     }
 
     /// The rows split into at most `n` contiguous shards whose sizes differ by at most one (no
-    /// empty shard): one per replica of data-parallel training.
-    pub fn shards(&self, n: usize) -> Vec<HostBatch> {
+    /// empty shard): one per replica of data-parallel training. One shard is the batch itself,
+    /// not a copy.
+    pub fn into_shards(self, n: usize) -> Vec<HostBatch> {
         let rows = self.len();
         let n = n.clamp(1, rows.max(1));
+        if n == 1 {
+            return vec![self];
+        }
         let per = self.shape[1..].iter().product::<usize>();
         let mut start = 0;
         (0..n)
@@ -302,7 +306,7 @@ mod tests {
         let idx: Vec<usize> = (0..7).collect();
         let mut rng = StdRng::seed_from_u64(0);
         let b = HostBatch::from_set(&data, &idx, &Augmentation::UNIT, &mut rng);
-        let parts = b.shards(3);
+        let parts = b.clone().into_shards(3);
         assert_eq!(
             parts.iter().map(HostBatch::len).collect::<Vec<_>>(),
             [3, 2, 2]
@@ -318,8 +322,8 @@ mod tests {
         );
         assert_eq!(parts[1].shape, [2, 1, 2, 2]);
         // More replicas than rows: one row each, no empty shard.
-        assert_eq!(b.shards(10).len(), 7);
-        assert_eq!(b.shards(0).len(), 1);
+        assert_eq!(b.clone().into_shards(10).len(), 7);
+        assert_eq!(b.into_shards(0).len(), 1);
     }
 
     #[test]

@@ -6,14 +6,14 @@ use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_datasets::{Augmentation, HostBatch, Split, mnist};
-use cfx_flows::ibinn::{IbInn, IbInnConfig, ib_objective, smooth_one_hot};
+use cfx_flows::ibinn::{IbInn, IbInnConfig};
 use cfx_linalg::LinalgBackend;
 use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::backend::{BackendJob, BackendKind, run_on};
 use crate::cli::StepBenchArgs;
-use crate::train::ibinn::IbInnTrainConfig;
+use crate::train::ibinn::{IbInnTrainConfig, shard_loss};
 use crate::train::optim::{GroupedSgd, SgdGroup};
 use crate::train::parallel::Replicas;
 
@@ -64,23 +64,19 @@ impl BackendJob for StepJob {
         let replicas = Replicas::<B>::new(&device, self.replicas)?;
         for i in 0..self.warmup + self.steps {
             let t = Instant::now();
-            let shards = self.batch.shards(replicas.count());
             let rows = self.batch.len();
-            // The training loop's own step (train/ibinn.rs): shards, replicas, summed gradients.
-            let (grads, forward_ms) = replicas.gradients(&model, shards.len(), |m, k, dev| {
-                let batch = shards[k].clone().to_device::<B>(dev);
-                let share = shards[k].len() as f64 / rows as f64;
-                let targets =
-                    smooth_one_hot(batch.labels, self.model.n_classes, cfg.label_smoothing);
-                let out = m.forward_output(batch.images, Some(targets));
-                let loss = ib_objective(out.l_x.mean(), out.l_y.expect("targets").mean(), cfg.beta);
+            let shards = self.batch.clone().into_shards(replicas.count());
+            // The training loop's own step: shards, replicas, summed gradients.
+            let (grads, forward_ms) = replicas.gradients(&model, shards, |m, shard, dev| {
+                let share = shard.len() as f64 / rows as f64;
+                let (loss, _) = shard_loss(&m, shard.to_device::<B>(dev), share, &cfg);
                 if self.breakdown {
                     B::sync(dev).expect("device sync");
                 }
-                (loss.mul_scalar(share), ms(t))
+                (loss, ms(t))
             });
             if self.breakdown {
-                for d in replicas.devices() {
+                for d in replicas.distinct_devices() {
                     B::sync(d)?;
                 }
             }

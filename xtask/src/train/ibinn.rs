@@ -10,8 +10,8 @@ use burn::prelude::*;
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_datasets::{
-    Augmentation, DatasetKind, EpochSampler, ImageSet, Prefetcher, Split, ordered_batches,
-    train_val_split,
+    Augmentation, DatasetKind, EpochSampler, ImageBatch, ImageSet, Prefetcher, Split,
+    ordered_batches, train_val_split,
 };
 use cfx_flows::ibinn::{IbInn, IbInnConfig, bits_per_dim, ib_objective, smooth_one_hot};
 use cfx_flows::nn::{
@@ -348,7 +348,6 @@ fn train<B: AutodiffBackend>(
         drop_last: true,
     };
     let steps_per_epoch = sampler.batches_per_epoch(fit.len());
-    let k = cfg.model.n_classes;
     let started = Instant::now();
     let mut steps_this_run = 0usize;
     let should_stop = |steps: usize| {
@@ -366,21 +365,13 @@ fn train<B: AutodiffBackend>(
         let start_step = state.step_in_epoch;
         for host in Prefetcher::new(fit.clone(), sampler, aug, epoch, start_step) {
             let rows = host.len();
-            let shards = host.shards(replicas.count());
+            let shards = host.into_shards(replicas.count());
             // Dropout draws from the backend RNG, whose state no checkpoint can hold: seeding it
             // per step makes a resumed run draw the same masks as one that never stopped.
             replicas.seed(step_seed(cfg.seed, state.global_step));
-            let (grads, parts) = replicas.gradients(&model, shards.len(), |m, i, dev| {
-                let batch = shards[i].clone().to_device::<B>(dev);
-                let share = shards[i].len() as f64 / rows as f64;
-                let targets = smooth_one_hot(batch.labels.clone(), k, cfg.label_smoothing);
-                let out = m.forward_output(batch.images, Some(targets));
-                let (l_x, l_y) = (out.l_x.mean(), out.l_y.expect("targets given").mean());
-                let loss = ib_objective(l_x.clone(), l_y.clone(), cfg.beta);
-                let correct = accuracy_count(out.logits.detach(), batch.labels);
-                let weighted = [loss.clone(), l_x, l_y].map(|t| t.inner().mul_scalar(share));
-                let [wl, wx, wy] = weighted;
-                (loss.mul_scalar(share), [wl, wx, wy, correct.inner()])
+            let (grads, parts) = replicas.gradients(&model, shards, |m, shard, dev| {
+                let share = shard.len() as f64 / rows as f64;
+                shard_loss(&m, shard.to_device::<B>(dev), share, &cfg)
             });
             let [loss, l_x, l_y, correct] = parts
                 .into_iter()
@@ -525,6 +516,24 @@ fn optimizer<B: AutodiffBackend>(
     GroupedSgd::new(inn, clip)
         .with_group(vec![model.mu.id], mu)
         .with_group(vec![model.phi.id], phi)
+}
+
+/// One shard of an IB-INN training step: the IB loss weighted by the shard's `share` of the batch
+/// (what the replica differentiates) and, untracked, the weighted loss, `L_x` and `L_y` and the
+/// number of correct predictions (what the epoch's running sums add up over shards and steps).
+pub(crate) fn shard_loss<B: AutodiffBackend>(
+    model: &IbInn<B>,
+    batch: ImageBatch<B>,
+    share: f64,
+    cfg: &IbInnTrainConfig,
+) -> (Tensor<B, 1>, [Tensor<B::InnerBackend, 1>; 4]) {
+    let targets = smooth_one_hot(batch.labels.clone(), model.n_classes(), cfg.label_smoothing);
+    let out = model.forward_output(batch.images, Some(targets));
+    let (l_x, l_y) = (out.l_x.mean(), out.l_y.expect("targets given").mean());
+    let loss = ib_objective(l_x.clone(), l_y.clone(), cfg.beta);
+    let correct = accuracy_count(out.logits.detach(), batch.labels);
+    let [wl, wx, wy] = [loss.clone(), l_x, l_y].map(|t| t.inner().mul_scalar(share));
+    (loss.mul_scalar(share), [wl, wx, wy, correct.inner()])
 }
 
 fn accuracy_count<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {

@@ -54,62 +54,68 @@ impl<B: AutodiffBackend> Replicas<B> {
         &self.devices
     }
 
-    /// How many distinct devices the replicas run on.
-    pub fn distinct_devices(&self) -> usize {
-        let mut ids: Vec<DeviceId> = self.devices.iter().map(|d| d.to_id()).collect();
-        ids.sort();
-        ids.dedup();
-        ids.len()
+    /// Each device the replicas run on, once (replicas may share a device).
+    pub fn distinct_devices(&self) -> Vec<&B::Device> {
+        let mut seen: Vec<DeviceId> = vec![];
+        self.devices
+            .iter()
+            .filter(|d| {
+                let id = d.to_id();
+                let new = !seen.contains(&id);
+                seen.push(id);
+                new
+            })
+            .collect()
     }
 
     /// Seeds the RNG of every distinct device (once each: replicas sharing a device share its
     /// RNG), before the replicas' threads start drawing from them.
     pub fn seed(&self, seed: u64) {
-        let mut seen: Vec<DeviceId> = vec![];
-        for d in &self.devices {
-            let id = d.to_id();
-            if !seen.contains(&id) {
-                seen.push(id);
-                B::seed(d, seed);
-            }
+        for d in self.distinct_devices() {
+            B::seed(d, seed);
         }
     }
 
-    /// Runs `shard_loss(replica, i, device)` for every shard `i` (one per replica; there may be
-    /// fewer shards than replicas), each on its replica's device and thread. `shard_loss` returns
-    /// the shard's loss, already weighted by its share of the batch, and whatever else the caller
-    /// wants back (metrics on the replica's device). Returns the summed gradients on the main
-    /// device and the extras in shard order.
+    /// Runs `shard_loss(replica, shard, device)` for every shard (at most one per replica), each
+    /// on its replica's device and thread. `shard_loss` returns the shard's loss, already weighted
+    /// by its share of the batch, and whatever else the caller wants back (metrics on the
+    /// replica's device). Returns the summed gradients on the main device and the extras in shard
+    /// order.
     ///
     /// One shard runs on the calling thread: a single-device run takes the same path as before
     /// data parallelism existed (the backend RNG seeded by the caller draws the same masks).
-    pub fn gradients<M, O, F>(
+    pub fn gradients<M, S, O, F>(
         &self,
         model: &M,
-        shards: usize,
+        shards: Vec<S>,
         shard_loss: F,
     ) -> (GradientsParams, Vec<O>)
     where
         M: AutodiffModule<B>,
+        S: Send,
         O: Send,
-        F: Fn(M, usize, &B::Device) -> (Tensor<B, 1>, O) + Sync,
+        F: Fn(M, S, &B::Device) -> (Tensor<B, 1>, O) + Sync,
     {
         assert!(
-            (1..=self.count()).contains(&shards),
-            "{shards} shards for {} replicas",
+            (1..=self.count()).contains(&shards.len()),
+            "{} shards for {} replicas",
+            shards.len(),
             self.count()
         );
         let main = &self.devices[0];
-        // Forked here, on the calling thread: only the replicas (Send) cross into the workers.
-        let replicas: Vec<M> = (0..shards)
-            .map(|i| match i {
-                0 => model.clone(),
-                _ => model.clone().fork(&self.devices[i]),
+        // Forked here, on the calling thread: only the replicas and their shards (Send) cross
+        // into the workers.
+        let work: Vec<(M, S)> = shards
+            .into_iter()
+            .enumerate()
+            .map(|(i, shard)| match i {
+                0 => (model.clone(), shard),
+                _ => (model.clone().fork(&self.devices[i]), shard),
             })
             .collect();
         let shard_loss = &shard_loss;
-        let one = move |i: usize, replica: M, device: &B::Device| {
-            let (loss, extra) = shard_loss(replica.clone(), i, device);
+        let one = move |i: usize, (replica, shard): (M, S), device: &B::Device| {
+            let (loss, extra) = shard_loss(replica.clone(), shard, device);
             let grads = GradientsParams::from_grads(loss.backward(), &replica);
             let grads = match i {
                 0 => grads,
@@ -117,16 +123,15 @@ impl<B: AutodiffBackend> Replicas<B> {
             };
             (grads, extra)
         };
-        let results: Vec<(GradientsParams, O)> = if shards == 1 {
-            let replica = replicas.into_iter().next().expect("one replica");
-            vec![one(0, replica, main)]
+        let results: Vec<(GradientsParams, O)> = if work.len() == 1 {
+            work.into_iter().map(|w| one(0, w, main)).collect()
         } else {
             std::thread::scope(|s| {
-                let handles: Vec<_> = replicas
+                let handles: Vec<_> = work
                     .into_iter()
                     .zip(&self.devices)
                     .enumerate()
-                    .map(|(i, (replica, device))| s.spawn(move || one(i, replica, device)))
+                    .map(|(i, (w, device))| s.spawn(move || one(i, w, device)))
                     .collect();
                 handles
                     .into_iter()
@@ -174,6 +179,7 @@ fn sum_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
 #[cfg(test)]
 mod tests {
     use burn::backend::{Autodiff, Flex};
+    use burn::module::ParamId;
     use burn::nn::{Linear, LinearConfig};
 
     use super::*;
@@ -193,30 +199,20 @@ mod tests {
 
         let replicas = Replicas::<AB>::new(&device, 2).unwrap();
         assert_eq!(replicas.count(), 2);
-        assert_eq!(replicas.distinct_devices(), 1);
-        let rows = [4usize, 2];
-        let (grads, extras) = replicas.gradients(&model, 2, |m, i, dev| {
-            let start = if i == 0 { 0 } else { rows[0] };
-            let part = x.clone().slice(start..start + rows[i]).to_device(dev);
-            let loss = loss_of(&m, part).mul_scalar(rows[i] as f64 / 6.0);
-            (loss, i)
+        assert_eq!(replicas.distinct_devices().len(), 1);
+        let parts = vec![x.clone().slice(0..4), x.clone().slice(4..6)];
+        let (grads, extras) = replicas.gradients(&model, parts, |m, part, dev| {
+            let rows = part.dims()[0];
+            let loss = loss_of(&m, part.to_device(dev)).mul_scalar(rows as f64 / 6.0);
+            (loss, rows)
         });
-        assert_eq!(extras, [0, 1]);
-        for id in [model.weight.id, model.bias.as_ref().unwrap().id] {
-            let dims = if id == model.weight.id { 2 } else { 1 };
-            let (a, b) = if dims == 2 {
-                (
-                    grads.get::<Flex, 2>(id).unwrap().into_data(),
-                    full.get::<Flex, 2>(id).unwrap().into_data(),
-                )
-            } else {
-                (
-                    grads.get::<Flex, 1>(id).unwrap().into_data(),
-                    full.get::<Flex, 1>(id).unwrap().into_data(),
-                )
-            };
-            a.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::absolute(1e-5));
+        assert_eq!(extras, [4, 2]);
+        fn same<const D: usize>(a: &GradientsParams, b: &GradientsParams, id: ParamId) {
+            let get = |g: &GradientsParams| g.get::<Flex, D>(id).unwrap().into_data();
+            get(a).assert_approx_eq::<f32>(&get(b), burn::tensor::Tolerance::absolute(1e-5));
         }
+        same::<2>(&grads, &full, model.weight.id);
+        same::<1>(&grads, &full, model.bias.as_ref().unwrap().id);
     }
 
     #[test]

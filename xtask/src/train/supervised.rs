@@ -425,10 +425,11 @@ fn train_loop<B: AutodiffBackend, M: Objective<B>>(
         let mut loss_sum = 0.0;
         for (k, idx) in batches.iter().enumerate() {
             let mut rng = sampler.batch_rng(epoch, k);
-            let shards = HostBatch::from_set(&train, idx, &unit, &mut rng).shards(replicas.count());
-            let (grads, losses) = replicas.gradients(&model, shards.len(), |m, i, dev| {
-                let b = shards[i].clone().to_device::<B>(dev);
-                let share = shards[i].len() as f64 / idx.len() as f64;
+            let shards =
+                HostBatch::from_set(&train, idx, &unit, &mut rng).into_shards(replicas.count());
+            let (grads, losses) = replicas.gradients(&model, shards, |m, shard, dev| {
+                let share = shard.len() as f64 / idx.len() as f64;
+                let b = shard.to_device::<B>(dev);
                 let loss = m.train_loss(b.images, b.labels).mul_scalar(share);
                 (loss.clone(), loss.into_scalar().elem::<f64>())
             });

@@ -2,6 +2,7 @@ use burn::module::Param;
 use burn::prelude::*;
 
 use crate::flow::Flow;
+use crate::ops::per_channel;
 
 /// Per-channel affine map `y = x·exp(log_scale) + offset` (Glow's actnorm).
 ///
@@ -38,10 +39,6 @@ impl ActNormConfig {
 }
 
 impl<B: Backend> ActNorm<B> {
-    fn broadcast(v: Tensor<B, 1>, n: usize) -> Tensor<B, 4> {
-        crate::ops::per_channel(v, n)
-    }
-
     /// Data-dependent initialisation (Glow): afterwards the block maps `x` to zero mean and unit
     /// variance per channel. A constant channel gets unit scale instead of dividing by a zero
     /// standard deviation (the NaN of FrEIA issue #121).
@@ -70,14 +67,13 @@ impl<B: Backend> Flow<B> for ActNorm<B> {
         let [n, _, h, w] = x.dims();
         let ls = self.log_scale.val();
         let log_det = ls.clone().sum().mul_scalar((h * w) as f64).expand([n]);
-        let y = x * Self::broadcast(ls.exp(), n) + Self::broadcast(self.offset.val(), n);
+        let y = x * per_channel(ls.exp(), n) + per_channel(self.offset.val(), n);
         (y, log_det)
     }
 
     fn inverse(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
         let n = z.dims()[0];
-        (z - Self::broadcast(self.offset.val(), n))
-            * Self::broadcast(self.log_scale.val().neg().exp(), n)
+        (z - per_channel(self.offset.val(), n)) * per_channel(self.log_scale.val().neg().exp(), n)
     }
 }
 
