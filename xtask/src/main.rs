@@ -135,6 +135,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(TrainCommand::C3lt(args)) => {
             let (cfg, root) = args.config()?;
+            let pair = cfg.pair;
             let job = xtask::train::c3lt::C3ltTrainJob {
                 cfg,
                 run_root: root.clone(),
@@ -151,6 +152,12 @@ fn run(cli: Cli) -> Result<()> {
                 last.prox_gan,
                 root.display()
             );
+            if let (Some(v), Some(c), Some(p)) = (last.val_fwd, last.cout_fwd, last.prox_gan_fwd) {
+                println!(
+                    "{} → {} alone (the reference's evaluation): Val {v:.3}, COUT {c:.3}, Prox {p:.4} in [-1, 1]",
+                    pair[0], pair[1]
+                );
+            }
         }
         Command::Train(TrainCommand::EvalSuite(args)) => {
             let (plan, root) = args.plan();
@@ -252,6 +259,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(BenchCommand::Ecinn(args)) => {
             xtask::bench::ecinn(&args)?;
+        }
+        Command::Bench(BenchCommand::Conv(args)) => {
+            xtask::bench::conv(&args)?;
         }
         Command::Bench(BenchCommand::All(args)) => {
             let out = xtask::bench::all(&args)?;

@@ -126,6 +126,17 @@ fn dcgan_encoder_and_c3lt_train_resume_and_explain() {
     assert_eq!(c.n_test, 32, "16 test images of each class");
     assert!((0.0..=1.0).contains(&c.val) && c.prox_unit > 0.0);
     assert!((c.prox_gan - 2.0 * c.prox_unit).abs() < 1e-12);
+    // The reference's direction alone: its scores are part of the both-direction means.
+    let (v, p, o) = (
+        c.val_fwd.unwrap(),
+        c.prox_gan_fwd.unwrap(),
+        c.cout_fwd.unwrap(),
+    );
+    assert!((0.0..=1.0).contains(&v) && p > 0.0 && o.is_finite());
+    assert!(
+        p <= 2.0 * c.prox_gan + 1e-9,
+        "16 of the 32 images: at most twice the mean"
+    );
     cfg.epochs = 2;
     let c2 = run_on(
         BackendKind::Flex,

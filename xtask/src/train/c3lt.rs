@@ -9,7 +9,10 @@
 //! Decisions: the class of an evaluation image is its label, as `c3lt/eval.py` takes it, not the
 //! classifier's prediction. Prox is reported in unit space (`Prox`) and in the GAN's `[-1, 1]`
 //! (`prox_gan`, twice as large), where the reference measures it: compare `prox_gan` with the
-//! seed's table.
+//! seed's table. The reference's `evaluate` scores one direction only, the query class c mapped
+//! to c′ (`imgs_1` through `g`); `val`, `prox_*` and `cout` here average both directions (each
+//! test image of either class), and the `*_fwd` columns hold the reference's direction alone,
+//! the one to set beside the seed.
 
 use std::path::{Path, PathBuf};
 
@@ -162,6 +165,31 @@ pub struct C3ltEpoch {
     pub cout: f64,
     /// Test images scored.
     pub n_test: usize,
+    /// Val, Prox in `[-1, 1]` and COUT of the direction c → c′ alone, as `c3lt/eval.py`
+    /// scores it. `None` in rows written before these columns existed.
+    #[serde(default)]
+    pub val_fwd: Option<f64>,
+    #[serde(default)]
+    pub prox_gan_fwd: Option<f64>,
+    #[serde(default)]
+    pub cout_fwd: Option<f64>,
+}
+
+/// Val, unit-space Prox and COUT of a set of counterfactuals, per input.
+struct Scores {
+    valid: Vec<bool>,
+    prox_unit: Vec<f64>,
+    cout: Vec<f64>,
+}
+
+impl Scores {
+    /// The means over inputs `range`.
+    fn means(&self, range: std::ops::Range<usize>) -> (f64, f64, f64) {
+        let n = range.len().max(1) as f64;
+        let valid = self.valid[range.clone()].iter().filter(|&&v| v).count();
+        let mean = |v: &[f64]| v[range.clone()].iter().sum::<f64>() / n;
+        (valid as f64 / n, mean(&self.prox_unit), mean(&self.cout))
+    }
 }
 
 /// The networks a C3LT run trains against, loaded and checked against each other.
@@ -294,21 +322,27 @@ impl<B: AutodiffBackend> C3ltTrainer<B> {
         Ok(set)
     }
 
-    /// Val, unit-space Prox and COUT over the test images of both classes.
-    fn score(&self) -> Result<(f64, f64, f64, usize)> {
+    /// Val, unit-space Prox and COUT of every test image of both classes (class c first), and
+    /// how many test images class c has.
+    fn score(&self) -> Result<(Scores, usize)> {
         let set = self.test_set()?;
         let n = set.len();
-        let val = (0..n)
-            .filter(|&i| set.cf_predicted[i] == Some(set.targets[i]))
-            .count() as f64
-            / n as f64;
-        let prox = set
+        let per_input = set.inputs.len() / n.max(1);
+        let valid = (0..n)
+            .map(|i| set.cf_predicted[i] == Some(set.targets[i]))
+            .collect();
+        let prox_unit = set
             .inputs
-            .iter()
-            .zip(&set.counterfactuals)
-            .map(|(a, b)| f64::from((a - b).abs()))
-            .sum::<f64>()
-            / set.inputs.len() as f64;
+            .chunks(per_input.max(1))
+            .zip(set.counterfactuals.chunks(per_input.max(1)))
+            .map(|(a, b)| {
+                a.iter()
+                    .zip(b)
+                    .map(|(a, b)| f64::from((a - b).abs()))
+                    .sum::<f64>()
+                    / per_input as f64
+            })
+            .collect();
         let classifier = self.nets.classifier.valid();
         let ctx = EvalContext {
             classifier: &classifier,
@@ -317,12 +351,20 @@ impl<B: AutodiffBackend> C3ltTrainer<B> {
             batch_size: 1024,
         };
         let cout = match Metric::<B::InnerBackend>::evaluate(&Cout::default(), &set, &ctx)? {
-            MetricValue::WithCurves(v, _) | MetricValue::PerSample(v) => {
-                v.iter().sum::<f64>() / v.len().max(1) as f64
-            }
-            MetricValue::Population(v) => v,
+            MetricValue::WithCurves(v, _) | MetricValue::PerSample(v) => v,
+            MetricValue::Population(_) => bail!("COUT gave no per-input scores"),
         };
-        Ok((val, prox, cout, n))
+        if cout.len() != n {
+            bail!("COUT scored {} of {n} counterfactuals", cout.len());
+        }
+        Ok((
+            Scores {
+                valid,
+                prox_unit,
+                cout,
+            },
+            self.test[0].len(),
+        ))
     }
 }
 
@@ -404,7 +446,10 @@ impl<B: AutodiffBackend> EpochTrainer for C3ltTrainer<B> {
         }
         bar.finish_and_clear();
         let n = steps.max(1) as f64;
-        let (val, prox_unit, cout, n_test) = self.score()?;
+        let (scores, n_fwd) = self.score()?;
+        let n_test = scores.valid.len();
+        let (val, prox_unit, cout) = scores.means(0..n_test);
+        let (val_fwd, prox_unit_fwd, cout_fwd) = scores.means(0..n_fwd);
         Ok(C3ltEpoch {
             epoch: epoch + 1,
             lr,
@@ -418,14 +463,22 @@ impl<B: AutodiffBackend> EpochTrainer for C3ltTrainer<B> {
             prox_gan: 2.0 * prox_unit,
             cout,
             n_test,
+            val_fwd: Some(val_fwd),
+            prox_gan_fwd: Some(2.0 * prox_unit_fwd),
+            cout_fwd: Some(cout_fwd),
         })
     }
 
     fn describe(&self, e: &C3ltEpoch) -> String {
-        format!(
+        let mut line = format!(
             "loss {:.4} (cls {:.4}, prox {:.4}, cyc {:.4}, adv {:.4}); test Val {:.3}, COUT {:.3}, Prox {:.4} ([-1,1]: {:.4})",
             e.loss, e.cls, e.prox, e.cyc, e.adv, e.val, e.cout, e.prox_unit, e.prox_gan
-        )
+        );
+        if let (Some(v), Some(p), Some(c)) = (e.val_fwd, e.prox_gan_fwd, e.cout_fwd) {
+            let [a, b] = self.cfg.pair;
+            line += &format!("; {a} → {b} alone: Val {v:.3}, COUT {c:.3}, Prox [-1,1] {p:.4}");
+        }
+        line
     }
 
     fn after_epoch(&self, run: &RunDir) -> Result<()> {
@@ -542,4 +595,24 @@ pub fn load_c3lt<B: Backend>(
         meta.n_steps,
     )
     .map_err(anyhow::Error::msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scores;
+
+    #[test]
+    fn scores_average_over_the_asked_inputs() {
+        let s = Scores {
+            valid: vec![true, false, true, true],
+            prox_unit: vec![0.1, 0.3, 0.2, 0.4],
+            cout: vec![1.0, 0.0, 0.5, 0.5],
+        };
+        let (v, p, c) = s.means(0..2);
+        assert_eq!(v, 0.5);
+        assert!((p - 0.2).abs() < 1e-12 && (c - 0.5).abs() < 1e-12);
+        let (v, p, c) = s.means(0..4);
+        assert_eq!(v, 0.75);
+        assert!((p - 0.25).abs() < 1e-12 && (c - 0.5).abs() < 1e-12);
+    }
 }
