@@ -1,4 +1,5 @@
-//! The epoch loop of trainers with several models or optimisers (the DCGAN, its encoder, C3LT):
+//! The epoch loop of the trainers other than IB-INN's (classifiers, autoencoders, VAEs, RealNVP
+//! and Glow; the DCGAN, its encoder, C3LT):
 //! a checkpoint after every epoch, `--resume` from the last one, `metrics.csv` and `train.log`
 //! rewritten from the checkpointed history, and the final models written atomically at the end.
 

@@ -3,14 +3,13 @@
 //! after every epoch (`--resume` continues from the last one).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, Optimizer};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{Adam, AdamConfig, Optimizer};
 use burn::prelude::*;
-use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::{
     Classifier, CnnClassifier, CnnClassifierConfig, ConvAutoencoder, ConvAutoencoderConfig,
@@ -24,12 +23,11 @@ use cfx_generative::{ConvVae, ConvVaeConfig};
 use cfx_linalg::LinalgBackend;
 use serde::{Deserialize, Serialize};
 
-use super::epochs::read_checkpoint_record;
+use super::epochs::{EpochTrainer, read_checkpoint_record, record_bytes, run_epochs, write_model};
 use super::parallel::Replicas;
 use super::progress::epoch_bar;
-use super::run::{Rec, RunDir, read_model_record};
+use super::run::{RunDir, read_model_record};
 use crate::backend::{BackendJob, BackendKind};
-use crate::checkpoint::CheckpointStore;
 
 /// Which model, with its architecture: the auxiliary models, and the flows RealNVP and Glow,
 /// which train by the same loop (one model, one loss, Adam, a checkpoint per epoch).
@@ -218,13 +216,6 @@ impl SupervisedTrainConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SupervisedState {
-    pub epochs_done: usize,
-    pub train_seconds: f64,
-    pub history: Vec<SupervisedEpoch>,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SupervisedEpoch {
     pub epoch: usize,
@@ -372,121 +363,147 @@ impl<B: AutodiffBackend> Objective<B> for ConvAutoencoder<B> {
     }
 }
 
+/// One supervised model in training; the epoch loop, checkpoints and resuming are
+/// [`run_epochs`]'s.
+struct SupervisedTrainer<B: AutodiffBackend, M: Objective<B>> {
+    cfg: SupervisedTrainConfig,
+    device: B::Device,
+    model: M,
+    optim: OptimizerAdaptor<Adam, M, B>,
+    replicas: Replicas<B>,
+    sampler: EpochSampler,
+    train: ImageSet,
+    test: ImageSet,
+}
+
+impl<B: AutodiffBackend, M: Objective<B>> SupervisedTrainer<B, M> {
+    fn adam(cfg: &SupervisedTrainConfig) -> OptimizerAdaptor<Adam, M, B> {
+        AdamConfig::new()
+            .with_epsilon(cfg.epsilon)
+            .with_weight_decay(
+                cfg.weight_decay
+                    .map(|w| burn::optim::decay::WeightDecayConfig::new(w as f32)),
+            )
+            .init::<B, M>()
+    }
+}
+
+impl<B: AutodiffBackend, M: Objective<B>> EpochTrainer for SupervisedTrainer<B, M> {
+    type Epoch = SupervisedEpoch;
+
+    fn checkpoint(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        Ok(vec![
+            (
+                "model.mpk",
+                record_bytes::<B, _>(self.model.clone().into_record())?,
+            ),
+            ("optim.mpk", record_bytes::<B, _>(self.optim.to_record())?),
+        ])
+    }
+
+    fn restore(&mut self, ckpt: &Path) -> Result<()> {
+        let d = &self.device;
+        let model = read_checkpoint_record::<B, _>(ckpt, "model.mpk", d)?;
+        self.model = self.model.clone().load_record(model);
+        let optim = read_checkpoint_record::<B, _>(ckpt, "optim.mpk", d)?;
+        self.optim = Self::adam(&self.cfg).load_record(optim);
+        Ok(())
+    }
+
+    fn train_epoch(&mut self, epoch: usize) -> Result<SupervisedEpoch> {
+        let batches = self.sampler.batches(self.train.len(), epoch);
+        let bar = epoch_bar(epoch, self.cfg.epochs, batches.len(), 0);
+        let mut loss_sum = 0.0;
+        for (k, idx) in batches.iter().enumerate() {
+            let mut rng = self.sampler.batch_rng(epoch, k);
+            let shards = HostBatch::from_set(&self.train, idx, &Augmentation::UNIT, &mut rng)
+                .into_shards(self.replicas.count());
+            let (grads, losses) = self
+                .replicas
+                .gradients(&self.model, shards, |m, shard, dev| {
+                    let share = shard.len() as f64 / idx.len() as f64;
+                    let b = shard.to_device::<B>(dev);
+                    let loss = m.train_loss(b.images, b.labels).mul_scalar(share);
+                    (loss.clone(), loss.into_scalar().elem::<f64>())
+                });
+            loss_sum += losses.iter().sum::<f64>() * idx.len() as f64;
+            self.model = self.optim.step(self.cfg.lr, self.model.clone(), grads);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let (test_loss, test_accuracy) =
+            evaluate::<B, M>(&self.model.valid(), &self.test, &self.device)?;
+        Ok(SupervisedEpoch {
+            epoch: epoch + 1,
+            train_loss: loss_sum / self.train.len() as f64,
+            test_loss,
+            test_accuracy,
+        })
+    }
+
+    fn describe(&self, e: &SupervisedEpoch) -> String {
+        format!(
+            "train {l} {:.5}, test {l} {:.5}{}",
+            e.train_loss,
+            e.test_loss,
+            e.test_accuracy
+                .map(|a| format!(", test accuracy {:.2}%", 100.0 * a))
+                .unwrap_or_default(),
+            l = self.cfg.model.loss_name()
+        )
+    }
+
+    fn after_epoch(&self, run: &RunDir) -> Result<()> {
+        if let Some(s) = M::samples(&self.model.valid(), 64, &self.device) {
+            let dims = s.dims();
+            let px: Vec<f32> = s.into_data().convert::<f32>().to_vec().unwrap_or_default();
+            crate::explain::figures::Grid::of_images(&px, dims, 8, 2)
+                .save(&run.path("samples.png"))?;
+        }
+        Ok(())
+    }
+
+    fn finish(&self, run: &RunDir) -> Result<()> {
+        write_model(run, "model.mpk", &self.model)?;
+        run.write_toml("model.toml", &self.cfg.model)
+    }
+}
+
 fn train_loop<B: AutodiffBackend, M: Objective<B>>(
     job: SupervisedTrainJob,
     mut model: M,
     device: &B::Device,
 ) -> Result<SupervisedEpoch> {
-    let cfg = &job.cfg;
+    let cfg = job.cfg;
     let replicas = Replicas::<B>::new(device, job.replicas)?;
     let run = RunDir::open(&job.run_root, job.resume)?;
-    let store = run.checkpoints(2);
     let train = cfg.load(Split::Train, cfg.train_limit)?;
     let test = cfg.load(Split::Test, cfg.test_limit)?;
-    let mut optim = AdamConfig::new()
-        .with_epsilon(cfg.epsilon)
-        .with_weight_decay(
-            cfg.weight_decay
-                .map(|w| burn::optim::decay::WeightDecayConfig::new(w as f32)),
-        )
-        .init::<B, M>();
-    let mut state = SupervisedState::default();
     let sampler = EpochSampler {
         seed: cfg.seed,
         batch_size: cfg.batch_size,
         drop_last: false,
     };
-    if job.resume {
-        let ckpt = store.latest()?.context("no checkpoint to resume from")?;
-        let bad = |w: &str| format!("checkpoint {} has an unreadable {w}", ckpt.display());
-        state = serde_json::from_slice(&CheckpointStore::read(&ckpt, "state.json")?)
-            .with_context(|| bad("state.json"))?;
-        model = model.load_record(read_checkpoint_record::<B, _>(&ckpt, "model.mpk", device)?);
-        let orec = read_checkpoint_record::<B, _>(&ckpt, "optim.mpk", device)?;
-        optim = optim.load_record(orec);
-        eprintln!(
-            "resuming {} after epoch {}",
-            run.root.display(),
-            state.epochs_done
-        );
-    } else {
-        run.write_toml("config.toml", cfg)?;
+    if !job.resume {
+        run.write_toml("config.toml", &cfg)?;
         if let Some(first) = sampler.batches(train.len(), 0).first() {
             let mut rng = sampler.batch_rng(0, 0);
             let b = HostBatch::from_set(&train, first, &Augmentation::UNIT, &mut rng);
             model = model.prepare(b.to_device::<B>(device).images);
         }
     }
-    let unit = Augmentation::UNIT;
-    for epoch in state.epochs_done..cfg.epochs {
-        let start = Instant::now();
-        let batches = sampler.batches(train.len(), epoch);
-        let bar = epoch_bar(epoch, cfg.epochs, batches.len(), 0);
-        let mut loss_sum = 0.0;
-        for (k, idx) in batches.iter().enumerate() {
-            let mut rng = sampler.batch_rng(epoch, k);
-            let shards =
-                HostBatch::from_set(&train, idx, &unit, &mut rng).into_shards(replicas.count());
-            let (grads, losses) = replicas.gradients(&model, shards, |m, shard, dev| {
-                let share = shard.len() as f64 / idx.len() as f64;
-                let b = shard.to_device::<B>(dev);
-                let loss = m.train_loss(b.images, b.labels).mul_scalar(share);
-                (loss.clone(), loss.into_scalar().elem::<f64>())
-            });
-            loss_sum += losses.iter().sum::<f64>() * idx.len() as f64;
-            model = optim.step(cfg.lr, model, grads);
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        let (test_loss, test_accuracy) = evaluate::<B, M>(&model.valid(), &test, device)?;
-        state.train_seconds += start.elapsed().as_secs_f64();
-        let record = SupervisedEpoch {
-            epoch: epoch + 1,
-            train_loss: loss_sum / train.len() as f64,
-            test_loss,
-            test_accuracy,
-        };
-        if let Some(s) = M::samples(&model.valid(), 64, device) {
-            let dims = s.dims();
-            let px: Vec<f32> = s.into_data().convert::<f32>().to_vec().unwrap_or_default();
-            crate::explain::figures::Grid::of_images(&px, dims, 8, 2)
-                .save(&run.path("samples.png"))?;
-        }
-        let line = format!(
-            "epoch {}/{}: train {l} {:.5}, test {l} {:.5}{}",
-            epoch + 1,
-            cfg.epochs,
-            record.train_loss,
-            test_loss,
-            test_accuracy
-                .map(|a| format!(", test accuracy {:.2}%", 100.0 * a))
-                .unwrap_or_default(),
-            l = cfg.model.loss_name()
-        );
-        eprintln!("{line}");
-        run.log(&line)?;
-        state.history.push(record);
-        state.epochs_done = epoch + 1;
-        let model_bytes = Recorder::<B>::record(&Rec::default(), model.clone().into_record(), ())?;
-        let optim_bytes = Recorder::<B>::record(&Rec::default(), optim.to_record(), ())?;
-        store.save(
-            &CheckpointStore::tag(state.epochs_done, 0),
-            &[
-                ("model.mpk", &model_bytes),
-                ("optim.mpk", &optim_bytes),
-                ("state.json", &serde_json::to_vec_pretty(&state)?),
-            ],
-        )?;
-        run.write_csv("metrics.csv", &state.history)?;
-    }
-    let last = state
-        .history
-        .last()
-        .cloned()
-        .context("no epoch was trained (epochs = 0)")?;
-    let bytes = Recorder::<B>::record(&Rec::default(), model.into_record(), ())?;
-    crate::fsutil::write_atomic(&run.path("model.mpk"), &bytes)?;
-    run.write_toml("model.toml", &cfg.model)?;
+    let epochs = cfg.epochs;
+    let mut trainer = SupervisedTrainer {
+        optim: SupervisedTrainer::<B, M>::adam(&cfg),
+        cfg,
+        device: device.clone(),
+        model,
+        replicas,
+        sampler,
+        train,
+        test,
+    };
+    let last = run_epochs(&mut trainer, &run, epochs, job.resume)?;
     run.write_json("test.json", &last)?;
     Ok(last)
 }
