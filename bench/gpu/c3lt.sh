@@ -23,30 +23,46 @@ n="${EXPLAIN_N:-100}"
 log="$OUT/c3lt-log.txt"
 say() { echo "== $*" | tee -a "$log"; }
 
-# boxed SECONDS RUN EPOCHS ARGS…: trains for at most SECONDS, then closes the run with the
-# epochs done.
+# boxed SECONDS RUN EPOCHS KIND ARGS…: `train KIND ARGS…` for at most SECONDS, then closes the
+# run with the epochs done (a resumed run takes no flags but --epochs: it keeps its config).
+# Rerunning the script keeps finished stages and resumes an interrupted one.
 boxed() {
-  local secs="$1" run="$2" epochs="$3"; shift 3
-  timeout --signal=INT "$secs" "$X" "$@" --epochs "$epochs" "${B[@]}" --runs-dir "$R" --name "$run" >>"$log" 2>&1
+  local secs="$1" run="$2" epochs="$3" kind="$4"; shift 4
+  local d="$R/$run"
+  if [ -f "$d/model.toml" ]; then say "$run: finished before, kept"; return 0; fi
+  local resume=(--runs-dir "$R" --name "$run" --resume)
+  if [ -f "$d/metrics.csv" ]; then
+    timeout --signal=INT "$secs" "$X" train "$kind" "${B[@]}" "${resume[@]}" --epochs "$epochs" >>"$log" 2>&1
+  else
+    rm -rf "$d"
+    timeout --signal=INT "$secs" "$X" train "$kind" "$@" --epochs "$epochs" "${B[@]}" --runs-dir "$R" --name "$run" >>"$log" 2>&1
+  fi
   local rc=$?
   local done=0
-  [ -f "$R/$run/metrics.csv" ] && done=$(( $(wc -l < "$R/$run/metrics.csv") - 1 ))
+  [ -f "$d/metrics.csv" ] && done=$(( $(wc -l < "$d/metrics.csv") - 1 ))
   say "$run: exit $rc after $done epochs"
-  if [ ! -f "$R/$run/model.toml" ] && [ "$done" -gt 0 ]; then
-    "$X" "$@" "${B[@]}" --runs-dir "$R" --name "$run" --resume --epochs "$done" >>"$log" 2>&1
+  if [ ! -f "$d/model.toml" ] && [ "$done" -gt 0 ]; then
+    "$X" train "$kind" "${B[@]}" "${resume[@]}" --epochs "$done" >>"$log" 2>&1
     say "$run closed: exit $?"
   fi
-  [ -f "$R/$run/model.toml" ]
+  [ -f "$d/model.toml" ]
 }
 
-say "classifier"
-boxed "${CLS_S:-60}" cls 5 train classifier "${S[@]}" "${L[@]}" || exit 1
+# CLASSIFIER=<run> explains a classifier trained before (one per dataset serves every pair):
+# it is copied in as $R/cls instead of training one.
+if [ -n "${CLASSIFIER:-}" ]; then
+  [ -f "$CLASSIFIER/model.toml" ] || { say "CLASSIFIER=$CLASSIFIER is not a finished classifier run"; exit 1; }
+  mkdir -p "$R" && rm -rf "$R/cls" && cp -r "$CLASSIFIER" "$R/cls" && say "classifier: copied from $CLASSIFIER"
+else
+  say "classifier"
+  boxed "${CLS_S:-60}" cls 5 classifier "${S[@]}" "${L[@]}" || exit 1
+fi
 say "dcgan"
-boxed "$gan_s" dcgan 25 train dcgan "${W[@]}" "${S[@]}" "${L[@]}" || exit 1
+boxed "$gan_s" dcgan 25 dcgan "${W[@]}" "${S[@]}" "${L[@]}" || exit 1
 say "gan-encoder --classes $pair"
-boxed "$enc_s" enc 10 train gan-encoder --gan "$R/dcgan" --classes "$pair" "${S[@]}" "${L[@]}" || exit 1
+boxed "$enc_s" enc 10 gan-encoder --gan "$R/dcgan" --classes "$pair" "${S[@]}" "${L[@]}" || exit 1
 say "c3lt --pair $pair"
-boxed "$c3lt_s" c3lt 200 train c3lt --pair "$pair" --classifier "$R/cls" --gan "$R/dcgan" \
+boxed "$c3lt_s" c3lt 200 c3lt --pair "$pair" --classifier "$R/cls" --gan "$R/dcgan" \
   --encoder "$R/enc" "${L[@]}" || exit 1
 tail -n 3 "$R/c3lt/metrics.csv" | tee -a "$log"
 
