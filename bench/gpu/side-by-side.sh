@@ -8,18 +8,25 @@
 #   cargo build --release -p xtask --no-default-features --features wgpu --target-dir target/wgpu
 # For wgpu, carry .gl/ with the Vulkan loader's packages (DEVELOPERS.md, "GPU runs").
 # WGPU_BENCHES: what wgpu runs [step,ecinn,fasth] (fid's dense reference is host code either way).
-# CUDA_S, ECINN_S, WGPU_S: time boxes [330, 60, 180 s], under one call's 600 s with setup; a part
-# cut short still packs what it wrote. SKIP_WGPU=1 leaves wgpu for a second call.
+# CUDA_S, ECINN_S, CONV_S, WGPU_S: time boxes [300, 50, 90, 180 s]; a part cut short still
+# packs what it wrote. All four boxes run out would pass one call's 600 s: give the call
+# timeout_s 600 and SKIP_WGPU=1, and wgpu a second call with SKIP_CUDA=1.
 set -uo pipefail
 : "${OUT:?set OUT}"
 pack() { tar -cf "$OUT/$1.tar" -C "$2" . && echo "packed $1"; }
 W=/tmp/side
 mkdir -p "$W"
-XTASK=.gpu/xtask-cuda timeout "${CUDA_S:-330}" bash bench/side-by-side.sh cuda "$W/cuda"
-echo "cuda side-by-side exit status $?"
-timeout "${ECINN_S:-60}" .gpu/xtask-cuda bench ecinn --backends cuda --batch-size 1024 --repeats 3 \
-  --json "$W/cuda/ecinn-1024.json" 2>&1 | tail -2
-pack side-cuda "$W/cuda"
+if [ -z "${SKIP_CUDA:-}" ]; then
+  XTASK=.gpu/xtask-cuda timeout "${CUDA_S:-300}" bash bench/side-by-side.sh cuda "$W/cuda"
+  echo "cuda side-by-side exit status $?"
+  timeout "${ECINN_S:-50}" .gpu/xtask-cuda bench ecinn --backends cuda --batch-size 1024 --repeats 3 \
+    --json "$W/cuda/ecinn-1024.json" 2>&1 | tail -2
+  # Whether the unfold + matmul convolution removes the direct weight-gradient kernel's cost:
+  # the convolutions alone, then the whole step with them (the burn-conv step is in step.json).
+  timeout "${CONV_S:-90}" bash -c ".gpu/xtask-cuda bench conv --backends cuda --json $W/cuda/conv.json 2>&1 | tail -8
+    CFX_CONV=unfold .gpu/xtask-cuda bench step --backends cuda --steps 5 --warmup 2 --json $W/cuda/step-unfold.json 2>&1 | tail -2"
+  pack side-cuda "$W/cuda"
+fi
 if [ -x .gpu/xtask-wgpu ] && [ -z "${SKIP_WGPU:-}" ]; then
   # The Vulkan loader carried in .gl/ (DEVELOPERS.md): the machine has NVIDIA's ICD, not the loader.
   for f in .gl/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done

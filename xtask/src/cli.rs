@@ -917,6 +917,9 @@ pub enum BenchCommand {
     GlowConv(GlowBenchArgs),
     /// Batched ECINN: counterfactuals per second (one forward, all other classes decoded).
     Ecinn(EcinnBenchArgs),
+    /// The IB-INN subnets' 3×3 convolutions, forward + backward, as burn's conv2d and as
+    /// unfold + matrix product.
+    Conv(ConvBenchArgs),
     /// step, ecinn, fasth and fid on one backend, one JSON file each (the PyTorch peers in
     /// bench/pytorch/ print and write the same rows).
     All(BenchAllArgs),
@@ -939,6 +942,24 @@ pub struct EcinnBenchArgs {
     pub repeats: usize,
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConvBenchArgs {
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![BackendKind::default_for_build()])]
+    pub backends: Vec<BackendKind>,
+    /// The training step's batch.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 10)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Two tiny shapes instead of the IB-INN's, for a smoke run.
+    #[arg(long)]
+    pub quick: bool,
     #[arg(long)]
     pub json: Option<PathBuf>,
 }

@@ -44,6 +44,14 @@ fn train_aux(
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // The subnets' convolution algorithm (cfx_flows::nn::ConvStrategy): a performance setting
+    // with no effect on results, so an environment variable rather than a flag on every command.
+    if let Ok(s) = std::env::var("CFX_CONV") {
+        let strategy = s
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("CFX_CONV: {e}"))?;
+        cfx_flows::nn::set_conv_strategy(strategy);
+    }
     match cli.command {
         Command::Train(TrainCommand::IbInn(args)) => {
             let (cfg, root) = if args.resume {

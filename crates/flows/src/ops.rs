@@ -37,6 +37,66 @@ pub fn per_channel<B: Backend>(v: Tensor<B, 1>, n: usize) -> Tensor<B, 4> {
     v.reshape([1, c]).repeat_dim(0, n).reshape([n, c, 1, 1])
 }
 
+/// A square-kernel convolution (groups 1, dilation 1) as an unfold and one matrix product:
+/// `y[n] = W · U(x)[n]` with `W` the weight as `[O, C·k²]` and `U(x)[n]` the `[C·k², L]`
+/// patches of sample `n` (what burn's `nn::Conv2d` computes, same weight layout).
+///
+/// Why it exists: differentiated by autodiff, the weight gradient here is a batched matrix
+/// product `dY · Uᵀ` summed over the batch, where burn-cubecl without autotune computes
+/// burn's `conv2d` weight gradient with a direct kernel that took half of the CUDA IB-INN
+/// step's backward time (docs/results.md, "Where the CUDA step time goes"). The patches come
+/// from a depthwise convolution with a fixed one-hot kernel (one output channel per input
+/// channel and kernel position), so its backward is a depthwise transposed convolution and
+/// needs no weight gradient. `cargo xtask bench conv` times both ways on each backend; on
+/// flex burn's own `conv2d` is faster (docs/results.md). The IB-INN subnets take this way when
+/// [`crate::nn::set_conv_strategy`] asks for it (`CFX_CONV=unfold` for xtask).
+pub fn conv2d_unfold<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    stride: usize,
+    padding: usize,
+) -> Tensor<B, 4> {
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    let [n, c, _, _] = x.dims();
+    let [o, c_w, kh, kw] = weight.dims();
+    assert_eq!(
+        c, c_w,
+        "conv2d_unfold: input has {c} channels, weight {c_w}"
+    );
+    let k = kh * kw;
+    if k == 1 && stride == 1 && padding == 0 {
+        // A 1×1 convolution: the patches are the input itself.
+        let [_, _, h, w] = x.dims();
+        let y = weight
+            .reshape([1, o, c])
+            .expand([n, o, c])
+            .matmul(x.reshape([n, c, h * w]))
+            .reshape([n, o, h, w]);
+        return match bias {
+            Some(b) => y + per_channel(b, n),
+            None => y,
+        };
+    }
+    let device = x.device();
+    let one_hot = Tensor::<B, 2>::eye(k, &device)
+        .reshape([1, k * k])
+        .repeat_dim(0, c)
+        .reshape([c * k, 1, kh, kw]);
+    let options = ConvOptions::new([stride; 2], [padding; 2], [1, 1], c);
+    let patches = conv2d(x, one_hot, None, options);
+    let [_, ck, ho, wo] = patches.dims();
+    let w = weight.reshape([1, o, ck]).expand([n, o, ck]);
+    let y = w
+        .matmul(patches.reshape([n, ck, ho * wo]))
+        .reshape([n, o, ho, wo]);
+    match bias {
+        Some(b) => y + per_channel(b, n),
+        None => y,
+    }
+}
+
 /// Sum over all but the batch dimension.
 pub fn sum_per_sample<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 1> {
     let n = x.dims()[0];
@@ -63,6 +123,32 @@ mod tests {
         assert_eq!(&v[4..8], &[1.0, 3.0, 9.0, 11.0]);
         assert_eq!(&v[16..20], &[16.0, 18.0, 24.0, 26.0]);
         assert_close(depth_to_space(y), x, 0.0);
+    }
+
+    /// Outputs and all three gradients equal burn's `conv2d`, at stride 1 and 2.
+    #[test]
+    fn conv2d_unfold_matches_burns_conv2d() {
+        use crate::test_util::{TAd, random_on};
+        use burn::tensor::module::conv2d;
+        use burn::tensor::ops::ConvOptions;
+        let d = Default::default();
+        for (stride, padding, k) in [(1, 1, 3), (2, 1, 3), (1, 0, 1)] {
+            let x = random_on::<TAd, 4>([2, 3, 6, 6], 1).require_grad();
+            let w = random_on::<TAd, 4>([4, 3, k, k], 2).require_grad();
+            let b = Tensor::<TAd, 1>::from_floats([0.1, -0.2, 0.3, 0.0], &d).require_grad();
+            let ours = conv2d_unfold(x.clone(), w.clone(), Some(b.clone()), stride, padding);
+            let options = ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1);
+            let theirs = conv2d(x.clone(), w.clone(), Some(b.clone()), options);
+            assert_eq!(ours.dims(), theirs.dims());
+            assert_close(ours.clone(), theirs.clone(), 1e-4);
+            // A loss that weights every output differently, so that no gradient is uniform.
+            let weights = random_on::<TAd, 4>(ours.dims(), 3);
+            let g1 = (ours * weights.clone()).sum().backward();
+            let g2 = (theirs * weights).sum().backward();
+            assert_close(x.grad(&g1).unwrap(), x.grad(&g2).unwrap(), 1e-4);
+            assert_close(w.grad(&g1).unwrap(), w.grad(&g2).unwrap(), 1e-4);
+            assert_close(b.grad(&g1).unwrap(), b.grad(&g2).unwrap(), 1e-4);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `cargo xtask bench …`: timings taken side by side in one process.
 
 mod all;
+mod conv;
 mod ecinn;
 mod fasth;
 mod fid;
@@ -8,6 +9,7 @@ mod glow;
 mod step;
 
 pub use all::{BenchAllOutput, all};
+pub use conv::{ConvRow, ConvShape, IBINN_CONVS, conv};
 pub use ecinn::{EcinnTiming, ecinn};
 pub use fasth::{FastHRow, fasth};
 pub use fid::{FidRow, fid};
@@ -119,6 +121,34 @@ mod tests {
         for r in &rows {
             assert!(r.relative_error < 1e-5, "{r:?}");
             assert!(r.fast_known_error < 1e-3 * r.known_answer, "{r:?}");
+        }
+    }
+
+    /// Both convolutions agree on every row (the unfold's own test holds it to 1e-4 against
+    /// burn's `conv2d`) and each is timed.
+    #[test]
+    fn conv_bench_times_both_ways() {
+        let BenchCommand::Conv(args) = parse(&[
+            "xtask",
+            "bench",
+            "conv",
+            "--backends",
+            "cpu",
+            "--quick",
+            "--batch-size",
+            "3",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+        ]) else {
+            panic!("not bench conv")
+        };
+        let rows = super::conv(&args).unwrap();
+        assert_eq!(rows.len(), 2);
+        for r in &rows {
+            assert!(r.burn_ms > 0.0 && r.unfold_ms > 0.0, "{r:?}");
+            assert!(r.weight_grad_rel_diff < 1e-5, "{r:?}");
         }
     }
 

@@ -27,6 +27,8 @@ pub struct StepTiming {
     pub images_per_second: f64,
     /// Data-parallel replicas the batch was split over.
     pub replicas: usize,
+    /// The subnets' convolution algorithm (`CFX_CONV`).
+    pub conv: String,
     /// Medians of forward / backward / optimiser with a device sync after each
     /// (`--breakdown`; the syncs cost a little overlap, so their sum exceeds `median_ms`).
     pub breakdown_ms: Option<[f64; 3]>,
@@ -108,6 +110,7 @@ impl BackendJob for StepJob {
             mean_ms: times.iter().sum::<f64>() / times.len() as f64,
             images_per_second: n as f64 / (median / 1e3),
             replicas: self.replicas,
+            conv: format!("{:?}", cfx_flows::nn::conv_strategy()).to_lowercase(),
             breakdown_ms,
         })
     }
@@ -135,8 +138,14 @@ pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
         };
         let t = run_on(b, job)?;
         println!(
-            "{:<8} batch {:>4} replicas {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
-            t.backend, t.batch_size, t.replicas, t.median_ms, t.mean_ms, t.images_per_second
+            "{:<8} batch {:>4} replicas {} conv {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
+            t.backend,
+            t.batch_size,
+            t.replicas,
+            t.conv,
+            t.median_ms,
+            t.mean_ms,
+            t.images_per_second
         );
         if let Some([f, b, o]) = t.breakdown_ms {
             println!(

@@ -1,6 +1,7 @@
 //! Small networks used inside coupling blocks.
 
 mod batch_norm;
+mod conv;
 mod coupling_net;
 mod dropout2d;
 mod init;
@@ -11,6 +12,7 @@ pub use batch_norm::{
     BatchNormLayers, calibrate_batch_norm_step, finish_batch_norm_calibration,
     start_batch_norm_calibration,
 };
+pub use conv::{ConvStrategy, conv_strategy, conv2d, set_conv_strategy};
 pub use coupling_net::{CouplingNet, CouplingNetConfig};
 pub use dropout2d::Dropout2d;
 pub use init::{kaiming_normal, torch_default_bias};

@@ -5,7 +5,7 @@ use burn::nn::{
 use burn::prelude::*;
 
 use super::mode::{batch_norm, dropout, relu};
-use super::{Dropout2d, kaiming_normal, torch_default_bias};
+use super::{Dropout2d, conv2d, kaiming_normal, torch_default_bias};
 
 /// IB-INN's coupling subnetwork (`basic_residual_block` / `strided_residual_block` in the
 /// reference; despite the name it has no skip connection):
@@ -78,9 +78,9 @@ impl ConvSubnetConfig {
 impl<B: Backend> ConvSubnet<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = if self.relu_first { relu(x) } else { x };
-        let x = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
-        let x = relu(batch_norm(&self.bn2, self.conv2.forward(x)));
-        self.conv3.forward(self.dropout.forward(x))
+        let x = relu(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
+        let x = relu(batch_norm(&self.bn2, conv2d(&self.conv2, x)));
+        conv2d(&self.conv3, self.dropout.forward(x))
     }
 }
 
