@@ -714,8 +714,10 @@ impl GanArgs {
         if a.only_class.is_some() || a.second_label || a.range != Default::default() {
             bail!("the GAN takes --classes, not --only-class, --second-label or --range");
         }
+        // A resumed encoder run keeps the GAN of its config.toml; --gan may repeat it.
         let gan = match (&self.gan, encoder) {
             (Some(g), true) => g.clone(),
+            (None, true) if a.resume => PathBuf::new(),
             (None, true) => bail!("gan-encoder needs --gan runs/<name> (a `train dcgan` run)"),
             (Some(_), false) => bail!("--gan belongs to `train gan-encoder`"),
             (None, false) => PathBuf::new(),
@@ -737,9 +739,18 @@ impl GanArgs {
                 ("--width", self.width.is_some()),
             ];
             let cfg = if encoder {
-                a.resumed_config(&root, &extra, |c: &mut EncoderTrainConfig| {
+                let cfg = a.resumed_config(&root, &extra, |c: &mut EncoderTrainConfig| {
                     &mut c.train.epochs
-                })?
+                })?;
+                if self.gan.is_some() && cfg.gan != gan {
+                    bail!(
+                        "--gan {} cannot change when resuming: {} was trained against {}",
+                        gan.display(),
+                        root.display(),
+                        cfg.gan.display()
+                    );
+                }
+                cfg
             } else {
                 EncoderTrainConfig {
                     gan,
@@ -1282,5 +1293,47 @@ mod tests {
             .unwrap();
         assert_eq!(resumed.epochs, 5);
         assert_eq!(resumed.lr, cfg.lr);
+    }
+
+    #[derive(Parser)]
+    struct Gan {
+        #[command(flatten)]
+        args: GanArgs,
+    }
+
+    /// A resumed encoder run takes its GAN from config.toml: --gan may be left out or
+    /// repeated, not changed.
+    #[test]
+    fn resuming_an_encoder_keeps_its_gan() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().to_str().unwrap();
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["t", "--runs-dir", runs, "--name", "enc"];
+            argv.extend_from_slice(extra);
+            Gan::try_parse_from(argv).unwrap().args
+        };
+        let (cfg, root) = parse(&["--gan", "runs/g1"]).config(true).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("config.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+        let e = parse(&[]).config(true).unwrap_err().to_string();
+        assert!(
+            e.contains("needs --gan"),
+            "a new encoder run needs its GAN: {e}"
+        );
+        for argv in [
+            &["--resume", "--epochs", "7"][..],
+            &["--resume", "--gan", "runs/g1"],
+        ] {
+            let (resumed, _) = parse(argv).config(true).unwrap();
+            assert_eq!(resumed.gan, PathBuf::from("runs/g1"));
+        }
+        let e = parse(&["--resume", "--gan", "runs/g2"])
+            .config(true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--gan runs/g2 cannot change when resuming"),
+            "{e}"
+        );
     }
 }
