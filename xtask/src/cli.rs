@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use cfx_datasets::DatasetKind;
 use cfx_flows::ibinn::IbInnConfig;
 use clap::{Args, Parser, Subcommand};
@@ -325,24 +325,30 @@ pub struct C3ltArgs {
     #[command(flatten)]
     pub common: AuxArgs,
     /// The class pair c,c2: the map g sends c to c2, h sends c2 back (e.g. 4,9).
-    #[arg(long, value_delimiter = ',', num_args = 1, required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        num_args = 1,
+        required_unless_present = "resume"
+    )]
     pub pair: Vec<usize>,
     /// The explained classifier, a `train classifier` run (e.g. runs/eval-mnist/classifier).
-    #[arg(long)]
-    pub classifier: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    pub classifier: Option<PathBuf>,
     /// The `train dcgan` run (its discriminator gives the adversarial loss).
-    #[arg(long)]
-    pub gan: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    pub gan: Option<PathBuf>,
     /// The `train gan-encoder` run for that DCGAN (best trained on the pair: --classes c,c2).
+    #[arg(long, required_unless_present = "resume")]
+    pub encoder: Option<PathBuf>,
+    /// Map steps per counterfactual (the reference's n_steps) [default: 1].
     #[arg(long)]
-    pub encoder: PathBuf,
-    /// Map steps per counterfactual (the reference's n_steps).
-    #[arg(long, default_value_t = 1)]
-    pub n_steps: usize,
+    pub n_steps: Option<usize>,
 }
 
 impl C3ltArgs {
-    /// The settings of a new run, or the saved ones when resuming.
+    /// The settings of a new run, or the saved ones when resuming: then the pair and the
+    /// networks come from config.toml and may be repeated, not changed.
     pub fn config(&self) -> Result<(crate::train::c3lt::C3ltTrainConfig, PathBuf)> {
         use crate::train::c3lt::C3ltTrainConfig;
         let a = &self.common;
@@ -351,29 +357,61 @@ impl C3ltArgs {
                 "c3lt takes none of --only-class, --second-label, --range, --small (the maps' size follows the DCGAN)"
             );
         }
-        let [c, c2] = self.pair[..] else {
-            bail!(
+        let pair = match self.pair[..] {
+            [c, c2] => Some([c, c2]),
+            [] if a.resume => None,
+            _ => bail!(
                 "--pair takes two classes, e.g. --pair 4,9; got {:?}",
                 self.pair
-            );
+            ),
         };
-        let name = a
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("c3lt-{}-{c}-{c2}", a.dataset));
+        let name = match (&a.name, pair) {
+            (Some(n), _) => n.clone(),
+            (None, Some([c, c2])) => format!("c3lt-{}-{c}-{c2}", a.dataset),
+            (None, None) => bail!("--resume needs the run: --name, or --pair for the default name"),
+        };
         let root = a.runs_dir.join(name);
         if a.resume {
             let cfg = a.resumed_config(&root, &[], |c: &mut C3ltTrainConfig| &mut c.epochs)?;
+            let changed: Vec<&str> = [
+                ("--pair", pair.is_some_and(|p| p != cfg.pair)),
+                (
+                    "--classifier",
+                    self.classifier
+                        .as_ref()
+                        .is_some_and(|p| *p != cfg.classifier),
+                ),
+                ("--gan", self.gan.as_ref().is_some_and(|p| *p != cfg.gan)),
+                (
+                    "--encoder",
+                    self.encoder.as_ref().is_some_and(|p| *p != cfg.encoder),
+                ),
+                ("--n-steps", self.n_steps.is_some_and(|n| n != cfg.n_steps)),
+            ]
+            .into_iter()
+            .filter_map(|(flag, differs)| differs.then_some(flag))
+            .collect();
+            if !changed.is_empty() {
+                bail!(
+                    "{} cannot change when resuming: {} keeps the settings of its config.toml",
+                    changed.join(", "),
+                    root.display()
+                );
+            }
             return Ok((cfg, root));
         }
+        let required = |p: &Option<PathBuf>, flag: &str| {
+            p.clone()
+                .with_context(|| format!("a new C3LT run needs {flag}"))
+        };
         let mut cfg = C3ltTrainConfig::new(
             a.dataset,
-            [c, c2],
-            self.classifier.clone(),
-            self.gan.clone(),
-            self.encoder.clone(),
+            pair.context("a new C3LT run needs --pair")?,
+            required(&self.classifier, "--classifier")?,
+            required(&self.gan, "--gan")?,
+            required(&self.encoder, "--encoder")?,
         );
-        cfg.n_steps = self.n_steps;
+        cfg.n_steps = self.n_steps.unwrap_or(1);
         apply_common_flags!(a, cfg);
         cfg.validate()?;
         Ok((cfg, root))
@@ -1299,6 +1337,67 @@ mod tests {
     struct Gan {
         #[command(flatten)]
         args: GanArgs,
+    }
+
+    #[derive(Parser)]
+    struct C3lt {
+        #[command(flatten)]
+        args: C3ltArgs,
+    }
+
+    /// A new C3LT run needs its pair and networks; a resumed one finds them in config.toml
+    /// (flags may repeat them, not change them).
+    #[test]
+    fn resuming_c3lt_needs_only_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().to_str().unwrap();
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["t", "--runs-dir", runs];
+            argv.extend_from_slice(extra);
+            C3lt::try_parse_from(argv).map(|c| c.args)
+        };
+        assert!(
+            parse(&["--pair", "4,9"]).is_err(),
+            "a new run without its networks"
+        );
+        let full = [
+            "--pair",
+            "4,9",
+            "--classifier",
+            "c",
+            "--gan",
+            "g",
+            "--encoder",
+            "e",
+        ];
+        let (cfg, root) = parse(&full).unwrap().config().unwrap();
+        assert!(root.ends_with("c3lt-mnist-4-9"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("config.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+
+        let e = parse(&["--resume"])
+            .unwrap()
+            .config()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--name, or --pair"), "{e}");
+        for argv in [
+            vec!["--resume", "--name", "c3lt-mnist-4-9", "--epochs", "3"],
+            vec!["--resume", "--pair", "4,9"],
+            [&["--resume"][..], &full[..]].concat(),
+        ] {
+            let (resumed, r) = parse(&argv).unwrap().config().unwrap();
+            assert_eq!((resumed.gan, r), (PathBuf::from("g"), root.clone()));
+        }
+        let e = parse(&["--resume", "--pair", "4,9", "--gan", "g2", "--n-steps", "2"])
+            .unwrap()
+            .config()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--gan, --n-steps cannot change when resuming"),
+            "{e}"
+        );
     }
 
     /// A resumed encoder run takes its GAN from config.toml: --gan may be left out or
