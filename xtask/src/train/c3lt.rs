@@ -29,7 +29,7 @@ use cfx_datasets::{Augmentation, DatasetKind, EpochSampler, HostBatch, ImageSet,
 use cfx_flows::nn::mode;
 use cfx_generative::{DcganConfig, Discriminator, GanEncoder, GanWithEncoder, Generator};
 use cfx_linalg::LinalgBackend;
-use cfx_metrics::{CounterfactualSet, Cout, EvalContext, Metric, MetricValue};
+use cfx_metrics::{CounterfactualSet, Cout, EvalContext, Metric, MetricValue, Proximity, Val};
 use serde::{Deserialize, Serialize};
 
 use super::epochs::{EpochTrainer, read_checkpoint_record, record_bytes, run_epochs, write_model};
@@ -175,9 +175,9 @@ pub struct C3ltEpoch {
     pub cout_fwd: Option<f64>,
 }
 
-/// Val, unit-space Prox and COUT of a set of counterfactuals, per input.
+/// Val (1 or 0), unit-space Prox and COUT of a set of counterfactuals, per input.
 struct Scores {
-    valid: Vec<bool>,
+    val: Vec<f64>,
     prox_unit: Vec<f64>,
     cout: Vec<f64>,
 }
@@ -186,9 +186,8 @@ impl Scores {
     /// The means over inputs `range`.
     fn means(&self, range: std::ops::Range<usize>) -> (f64, f64, f64) {
         let n = range.len().max(1) as f64;
-        let valid = self.valid[range.clone()].iter().filter(|&&v| v).count();
         let mean = |v: &[f64]| v[range.clone()].iter().sum::<f64>() / n;
-        (valid as f64 / n, mean(&self.prox_unit), mean(&self.cout))
+        (mean(&self.val), mean(&self.prox_unit), mean(&self.cout))
     }
 }
 
@@ -326,23 +325,6 @@ impl<B: AutodiffBackend> C3ltTrainer<B> {
     /// how many test images class c has.
     fn score(&self) -> Result<(Scores, usize)> {
         let set = self.test_set()?;
-        let n = set.len();
-        let per_input = set.inputs.len() / n.max(1);
-        let valid = (0..n)
-            .map(|i| set.cf_predicted[i] == Some(set.targets[i]))
-            .collect();
-        let prox_unit = set
-            .inputs
-            .chunks(per_input.max(1))
-            .zip(set.counterfactuals.chunks(per_input.max(1)))
-            .map(|(a, b)| {
-                a.iter()
-                    .zip(b)
-                    .map(|(a, b)| f64::from((a - b).abs()))
-                    .sum::<f64>()
-                    / per_input as f64
-            })
-            .collect();
         let classifier = self.nets.classifier.valid();
         let ctx = EvalContext {
             classifier: &classifier,
@@ -350,21 +332,27 @@ impl<B: AutodiffBackend> C3ltTrainer<B> {
             device: self.device.clone(),
             batch_size: 1024,
         };
-        let cout = match Metric::<B::InnerBackend>::evaluate(&Cout::default(), &set, &ctx)? {
-            MetricValue::WithCurves(v, _) | MetricValue::PerSample(v) => v,
-            MetricValue::Population(_) => bail!("COUT gave no per-input scores"),
+        let per_input = |m: &dyn Metric<B::InnerBackend>| -> Result<Vec<f64>> {
+            let v = match m.evaluate(&set, &ctx)? {
+                MetricValue::WithCurves(v, _) | MetricValue::PerSample(v) => v,
+                MetricValue::Population(_) => bail!("{} gave no per-input scores", m.name()),
+            };
+            if v.len() != set.len() {
+                bail!(
+                    "{} scored {} of {} counterfactuals",
+                    m.name(),
+                    v.len(),
+                    set.len()
+                );
+            }
+            Ok(v)
         };
-        if cout.len() != n {
-            bail!("COUT scored {} of {n} counterfactuals", cout.len());
-        }
-        Ok((
-            Scores {
-                valid,
-                prox_unit,
-                cout,
-            },
-            self.test[0].len(),
-        ))
+        let scores = Scores {
+            val: per_input(&Val)?,
+            prox_unit: per_input(&Proximity)?,
+            cout: per_input(&Cout::default())?,
+        };
+        Ok((scores, self.test[0].len()))
     }
 }
 
@@ -447,7 +435,7 @@ impl<B: AutodiffBackend> EpochTrainer for C3ltTrainer<B> {
         bar.finish_and_clear();
         let n = steps.max(1) as f64;
         let (scores, n_fwd) = self.score()?;
-        let n_test = scores.valid.len();
+        let n_test = scores.val.len();
         let (val, prox_unit, cout) = scores.means(0..n_test);
         let (val_fwd, prox_unit_fwd, cout_fwd) = scores.means(0..n_fwd);
         Ok(C3ltEpoch {
@@ -604,7 +592,7 @@ mod tests {
     #[test]
     fn scores_average_over_the_asked_inputs() {
         let s = Scores {
-            valid: vec![true, false, true, true],
+            val: vec![1.0, 0.0, 1.0, 1.0],
             prox_unit: vec![0.1, 0.3, 0.2, 0.4],
             cout: vec![1.0, 0.0, 0.5, 0.5],
         };
