@@ -373,7 +373,8 @@ impl C3ltArgs {
         let root = a.runs_dir.join(name);
         if a.resume {
             let cfg = a.resumed_config(&root, &[], |c: &mut C3ltTrainConfig| &mut c.epochs)?;
-            let changed: Vec<&str> = [
+            // Repeating a saved setting is fine; only a different value is a change.
+            refuse_changes_on_resume(&[
                 ("--pair", pair.is_some_and(|p| p != cfg.pair)),
                 (
                     "--classifier",
@@ -387,17 +388,7 @@ impl C3ltArgs {
                     self.encoder.as_ref().is_some_and(|p| *p != cfg.encoder),
                 ),
                 ("--n-steps", self.n_steps.is_some_and(|n| n != cfg.n_steps)),
-            ]
-            .into_iter()
-            .filter_map(|(flag, differs)| differs.then_some(flag))
-            .collect();
-            if !changed.is_empty() {
-                bail!(
-                    "{} cannot change when resuming: {} keeps the settings of its config.toml",
-                    changed.join(", "),
-                    root.display()
-                );
-            }
+            ])?;
             return Ok((cfg, root));
         }
         let required = |p: &Option<PathBuf>, flag: &str| {
