@@ -66,26 +66,21 @@ pub fn conv2d_unfold<B: Backend>(
         "conv2d_unfold: input has {c} channels, weight {c_w}"
     );
     let k = kh * kw;
-    if k == 1 && stride == 1 && padding == 0 {
+    let patches = if k == 1 && stride == 1 && padding == 0 {
         // A 1×1 convolution: the patches are the input itself.
-        let [_, _, h, w] = x.dims();
-        let y = weight
-            .reshape([1, o, c])
-            .expand([n, o, c])
-            .matmul(x.reshape([n, c, h * w]))
-            .reshape([n, o, h, w]);
-        return match bias {
-            Some(b) => y + per_channel(b, n),
-            None => y,
-        };
-    }
-    let device = x.device();
-    let one_hot = Tensor::<B, 2>::eye(k, &device)
-        .reshape([1, k * k])
-        .repeat_dim(0, c)
-        .reshape([c * k, 1, kh, kw]);
-    let options = ConvOptions::new([stride; 2], [padding; 2], [1, 1], c);
-    let patches = conv2d(x, one_hot, None, options);
+        x
+    } else {
+        let one_hot = Tensor::<B, 2>::eye(k, &x.device())
+            .reshape([1, k * k])
+            .repeat_dim(0, c)
+            .reshape([c * k, 1, kh, kw]);
+        conv2d(
+            x,
+            one_hot,
+            None,
+            ConvOptions::new([stride; 2], [padding; 2], [1, 1], c),
+        )
+    };
     let [_, ck, ho, wo] = patches.dims();
     let w = weight.reshape([1, o, ck]).expand([n, o, ck]);
     let y = w

@@ -110,7 +110,7 @@ impl BackendJob for StepJob {
             mean_ms: times.iter().sum::<f64>() / times.len() as f64,
             images_per_second: n as f64 / (median / 1e3),
             replicas: self.replicas,
-            conv: format!("{:?}", cfx_flows::nn::conv_strategy()).to_lowercase(),
+            conv: cfx_flows::nn::conv_strategy().name().to_string(),
             breakdown_ms,
         })
     }

@@ -22,17 +22,26 @@ pub enum ConvStrategy {
     Unfold,
 }
 
+impl ConvStrategy {
+    const ALL: [Self; 2] = [Self::Burn, Self::Unfold];
+
+    /// The name `CFX_CONV` takes and reports print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Burn => "burn",
+            Self::Unfold => "unfold",
+        }
+    }
+}
+
 impl std::str::FromStr for ConvStrategy {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "burn" => Ok(Self::Burn),
-            "unfold" => Ok(Self::Unfold),
-            other => Err(format!(
-                "unknown convolution strategy {other:?}: expected burn or unfold"
-            )),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("unknown convolution strategy {s:?}: expected burn or unfold"))
     }
 }
 
@@ -102,6 +111,7 @@ mod tests {
             assert_close(burn, unfold, 1e-4);
         }
         assert_eq!("unfold".parse(), Ok(ConvStrategy::Unfold));
+        assert_eq!("burn".parse(), Ok(ConvStrategy::Burn));
         assert!("cudnn".parse::<ConvStrategy>().is_err());
     }
 }
