@@ -37,6 +37,8 @@ pub enum DatasetError {
         label: u8,
         num_classes: usize,
     },
+    #[error("{path}: cannot decode the image: {reason}")]
+    Image { path: PathBuf, reason: String },
     #[error("{0}")]
     Invalid(String),
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fake_mnist;
 pub mod helix;
 pub mod idx;
+pub mod image_folder;
 pub mod image_set;
 pub mod mnist;
 pub mod numpy_rng;
@@ -24,6 +25,7 @@ pub use batch::{
 };
 pub use error::{DatasetError, Result};
 pub use fake_mnist::{FAKE_MNIST_SEED, build_fake_mnist, fake_mnist};
+pub use image_folder::{FolderShape, image_folder};
 pub use image_set::{ImageItem, ImageSet};
 pub use mnist::{Split, mnist};
 pub use source::DatasetKind;

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use crate::error::{DatasetError, Result};
 use crate::fake_mnist::fake_mnist;
+use crate::image_folder::{FolderShape, image_folder};
 use crate::image_set::ImageSet;
 use crate::mnist::{Split, digit_class_names, mnist, mnist_format_from_dir};
 
@@ -22,21 +23,33 @@ pub enum DatasetKind {
     Mnist,
     FakeMnist,
     FashionMnist,
+    /// A folder of PNG/JPEG images given by `--data-dir` (CelebA, an `ImageFolder` tree, or
+    /// flat): [`crate::image_folder`].
+    ImageFolder,
 }
 
 impl DatasetKind {
-    pub const ALL: [DatasetKind; 3] = [Self::Mnist, Self::FakeMnist, Self::FashionMnist];
+    pub const ALL: [DatasetKind; 4] = [
+        Self::Mnist,
+        Self::FakeMnist,
+        Self::FashionMnist,
+        Self::ImageFolder,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Mnist => "mnist",
             Self::FakeMnist => "fake-mnist",
             Self::FashionMnist => "fashion-mnist",
+            Self::ImageFolder => "image-folder",
         }
     }
 
+    /// The classes of the MNIST family; an image folder's come with its loaded set (here:
+    /// none).
     pub fn class_names(self) -> Vec<String> {
         match self {
+            Self::ImageFolder => vec![],
             Self::FashionMnist => FASHION_MNIST_CLASSES
                 .iter()
                 .map(|s| s.to_string())
@@ -45,9 +58,57 @@ impl DatasetKind {
         }
     }
 
+    /// The images' `[C, H, W]` when the dataset fixes it (the MNIST family); image folders are
+    /// scaled to whatever the model takes.
+    pub fn native_shape(self) -> Option<[usize; 3]> {
+        match self {
+            Self::ImageFolder => None,
+            _ => Some([1, 28, 28]),
+        }
+    }
+
     /// Loads a split. `data_dir` overrides the bundled MNIST and the system Fashion-MNIST; for
-    /// FakeMNIST it names an MNIST folder to build from.
+    /// FakeMNIST it names an MNIST folder to build from. Image folders load as CelebA 64×64 RGB;
+    /// [`DatasetKind::load_shaped`] chooses another size.
     pub fn load(self, split: Split, data_dir: Option<&Path>) -> Result<ImageSet> {
+        self.load_shaped(split, data_dir, None, None)
+    }
+
+    /// [`DatasetKind::load`] for a model that takes `shape` (image folders are scaled and
+    /// cropped to it; the MNIST family is what it is, and the caller checks the shape), at most
+    /// the first `limit` images (an image folder then decodes only those).
+    pub fn load_shaped(
+        self,
+        split: Split,
+        data_dir: Option<&Path>,
+        shape: Option<[usize; 3]>,
+        limit: Option<usize>,
+    ) -> Result<ImageSet> {
+        let set = match (self, data_dir) {
+            (Self::ImageFolder, None) => {
+                return Err(DatasetError::Invalid(
+                    "image-folder needs --data-dir DIR: a folder of PNG/JPEG images, one \
+                     sub-folder per class, or CelebA's folder (img_align_celeba/ beside \
+                     list_eval_partition.txt)"
+                        .into(),
+                ));
+            }
+            (Self::ImageFolder, Some(dir)) => {
+                let shape = match shape {
+                    Some(s) => FolderShape::from_image_shape(s)?,
+                    None => FolderShape::CELEBA,
+                };
+                return image_folder(dir, split, shape, limit);
+            }
+            (kind, dir) => kind.load_mnist_family(split, dir)?,
+        };
+        Ok(match limit {
+            Some(n) if n < set.len() => set.take(n),
+            _ => set,
+        })
+    }
+
+    fn load_mnist_family(self, split: Split, data_dir: Option<&Path>) -> Result<ImageSet> {
         match (self, data_dir) {
             (Self::Mnist, None) => mnist(split),
             (Self::FakeMnist, None) => fake_mnist(split),
@@ -75,6 +136,7 @@ impl DatasetKind {
                 }
                 mnist_format_from_dir(&dir, split, "fashion-mnist", self.class_names())
             }
+            (Self::ImageFolder, _) => unreachable!("image folders are loaded by load_shaped"),
         }
     }
 }
@@ -126,6 +188,27 @@ mod tests {
             e.contains("/nonexistent/fmnist") && e.contains("dataset-fashion-mnist"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn image_folders_need_a_folder_and_a_square_grey_or_rgb_shape() {
+        let e = DatasetKind::ImageFolder
+            .load(Split::Train, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("image-folder needs --data-dir"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let e = DatasetKind::ImageFolder
+            .load_shaped(Split::Train, Some(dir.path()), Some([3, 8, 16]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("3×8×16"), "{e}");
+        assert_eq!("image_folder".parse(), Ok(DatasetKind::ImageFolder));
+        assert_eq!(DatasetKind::Mnist.native_shape(), Some([1, 28, 28]));
+        let limited = DatasetKind::Mnist
+            .load_shaped(Split::Test, None, None, Some(7))
+            .unwrap();
+        assert_eq!(limited.len(), 7);
     }
 
     #[test]

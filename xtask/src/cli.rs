@@ -469,7 +469,8 @@ impl EvalSuiteArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct AuxArgs {
-    /// mnist, fake-mnist or fashion-mnist.
+    /// mnist, fake-mnist, fashion-mnist, or image-folder (a folder of PNG/JPEG images given by
+    /// --data-dir: CelebA, one sub-folder per class, or flat; scaled to the model's size).
     #[arg(long, value_parser = parse_dataset, default_value = "mnist")]
     pub dataset: DatasetKind,
     #[arg(long)]
@@ -818,13 +819,13 @@ impl GanArgs {
 pub struct FlowArgs {
     #[command(flatten)]
     pub common: AuxArgs,
-    /// Glow: the invertible 1×1 convolution's parameterisation, lu or svd (FastH).
-    #[arg(long, default_value = "lu", value_parser = parse_inv_conv)]
-    pub conv: cfx_flows::blocks::InvConvKind,
+    /// Glow: the invertible 1×1 convolution's parameterisation, lu or svd (FastH) [default: lu].
+    #[arg(long, value_parser = parse_inv_conv)]
+    pub conv: Option<cfx_flows::blocks::InvConvKind>,
     /// Glow: steps per block [default: 32, the seed's].
     #[arg(long)]
     pub n_flow: Option<usize>,
-    /// Glow: blocks (squeeze levels) [default: 2 for 28×28].
+    /// Glow: blocks (squeeze levels) [default: 2 for 28×28, 4 for image folders].
     #[arg(long)]
     pub n_block: Option<usize>,
     /// Glow: hidden channels of the coupling nets [default: 512].
@@ -833,6 +834,10 @@ pub struct FlowArgs {
     /// Glow: affine couplings instead of the seed's additive ones.
     #[arg(long)]
     pub affine: bool,
+    /// `--dataset image-folder`: side of the square RGB images the flow models (each image is
+    /// scaled and centre-cropped to it) [default: 64, Glow's CelebA setting].
+    #[arg(long)]
+    pub image_size: Option<usize>,
     /// Data-parallel replicas, one per device of the backend (docs/scaling.md).
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
@@ -847,14 +852,53 @@ fn parse_inv_conv(s: &str) -> Result<cfx_flows::blocks::InvConvKind, String> {
 }
 
 impl FlowArgs {
-    /// The architecture for `glow` (true) or `realnvp`.
-    pub fn model(&self, glow: bool) -> crate::train::supervised::AuxModel {
+    /// Glow's architecture flags and whether each was given.
+    fn glow_flags(&self) -> [(&'static str, bool); 5] {
+        [
+            ("--conv", self.conv.is_some()),
+            ("--n-flow", self.n_flow.is_some()),
+            ("--n-block", self.n_block.is_some()),
+            ("--width", self.width.is_some()),
+            ("--affine", self.affine),
+        ]
+    }
+
+    /// The architecture for `glow` (true) or `realnvp`. A resumed run keeps its saved one, so
+    /// architecture flags are refused then.
+    pub fn model(&self, glow: bool) -> Result<crate::train::supervised::AuxModel> {
         use crate::train::supervised::AuxModel;
-        if !glow {
-            return AuxModel::RealNvp(cfx_flows::realnvp::RealNvpConfig::new());
+        if self.common.resume {
+            let mut given = self.glow_flags().to_vec();
+            given.push(("--image-size", self.image_size.is_some()));
+            refuse_changes_on_resume(&given)?;
         }
-        let mut c = cfx_flows::glow::GlowConfig::new()
-            .with_conv(self.conv)
+        let shape = match (self.common.dataset.native_shape(), self.image_size) {
+            (Some(_), Some(_)) => bail!(
+                "--image-size is for --dataset image-folder; {} images are 28×28",
+                self.common.dataset
+            ),
+            (Some(native), None) => native,
+            (None, size) => [3, size.unwrap_or(64), size.unwrap_or(64)],
+        };
+        if !glow {
+            let given = self.glow_flags();
+            if let Some((flag, _)) = given.iter().find(|g| g.1) {
+                bail!(
+                    "{flag} is a Glow setting; RealNVP's architecture is fixed (--small narrows it)"
+                );
+            }
+            return Ok(AuxModel::RealNvp(
+                cfx_flows::realnvp::RealNvpConfig::new().with_input_shape(shape),
+            ));
+        }
+        let base = if self.common.dataset.native_shape().is_none() {
+            cfx_flows::glow::GlowConfig::celeba()
+        } else {
+            cfx_flows::glow::GlowConfig::new()
+        };
+        let mut c = base
+            .with_input_shape(shape)
+            .with_conv(self.conv.unwrap_or(cfx_flows::blocks::InvConvKind::Lu))
             .with_affine(self.affine);
         if let Some(v) = self.n_flow {
             c.n_flow = v;
@@ -865,7 +909,7 @@ impl FlowArgs {
         if let Some(v) = self.width {
             c.width = v;
         }
-        AuxModel::Glow(c)
+        Ok(AuxModel::Glow(c))
     }
 }
 
@@ -1067,7 +1111,8 @@ impl BackendArg {
 
 #[derive(Args, Debug, Clone)]
 pub struct IbInnArgs {
-    /// mnist, fake-mnist or fashion-mnist.
+    /// mnist, fake-mnist, fashion-mnist, or image-folder (--data-dir; set model.input_shape
+    /// and model.n_classes in --config to match it).
     #[arg(long, value_parser = parse_dataset)]
     pub dataset: Option<DatasetKind>,
     /// Folder with MNIST-format files (Fashion-MNIST default: /usr/share/datasets/fashion-mnist).
@@ -1322,6 +1367,55 @@ mod tests {
             .unwrap();
         assert_eq!(resumed.epochs, 5);
         assert_eq!(resumed.lr, cfg.lr);
+    }
+
+    #[derive(Parser)]
+    struct FlowCli {
+        #[command(flatten)]
+        args: FlowArgs,
+    }
+
+    /// Image folders get Glow's CelebA architecture at the requested size; MNIST keeps 28×28;
+    /// architecture flags that cannot apply, or would change a resumed run, are refused.
+    #[test]
+    fn flow_architecture_follows_the_dataset() {
+        use crate::train::supervised::AuxModel;
+        let model = |argv: &[&str], glow: bool| {
+            let mut all = vec!["t"];
+            all.extend_from_slice(argv);
+            FlowCli::try_parse_from(all).unwrap().args.model(glow)
+        };
+        let Ok(AuxModel::Glow(g)) = model(&["--dataset", "image-folder", "--conv", "svd"], true)
+        else {
+            panic!("a Glow config")
+        };
+        assert_eq!((g.input_shape, g.n_block, g.n_flow), ([3, 64, 64], 4, 32));
+        assert_eq!(g.conv, cfx_flows::blocks::InvConvKind::Svd);
+        let Ok(AuxModel::Glow(g)) =
+            model(&["--dataset", "image-folder", "--image-size", "32"], true)
+        else {
+            panic!("a Glow config")
+        };
+        assert_eq!((g.input_shape, g.n_block), ([3, 32, 32], 4));
+        let Ok(AuxModel::RealNvp(r)) = model(&["--dataset", "image-folder"], false) else {
+            panic!("a RealNVP config")
+        };
+        assert_eq!(r.input_shape, [3, 64, 64]);
+        let Ok(AuxModel::Glow(g)) = model(&[], true) else {
+            panic!("a Glow config")
+        };
+        assert_eq!((g.input_shape, g.n_block), ([1, 28, 28], 2));
+
+        let err = |argv: &[&str], glow| model(argv, glow).unwrap_err().to_string();
+        let e = err(&["--image-size", "32"], true);
+        assert!(
+            e.contains("--image-size is for --dataset image-folder"),
+            "{e}"
+        );
+        let e = err(&["--n-flow", "4"], false);
+        assert!(e.contains("--n-flow is a Glow setting"), "{e}");
+        let e = err(&["--resume", "--conv", "lu"], true);
+        assert!(e.contains("--conv cannot change when resuming"), "{e}");
     }
 
     #[derive(Parser)]

@@ -95,10 +95,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(TrainCommand::Classifier(args)) => train_aux(&args, false, None, 1)?,
         Command::Train(TrainCommand::Autoencoder(args)) => train_aux(&args, true, None, 1)?,
         Command::Train(TrainCommand::Realnvp(args)) => {
-            train_aux(&args.common, false, Some(args.model(false)), args.replicas)?
+            train_aux(&args.common, false, Some(args.model(false)?), args.replicas)?
         }
         Command::Train(TrainCommand::Glow(args)) => {
-            train_aux(&args.common, false, Some(args.model(true)), args.replicas)?
+            train_aux(&args.common, false, Some(args.model(true)?), args.replicas)?
         }
         Command::Train(TrainCommand::Vae(args)) => train_aux(
             &args,

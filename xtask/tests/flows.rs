@@ -110,6 +110,66 @@ fn glow_trains_with_both_invertible_convolutions() {
     }
 }
 
+/// A CelebA-style folder (flat JPEGs beside `list_eval_partition.txt`) of 40 × 40 RGB
+/// images, scaled to 16 × 16: Glow trains on it with both 1×1 convolutions and draws colour
+/// samples.
+#[test]
+fn glow_trains_on_an_rgb_image_folder() {
+    use image::{Rgb, RgbImage};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("faces");
+    let images = data.join("img_align_celeba");
+    std::fs::create_dir_all(&images).unwrap();
+    let mut partition = String::new();
+    for i in 0..48u32 {
+        let name = format!("{:06}.jpg", i + 1);
+        // A bright disc on a coloured background, both varying per image.
+        let img = RgbImage::from_fn(40, 48, |x, y| {
+            let (dx, dy) = (x as i32 - 20, y as i32 - 24);
+            if dx * dx + dy * dy < (8 + (i % 7) as i32).pow(2) {
+                Rgb([230, 200, (40 + 4 * i) as u8])
+            } else {
+                Rgb([(5 * i) as u8, 60, 120])
+            }
+        });
+        img.save(images.join(&name)).unwrap();
+        partition.push_str(&format!("{name} {}\n", if i % 4 == 3 { 2 } else { 0 }));
+    }
+    std::fs::write(data.join("list_eval_partition.txt"), partition).unwrap();
+    for conv in [InvConvKind::Lu, InvConvKind::Svd] {
+        let root = dir.path().join(format!("glow-{conv:?}"));
+        let model = GlowConfig::celeba()
+            .with_input_shape([3, 16, 16])
+            .with_n_block(2)
+            .with_n_flow(1)
+            .with_width(8)
+            .with_conv(conv);
+        let mut cfg = SupervisedTrainConfig::flow(
+            cfx_datasets::DatasetKind::ImageFolder,
+            AuxModel::Glow(model),
+        );
+        cfg.data_dir = Some(data.clone());
+        cfg.epochs = 1;
+        cfg.batch_size = 12;
+        cfg.lr = 1e-3;
+        cfg.validate().unwrap();
+        let job = SupervisedTrainJob {
+            cfg,
+            run_root: root.clone(),
+            resume: false,
+            replicas: 1,
+        };
+        let bpd = run_on(BackendKind::Flex, job).unwrap().test_loss;
+        assert!(
+            bpd.is_finite() && bpd > 0.0 && bpd < 16.0,
+            "{conv:?}: {bpd}"
+        );
+        let samples = image::open(root.join("samples.png")).unwrap().to_rgb8();
+        let coloured = samples.pixels().any(|p| p[0] != p[1] || p[1] != p[2]);
+        assert!(coloured, "{conv:?}: the samples grid is in colour");
+    }
+}
+
 #[test]
 fn helix_experiment_runs_and_reuses_its_models() {
     let dir = tempfile::tempdir().unwrap();

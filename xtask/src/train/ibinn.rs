@@ -267,13 +267,14 @@ impl BackendJob for IbInnTrainJob {
 
 /// Loads the datasets a config names and checks them against the model.
 pub fn load_data(cfg: &IbInnTrainConfig) -> Result<(ImageSet, ImageSet, ImageSet)> {
-    let limit = |s: ImageSet, n: Option<usize>| match n {
-        Some(n) => s.take(n),
-        None => s,
-    };
     let dir = cfg.data_dir.as_deref();
-    let train = limit(cfg.dataset.load(Split::Train, dir)?, cfg.train_limit);
-    let test = limit(cfg.dataset.load(Split::Test, dir)?, cfg.test_limit);
+    let shape = Some(cfg.model.input_shape);
+    let train = cfg
+        .dataset
+        .load_shaped(Split::Train, dir, shape, cfg.train_limit)?;
+    let test = cfg
+        .dataset
+        .load_shaped(Split::Test, dir, shape, cfg.test_limit)?;
     if train.image_shape() != cfg.model.input_shape {
         bail!(
             "{} has images of shape {:?} but model.input_shape is {:?}",

@@ -91,6 +91,13 @@ pub struct SuitePlan {
 
 impl SuitePlan {
     pub fn manifest(&self) -> Result<SuiteManifest> {
+        if self.dataset.native_shape().is_none() {
+            anyhow::bail!(
+                "the evaluation suite is Paper 4's, for 28×28 digit datasets (mnist, fake-mnist, \
+                 fashion-mnist), not {}",
+                self.dataset
+            );
+        }
         let base = |mut c: SupervisedTrainConfig, epochs: usize, seed: u64| {
             c.data_dir = self.data_dir.clone();
             c.epochs = epochs;

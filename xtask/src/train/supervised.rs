@@ -194,7 +194,19 @@ impl SupervisedTrainConfig {
     }
 
     fn load(&self, split: Split, limit: Option<usize>) -> Result<ImageSet> {
-        let mut set = self.dataset.load(split, self.data_dir.as_deref())?;
+        // An image folder decodes only the images it needs, unless a class filter has to see
+        // them all first.
+        let early = if self.only_class.is_none() {
+            limit
+        } else {
+            None
+        };
+        let mut set = self.dataset.load_shaped(
+            split,
+            self.data_dir.as_deref(),
+            Some(self.input_shape()),
+            early,
+        )?;
         if self.second_label {
             set = set.swap_labels()?;
         }
@@ -210,6 +222,16 @@ impl SupervisedTrainConfig {
                 set.name,
                 set.image_shape(),
                 self.input_shape()
+            );
+        }
+        if let AuxModel::Classifier(c) = &self.model
+            && set.num_classes() > c.n_classes
+        {
+            bail!(
+                "{} has {} classes but the classifier has {} outputs",
+                set.name,
+                set.num_classes(),
+                c.n_classes
             );
         }
         Ok(set)
@@ -455,10 +477,7 @@ impl<B: AutodiffBackend, M: Objective<B>> EpochTrainer for SupervisedTrainer<B, 
 
     fn after_epoch(&self, run: &RunDir) -> Result<()> {
         if let Some(s) = M::samples(&self.model.valid(), 64, &self.device) {
-            let dims = s.dims();
-            let px: Vec<f32> = s.into_data().convert::<f32>().to_vec().unwrap_or_default();
-            crate::explain::figures::Grid::of_images(&px, dims, 8, 2)
-                .save(&run.path("samples.png"))?;
+            super::gan::save_grid(s, &run.path("samples.png"))?;
         }
         Ok(())
     }
