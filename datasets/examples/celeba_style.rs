@@ -1,14 +1,15 @@
 //! Writes a CelebA-style image folder made from MNIST: 178 × 218 RGB JPEGs (CelebA's aligned
 //! size) in `img_align_celeba/` beside a `list_eval_partition.txt`, each a digit enlarged and
 //! coloured on a coloured background. It exercises the whole image-folder path (JPEG, aspect
-//! ratio, crop, colour, partition file) where CelebA itself is not at hand.
+//! ratio, crop, colour, partition file) where CelebA itself is not at hand. `preview.png` shows
+//! the first 16 test images as the loader hands them to a 64 × 64 model.
 //!
 //!     cargo run --release -p cfx-datasets --example celeba_style -- OUT_DIR [N_TRAIN] [N_TEST]
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use cfx_datasets::{Split, mnist};
+use cfx_datasets::{FolderShape, Split, image_folder, mnist};
 use image::imageops::{FilterType, overlay, resize};
 use image::{GrayImage, Rgb, RgbImage};
 
@@ -54,6 +55,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     std::fs::write(out.join("list_eval_partition.txt"), partition)?;
+    let loaded = image_folder(&out, Split::Test, FolderShape::CELEBA, Some(16))?;
+    let mut preview = RgbImage::new(4 * 66, 4 * 66);
+    for i in 0..loaded.len() {
+        let planes = loaded.image(i);
+        let (x0, y0) = ((i % 4) as u32 * 66 + 1, (i / 4) as u32 * 66 + 1);
+        for p in 0..64 * 64 {
+            let c = |k: usize| planes[k * 64 * 64 + p];
+            let (x, y) = ((p % 64) as u32, (p / 64) as u32);
+            preview.put_pixel(x0 + x, y0 + y, Rgb([c(0), c(1), c(2)]));
+        }
+    }
+    preview.save(out.join("preview.png"))?;
     println!("{k} images in {}", images.display());
     Ok(())
 }
