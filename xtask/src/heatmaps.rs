@@ -123,7 +123,8 @@ pub fn build<B: AutodiffBackend>(
         .iter()
         .any(|m| matches!(m, HeatmapMethod::Gradshap | HeatmapMethod::Deepliftshap));
     let baselines = if shap {
-        Some(training_images::<B::InnerBackend>(ctx, device)?)
+        let shape = model.inner().input_shape();
+        Some(training_images::<B::InnerBackend>(ctx, shape, device)?)
     } else {
         None
     };
@@ -157,8 +158,14 @@ pub fn build<B: AutodiffBackend>(
 }
 
 /// `ctx.shap_baselines` training images drawn with the seed, unit space.
-fn training_images<B: Backend>(ctx: &HeatmapContext, device: &B::Device) -> Result<Tensor<B, 4>> {
-    let train = ctx.dataset.load(Split::Train, ctx.data_dir)?;
+fn training_images<B: Backend>(
+    ctx: &HeatmapContext,
+    shape: [usize; 3],
+    device: &B::Device,
+) -> Result<Tensor<B, 4>> {
+    let train = ctx
+        .dataset
+        .load_shaped(Split::Train, ctx.data_dir, Some(shape), None)?;
     let n = ctx.shap_baselines.max(1).min(train.len());
     let mut rng = StdRng::seed_from_u64(ctx.seed ^ 0x5eed);
     let [c, h, w] = train.image_shape();
@@ -244,7 +251,7 @@ impl crate::backend::BackendJob for HeatmapExplainJob {
         let inner = model.inner();
         let shape = inner.input_shape();
         let k = inner.n_classes();
-        let test = dataset.load(Split::Test, self.data_dir.as_deref())?;
+        let test = dataset.load_shaped(Split::Test, self.data_dir.as_deref(), Some(shape), None)?;
         let inputs = crate::explain::inputs::select(&self.selection, &test, shape)?;
         if inputs.is_empty() {
             bail!("no inputs selected");

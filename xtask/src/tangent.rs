@@ -66,7 +66,8 @@ impl BackendJob for TangentJob {
                 self.flow.display()
             );
         };
-        let test = dataset.load(Split::Test, self.data_dir.as_deref())?;
+        let shape = Some(model.model.input_shape());
+        let test = dataset.load_shaped(Split::Test, self.data_dir.as_deref(), shape, None)?;
         let n = self.count.min(test.len());
         let [c, h, w] = test.image_shape();
         let d = c * h * w;

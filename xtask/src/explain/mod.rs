@@ -209,7 +209,7 @@ impl BackendJob for ExplainJob {
         {
             bail!("--target {q}: the model has classes 0..{k}");
         }
-        let test = dataset.load(Split::Test, data_dir)?;
+        let test = dataset.load_shaped(Split::Test, data_dir, Some(shape), None)?;
         if test.image_shape() != shape {
             bail!(
                 "{} has images of shape {:?}, the model takes {shape:?}",

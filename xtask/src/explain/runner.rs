@@ -119,10 +119,12 @@ impl RunnerSpec {
                 let ae = load_autoencoder::<B>(ae_dir, &device)?;
                 use burn::module::AutodiffModule;
                 let (cnn_i, ae_i) = (cnn.valid(), ae.valid());
-                let mut train = dataset.load(Split::Train, data_dir)?;
-                if let Some(n) = run_train_limit(&self.model) {
-                    train = train.take(n);
-                }
+                let train = dataset.load_shaped(
+                    Split::Train,
+                    data_dir,
+                    Some(cnn_i.input_shape()),
+                    run_train_limit(&self.model),
+                )?;
                 eprintln!("GL: class prototypes over {} training images", train.len());
                 let protos = class_prototypes(
                     &cnn_i,
@@ -287,10 +289,8 @@ pub(crate) fn ecinn_means<I: Backend>(
         Err(_) if !cache.exists() => {}
         Err(e) => eprintln!("ignoring {e}: recomputing"),
     }
-    let mut train = dataset.load(Split::Train, data_dir)?;
-    if let Some(n) = limit {
-        train = train.take(n);
-    }
+    let shape = Some(model.model.input_shape());
+    let train = dataset.load_shaped(Split::Train, data_dir, shape, limit)?;
     eprintln!(
         "ECINN preprocessing: class means over {} training images",
         train.len()

@@ -114,9 +114,18 @@ impl C3ltTrainConfig {
         self.lr * self.lr_gamma.powi((epoch / self.lr_step) as i32)
     }
 
-    /// The images of each class of the pair in `split`.
-    fn load(&self, split: Split) -> Result<[ImageSet; 2]> {
-        let set = self.dataset.load(split, self.data_dir.as_deref())?;
+    /// The images of each class of the pair in `split`, in the GAN's image shape.
+    fn load(&self, split: Split, shape: [usize; 3]) -> Result<[ImageSet; 2]> {
+        let set = self
+            .dataset
+            .load_shaped(split, self.data_dir.as_deref(), Some(shape), None)?;
+        if set.image_shape() != shape {
+            bail!(
+                "{} has images of shape {:?}, but the GAN makes {shape:?}",
+                set.name,
+                set.image_shape()
+            );
+        }
         let limit = match split {
             Split::Train => self.train_limit,
             _ => self.test_limit,
@@ -536,8 +545,8 @@ impl BackendJob for C3ltTrainJob {
         let mut trainer = C3ltTrainer::<B> {
             maps: C3ltMaps::new(nets.gan.latent_dim, &device),
             opt: C3ltTrainer::<B>::adam(),
-            train: cfg.load(Split::Train)?,
-            test: cfg.load(Split::Test)?,
+            train: cfg.load(Split::Train, nets.gan.image_shape())?,
+            test: cfg.load(Split::Test, nets.gan.image_shape())?,
             samplers: [sampler(0), sampler(1)],
             nets,
             device,

@@ -103,14 +103,21 @@ impl GanTrainConfig {
 
     /// The training (or test) images, restricted to `classes`, in the GAN's image shape.
     pub(crate) fn load(&self, split: Split) -> Result<ImageSet> {
-        let mut set = self.dataset.load(split, self.data_dir.as_deref())?;
-        if !self.classes.is_empty() {
-            set = set.of_classes(&self.classes).context("--classes")?;
-        }
         let limit = match split {
             Split::Train => self.train_limit,
             _ => self.test_limit,
         };
+        // An image folder decodes only what it needs, unless --classes has to see it all.
+        let early = if self.classes.is_empty() { limit } else { None };
+        let mut set = self.dataset.load_shaped(
+            split,
+            self.data_dir.as_deref(),
+            Some(self.model.image_shape()),
+            early,
+        )?;
+        if !self.classes.is_empty() {
+            set = set.of_classes(&self.classes).context("--classes")?;
+        }
         if let Some(n) = limit {
             set = set.take(n);
         }
