@@ -37,6 +37,12 @@ pub enum DatasetError {
         label: u8,
         num_classes: usize,
     },
+    #[error("{set} has images of shape {got:?}, but the model takes {want:?}")]
+    ShapeMismatch {
+        set: String,
+        got: [usize; 3],
+        want: [usize; 3],
+    },
     #[error("{path}: cannot decode the image: {reason}")]
     Image { path: PathBuf, reason: String },
     #[error("{0}")]

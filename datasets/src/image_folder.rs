@@ -289,17 +289,11 @@ fn class_layout(dir: &Path) -> Result<FolderListing> {
             direct[0].display(),
             classes[0].0.display()
         ))),
-        (false, true) => {
-            let name = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "images".into());
-            Ok(FolderListing {
-                labels: vec![0; direct.len()],
-                files: direct,
-                class_names: vec![name],
-            })
-        }
+        (false, true) => Ok(FolderListing {
+            labels: vec![0; direct.len()],
+            files: direct,
+            class_names: vec![folder_name(dir, "images")],
+        }),
         (true, false) => {
             if classes.len() > 256 {
                 return Err(DatasetError::Invalid(format!(
@@ -415,15 +409,17 @@ fn list_partitioned(dir: &Path, partition: &Path, split: Split) -> Result<Folder
             missing.display()
         )));
     }
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "celeba".into());
     Ok(FolderListing {
         labels: vec![0; files.len()],
         files,
-        class_names: vec![name],
+        class_names: vec![folder_name(dir, "celeba")],
     })
+}
+
+/// The one class of a folder without class sub-folders is named after the folder.
+fn folder_name(dir: &Path, fallback: &str) -> String {
+    dir.file_name()
+        .map_or_else(|| fallback.into(), |n| n.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

@@ -74,9 +74,9 @@ impl DatasetKind {
         self.load_shaped(split, data_dir, None, None)
     }
 
-    /// [`DatasetKind::load`] for a model that takes `shape` (image folders are scaled and
-    /// cropped to it; the MNIST family is what it is, and the caller checks the shape), at most
-    /// the first `limit` images (an image folder then decodes only those).
+    /// [`DatasetKind::load`] for a model that takes `shape`: image folders are scaled and
+    /// cropped to it, the MNIST family must already have it (else an error naming both shapes).
+    /// At most the first `limit` images (an image folder then decodes only those).
     pub fn load_shaped(
         self,
         split: Split,
@@ -102,6 +102,15 @@ impl DatasetKind {
             }
             (kind, dir) => kind.load_mnist_family(split, dir)?,
         };
+        if let Some(want) = shape
+            && set.image_shape() != want
+        {
+            return Err(DatasetError::ShapeMismatch {
+                got: set.image_shape(),
+                set: set.name,
+                want,
+            });
+        }
         Ok(match limit {
             Some(n) if n < set.len() => set.take(n),
             _ => set,
@@ -209,6 +218,14 @@ mod tests {
             .load_shaped(Split::Test, None, None, Some(7))
             .unwrap();
         assert_eq!(limited.len(), 7);
+        let e = DatasetKind::Mnist
+            .load_shaped(Split::Test, None, Some([3, 28, 28]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[1, 28, 28]") && e.contains("the model takes [3, 28, 28]"),
+            "{e}"
+        );
     }
 
     #[test]

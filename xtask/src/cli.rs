@@ -872,7 +872,8 @@ impl FlowArgs {
             given.push(("--image-size", self.image_size.is_some()));
             refuse_changes_on_resume(&given)?;
         }
-        let shape = match (self.common.dataset.native_shape(), self.image_size) {
+        let native = self.common.dataset.native_shape();
+        let shape = match (native, self.image_size) {
             (Some(_), Some(_)) => bail!(
                 "--image-size is for --dataset image-folder; {} images are 28×28",
                 self.common.dataset
@@ -891,7 +892,7 @@ impl FlowArgs {
                 cfx_flows::realnvp::RealNvpConfig::new().with_input_shape(shape),
             ));
         }
-        let base = if self.common.dataset.native_shape().is_none() {
+        let base = if native.is_none() {
             cfx_flows::glow::GlowConfig::celeba()
         } else {
             cfx_flows::glow::GlowConfig::new()

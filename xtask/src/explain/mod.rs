@@ -210,13 +210,6 @@ impl BackendJob for ExplainJob {
             bail!("--target {q}: the model has classes 0..{k}");
         }
         let test = dataset.load_shaped(Split::Test, data_dir, Some(shape), None)?;
-        if test.image_shape() != shape {
-            bail!(
-                "{} has images of shape {:?}, the model takes {shape:?}",
-                test.name,
-                test.image_shape()
-            );
-        }
         let inputs = inputs::select(&self.selection, &test, shape)?;
         if inputs.is_empty() {
             bail!("no inputs selected");

@@ -119,13 +119,6 @@ impl C3ltTrainConfig {
         let set = self
             .dataset
             .load_shaped(split, self.data_dir.as_deref(), Some(shape), None)?;
-        if set.image_shape() != shape {
-            bail!(
-                "{} has images of shape {:?}, but the GAN makes {shape:?}",
-                set.name,
-                set.image_shape()
-            );
-        }
         let limit = match split {
             Split::Train => self.train_limit,
             _ => self.test_limit,

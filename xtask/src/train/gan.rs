@@ -121,14 +121,6 @@ impl GanTrainConfig {
         if let Some(n) = limit {
             set = set.take(n);
         }
-        if set.image_shape() != self.model.image_shape() {
-            bail!(
-                "{} has images of shape {:?}, but the DCGAN makes {:?}",
-                set.name,
-                set.image_shape(),
-                self.model.image_shape()
-            );
-        }
         if set.is_empty() {
             bail!("{} is empty", set.name);
         }

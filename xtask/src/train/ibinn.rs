@@ -10,7 +10,7 @@ use burn::prelude::*;
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_datasets::{
-    Augmentation, DatasetKind, EpochSampler, ImageBatch, ImageSet, Prefetcher, Split,
+    Augmentation, DatasetError, DatasetKind, EpochSampler, ImageBatch, ImageSet, Prefetcher, Split,
     ordered_batches, train_val_split,
 };
 use cfx_flows::ibinn::{IbInn, IbInnConfig, bits_per_dim, ib_objective, smooth_one_hot};
@@ -269,20 +269,18 @@ impl BackendJob for IbInnTrainJob {
 pub fn load_data(cfg: &IbInnTrainConfig) -> Result<(ImageSet, ImageSet, ImageSet)> {
     let dir = cfg.data_dir.as_deref();
     let shape = Some(cfg.model.input_shape);
-    let train = cfg
-        .dataset
-        .load_shaped(Split::Train, dir, shape, cfg.train_limit)?;
-    let test = cfg
-        .dataset
-        .load_shaped(Split::Test, dir, shape, cfg.test_limit)?;
-    if train.image_shape() != cfg.model.input_shape {
-        bail!(
-            "{} has images of shape {:?} but model.input_shape is {:?}",
-            train.name,
-            train.image_shape(),
-            cfg.model.input_shape
-        );
-    }
+    let load = |split, limit| {
+        cfg.dataset
+            .load_shaped(split, dir, shape, limit)
+            .map_err(|e| match e {
+                e @ DatasetError::ShapeMismatch { .. } => {
+                    anyhow::anyhow!("{e} (model.input_shape, in --config, must match the dataset)")
+                }
+                e => e.into(),
+            })
+    };
+    let train = load(Split::Train, cfg.train_limit)?;
+    let test = load(Split::Test, cfg.test_limit)?;
     if train.num_classes() != cfg.model.n_classes {
         bail!(
             "{} has {} classes but model.n_classes is {}",

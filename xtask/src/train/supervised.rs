@@ -216,14 +216,6 @@ impl SupervisedTrainConfig {
         if let Some(n) = limit {
             set = set.take(n);
         }
-        if set.image_shape() != self.input_shape() {
-            bail!(
-                "{} has images of shape {:?} but the model takes {:?}",
-                set.name,
-                set.image_shape(),
-                self.input_shape()
-            );
-        }
         if let AuxModel::Classifier(c) = &self.model
             && set.num_classes() > c.n_classes
         {
