@@ -15,6 +15,7 @@ pub mod image_folder;
 pub mod image_set;
 pub mod mnist;
 pub mod numpy_rng;
+pub mod selection;
 pub mod source;
 pub mod split;
 
@@ -28,5 +29,6 @@ pub use fake_mnist::{FAKE_MNIST_SEED, build_fake_mnist, fake_mnist};
 pub use image_folder::{FolderShape, image_folder};
 pub use image_set::{ImageItem, ImageSet};
 pub use mnist::{Split, mnist};
+pub use selection::Selection;
 pub use source::DatasetKind;
 pub use split::train_val_split;

@@ -11,7 +11,9 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use cfx_datasets::{Augmentation, DatasetKind, EpochSampler, HostBatch, ImageSet, Split};
+use cfx_datasets::{
+    Augmentation, DatasetKind, EpochSampler, HostBatch, ImageSet, Selection, Split,
+};
 use cfx_flows::nn::mode;
 use cfx_generative::{
     DcganConfig, Discriminator, GanEncoder, GanWithEncoder, Generator, LatentGenerator,
@@ -107,20 +109,14 @@ impl GanTrainConfig {
             Split::Train => self.train_limit,
             _ => self.test_limit,
         };
-        // An image folder decodes only what it needs, unless --classes has to see it all.
-        let early = if self.classes.is_empty() { limit } else { None };
-        let mut set = self.dataset.load_shaped(
+        let selection = Selection::new(&self.classes, limit);
+        let set = self.dataset.load_shaped(
             split,
             self.data_dir.as_deref(),
             Some(self.model.image_shape()),
-            early,
+            selection.decode_limit(),
         )?;
-        if !self.classes.is_empty() {
-            set = set.of_classes(&self.classes).context("--classes")?;
-        }
-        if let Some(n) = limit {
-            set = set.take(n);
-        }
+        let set = selection.apply(set).context("--classes")?;
         if set.is_empty() {
             bail!("{} is empty", set.name);
         }

@@ -15,7 +15,7 @@ use cfx_classifiers::{
     Classifier, CnnClassifier, CnnClassifierConfig, ConvAutoencoder, ConvAutoencoderConfig,
 };
 use cfx_datasets::{
-    Augmentation, DatasetKind, EpochSampler, HostBatch, ImageSet, Split, eval_batches,
+    Augmentation, DatasetKind, EpochSampler, HostBatch, ImageSet, Selection, Split, eval_batches,
 };
 use cfx_flows::glow::GlowConfig;
 use cfx_flows::realnvp::RealNvpConfig;
@@ -194,28 +194,18 @@ impl SupervisedTrainConfig {
     }
 
     fn load(&self, split: Split, limit: Option<usize>) -> Result<ImageSet> {
-        // An image folder decodes only the images it needs, unless a class filter has to see
-        // them all first.
-        let early = if self.only_class.is_none() {
-            limit
-        } else {
-            None
-        };
+        let selection = Selection::new(self.only_class.as_slice(), limit);
         let mut set = self.dataset.load_shaped(
             split,
             self.data_dir.as_deref(),
             Some(self.input_shape()),
-            early,
+            selection.decode_limit(),
         )?;
+        // The filter reads the label trained on, so the swap comes first.
         if self.second_label {
             set = set.swap_labels()?;
         }
-        if let Some(c) = self.only_class {
-            set = set.of_classes(&[c]).context("--only-class")?;
-        }
-        if let Some(n) = limit {
-            set = set.take(n);
-        }
+        let set = selection.apply(set).context("--only-class")?;
         if let AuxModel::Classifier(c) = &self.model
             && set.num_classes() > c.n_classes
         {
