@@ -828,9 +828,12 @@ pub struct FlowArgs {
     /// Glow: blocks (squeeze levels) [default: 2 for 28×28, 4 for image folders].
     #[arg(long)]
     pub n_block: Option<usize>,
-    /// Glow: hidden channels of the coupling nets [default: 512].
+    /// Hidden channels of the coupling nets [default: Glow 512, RealNVP 64; --small: 16, 8].
     #[arg(long)]
     pub width: Option<usize>,
+    /// RealNVP: residual blocks in each coupling net [default: 4; --small: 1].
+    #[arg(long)]
+    pub res_blocks: Option<usize>,
     /// Glow: affine couplings instead of the seed's additive ones.
     #[arg(long)]
     pub affine: bool,
@@ -869,6 +872,7 @@ impl FlowArgs {
         use crate::train::supervised::AuxModel;
         if self.common.resume {
             let mut given = self.glow_flags().to_vec();
+            given.push(("--res-blocks", self.res_blocks.is_some()));
             given.push(("--image-size", self.image_size.is_some()));
             refuse_changes_on_resume(&given)?;
         }
@@ -881,22 +885,38 @@ impl FlowArgs {
             (Some(native), None) => native,
             (None, size) => [3, size.unwrap_or(64), size.unwrap_or(64)],
         };
+        // --small is the starting point and the architecture flags apply on top of it, so that
+        // `--small --width 32` is a narrow model 32 wide, not a silently dropped flag.
+        let small = self.common.small;
         if !glow {
             let given = self.glow_flags();
-            if let Some((flag, _)) = given.iter().find(|g| g.1) {
-                bail!(
-                    "{flag} is a Glow setting; RealNVP's architecture is fixed (--small narrows it)"
-                );
+            if let Some((flag, _)) = given.iter().find(|g| g.1 && g.0 != "--width") {
+                bail!("{flag} is a Glow setting (RealNVP takes --width and --res-blocks)");
             }
-            return Ok(AuxModel::RealNvp(
-                cfx_flows::realnvp::RealNvpConfig::new().with_input_shape(shape),
-            ));
+            let mut c = if small {
+                cfx_flows::realnvp::RealNvpConfig::tiny()
+            } else {
+                cfx_flows::realnvp::RealNvpConfig::new()
+            }
+            .with_input_shape(shape);
+            if let cfx_flows::nn::CouplingNetConfig::ResNet { width, blocks } = &mut c.net {
+                *width = self.width.unwrap_or(*width);
+                *blocks = self.res_blocks.unwrap_or(*blocks);
+            }
+            return Ok(AuxModel::RealNvp(c));
         }
-        let base = if native.is_none() {
+        if self.res_blocks.is_some() {
+            bail!("--res-blocks is a RealNVP setting (Glow takes --n-flow, --n-block, --width)");
+        }
+        let mut base = if native.is_none() {
             cfx_flows::glow::GlowConfig::celeba()
         } else {
             cfx_flows::glow::GlowConfig::new()
         };
+        if small {
+            let tiny = cfx_flows::glow::GlowConfig::tiny();
+            (base.n_flow, base.width) = (tiny.n_flow, tiny.width);
+        }
         let mut c = base
             .with_input_shape(shape)
             .with_conv(self.conv.unwrap_or(cfx_flows::blocks::InvConvKind::Lu))
@@ -973,12 +993,14 @@ impl AuxArgs {
                 self.resumed_config(&root, &[], |c: &mut SupervisedTrainConfig| &mut c.epochs)?;
             return Ok((cfg, root));
         }
+        // A flow's --small is already in its architecture (FlowArgs::model).
+        let is_flow = flow.is_some();
         let mut cfg = match flow {
             Some(m) => SupervisedTrainConfig::for_model(self.dataset, m),
             None if autoencoder => SupervisedTrainConfig::autoencoder(self.dataset),
             None => SupervisedTrainConfig::classifier(self.dataset),
         };
-        if self.small {
+        if self.small && !is_flow {
             cfg.make_small();
         }
         apply_common_flags!(self, cfg);
@@ -1415,6 +1437,32 @@ mod tests {
         );
         let e = err(&["--n-flow", "4"], false);
         assert!(e.contains("--n-flow is a Glow setting"), "{e}");
+        let e = err(&["--res-blocks", "2"], true);
+        assert!(e.contains("--res-blocks is a RealNVP setting"), "{e}");
+        let e = err(&["--resume", "--width", "8"], false);
+        assert!(e.contains("--width cannot change when resuming"), "{e}");
+
+        // --small is the base; the architecture flags apply on top of it.
+        let Ok(AuxModel::Glow(g)) = model(&["--small", "--width", "24", "--affine"], true) else {
+            panic!("a Glow config")
+        };
+        assert_eq!((g.n_flow, g.width, g.affine), (2, 24, true));
+        let Ok(AuxModel::RealNvp(r)) = model(&["--small", "--width", "24"], false) else {
+            panic!("a RealNVP config")
+        };
+        let net = cfx_flows::nn::CouplingNetConfig::ResNet {
+            width: 24,
+            blocks: 1,
+        };
+        assert_eq!((r.couplings_per_stage, r.net), (1, net));
+        let Ok(AuxModel::RealNvp(r)) = model(&["--res-blocks", "2"], false) else {
+            panic!("a RealNVP config")
+        };
+        let net = cfx_flows::nn::CouplingNetConfig::ResNet {
+            width: 64,
+            blocks: 2,
+        };
+        assert_eq!(r.net, net);
         let e = err(&["--resume", "--conv", "lu"], true);
         assert!(e.contains("--conv cannot change when resuming"), "{e}");
     }

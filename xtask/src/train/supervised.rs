@@ -155,21 +155,15 @@ impl SupervisedTrainConfig {
         Ok(())
     }
 
-    /// Swaps in the narrow architecture of the same kind (tests and smoke runs).
+    /// Swaps in the narrow architecture of the same kind (tests and smoke runs). Flows are left
+    /// as they are: `train realnvp|glow` builds their narrow version itself, under the
+    /// architecture flags (`FlowArgs::model`).
     pub fn make_small(&mut self) {
         self.model = match &self.model {
             AuxModel::Classifier(_) => AuxModel::Classifier(CnnClassifierConfig::tiny()),
             AuxModel::Autoencoder(_) => AuxModel::Autoencoder(ConvAutoencoderConfig::tiny()),
             AuxModel::Vae(_) => AuxModel::Vae(ConvVaeConfig::tiny()),
-            AuxModel::RealNvp(c) => {
-                AuxModel::RealNvp(RealNvpConfig::tiny().with_input_shape(c.input_shape))
-            }
-            AuxModel::Glow(c) => AuxModel::Glow(
-                GlowConfig::tiny()
-                    .with_input_shape(c.input_shape)
-                    .with_n_block(c.n_block)
-                    .with_conv(c.conv),
-            ),
+            flow @ (AuxModel::RealNvp(_) | AuxModel::Glow(_)) => flow.clone(),
         };
     }
 
