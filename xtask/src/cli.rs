@@ -198,6 +198,10 @@ pub struct EvaluateArgs {
     /// Only test images of these two classes, each sent to the other (C3LT's protocol), e.g. 4,9.
     #[arg(long, value_delimiter = ',', num_args = 1)]
     pub pair: Vec<usize>,
+    /// With --pair c,c2: only test images of c, each sent to c2 (seed 002's 4→9, C3LT's query
+    /// direction). As with --pair, one the explained model already calls c2 is sent to c.
+    #[arg(long)]
+    pub one_way: bool,
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Evaluate on the first N test images.
@@ -266,6 +270,7 @@ impl EvaluateArgs {
             flow: self.flow.clone(),
             c3lt: self.c3lt.clone(),
             pair,
+            one_way: self.one_way,
             suite: self.suite.clone(),
             data_dir: self.data_dir.clone(),
             limit: self.limit,

@@ -34,6 +34,7 @@ fn job(suite: &Path, ibinn: &Path, out: &Path) -> EvaluateJob {
         flow: None,
         c3lt: None,
         pair: None,
+        one_way: false,
         suite: suite.to_path_buf(),
         data_dir: None,
         limit: 8,
@@ -132,6 +133,27 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     j.seed = 1;
     j.methods = vec![Method::Ecinn];
     assert!(!run_on(BackendKind::Flex, j).unwrap().methods[0].from_cache);
+
+    // --pair 4,9 --one-way: the first fours of the test set, each sent to 9.
+    let mut j = job(&suite, &ibinn, &dir.path().join("one-way"));
+    (j.methods, j.pair, j.one_way, j.limit) = (vec![Method::Ecinn], Some([4, 9]), true, 5);
+    run_on(BackendKind::Flex, j).unwrap();
+    let cached =
+        xtask::evaluate::cache::load(&dir.path().join("one-way/ecinn/counterfactuals.safetensors"))
+            .unwrap();
+    let test = cfx_datasets::DatasetKind::FakeMnist
+        .load(cfx_datasets::Split::Test, None)
+        .unwrap();
+    let fours: Vec<usize> = test.indices_of_class(4).into_iter().take(5).collect();
+    assert_eq!(cached.set.ids, fours);
+    // As with --pair, an input the CNN already calls 9 is sent to 4.
+    for (&t, &p) in cached.set.targets.iter().zip(&cached.set.predicted) {
+        assert_eq!(t, if p == 9 { 4 } else { 9 });
+    }
+    let mut j = job(&suite, &ibinn, &dir.path().join("one-way"));
+    j.one_way = true;
+    let e = run_on(BackendKind::Flex, j).unwrap_err().to_string();
+    assert!(e.contains("--one-way needs --pair"), "{e}");
 
     // Heatmaps alone: every method on the IB-INN, all but ECINNh on the CNN, scored.
     let mut j = job(&suite, &ibinn, &dir.path().join("heat"));

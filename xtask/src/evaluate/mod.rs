@@ -58,6 +58,8 @@ pub struct EvaluateJob {
     /// Evaluate on test images of these two classes only, each sent to the other (C3LT's
     /// protocol); taken from the C3LT run when not given.
     pub pair: Option<[usize; 2]>,
+    /// Only the pair's first class, sent to the second.
+    pub one_way: bool,
     /// `train eval-suite` folder: the CNN GB/GL explain, the oracles and the autoencoders.
     pub suite: PathBuf,
     pub data_dir: Option<PathBuf>,
@@ -200,9 +202,11 @@ impl EvaluateJob {
             &paths,
             &format!(
                 "{method:?} {dataset} first {n} test images{}, seed {}, alpha1 (arXiv/code)",
-                self.pair
-                    .map(|p| format!(" of classes {p:?}"))
-                    .unwrap_or_default(),
+                match (self.pair, self.one_way) {
+                    (Some([a, b]), true) => format!(" of class {a} sent to {b}"),
+                    (Some(p), false) => format!(" of classes {p:?}"),
+                    (None, _) => String::new(),
+                },
                 self.seed
             ),
         )
@@ -386,6 +390,9 @@ impl BackendJob for EvaluateJob {
         type I<B> = <B as AutodiffBackend>::InnerBackend;
         let started = Instant::now();
         self.pair = self.resolve_pair()?;
+        if self.one_way && self.pair.is_none() {
+            bail!("--one-way needs --pair c,c2 (or a --c3lt run, whose pair it takes)");
+        }
         let manifest = SuiteManifest::read(&self.suite)?;
         let dataset = manifest.dataset;
         let range = manifest.range;
@@ -420,8 +427,9 @@ impl BackendJob for EvaluateJob {
                 if let Some(c) = p.iter().find(|&&c| c >= k) {
                     bail!("--pair class {c}: {} has classes 0..{k}", test.name);
                 }
+                let from: &[usize] = if self.one_way { &p[..1] } else { &p };
                 (0..test.len())
-                    .filter(|&i| p.contains(&test.label(i)))
+                    .filter(|&i| from.contains(&test.label(i)))
                     .take(self.limit)
                     .collect()
             }
