@@ -25,7 +25,7 @@ use cfx_generative::LatentGenerator;
 use serde::{Deserialize, Serialize};
 
 use crate::explainer::{iterative_explanation, predict_checked, query_index, timed};
-use crate::input_optim::{InputAdam, mask};
+use crate::input_optim::{InputAdam, mask, to_host};
 use crate::inversion::{InversionConfig, find_z};
 use crate::{ExplainError, Explainer, Explanation, Query};
 
@@ -241,16 +241,24 @@ impl<A: AutodiffBackend> Diffeo<A> {
         let predicted = predict_checked(self.inner.as_ref(), &x, queries)?;
         let device = x.device();
         let q = queries.len();
+        // A sample that reaches Λ leaves the batch, so the rest of the ascent costs what the
+        // samples still ascending cost: one slow sample no longer keeps a full batch of
+        // finished ones busy for up to `max_steps`. Every model here runs in inference mode,
+        // where rows do not interact, so this changes no result.
         let ((cf, steps, path, found), seconds) = timed::<A::InnerBackend, _>(&device, || {
             let x0 = x.select(0, query_index(queries, &device, |q| q.input));
-            let targets = query_index::<A>(queries, &device, |q| q.target).reshape([q, 1]);
+            let mut targets = query_index::<A>(queries, &device, |q| q.target).reshape([q, 1]);
             let mut state = self.start(x0);
             let mut adam = InputAdam::new(&state);
-            let mut active = vec![true; q];
+            // The query of each row of `state`.
+            let mut rows: Vec<usize> = (0..q).collect();
             let mut steps = vec![self.config.max_steps; q];
             let mut path = vec![0.0f64; q];
+            let mut found = vec![false; q];
+            let (mut done, mut done_images) = (vec![], vec![]);
             let mut previous: Option<Tensor<A::InnerBackend, 4>> = None;
             for step in 0..=self.config.max_steps {
+                let n = rows.len();
                 let s = Tensor::<A, 4>::from_inner(state.clone()).require_grad();
                 let image = self.image(s.clone());
                 let logits = {
@@ -258,46 +266,70 @@ impl<A: AutodiffBackend> Diffeo<A> {
                     self.classifier.logits(image.clone())
                 };
                 let log_p = log_softmax(logits, 1).gather(1, targets.clone());
-                let p: Vec<f64> = log_p
-                    .clone()
-                    .inner()
-                    .exp()
-                    .into_data()
-                    .convert::<f64>()
-                    .into_vec()
-                    .unwrap_or_default();
+                let p = to_host(log_p.clone().inner().exp().reshape([n]));
                 let now = image.inner();
                 if let Some(prev) = previous.take() {
-                    let d: Vec<f64> = (now.clone() - prev)
-                        .square()
-                        .reshape([q as i32, -1])
-                        .sum_dim(1)
-                        .sqrt()
-                        .into_data()
-                        .convert::<f64>()
-                        .into_vec()
-                        .unwrap_or_default();
-                    for i in (0..q).filter(|&i| active[i]) {
-                        path[i] += d[i];
+                    let d = to_host(
+                        (now.clone() - prev)
+                            .square()
+                            .reshape([n as i32, -1])
+                            .sum_dim(1)
+                            .sqrt()
+                            .reshape([n]),
+                    );
+                    for (r, &i) in rows.iter().enumerate() {
+                        path[i] += d[r];
                     }
                 }
-                for i in 0..q {
-                    if active[i] && p[i] >= self.config.threshold {
-                        active[i] = false;
+                let reached: Vec<bool> = p.iter().map(|&p| p >= self.config.threshold).collect();
+                for (r, &i) in rows.iter().enumerate() {
+                    if reached[r] {
+                        // A sample is found once it reached Λ, the last step included.
+                        found[i] = true;
                         steps[i] = step;
                     }
                 }
-                if step == self.config.max_steps || !active.contains(&true) {
-                    // A sample is found once it reached Λ, the last step included.
-                    let found = active.iter().map(|a| !a).collect();
-                    return (now, steps, path, found);
+                if step == self.config.max_steps || reached.iter().all(|&r| r) {
+                    done.extend(rows);
+                    done_images.push(now);
+                    break;
+                }
+                let grads = log_p.sum().neg().backward();
+                let mut g = s.grad(&grads).unwrap_or_else(|| state.zeros_like());
+                let mut now = now;
+                if reached.contains(&true) {
+                    let (finished, kept): (Vec<usize>, Vec<usize>) =
+                        (0..n).partition(|&r| reached[r]);
+                    let index = |local: &[usize]| {
+                        let v: Vec<i64> = local.iter().map(|&r| r as i64).collect();
+                        Tensor::<A::InnerBackend, 1, Int>::from_data(
+                            TensorData::new(v, [local.len()]),
+                            &device,
+                        )
+                    };
+                    done.extend(finished.iter().map(|&r| rows[r]));
+                    done_images.push(now.clone().select(0, index(&finished)));
+                    let keep = index(&kept);
+                    state = state.select(0, keep.clone());
+                    g = g.select(0, keep.clone());
+                    now = now.select(0, keep.clone());
+                    adam.retain(keep.clone());
+                    targets = targets.select(0, Tensor::from_inner(keep));
+                    rows = kept.iter().map(|&r| rows[r]).collect();
                 }
                 previous = Some(now);
-                let grads = log_p.sum().neg().backward();
-                let g = s.grad(&grads).unwrap_or_else(|| state.zeros_like());
-                state = adam.step(state, g, self.config.learning_rate, mask(&active, &device));
+                let all = mask(&vec![true; rows.len()], &device);
+                state = adam.step(state, g, self.config.learning_rate, all);
             }
-            unreachable!("the loop returns at its last step")
+            // Back into query order.
+            let mut order = vec![0i64; q];
+            for (position, &i) in done.iter().enumerate() {
+                order[i] = position as i64;
+            }
+            let order =
+                Tensor::<A::InnerBackend, 1, Int>::from_data(TensorData::new(order, [q]), &device);
+            let cf = Tensor::cat(done_images, 0).select(0, order);
+            (cf, steps, path, found)
         });
         let explanation = iterative_explanation(self.inner.as_ref(), cf, predicted, found, seconds);
         Ok(AscentOutput {
@@ -428,27 +460,40 @@ mod tests {
             let cf = e.counterfactuals.clone();
             assert!(cf.clone().min().into_scalar() >= 0.0 && cf.max().into_scalar() <= 1.0);
 
-            // A sample stops where it reached Λ: alone it ends at the same image and step.
-            let alone = d
-                .ascend(
-                    x.slice(1..2),
-                    &[Query {
-                        input: 0,
-                        target: queries[1].target,
-                    }],
-                )
-                .unwrap();
-            assert_eq!(alone.steps[0], out.steps[1]);
-            // Adam normalises each coordinate, so a gradient at rounding level still moves a
-            // pixel by ±lr: batched and single agree on average, not bit for bit.
-            let diff = (alone.explanation.counterfactuals - e.counterfactuals.clone().slice(1..2))
+            // Samples that finish early leave the batch (the rest go on without them): the
+            // steps differ, so each sample must still end where it ends alone, at the same
+            // image and step, in its own place.
+            let mut distinct = out.steps.clone();
+            distinct.dedup();
+            assert!(distinct.len() > 1, "{space:?}: steps {:?}", out.steps);
+            for (i, query) in queries.iter().enumerate() {
+                let alone = d
+                    .ascend(
+                        x.clone().slice(i..i + 1),
+                        &[Query {
+                            input: 0,
+                            target: query.target,
+                        }],
+                    )
+                    .unwrap();
+                assert_eq!(alone.steps[0], out.steps[i], "{space:?}: query {i}");
+                // Adam normalises each coordinate, so a gradient at rounding level still moves
+                // a pixel by ±lr (5e-3 here): batched and single agree on average, not bit for
+                // bit (query 0 is 1.03e-3 apart, with or without the batch shrinking).
+                let diff = (alone.explanation.counterfactuals
+                    - e.counterfactuals.clone().slice(i..i + 1))
                 .abs()
                 .mean()
                 .into_scalar();
-            assert!(
-                diff < 1e-3,
-                "{space:?}: batched and single differ by {diff} on average"
-            );
+                assert!(
+                    diff < 2e-3,
+                    "{space:?}: query {i}: batched and single differ by {diff} on average"
+                );
+                assert!(
+                    (alone.path_length[0] - out.path_length[i]).abs()
+                        < 1e-3 * out.path_length[i].max(1.0)
+                );
+            }
         }
     }
 

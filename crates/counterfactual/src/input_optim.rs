@@ -52,6 +52,14 @@ impl<B: Backend> InputAdam<B> {
     }
 }
 
+impl<B: Backend> InputAdam<B> {
+    /// Keeps only the moments of `rows`, for a batch that dropped its other rows.
+    pub fn retain(&mut self, rows: Tensor<B, 1, Int>) {
+        self.m = self.m.clone().select(0, rows.clone());
+        self.v = self.v.clone().select(0, rows);
+    }
+}
+
 /// `[N, 1, 1, 1]` of 0/1 from host flags.
 pub(crate) fn mask<B: Backend>(flags: &[bool], device: &B::Device) -> Tensor<B, 4> {
     let v: Vec<f32> = flags.iter().map(|&f| f32::from(u8::from(f))).collect();
