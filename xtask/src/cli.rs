@@ -998,14 +998,12 @@ impl AuxArgs {
                 self.resumed_config(&root, &[], |c: &mut SupervisedTrainConfig| &mut c.epochs)?;
             return Ok((cfg, root));
         }
-        // A flow's --small is already in its architecture (FlowArgs::model).
-        let is_flow = flow.is_some();
         let mut cfg = match flow {
             Some(m) => SupervisedTrainConfig::for_model(self.dataset, m),
             None if autoencoder => SupervisedTrainConfig::autoencoder(self.dataset),
             None => SupervisedTrainConfig::classifier(self.dataset),
         };
-        if self.small && !is_flow {
+        if self.small {
             cfg.make_small();
         }
         apply_common_flags!(self, cfg);

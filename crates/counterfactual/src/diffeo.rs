@@ -24,8 +24,8 @@ use cfx_flows::nn::mode;
 use cfx_generative::LatentGenerator;
 use serde::{Deserialize, Serialize};
 
-use crate::explainer::{iterative_explanation, predict_checked, query_index, timed};
-use crate::input_optim::{InputAdam, mask, to_host};
+use crate::explainer::{indices, iterative_explanation, predict_checked, query_index, timed};
+use crate::input_optim::{InputAdam, to_host};
 use crate::inversion::{InversionConfig, find_z};
 use crate::{ExplainError, Explainer, Explanation, Query};
 
@@ -300,16 +300,9 @@ impl<A: AutodiffBackend> Diffeo<A> {
                 if reached.contains(&true) {
                     let (finished, kept): (Vec<usize>, Vec<usize>) =
                         (0..n).partition(|&r| reached[r]);
-                    let index = |local: &[usize]| {
-                        let v: Vec<i64> = local.iter().map(|&r| r as i64).collect();
-                        Tensor::<A::InnerBackend, 1, Int>::from_data(
-                            TensorData::new(v, [local.len()]),
-                            &device,
-                        )
-                    };
                     done.extend(finished.iter().map(|&r| rows[r]));
-                    done_images.push(now.clone().select(0, index(&finished)));
-                    let keep = index(&kept);
+                    done_images.push(now.clone().select(0, indices(&finished, &device)));
+                    let keep = indices::<A::InnerBackend>(&kept, &device);
                     state = state.select(0, keep.clone());
                     g = g.select(0, keep.clone());
                     now = now.select(0, keep.clone());
@@ -318,16 +311,14 @@ impl<A: AutodiffBackend> Diffeo<A> {
                     rows = kept.iter().map(|&r| rows[r]).collect();
                 }
                 previous = Some(now);
-                let all = mask(&vec![true; rows.len()], &device);
-                state = adam.step(state, g, self.config.learning_rate, all);
+                state = adam.step(state, g, self.config.learning_rate);
             }
             // Back into query order.
-            let mut order = vec![0i64; q];
+            let mut order = vec![0; q];
             for (position, &i) in done.iter().enumerate() {
-                order[i] = position as i64;
+                order[i] = position;
             }
-            let order =
-                Tensor::<A::InnerBackend, 1, Int>::from_data(TensorData::new(order, [q]), &device);
+            let order = indices(&order, &device);
             let cf = Tensor::cat(done_images, 0).select(0, order);
             (cf, steps, path, found)
         });

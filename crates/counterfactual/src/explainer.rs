@@ -120,8 +120,14 @@ pub(crate) fn query_index<B: Backend>(
     device: &B::Device,
     f: impl Fn(&Query) -> usize,
 ) -> Tensor<B, 1, Int> {
-    let v: Vec<i64> = queries.iter().map(|q| f(q) as i64).collect();
-    Tensor::from_data(TensorData::new(v, [queries.len()]), device)
+    let v: Vec<usize> = queries.iter().map(f).collect();
+    indices(&v, device)
+}
+
+/// `[N]` row indices from host ones, for `select`.
+pub(crate) fn indices<B: Backend>(rows: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let v: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    Tensor::from_data(TensorData::new(v, [rows.len()]), device)
 }
 
 /// The result of an iterative method: its best images, re-classified by `model`.

@@ -128,7 +128,6 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gb<A> {
                 .collect();
             let mut counts = vec![vec![0usize; orders]; q];
             let mut cur = x0.clone();
-            let all = mask::<A::InnerBackend>(&vec![true; q], &device);
             for (ix, &lam) in lams.iter().enumerate() {
                 let mut adam = InputAdam::new(&cur);
                 let steps = c.max_iter / orders;
@@ -138,7 +137,7 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gb<A> {
                         counts[k][ix] += usize::from(ok(p) && i > 0);
                     }
                     let lr = polynomial_decay(c.learning_rate_init, i, steps, 1.0);
-                    cur = adam.step(cur, g, lr, all.clone()).clamp(lo, hi);
+                    cur = adam.step(cur, g, lr).clamp(lo, hi);
                 }
             }
             let mut lb = vec![0.0; q];
@@ -190,7 +189,7 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gb<A> {
                     }
                     let lr = polynomial_decay(c.learning_rate_init, i, c.max_iter, 1.0);
                     let m = mask::<A::InnerBackend>(&active, &device);
-                    cur = adam.step(cur, g, lr, m).clamp(lo, hi);
+                    cur = adam.step_masked(cur, g, lr, m).clamp(lo, hi);
                 }
                 for k in 0..q {
                     if found_here[k] >= 5 {

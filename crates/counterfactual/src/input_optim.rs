@@ -31,14 +31,24 @@ impl<B: Backend> InputAdam<B> {
         }
     }
 
-    /// `x − lr · m̂ / (√v̂ + ε)` where `active` (`[N, 1, 1, 1]` of 0/1) is 1.
-    pub fn step(
+    /// `x − lr · m̂ / (√v̂ + ε)`.
+    pub fn step(&mut self, x: Tensor<B, 4>, grad: Tensor<B, 4>, lr: f64) -> Tensor<B, 4> {
+        x - self.update(grad).mul_scalar(lr)
+    }
+
+    /// [`InputAdam::step`] only where `active` (`[N, 1, 1, 1]` of 0/1) is 1.
+    pub fn step_masked(
         &mut self,
         x: Tensor<B, 4>,
         grad: Tensor<B, 4>,
         lr: f64,
         active: Tensor<B, 4>,
     ) -> Tensor<B, 4> {
+        x - self.update(grad).mul_scalar(lr) * active
+    }
+
+    /// `m̂ / (√v̂ + ε)` after taking in `grad`.
+    fn update(&mut self, grad: Tensor<B, 4>) -> Tensor<B, 4> {
         self.t += 1;
         self.m =
             self.m.clone().mul_scalar(Self::BETA1) + grad.clone().mul_scalar(1.0 - Self::BETA1);
@@ -46,13 +56,9 @@ impl<B: Backend> InputAdam<B> {
             self.v.clone().mul_scalar(Self::BETA2) + grad.square().mul_scalar(1.0 - Self::BETA2);
         let c1 = 1.0 - Self::BETA1.powi(self.t);
         let c2 = 1.0 - Self::BETA2.powi(self.t);
-        let update = self.m.clone().div_scalar(c1)
-            / self.v.clone().div_scalar(c2).sqrt().add_scalar(Self::EPS);
-        x - update.mul_scalar(lr) * active
+        self.m.clone().div_scalar(c1) / self.v.clone().div_scalar(c2).sqrt().add_scalar(Self::EPS)
     }
-}
 
-impl<B: Backend> InputAdam<B> {
     /// Keeps only the moments of `rows`, for a batch that dropped its other rows.
     pub fn retain(&mut self, rows: Tensor<B, 1, Int>) {
         self.m = self.m.clone().select(0, rows.clone());

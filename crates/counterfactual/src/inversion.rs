@@ -93,7 +93,7 @@ pub fn find_z<A: AutodiffBackend>(
         }
         let grads = per_image.sum().backward();
         let g = zz.grad(&grads).unwrap_or_else(|| z.zeros_like());
-        z = adam.step(z, g, cfg.learning_rate, mask(&active, &device));
+        z = adam.step_masked(z, g, cfg.learning_rate, mask(&active, &device));
     }
     (z.reshape([n, d]), errors)
 }
