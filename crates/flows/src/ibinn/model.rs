@@ -288,7 +288,11 @@ mod tests {
         ];
         cfg.fc_width = 8;
         let model = cfg.init::<TAd>(&Default::default());
-        check_flow(&model, random_on::<TAd, 4>([2, 1, 4, 4], 1), 1e-4, 1e-3);
+        // Eight samples, not two: in training mode the subnets' batch norm divides by the batch
+        // spread, and with two samples a pixel whose two values nearly agree amplifies rounding
+        // by up to 1/sqrt(eps); 1 in 300 random inits then missed 1e-4 (CI saw 8.5e-4). With
+        // eight, the worst of 300 inits was 3e-5.
+        check_flow(&model, random_on::<TAd, 4>([8, 1, 4, 4], 1), 1e-4, 1e-3);
     }
 
     #[test]
