@@ -70,10 +70,12 @@ impl RunnerSpec {
                     && let Some(generator) = load_latent_generator::<B>(dir, &device)?
                 {
                     // Seed 002 App. C.6: at most 1 000 steps at 5e-3 for VAEs and GANs.
-                    let cfg: DiffeoConfig = match &self.method_config {
-                        Some(_) => read_method_config(&self.method_config)?,
-                        None => DiffeoConfig::for_generators(),
-                    };
+                    // A file's fields override these, not the flow defaults: `max_steps = 3000`
+                    // alone must not bring back the flows' lr of 5e-2.
+                    let cfg = read_method_config_over(
+                        &self.method_config,
+                        DiffeoConfig::for_generators(),
+                    )?;
                     return Ok(Runner::Iterative(Box::new(Diffeo::over_generator(
                         generator,
                         InversionConfig::default(),
@@ -254,11 +256,25 @@ pub fn run_train_limit(run: &Path) -> Option<usize> {
     usize::try_from(run_config(run)?.get("train_limit")?.as_integer()?).ok()
 }
 
-fn read_method_config<T: serde::de::DeserializeOwned + Default>(p: &Option<PathBuf>) -> Result<T> {
-    match p {
-        Some(p) => crate::train::run::read_toml(p),
-        None => Ok(T::default()),
-    }
+fn read_method_config<T: serde::de::DeserializeOwned + serde::Serialize + Default>(
+    p: &Option<PathBuf>,
+) -> Result<T> {
+    read_method_config_over(p, T::default())
+}
+
+/// The method's settings: `base`, with each top-level field the TOML file names replaced.
+/// Unknown fields still fail, since the merged table is parsed as `T`.
+fn read_method_config_over<T: serde::de::DeserializeOwned + serde::Serialize>(
+    p: &Option<PathBuf>,
+    base: T,
+) -> Result<T> {
+    let Some(p) = p else { return Ok(base) };
+    let mut table = toml::Table::try_from(&base).context("method defaults as TOML")?;
+    let given: toml::Table = crate::train::run::read_toml(p)?;
+    table.extend(given);
+    toml::Value::Table(table)
+        .try_into()
+        .with_context(|| format!("{} is not a valid configuration", p.display()))
 }
 
 /// ECINN's class means, from the cache next to the model or computed over the training set.
@@ -304,4 +320,42 @@ pub(crate) fn ecinn_means<I: Backend>(
     eprintln!("  done in {:.1} s", started.elapsed().as_secs_f64());
     means.save(&cache, &key)?;
     Ok(means)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_file(text: &str) -> (tempfile::TempDir, Option<PathBuf>) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("method.toml");
+        std::fs::write(&p, text).unwrap();
+        (dir, Some(p))
+    }
+
+    #[test]
+    fn a_method_file_overrides_only_the_fields_it_names() {
+        let (_d, p) = config_file("max_steps = 3000\n");
+        let cfg = read_method_config_over(&p, DiffeoConfig::for_generators()).unwrap();
+        assert_eq!(cfg.max_steps, 3000);
+        assert_eq!(cfg.learning_rate, 5e-3, "the generator default stays");
+        assert_eq!(cfg.clip, Some([0.0, 1.0]));
+        let flows: DiffeoConfig = read_method_config(&p).unwrap();
+        assert_eq!(flows.learning_rate, 5e-2);
+        assert_eq!(
+            read_method_config_over(&None, DiffeoConfig::for_generators()).unwrap(),
+            DiffeoConfig::for_generators()
+        );
+    }
+
+    #[test]
+    fn a_misspelt_field_is_named() {
+        let (_d, p) = config_file("max_step = 3000\n");
+        let e = read_method_config_over(&p, DiffeoConfig::for_generators()).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("method.toml") && msg.contains("max_step"),
+            "{msg}"
+        );
+    }
 }
