@@ -194,20 +194,20 @@ impl EvaluateJob {
         if let Some(dir) = &spec.latent {
             files.extend(cache::model_files(dir)?);
         }
-        if let Some(c) = &spec.method_config {
-            files.push(c.clone());
-        }
         let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
         cache::cache_key(
             &paths,
             &format!(
-                "{method:?} {dataset} first {n} test images{}, seed {}, alpha1 (arXiv/code)",
+                "{method:?} {dataset} first {n} test images{}, seed {}, alpha1 (arXiv/code){}",
                 match (self.pair, self.one_way) {
                     (Some([a, b]), true) => format!(" of class {a} sent to {b}"),
                     (Some(p), false) => format!(" of classes {p:?}"),
                     (None, _) => String::new(),
                 },
-                self.seed
+                self.seed,
+                spec.settings()?
+                    .map(|t| format!(", settings {t}"))
+                    .unwrap_or_default()
             ),
         )
     }

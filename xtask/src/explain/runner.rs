@@ -36,6 +36,38 @@ pub struct RunnerSpec {
 }
 
 impl RunnerSpec {
+    /// The method's settings as they will run, as TOML (`None` for methods without any): its
+    /// defaults with the file's fields over them. Cached counterfactuals are keyed by this, so
+    /// a change of default invalidates them as a changed file does.
+    pub fn settings(&self) -> Result<Option<String>> {
+        let text = match self.method {
+            Method::Gb => toml::to_string(&self.gb_config()?),
+            Method::Gl => toml::to_string(&self.gl_config()?),
+            Method::Diffeo | Method::Pixel => toml::to_string(&self.diffeo_config()?),
+            Method::Ecinn | Method::C3lt => return Ok(None),
+        };
+        Ok(Some(text.context("method settings as TOML")?))
+    }
+
+    fn gb_config(&self) -> Result<GbConfig> {
+        read_method_config_over(&self.method_config, GbConfig::default())
+    }
+
+    fn gl_config(&self) -> Result<GlConfig> {
+        read_method_config_over(&self.method_config, GlConfig::default())
+    }
+
+    /// Seed 002 App. C.6 gives each space its own rate: 5e-2 in a flow's latent space, 5e-3 in
+    /// a VAE's or GAN's, 5e-4 on the pixels.
+    fn diffeo_config(&self) -> Result<DiffeoConfig> {
+        let base = match (self.method, &self.latent) {
+            (Method::Pixel, _) => DiffeoConfig::for_pixels(),
+            (_, Some(dir)) if is_generator_run(dir) => DiffeoConfig::for_generators(),
+            _ => DiffeoConfig::default(),
+        };
+        read_method_config_over(&self.method_config, base)
+    }
+
     pub fn build<B: AutodiffBackend + cfx_linalg::LinalgBackend>(
         &self,
         dataset: DatasetKind,
@@ -51,9 +83,8 @@ impl RunnerSpec {
                 Runner::Ecinn(Box::new(Ecinn::new(model, &means)?), self.alphas.clone())
             }
             Method::Gb => {
-                let cfg: GbConfig = read_method_config(&self.method_config)?;
                 let cnn = load_classifier::<B>(&self.model, &device)?;
-                Runner::Iterative(Box::new(Gb::new(cnn, cfg)))
+                Runner::Iterative(Box::new(Gb::new(cnn, self.gb_config()?)))
             }
             Method::Diffeo | Method::Pixel => {
                 let cnn = load_classifier::<B>(&self.model, &device)?;
@@ -66,16 +97,10 @@ impl RunnerSpec {
                         "diffeo needs --flow runs/<name>: a `cargo xtask train realnvp|glow|ib-inn` run, or a VAE or GAN run (`train vae|dcgan|gan-encoder`)"
                     ),
                 };
+                let cfg = self.diffeo_config()?;
                 if let Some(dir) = latent
                     && let Some(generator) = load_latent_generator::<B>(dir, &device)?
                 {
-                    // Seed 002 App. C.6: at most 1 000 steps at 5e-3 for VAEs and GANs.
-                    // A file's fields override these, not the flow defaults: `max_steps = 3000`
-                    // alone must not bring back the flows' lr of 5e-2.
-                    let cfg = read_method_config_over(
-                        &self.method_config,
-                        DiffeoConfig::for_generators(),
-                    )?;
                     return Ok(Runner::Iterative(Box::new(Diffeo::over_generator(
                         generator,
                         InversionConfig::default(),
@@ -84,7 +109,6 @@ impl RunnerSpec {
                         cfg,
                     )?)));
                 }
-                let cfg: DiffeoConfig = read_method_config(&self.method_config)?;
                 let (space, flow, input_map) = match latent {
                     Some(dir) => {
                         let (flow, map) = crate::train::density::load_flow::<B>(dir, &device)?;
@@ -113,7 +137,7 @@ impl RunnerSpec {
                 )?))
             }
             Method::Gl => {
-                let cfg: GlConfig = read_method_config(&self.method_config)?;
+                let cfg = self.gl_config()?;
                 let Some(ae_dir) = &self.autoencoder else {
                     bail!("gl needs --autoencoder runs/<name> (cargo xtask train autoencoder)");
                 };
@@ -227,6 +251,14 @@ impl<B: AutodiffBackend> Runner<B> {
 }
 
 /// The VAE or GAN of a `train vae|dcgan|gan-encoder` run; `None` for any other run (a flow).
+/// Whether `run` is a VAE or GAN run (a decoder without an inverse), not a flow.
+fn is_generator_run(run: &Path) -> bool {
+    matches!(
+        crate::train::supervised::run_kind(run).as_deref(),
+        Some("dcgan" | "gan_encoder" | "vae")
+    )
+}
+
 pub fn load_latent_generator<B: Backend>(
     run: &Path,
     device: &B::Device,
@@ -254,12 +286,6 @@ pub fn run_dataset(run: &Path) -> Option<DatasetKind> {
 /// The `train_limit` of a run: the class means cover the images the model was trained on.
 pub fn run_train_limit(run: &Path) -> Option<usize> {
     usize::try_from(run_config(run)?.get("train_limit")?.as_integer()?).ok()
-}
-
-fn read_method_config<T: serde::de::DeserializeOwned + serde::Serialize + Default>(
-    p: &Option<PathBuf>,
-) -> Result<T> {
-    read_method_config_over(p, T::default())
 }
 
 /// The method's settings: `base`, with each top-level field the TOML file names replaced.
@@ -340,11 +366,49 @@ mod tests {
         assert_eq!(cfg.max_steps, 3000);
         assert_eq!(cfg.learning_rate, 5e-3, "the generator default stays");
         assert_eq!(cfg.clip, Some([0.0, 1.0]));
-        let flows: DiffeoConfig = read_method_config(&p).unwrap();
+        let flows = read_method_config_over(&p, DiffeoConfig::default()).unwrap();
         assert_eq!(flows.learning_rate, 5e-2);
         assert_eq!(
             read_method_config_over(&None, DiffeoConfig::for_generators()).unwrap(),
             DiffeoConfig::for_generators()
+        );
+    }
+
+    fn spec(method: Method, latent: Option<PathBuf>, method_config: Option<PathBuf>) -> RunnerSpec {
+        RunnerSpec {
+            method,
+            model: PathBuf::from("unused"),
+            autoencoder: None,
+            latent,
+            method_config,
+            alphas: vec![],
+        }
+    }
+
+    fn learning_rate(spec: &RunnerSpec) -> f64 {
+        let text = spec.settings().unwrap().expect("diffeo has settings");
+        toml::from_str::<DiffeoConfig>(&text).unwrap().learning_rate
+    }
+
+    #[test]
+    fn each_ascent_space_gets_seed_002s_rate_and_the_settings_name_it() {
+        let vae = tempfile::tempdir().unwrap();
+        std::fs::write(vae.path().join("model.toml"), "kind = \"vae\"\n").unwrap();
+        let flow = tempfile::tempdir().unwrap();
+        let (vae, flow) = (vae.path().to_path_buf(), Some(flow.path().to_path_buf()));
+        assert_eq!(learning_rate(&spec(Method::Pixel, None, None)), 5e-4);
+        assert_eq!(
+            learning_rate(&spec(Method::Diffeo, flow.clone(), None)),
+            5e-2
+        );
+        assert_eq!(learning_rate(&spec(Method::Diffeo, Some(vae), None)), 5e-3);
+        let (_d, p) = config_file("learning_rate = 0.01\n");
+        assert_eq!(learning_rate(&spec(Method::Pixel, None, p)), 0.01);
+        assert_eq!(spec(Method::Ecinn, None, None).settings().unwrap(), None);
+        let gb = spec(Method::Gb, None, None).settings().unwrap().unwrap();
+        assert_eq!(
+            toml::from_str::<GbConfig>(&gb).unwrap(),
+            GbConfig::default()
         );
     }
 
