@@ -16,9 +16,9 @@
 //!
 //! The pixel baseline has its own learning rate: App. C.6 uses `5e-4` for "conventional
 //! adversarial examples" on MNIST (`7e-4` on CelebA), a hundredth of the flow's
-//! ([`DiffeoConfig::for_pixels`]). The reference's README shows one `--lr` flag for both attack
-//! styles, which our spec notes read as one rate for both; the paper's appendix names the two
-//! rates, and we follow it: at 5e-2 an Adam step moves every pixel by up to 0.05, so the
+//! ([`DiffeoConfig::for_pixels`]). The reference's README gives only the flow's command
+//! (`--lr 5e-2`), and one `--lr` flag serves both attack styles there; the paper's appendix names
+//! the two rates, and we follow it: at 5e-2 an Adam step moves every pixel by up to 0.05, so the
 //! "adversarial" redraws the digit instead of staying an imperceptible perturbation.
 
 use burn::prelude::*;

@@ -62,7 +62,7 @@ impl RunnerSpec {
     fn diffeo_config(&self) -> Result<DiffeoConfig> {
         let base = match (self.method, &self.latent) {
             (Method::Pixel, _) => DiffeoConfig::for_pixels(),
-            (_, Some(dir)) if is_generator_run(dir) => DiffeoConfig::for_generators(),
+            (_, Some(dir)) if generator_kind(dir).is_some() => DiffeoConfig::for_generators(),
             _ => DiffeoConfig::default(),
         };
         read_method_config_over(&self.method_config, base)
@@ -250,27 +250,34 @@ impl<B: AutodiffBackend> Runner<B> {
     }
 }
 
-/// The VAE or GAN of a `train vae|dcgan|gan-encoder` run; `None` for any other run (a flow).
-/// Whether `run` is a VAE or GAN run (a decoder without an inverse), not a flow.
-fn is_generator_run(run: &Path) -> bool {
-    matches!(
-        crate::train::supervised::run_kind(run).as_deref(),
-        Some("dcgan" | "gan_encoder" | "vae")
-    )
+/// The decoders without an inverse that `diffeo` can ascend in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GeneratorKind {
+    Gan,
+    Vae,
 }
 
+/// Which decoder a `train vae|dcgan|gan-encoder` run holds; `None` for any other run (a flow).
+/// The one place that maps run kinds to decoders: the ascent's defaults and the loader both ask it.
+fn generator_kind(run: &Path) -> Option<GeneratorKind> {
+    match crate::train::supervised::run_kind(run).as_deref() {
+        Some("dcgan" | "gan_encoder") => Some(GeneratorKind::Gan),
+        Some("vae") => Some(GeneratorKind::Vae),
+        _ => None,
+    }
+}
+
+/// The VAE or GAN of a `train vae|dcgan|gan-encoder` run; `None` for any other run (a flow).
 pub fn load_latent_generator<B: Backend>(
     run: &Path,
     device: &B::Device,
 ) -> Result<Option<Box<dyn cfx_generative::LatentGenerator<B>>>> {
-    Ok(match crate::train::supervised::run_kind(run).as_deref() {
-        Some("dcgan" | "gan_encoder") => {
-            Some(crate::train::gan::load_gan_generator::<B>(run, device)?)
-        }
-        Some("vae") => Some(Box::new(crate::train::supervised::load_vae::<B>(
+    Ok(match generator_kind(run) {
+        Some(GeneratorKind::Gan) => Some(crate::train::gan::load_gan_generator::<B>(run, device)?),
+        Some(GeneratorKind::Vae) => Some(Box::new(crate::train::supervised::load_vae::<B>(
             run, device,
         )?)),
-        _ => None,
+        None => None,
     })
 }
 
