@@ -221,9 +221,13 @@ pub struct EvaluateArgs {
     /// GL settings as TOML (fields of GlConfig).
     #[arg(long)]
     pub gl_config: Option<PathBuf>,
-    /// diffeo and pixel settings as TOML (fields of DiffeoConfig).
+    /// diffeo settings as TOML (fields of DiffeoConfig); pixel's too unless --pixel-config.
     #[arg(long)]
     pub diffeo_config: Option<PathBuf>,
+    /// pixel settings as TOML (fields of DiffeoConfig), so that one run can give the two
+    /// ascents different budgets (e.g. more steps for pixel at its smaller rate).
+    #[arg(long)]
+    pub pixel_config: Option<PathBuf>,
     /// COUT's insertion steps T.
     #[arg(long, default_value_t = 20)]
     pub cout_steps: usize,
@@ -280,6 +284,7 @@ impl EvaluateArgs {
             gb_config: self.gb_config.clone(),
             gl_config: self.gl_config.clone(),
             diffeo_config: self.diffeo_config.clone(),
+            pixel_config: self.pixel_config.clone(),
             cout_steps: self.cout_steps,
             knn: self.knn,
             gallery: self.gallery,

@@ -44,6 +44,7 @@ fn job(suite: &Path, ibinn: &Path, out: &Path) -> EvaluateJob {
         gb_config: None,
         gl_config: None,
         diffeo_config: None,
+        pixel_config: None,
         cout_steps: 5,
         knn: 3,
         gallery: 4,

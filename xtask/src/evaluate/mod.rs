@@ -72,6 +72,8 @@ pub struct EvaluateJob {
     pub gb_config: Option<PathBuf>,
     pub gl_config: Option<PathBuf>,
     pub diffeo_config: Option<PathBuf>,
+    /// Pixel ascent's settings; `None` falls back on `diffeo_config`.
+    pub pixel_config: Option<PathBuf>,
     pub cout_steps: usize,
     pub knn: usize,
     pub gallery: usize,
@@ -176,7 +178,8 @@ impl EvaluateJob {
             method_config: match method {
                 Method::Gb => self.gb_config.clone(),
                 Method::Gl => self.gl_config.clone(),
-                Method::Diffeo | Method::Pixel => self.diffeo_config.clone(),
+                Method::Diffeo => self.diffeo_config.clone(),
+                Method::Pixel => self.pixel_config.clone().or(self.diffeo_config.clone()),
                 Method::Ecinn | Method::C3lt => None,
             },
             // Paper 4 uses only the convincing counterfactual (L5375-5393).
@@ -549,5 +552,44 @@ impl BackendJob for EvaluateJob {
         report.total_seconds = started.elapsed().as_secs_f64();
         report::write_tables(&self.out, &report)?;
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Evaluate {
+        #[command(flatten)]
+        args: crate::cli::EvaluateArgs,
+    }
+
+    fn job(extra: &[&str]) -> EvaluateJob {
+        let mut argv = vec![
+            "t",
+            "--suite",
+            "s",
+            "--methods",
+            "diffeo,pixel",
+            "--flow",
+            "f",
+        ];
+        argv.extend_from_slice(extra);
+        Evaluate::try_parse_from(argv).unwrap().args.job().unwrap()
+    }
+
+    /// Pixel ascent reads `--pixel-config` when given, else `--diffeo-config`, so commands
+    /// written before the flag existed keep their meaning.
+    #[test]
+    fn each_ascent_reads_its_own_settings_file() {
+        let both = job(&["--diffeo-config", "d.toml", "--pixel-config", "p.toml"]);
+        let file = |j: &EvaluateJob, m| j.spec(m).unwrap().method_config;
+        assert_eq!(file(&both, Method::Diffeo), Some(PathBuf::from("d.toml")));
+        assert_eq!(file(&both, Method::Pixel), Some(PathBuf::from("p.toml")));
+        let shared = job(&["--diffeo-config", "d.toml"]);
+        assert_eq!(file(&shared, Method::Pixel), Some(PathBuf::from("d.toml")));
+        assert_eq!(file(&job(&[]), Method::Pixel), None);
     }
 }
