@@ -485,7 +485,8 @@ pub struct AuxArgs {
     pub dataset: DatasetKind,
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Run name [default: cnn-<dataset> / ae-<dataset>].
+    /// Run name [default: <model>-<dataset>, e.g. cnn-mnist, ae-mnist, realnvp-mnist,
+    /// glow-mnist, vae-mnist, dcgan-mnist (plus -<classes>), c3lt-mnist-<c>-<c2>].
     #[arg(long)]
     pub name: Option<String>,
     #[arg(long, default_value = "runs")]
@@ -493,12 +494,16 @@ pub struct AuxArgs {
     /// Continue the run from its last epoch checkpoint (the saved config is kept; --epochs may extend it).
     #[arg(long)]
     pub resume: bool,
-    /// [default: 10 for the classifier, 50 for the autoencoder (Paper 4, Tables 4 and 5)]
+    /// [default: the model's own: classifier 10, autoencoder 50 (Paper 4, Tables 4 and 5),
+    /// RealNVP and Glow 10, VAE 80 (seed 002 App. C.10), DCGAN 25, GAN encoder 10, C3LT 200]
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// [default: 64 for the classifier, 128 for the autoencoder]
+    /// [default: 64 for the classifier, RealNVP, Glow, VAE and DCGAN; 128 for the
+    /// autoencoder, the GAN encoder and C3LT]
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Adam's learning rate [default: 1e-3 for the classifier, autoencoder, GAN encoder and
+    /// C3LT; 1e-4 for RealNVP and Glow, 5e-3 for the VAE (seed 002 App. C); 2e-4 for the DCGAN]
     #[arg(long)]
     pub lr: Option<f64>,
     #[arg(long)]
