@@ -486,7 +486,8 @@ pub struct AuxArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Run name [default: <model>-<dataset>, e.g. cnn-mnist, ae-mnist, realnvp-mnist,
-    /// glow-mnist, vae-mnist, dcgan-mnist (plus -<classes>), c3lt-mnist-<c>-<c2>].
+    /// glow-mnist, vae-mnist, dcgan-mnist and gan-encoder-mnist (plus -<classes>),
+    /// c3lt-mnist-<c>-<c2>].
     #[arg(long)]
     pub name: Option<String>,
     #[arg(long, default_value = "runs")]
