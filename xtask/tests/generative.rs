@@ -110,6 +110,25 @@ fn dcgan_encoder_and_c3lt_train_resume_and_explain() {
     assert!(!maps.exists(), "a refused run leaves no folder");
 
     cfg.gan = gan.clone();
+    // MNIST networks for a Fashion-MNIST run have the right shapes but the wrong data.
+    let err = run_on(
+        BackendKind::Flex,
+        C3ltTrainJob {
+            cfg: C3ltTrainConfig {
+                dataset: DatasetKind::FashionMnist,
+                ..cfg.clone()
+            },
+            run_root: maps.clone(),
+            resume: false,
+        },
+    )
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("--classifier") && msg.contains("trained on mnist"),
+        "{msg}"
+    );
+    assert!(!maps.exists(), "a refused run leaves no folder");
     cfg.epochs = 1;
     cfg.batch_size = 16;
     cfg.train_limit = Some(32);

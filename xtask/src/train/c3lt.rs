@@ -204,6 +204,24 @@ pub(crate) struct C3ltNets<B: Backend> {
 
 impl<B: Backend> C3ltNets<B> {
     fn load(cfg: &C3ltTrainConfig, device: &B::Device) -> Result<Self> {
+        // MNIST and Fashion-MNIST networks take the same 1×28×28 images, so the shape checks
+        // below cannot tell a classifier of one from a GAN of the other: the runs' datasets can.
+        for (flag, run) in [
+            ("--classifier", &cfg.classifier),
+            ("--gan", &cfg.gan),
+            ("--encoder", &cfg.encoder),
+        ] {
+            if let Some(d) = crate::explain::runner::run_dataset(run)
+                && d != cfg.dataset
+            {
+                bail!(
+                    "{flag} {} was trained on {d}, this C3LT run is on {}: pass --dataset {d}, or networks trained on {}",
+                    run.display(),
+                    cfg.dataset,
+                    cfg.dataset
+                );
+            }
+        }
         let gan = match read_gan_run(&cfg.gan)? {
             GanRun::Dcgan(c) => c,
             GanRun::GanEncoder(_) => bail!(
