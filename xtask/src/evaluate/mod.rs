@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use crate::backend::{BackendJob, BackendKind};
 use crate::explain::Method;
-use crate::explain::runner::{RunnerSpec, run_dataset};
+use crate::explain::runner::{MethodSettings, RunnerSpec, run_dataset};
 use crate::train::ibinn::load_trained;
 use crate::train::suite::SuiteManifest;
 use crate::train::supervised::{load_autoencoder, load_classifier};
@@ -188,8 +188,14 @@ impl EvaluateJob {
     }
 
     /// What the cached counterfactuals depend on.
-    fn key(&self, method: Method, n: usize, dataset: DatasetKind) -> Result<String> {
-        let spec = self.spec(method)?;
+    fn key(
+        &self,
+        spec: &RunnerSpec,
+        settings: &MethodSettings,
+        n: usize,
+        dataset: DatasetKind,
+    ) -> Result<String> {
+        let method = spec.method;
         let mut files = vec![spec.model.join("model.mpk")];
         if let Some(ae) = &spec.autoencoder {
             files.push(ae.join("model.mpk"));
@@ -208,25 +214,30 @@ impl EvaluateJob {
                     (None, _) => String::new(),
                 },
                 self.seed,
-                spec.settings()?
+                settings
+                    .to_toml()?
                     .map(|t| format!(", settings {t}"))
                     .unwrap_or_default()
             ),
         )
     }
 
+    /// Fresh counterfactuals from `spec` run with `settings`, stored under `key` (computed by the
+    /// caller from the same spec and settings before any model ran).
+    #[allow(clippy::too_many_arguments)]
     fn generate<B: AutodiffBackend + LinalgBackend>(
         &self,
-        method: Method,
+        spec: &RunnerSpec,
+        settings: MethodSettings,
+        key: String,
         dataset: DatasetKind,
         test: &ImageSet,
         selection: &[usize],
         device: &B::Device,
     ) -> Result<Cached> {
+        let method = spec.method;
         let n = selection.len();
-        let runner = self
-            .spec(method)?
-            .build::<B>(dataset, self.data_dir.as_deref(), device)?;
+        let runner = spec.build::<B>(settings, dataset, self.data_dir.as_deref(), device)?;
         let shape = test.image_shape();
         let k = runner.classifier().n_classes();
         let pixels: Vec<f32> = selection.iter().flat_map(|&i| test.unit_image(i)).collect();
@@ -273,11 +284,7 @@ impl EvaluateJob {
             bar.inc((end - start) as u64);
         }
         bar.finish_and_clear();
-        Ok(Cached {
-            set,
-            key: self.key(method, n, dataset)?,
-            seconds,
-        })
+        Ok(Cached { set, key, seconds })
     }
 
     /// The cached counterfactuals when their key still matches, else fresh ones.
@@ -292,7 +299,9 @@ impl EvaluateJob {
         let n = self.sample_count(method, selection.len());
         let dir = self.out.join(format!("{method:?}").to_lowercase());
         let file = dir.join("counterfactuals.safetensors");
-        let key = self.key(method, n, dataset)?;
+        let spec = self.spec(method)?;
+        let settings = spec.settings()?;
+        let key = self.key(&spec, &settings, n, dataset)?;
         if !self.regenerate && file.exists() {
             match cache::load(&file) {
                 Ok(c) if c.key == key => return Ok((c, true)),
@@ -303,7 +312,7 @@ impl EvaluateJob {
                 Err(e) => eprintln!("ignoring {e:#}: regenerating"),
             }
         }
-        let c = self.generate::<B>(method, dataset, test, &selection[..n], device)?;
+        let c = self.generate::<B>(&spec, settings, key, dataset, test, &selection[..n], device)?;
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         cache::save(&file, &c)?;

@@ -192,15 +192,15 @@ impl BackendJob for ExplainJob {
             ),
         };
         let data_dir = self.data_dir.as_deref();
-        let runner: Runner<B> = RunnerSpec {
+        let spec = RunnerSpec {
             method: self.method,
             model: self.model.clone(),
             autoencoder: self.autoencoder.clone(),
             latent: self.latent.clone(),
             method_config: self.method_config.clone(),
             alphas: self.alphas.clone(),
-        }
-        .build(dataset, data_dir, &device)?;
+        };
+        let runner: Runner<B> = spec.build(spec.settings()?, dataset, data_dir, &device)?;
         let classifier = runner.classifier();
         let shape = classifier.input_shape();
         let k = classifier.n_classes();

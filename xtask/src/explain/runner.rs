@@ -35,47 +35,68 @@ pub struct RunnerSpec {
     pub alphas: Vec<AlphaChoice>,
 }
 
-impl RunnerSpec {
-    /// The method's settings as they will run, as TOML (`None` for methods without any): its
-    /// defaults with the file's fields over them. Cached counterfactuals are keyed by this, so
-    /// a change of default invalidates them as a changed file does.
-    pub fn settings(&self) -> Result<Option<String>> {
-        let text = match self.method {
-            Method::Gb => toml::to_string(&self.gb_config()?),
-            Method::Gl => toml::to_string(&self.gl_config()?),
-            Method::Diffeo | Method::Pixel => toml::to_string(&self.diffeo_config()?),
-            Method::Ecinn | Method::C3lt => return Ok(None),
+/// A method's settings as read once from its TOML over its defaults: the cache key of
+/// `evaluate` and the explainer it builds both come from this one value, so an edit of the
+/// file between the two cannot make them disagree.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MethodSettings {
+    /// ECINN and C3LT take none (ECINN's α come from the flags).
+    None,
+    Gb(GbConfig),
+    Gl(GlConfig),
+    /// Diffeo and pixel ascent.
+    Ascent(DiffeoConfig),
+}
+
+impl MethodSettings {
+    /// As TOML, for cache keys and reports; `None` for methods without settings.
+    pub fn to_toml(&self) -> Result<Option<String>> {
+        let text = match self {
+            Self::None => return Ok(None),
+            Self::Gb(c) => toml::to_string(c),
+            Self::Gl(c) => toml::to_string(c),
+            Self::Ascent(c) => toml::to_string(c),
         };
         Ok(Some(text.context("method settings as TOML")?))
     }
+}
 
-    fn gb_config(&self) -> Result<GbConfig> {
-        read_method_config_over(&self.method_config, GbConfig::default())
+impl RunnerSpec {
+    /// The method's settings as they will run: its defaults with the file's fields over them.
+    /// Cached counterfactuals are keyed by these, so a change of default invalidates them as
+    /// a changed file does.
+    pub fn settings(&self) -> Result<MethodSettings> {
+        let file = &self.method_config;
+        Ok(match self.method {
+            Method::Gb => MethodSettings::Gb(read_method_config_over(file, GbConfig::default())?),
+            Method::Gl => MethodSettings::Gl(read_method_config_over(file, GlConfig::default())?),
+            Method::Diffeo | Method::Pixel => {
+                // Seed 002 App. C.6 gives each space its own rate: 5e-2 in a flow's latent
+                // space, 5e-3 in a VAE's or GAN's, 5e-4 on the pixels.
+                let base = match (self.method, &self.latent) {
+                    (Method::Pixel, _) => DiffeoConfig::for_pixels(),
+                    (_, Some(dir)) if generator_kind(dir).is_some() => {
+                        DiffeoConfig::for_generators()
+                    }
+                    _ => DiffeoConfig::default(),
+                };
+                MethodSettings::Ascent(read_method_config_over(file, base)?)
+            }
+            Method::Ecinn | Method::C3lt => MethodSettings::None,
+        })
     }
 
-    fn gl_config(&self) -> Result<GlConfig> {
-        read_method_config_over(&self.method_config, GlConfig::default())
-    }
-
-    /// Seed 002 App. C.6 gives each space its own rate: 5e-2 in a flow's latent space, 5e-3 in
-    /// a VAE's or GAN's, 5e-4 on the pixels.
-    fn diffeo_config(&self) -> Result<DiffeoConfig> {
-        let base = match (self.method, &self.latent) {
-            (Method::Pixel, _) => DiffeoConfig::for_pixels(),
-            (_, Some(dir)) if generator_kind(dir).is_some() => DiffeoConfig::for_generators(),
-            _ => DiffeoConfig::default(),
-        };
-        read_method_config_over(&self.method_config, base)
-    }
-
+    /// The explainer, with `settings` from [`RunnerSpec::settings`] of this spec.
     pub fn build<B: AutodiffBackend + cfx_linalg::LinalgBackend>(
         &self,
+        settings: MethodSettings,
         dataset: DatasetKind,
         data_dir: Option<&Path>,
         device: &B::Device,
     ) -> Result<Runner<B>> {
         type I<B> = <B as AutodiffBackend>::InnerBackend;
         let device = device.clone();
+        let mismatch = || anyhow::anyhow!("settings of another method than {:?}", self.method);
         Ok(match self.method {
             Method::Ecinn => {
                 let model = IbInnClassifier::new(load_trained::<I<B>>(&self.model, &device)?);
@@ -84,7 +105,10 @@ impl RunnerSpec {
             }
             Method::Gb => {
                 let cnn = load_classifier::<B>(&self.model, &device)?;
-                Runner::Iterative(Box::new(Gb::new(cnn, self.gb_config()?)))
+                let MethodSettings::Gb(cfg) = settings else {
+                    return Err(mismatch());
+                };
+                Runner::Iterative(Box::new(Gb::new(cnn, cfg)))
             }
             Method::Diffeo | Method::Pixel => {
                 let cnn = load_classifier::<B>(&self.model, &device)?;
@@ -97,7 +121,9 @@ impl RunnerSpec {
                         "diffeo needs --flow runs/<name>: a `cargo xtask train realnvp|glow|ib-inn` run, or a VAE or GAN run (`train vae|dcgan|gan-encoder`)"
                     ),
                 };
-                let cfg = self.diffeo_config()?;
+                let MethodSettings::Ascent(cfg) = settings else {
+                    return Err(mismatch());
+                };
                 if let Some(dir) = latent
                     && let Some(generator) = load_latent_generator::<B>(dir, &device)?
                 {
@@ -137,7 +163,9 @@ impl RunnerSpec {
                 )?))
             }
             Method::Gl => {
-                let cfg = self.gl_config()?;
+                let MethodSettings::Gl(cfg) = settings else {
+                    return Err(mismatch());
+                };
                 let Some(ae_dir) = &self.autoencoder else {
                     bail!("gl needs --autoencoder runs/<name> (cargo xtask train autoencoder)");
                 };
@@ -393,8 +421,10 @@ mod tests {
     }
 
     fn learning_rate(spec: &RunnerSpec) -> f64 {
-        let text = spec.settings().unwrap().expect("diffeo has settings");
-        toml::from_str::<DiffeoConfig>(&text).unwrap().learning_rate
+        match spec.settings().unwrap() {
+            MethodSettings::Ascent(c) => c.learning_rate,
+            other => panic!("diffeo has ascent settings, got {other:?}"),
+        }
     }
 
     #[test]
@@ -411,10 +441,13 @@ mod tests {
         assert_eq!(learning_rate(&spec(Method::Diffeo, Some(vae), None)), 5e-3);
         let (_d, p) = config_file("learning_rate = 0.01\n");
         assert_eq!(learning_rate(&spec(Method::Pixel, None, p)), 0.01);
-        assert_eq!(spec(Method::Ecinn, None, None).settings().unwrap(), None);
-        let gb = spec(Method::Gb, None, None).settings().unwrap().unwrap();
+        let ecinn = spec(Method::Ecinn, None, None).settings().unwrap();
+        assert_eq!(ecinn, MethodSettings::None);
+        assert_eq!(ecinn.to_toml().unwrap(), None);
+        let gb = spec(Method::Gb, None, None).settings().unwrap();
+        let text = gb.to_toml().unwrap().unwrap();
         assert_eq!(
-            toml::from_str::<GbConfig>(&gb).unwrap(),
+            toml::from_str::<GbConfig>(&text).unwrap(),
             GbConfig::default()
         );
     }
