@@ -19,6 +19,10 @@ if [ -n "${SMOKE:-}" ]; then S=(--small); L=(--train-limit 256 --test-limit 64);
 # GAN_ON_PAIR=1 trains the DCGAN on the pair's images only (the reference: all of MNIST).
 if [ -n "${WIDTH:-}" ]; then W=(--width "$WIDTH"); fi
 if [ -n "${GAN_ON_PAIR:-}" ]; then W+=(--classes "$pair"); fi
+# DATASET picks the data of every stage (default mnist; fashion-mnist reads the Debian package's
+# /usr/share/datasets/fashion-mnist, or DATA_DIR). EXPLAIN_METHODS narrows the timed methods.
+D=(--dataset "${DATASET:-mnist}")
+if [ -n "${DATA_DIR:-}" ]; then D+=(--data-dir "$DATA_DIR"); fi
 n="${EXPLAIN_N:-100}"
 log="$OUT/c3lt-log.txt"
 say() { echo "== $*" | tee -a "$log"; }
@@ -55,20 +59,20 @@ if [ -n "${CLASSIFIER:-}" ]; then
   mkdir -p "$R" && rm -rf "$R/cls" && cp -r "$CLASSIFIER" "$R/cls" && say "classifier: copied from $CLASSIFIER"
 else
   say "classifier"
-  boxed "${CLS_S:-60}" cls 5 classifier "${S[@]}" "${L[@]}" || exit 1
+  boxed "${CLS_S:-60}" cls 5 classifier "${D[@]}" "${S[@]}" "${L[@]}" || exit 1
 fi
 say "dcgan"
-boxed "$gan_s" dcgan 25 dcgan "${W[@]}" "${S[@]}" "${L[@]}" || exit 1
+boxed "$gan_s" dcgan 25 dcgan "${D[@]}" "${W[@]}" "${S[@]}" "${L[@]}" || exit 1
 say "gan-encoder --classes $pair"
-boxed "$enc_s" enc 10 gan-encoder --gan "$R/dcgan" --classes "$pair" "${S[@]}" "${L[@]}" || exit 1
+boxed "$enc_s" enc 10 gan-encoder "${D[@]}" --gan "$R/dcgan" --classes "$pair" "${S[@]}" "${L[@]}" || exit 1
 say "c3lt --pair $pair"
-boxed "$c3lt_s" c3lt 200 c3lt --pair "$pair" --classifier "$R/cls" --gan "$R/dcgan" \
+boxed "$c3lt_s" c3lt 200 c3lt "${D[@]}" --pair "$pair" --classifier "$R/cls" --gan "$R/dcgan" \
   --encoder "$R/enc" "${L[@]}" || exit 1
 tail -n 3 "$R/c3lt/metrics.csv" | tee -a "$log"
 
 # Seconds per counterfactual, side by side on the same first test images of the pair. The
 # evaluation suite is not here, so this times `explain` (one batch of all of them) per method.
-for m in c3lt gb diffeo; do
+for m in ${EXPLAIN_METHODS:-c3lt gb diffeo}; do
   case $m in
     c3lt) extra=(--c3lt "$R/c3lt") ;;
     diffeo) extra=(--generator "$R/dcgan") ;;
