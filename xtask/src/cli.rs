@@ -737,7 +737,7 @@ pub struct GanArgs {
     /// Train on these classes only, e.g. 4,9 (C3LT's encoders are per class pair).
     #[arg(long, value_delimiter = ',')]
     pub classes: Vec<usize>,
-    /// gan-encoder: the `train dcgan` run whose generator it inverts.
+    /// gan-encoder: the `train dcgan` run whose generator it inverts (trained on the same --dataset).
     #[arg(long)]
     pub gan: Option<PathBuf>,
     /// Adam's weight decay (seed 002 App. C.9 uses 5e-4; C3LT's GAN none).

@@ -74,18 +74,27 @@ fn dcgan_encoder_and_c3lt_train_resume_and_explain() {
     let second = run_on(BackendKind::Flex, job(more, true)).unwrap();
     assert_eq!(second.epoch, 2, "resumed after the first epoch");
 
-    let enc_job = EncoderTrainJob {
+    let enc_job = |dataset| EncoderTrainJob {
         cfg: EncoderTrainConfig {
             gan: gan.clone(),
             train: GanTrainConfig {
                 classes: vec![4, 9],
+                dataset,
                 ..tiny_gan(true)
             },
         },
         run_root: enc.clone(),
         resume: false,
     };
-    let e = run_on(BackendKind::Flex, enc_job).unwrap();
+    // An encoder for Fashion-MNIST cannot invert a generator of MNIST digits.
+    let err = run_on(BackendKind::Flex, enc_job(DatasetKind::FashionMnist)).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("--gan") && msg.contains("trained on mnist"),
+        "{msg}"
+    );
+    assert!(!enc.exists(), "a refused run leaves no folder");
+    let e = run_on(BackendKind::Flex, enc_job(DatasetKind::Mnist)).unwrap();
     assert!(e.test_reconstruction_l1 > 0.0 && e.test_reconstruction_l1 < 1.0);
 
     // The wrong kind of run in each slot is refused with the slot's name.

@@ -449,6 +449,18 @@ impl BackendJob for EncoderTrainJob {
                 gan.display()
             ),
         };
+        // MNIST and Fashion-MNIST generators have the same 1×28×28 shapes, so only the GAN's
+        // own config can tell that the encoder would learn to invert it on foreign images.
+        if let Some(d) = crate::explain::runner::run_dataset(&gan)
+            && d != cfg.dataset
+        {
+            bail!(
+                "--gan {} was trained on {d}, this encoder run is on {}: pass --dataset {d}, or a DCGAN trained on {}",
+                gan.display(),
+                cfg.dataset,
+                cfg.dataset
+            );
+        }
         cfg.model = model;
         cfg.validate()?;
         let run = RunDir::open(&self.run_root, self.resume)?;
