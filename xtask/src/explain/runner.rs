@@ -318,6 +318,21 @@ pub fn run_dataset(run: &Path) -> Option<DatasetKind> {
     run_config(run)?.get("dataset")?.as_str()?.parse().ok()
 }
 
+/// Refuses `run` (passed as `flag`) when it was trained on another dataset than `this`, the run
+/// being set up, is on. MNIST and Fashion-MNIST networks share 1×28×28 shapes, so no shape check
+/// can tell them apart: only the run's own config can.
+pub fn require_run_dataset(flag: &str, run: &Path, dataset: DatasetKind, this: &str) -> Result<()> {
+    if let Some(d) = run_dataset(run)
+        && d != dataset
+    {
+        bail!(
+            "{flag} {} was trained on {d}, {this} is on {dataset}: pass --dataset {d}, or one trained on {dataset}",
+            run.display()
+        );
+    }
+    Ok(())
+}
+
 /// The `train_limit` of a run: the class means cover the images the model was trained on.
 pub fn run_train_limit(run: &Path) -> Option<usize> {
     usize::try_from(run_config(run)?.get("train_limit")?.as_integer()?).ok()

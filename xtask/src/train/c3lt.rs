@@ -38,6 +38,7 @@ use super::progress::epoch_bar;
 use super::run::{RunDir, read_toml};
 use super::supervised::load_classifier;
 use crate::backend::{BackendJob, BackendKind};
+use crate::explain::runner::require_run_dataset;
 
 /// Settings of `train c3lt`; the defaults are the reference's `args.py`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,23 +205,12 @@ pub(crate) struct C3ltNets<B: Backend> {
 
 impl<B: Backend> C3ltNets<B> {
     fn load(cfg: &C3ltTrainConfig, device: &B::Device) -> Result<Self> {
-        // MNIST and Fashion-MNIST networks take the same 1×28×28 images, so the shape checks
-        // below cannot tell a classifier of one from a GAN of the other: the runs' datasets can.
         for (flag, run) in [
             ("--classifier", &cfg.classifier),
             ("--gan", &cfg.gan),
             ("--encoder", &cfg.encoder),
         ] {
-            if let Some(d) = crate::explain::runner::run_dataset(run)
-                && d != cfg.dataset
-            {
-                bail!(
-                    "{flag} {} was trained on {d}, this C3LT run is on {}: pass --dataset {d}, or networks trained on {}",
-                    run.display(),
-                    cfg.dataset,
-                    cfg.dataset
-                );
-            }
+            require_run_dataset(flag, run, cfg.dataset, "this C3LT run")?;
         }
         let gan = match read_gan_run(&cfg.gan)? {
             GanRun::Dcgan(c) => c,

@@ -26,6 +26,7 @@ use super::epochs::{EpochTrainer, read_checkpoint_record, record_bytes, run_epoc
 use super::progress::epoch_bar;
 use super::run::{RunDir, read_toml};
 use crate::backend::{BackendJob, BackendKind};
+use crate::explain::runner::require_run_dataset;
 
 /// What a run folder of this module holds (its `model.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -449,18 +450,7 @@ impl BackendJob for EncoderTrainJob {
                 gan.display()
             ),
         };
-        // MNIST and Fashion-MNIST generators have the same 1×28×28 shapes, so only the GAN's
-        // own config can tell that the encoder would learn to invert it on foreign images.
-        if let Some(d) = crate::explain::runner::run_dataset(&gan)
-            && d != cfg.dataset
-        {
-            bail!(
-                "--gan {} was trained on {d}, this encoder run is on {}: pass --dataset {d}, or a DCGAN trained on {}",
-                gan.display(),
-                cfg.dataset,
-                cfg.dataset
-            );
-        }
+        require_run_dataset("--gan", &gan, cfg.dataset, "this encoder run")?;
         cfg.model = model;
         cfg.validate()?;
         let run = RunDir::open(&self.run_root, self.resume)?;
