@@ -583,6 +583,10 @@ pub struct ExplainArgs {
     /// bmvc:T (α0 + T(1 − α0)) or a number.
     #[arg(long, value_delimiter = ',', default_value = "alpha0,alpha1")]
     pub alpha: Vec<String>,
+    /// ECINN: the class centres Δ runs between: `empirical` (the seed's mean latent per
+    /// predicted class) or `gmm` (the model's GMM means, an ablation).
+    #[arg(long, default_value = "empirical")]
+    pub delta: cfx_counterfactual::DeltaMeans,
     /// ECINN: also write α transition strips at α0 + t(1 − α0) for these t.
     #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "0,0.2,0.4,0.6,0.8,1.0,1.2,1.4")]
     pub strip: Option<Vec<f64>>,
@@ -716,6 +720,7 @@ impl ExplainArgs {
                 .iter()
                 .map(|a| parse_alpha(a))
                 .collect::<Result<_>>()?,
+            delta: self.delta,
             strip: self.strip.clone(),
             method_config: self.method_config.clone(),
             batch_size: self.batch_size,

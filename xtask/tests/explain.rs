@@ -5,6 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use cfx_counterfactual::DeltaMeans;
 use common::{tiny_aux, tiny_ibinn};
 
 use xtask::backend::{BackendKind, run_on};
@@ -43,6 +44,7 @@ fn job(method: Method, model: &Path, selection: Selection, out: PathBuf) -> Expl
             parse_alpha("alpha0").unwrap(),
             parse_alpha("alpha1").unwrap(),
         ],
+        delta: DeltaMeans::default(),
         strip: None,
         method_config: None,
         batch_size: 16,
@@ -101,6 +103,18 @@ fn ecinn_explains_a_tiny_model_end_to_end_and_caches_its_means() {
     j.target = TargetMode::Random;
     let r3 = run_on(BackendKind::Flex, j.clone()).unwrap();
     assert_eq!((r3.queries, r3.records.len(), r3.figures.len()), (20, 0, 0));
+    // The ablation's Δ between the GMM means is another direction, so α0 moves, and the report
+    // says which centres it used.
+    let r4 = run_on(
+        BackendKind::Flex,
+        ExplainJob {
+            delta: DeltaMeans::Gmm,
+            ..j.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!((r3.delta, r4.delta), (Some("empirical"), Some("gmm")));
+    assert_ne!(r3.variants[0].mean_alpha, r4.variants[0].mean_alpha);
 
     // A cache written for another checkpoint is stale: it is recomputed and rewritten.
     let (means, key) = cfx_counterfactual::ClassMeans::load(&cache).unwrap();

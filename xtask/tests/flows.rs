@@ -54,6 +54,7 @@ fn diffeo(flow: &Path, cnn: &Path, out: &Path) -> anyhow::Result<usize> {
         selection: Selection::Indices(vec![0]),
         target: TargetMode::Random,
         alphas: vec![],
+        delta: Default::default(),
         strip: None,
         method_config: Some(steps),
         batch_size: 4,

@@ -41,6 +41,7 @@ fn explain(method: Method, cnn: &Path, latent: &Path, out: &Path) -> xtask::expl
         selection: Selection::Indices(vec![0, 1, 2, 3]),
         target: TargetMode::Random,
         alphas: vec![],
+        delta: Default::default(),
         strip: None,
         method_config: (method == Method::Diffeo).then_some(steps),
         batch_size: 4,

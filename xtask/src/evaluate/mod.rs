@@ -184,6 +184,7 @@ impl EvaluateJob {
             },
             // Paper 4 uses only the convincing counterfactual (L5375-5393).
             alphas: vec![AlphaChoice::Convincing(Alpha1Rule::ArxivCode)],
+            delta: Default::default(),
         })
     }
 

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::predictions;
-use cfx_counterfactual::{AlphaChoice, Ecinn, Query};
+use cfx_counterfactual::{AlphaChoice, DeltaMeans, Ecinn, Query};
 use cfx_datasets::{DatasetKind, Split};
 use cfx_linalg::LinalgBackend;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -104,6 +104,8 @@ pub struct ExplainJob {
     pub selection: Selection,
     pub target: TargetMode,
     pub alphas: Vec<AlphaChoice>,
+    /// ECINN: the class centres `Δ` is taken between.
+    pub delta: DeltaMeans,
     /// ECINN α transition strips at `α0 + t(1 − α0)` for these t.
     pub strip: Option<Vec<f64>>,
     pub method_config: Option<PathBuf>,
@@ -163,6 +165,9 @@ pub struct ExplainReport {
     /// Generation wall time over all batches (device synchronised).
     pub generation_seconds: f64,
     pub seconds_per_query: f64,
+    /// ECINN: `empirical` (the seed's class means) or `gmm` (the ablation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<&'static str>,
     pub variants: Vec<VariantSummary>,
     pub figures: Vec<String>,
     pub records: Vec<QueryRecord>,
@@ -199,6 +204,7 @@ impl BackendJob for ExplainJob {
             latent: self.latent.clone(),
             method_config: self.method_config.clone(),
             alphas: self.alphas.clone(),
+            delta: self.delta,
         };
         let runner: Runner<B> = spec.build(spec.settings()?, dataset, data_dir, &device)?;
         let classifier = runner.classifier();
@@ -324,6 +330,7 @@ impl BackendJob for ExplainJob {
             batch_size: self.batch_size,
             generation_seconds: seconds,
             seconds_per_query: seconds / n_queries.max(1) as f64,
+            delta: (self.method == Method::Ecinn).then(|| self.delta.name()),
             variants: stats.into_iter().map(Stats::finish).collect(),
             figures,
             records,

@@ -8,8 +8,9 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::{Classifier, IbInnClassifier};
 use cfx_counterfactual::{
-    AlphaChoice, AscentSpace, ClassMeans, ClassMeansBuilder, Diffeo, DiffeoConfig, Ecinn,
-    Explainer, Gb, GbConfig, Gl, GlConfig, InversionConfig, MeansCacheKey, Query, class_prototypes,
+    AlphaChoice, AscentSpace, ClassMeans, ClassMeansBuilder, DeltaMeans, Diffeo, DiffeoConfig,
+    Ecinn, Explainer, Gb, GbConfig, Gl, GlConfig, InversionConfig, MeansCacheKey, Query,
+    class_prototypes,
 };
 use cfx_datasets::{Augmentation, DatasetKind, Split, eval_batches, ordered_batches};
 
@@ -33,6 +34,8 @@ pub struct RunnerSpec {
     pub method_config: Option<PathBuf>,
     /// ECINN: the α of each variant.
     pub alphas: Vec<AlphaChoice>,
+    /// ECINN: the class centres `Δ` is taken between.
+    pub delta: DeltaMeans,
 }
 
 /// A method's settings as read once from its TOML over its defaults: the cache key of
@@ -101,7 +104,10 @@ impl RunnerSpec {
             Method::Ecinn => {
                 let model = IbInnClassifier::new(load_trained::<I<B>>(&self.model, &device)?);
                 let means = ecinn_means(&model, &self.model, dataset, data_dir, &device)?;
-                Runner::Ecinn(Box::new(Ecinn::new(model, &means)?), self.alphas.clone())
+                Runner::Ecinn(
+                    Box::new(Ecinn::new(model, &means)?.with_delta(self.delta)),
+                    self.alphas.clone(),
+                )
             }
             Method::Gb => {
                 let cnn = load_classifier::<B>(&self.model, &device)?;
@@ -432,6 +438,7 @@ mod tests {
             latent,
             method_config,
             alphas: vec![],
+            delta: DeltaMeans::default(),
         }
     }
 

@@ -16,12 +16,52 @@ use crate::explainer::{check_shape, query_index, timed};
 use crate::input_optim::column;
 use crate::{ExplainError, Explainer, Explanation, Query, check_queries};
 
+/// Which class centres give ECINN's direction `Δ_{p,q}`.
+///
+/// Seed 001 §3.3 (lines 105–107) takes the *empirical* means `μ̄_j` of the training latents
+/// grouped by predicted class, not the model's GMM means `μ_j` (which it keeps for α0 only).
+/// The two coincide only once every class's latents have become `N(μ_j, I)`; a model short of
+/// that maps its classes elsewhere, and `μ̄_q − μ̄_p` is the direction its data actually moves
+/// in. [`DeltaMeans::Gmm`] exists as the ablation that measures how much that choice matters
+/// (docs/results.md, "ECINN counterfactuals").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeltaMeans {
+    /// `Δ = μ̄_q − μ̄_p`, the seed's.
+    #[default]
+    Empirical,
+    /// `Δ = μ_q − μ_p`, the model's GMM means.
+    Gmm,
+}
+
+impl DeltaMeans {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeltaMeans::Empirical => "empirical",
+            DeltaMeans::Gmm => "gmm",
+        }
+    }
+}
+
+impl std::str::FromStr for DeltaMeans {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "empirical" => Ok(DeltaMeans::Empirical),
+            "gmm" => Ok(DeltaMeans::Gmm),
+            other => Err(format!("{other:?}: expected empirical or gmm")),
+        }
+    }
+}
+
 /// ECINN over a trained IB-INN and its empirical class means.
 #[derive(Debug, Clone)]
 pub struct Ecinn<B: Backend> {
     pub classifier: IbInnClassifier<B>,
     /// `μ̄`, `[K, D]`.
     means: Tensor<B, 2>,
+    /// The centres `Δ` is taken between.
+    pub delta: DeltaMeans,
     /// The α that [`Explainer::explain`] uses.
     pub alpha: AlphaChoice,
     /// Latents per inverse pass (bounds memory when many targets and α are decoded at once).
@@ -58,6 +98,7 @@ impl<B: Backend> Ecinn<B> {
             means: means.to_tensor(&device),
             classifier,
             alpha: AlphaChoice::Convincing(Alpha1Rule::default()),
+            delta: DeltaMeans::default(),
             decode_batch: 1024,
         })
     }
@@ -65,6 +106,19 @@ impl<B: Backend> Ecinn<B> {
     pub fn with_alpha(mut self, alpha: AlphaChoice) -> Self {
         self.alpha = alpha;
         self
+    }
+
+    pub fn with_delta(mut self, delta: DeltaMeans) -> Self {
+        self.delta = delta;
+        self
+    }
+
+    /// The class centres `Δ` is taken between, `[K, D]`.
+    pub fn delta_centres(&self) -> Tensor<B, 2> {
+        match self.delta {
+            DeltaMeans::Empirical => self.means.clone(),
+            DeltaMeans::Gmm => self.classifier.model.mu.val(),
+        }
     }
 
     /// One forward pass over `x`, α0 for every query, then all `Q·A` latents decoded.
@@ -102,8 +156,8 @@ impl<B: Backend> Ecinn<B> {
             );
             let zq = z.select(0, inputs);
             let mu = model.mu.val();
-            let delta = self.means.clone().select(0, to.clone())
-                - self.means.clone().select(0, from.clone());
+            let centres = self.delta_centres();
+            let delta = centres.clone().select(0, to.clone()) - centres.select(0, from.clone());
             let a0 = alpha0(
                 zq.clone(),
                 mu.clone().select(0, from),

@@ -192,6 +192,73 @@ fn bad_requests_name_the_problem() {
     assert!(shape.to_string().contains("[1, 14, 14]"), "{shape}");
 }
 
+/// `f` is invertible, so re-encoding a counterfactual gives back `f(x) + αΔ` exactly: the latent
+/// moves along the empirical means by default and along the GMM means in the ablation, which
+/// here differ by a class-dependent offset.
+#[test]
+fn the_latent_moves_along_the_chosen_centres() {
+    let base = tiny_ecinn();
+    let (k, dim) = (
+        base.classifier.model.n_classes(),
+        base.classifier.model.dim(),
+    );
+    let mu: Vec<f32> = base.classifier.model.mu.val().into_data().to_vec().unwrap();
+    let empirical = ClassMeans {
+        means: mu
+            .iter()
+            .enumerate()
+            .map(|(i, &m)| m as f64 + 0.3 * ((i / dim) as f64) * ((i % 7) as f64 - 3.0) / 3.0)
+            .collect(),
+        counts: vec![1; k],
+        dim,
+    };
+    let x = images(2, 5);
+    let alpha = 0.7;
+    let moved_by = |delta: DeltaMeans| {
+        let e = Ecinn::new(base.classifier.clone(), &empirical)
+            .unwrap()
+            .with_delta(delta);
+        let predicted = predictions(e.classifier.logits(x.clone()));
+        let queries = all_other_targets(&predicted, k);
+        let out = e
+            .explain_alphas(x.clone(), &queries, &[AlphaChoice::Fixed { value: alpha }])
+            .unwrap();
+        let model = &e.classifier.model;
+        let encode = |t: Tensor<TB, 4>| -> Vec<f32> {
+            model
+                .encode(e.classifier.to_model(t))
+                .0
+                .into_data()
+                .to_vec()
+                .unwrap()
+        };
+        let (zx, zc) = (encode(x.clone()), encode(out.counterfactuals));
+        let centres: Vec<f32> = e.delta_centres().into_data().to_vec().unwrap();
+        let mut worst = 0.0f32;
+        for (i, q) in queries.iter().enumerate() {
+            let p = predicted[q.input];
+            for j in 0..dim {
+                let want = alpha as f32 * (centres[q.target * dim + j] - centres[p * dim + j]);
+                let got = zc[i * dim + j] - zx[q.input * dim + j];
+                worst = worst.max((got - want).abs());
+            }
+        }
+        (worst, centres)
+    };
+    let (err_emp, c_emp) = moved_by(DeltaMeans::Empirical);
+    let (err_gmm, c_gmm) = moved_by(DeltaMeans::Gmm);
+    assert!(err_emp < 2e-3, "empirical: off by {err_emp}");
+    assert!(err_gmm < 2e-3, "gmm: off by {err_gmm}");
+    assert_eq!(c_gmm, mu);
+    // The two directions differ by far more than the tolerance, so each check picks its own.
+    let apart = c_emp
+        .iter()
+        .zip(&mu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(apart > 0.2, "{apart}");
+}
+
 #[test]
 fn means_builder_groups_by_predicted_class_and_the_cache_round_trips() {
     let d = Default::default();
