@@ -1176,6 +1176,10 @@ pub struct IbInnArgs {
     pub small: bool,
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Epochs (counted from 0) from which the lr is multiplied by lr_gamma once more, e.g.
+    /// `50`. With --resume it replaces the saved schedule for the epochs still to come.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub milestones: Option<Vec<usize>>,
     #[arg(long)]
     pub batch_size: Option<usize>,
     #[arg(long)]
@@ -1203,6 +1207,10 @@ pub struct IbInnArgs {
     /// Skip the batch-norm re-estimation before the test evaluation.
     #[arg(long)]
     pub no_bn_calibration: bool,
+    /// Train nothing: score the finished run's model.mpk on the test set again and rewrite
+    /// test.json (e.g. after a newer cfx adds a number to it).
+    #[arg(long, conflicts_with = "resume")]
+    pub test_only: bool,
     /// Data-parallel replicas, one per device of the backend (docs/scaling.md); the batch size
     /// stays the global one, split across them.
     #[arg(long, default_value_t = 1)]
@@ -1250,6 +1258,9 @@ impl IbInnArgs {
         if self.data_dir.is_some() {
             cfg.data_dir = self.data_dir.clone();
         }
+        if let Some(m) = &self.milestones {
+            cfg.milestones = m.clone();
+        }
         if self.train_limit.is_some() {
             cfg.train_limit = self.train_limit;
         }
@@ -1266,7 +1277,8 @@ impl IbInnArgs {
         Ok(cfg)
     }
 
-    /// The configuration of a resumed run: the saved one; only `--epochs` may extend it.
+    /// The configuration of a resumed run: the saved one; only `--epochs` (longer) and
+    /// `--milestones` (the schedule ahead) may change it.
     pub fn resumed_config(&self, saved: IbInnTrainConfig) -> Result<IbInnTrainConfig> {
         refuse_changes_on_resume(&[
             ("--config", self.config.is_some()),
@@ -1284,6 +1296,9 @@ impl IbInnArgs {
         let mut cfg = saved;
         if let Some(e) = self.epochs {
             cfg.epochs = e;
+        }
+        if let Some(m) = &self.milestones {
+            cfg.milestones = m.clone();
         }
         Ok(cfg)
     }
@@ -1409,6 +1424,48 @@ mod tests {
             .unwrap();
         assert_eq!(resumed.epochs, 5);
         assert_eq!(resumed.lr, cfg.lr);
+    }
+
+    #[derive(Parser)]
+    struct IbInnCli {
+        #[command(flatten)]
+        args: IbInnArgs,
+    }
+
+    /// An IB-INN run resumes with a new lr schedule ahead (the paper's milestone after a short
+    /// CPU schedule) but not with a new lr; `--test-only` is not a resume.
+    #[test]
+    fn ibinn_resume_takes_new_milestones_only() {
+        let parse = |argv: &[&str]| {
+            let mut all = vec!["t", "--name", "x"];
+            all.extend_from_slice(argv);
+            IbInnCli::try_parse_from(all).map(|c| c.args)
+        };
+        let fresh = parse(&["--milestones", "2", "--epochs", "3"]).unwrap();
+        let saved = fresh.new_config().unwrap();
+        assert_eq!((saved.milestones.clone(), saved.epochs), (vec![2], 3));
+        assert!((saved.lr_at(2) - saved.lr * saved.lr_gamma).abs() < 1e-15);
+
+        let resumed = parse(&["--resume", "--epochs", "60", "--milestones", "50"])
+            .unwrap()
+            .resumed_config(saved.clone())
+            .unwrap();
+        assert_eq!((resumed.milestones.clone(), resumed.epochs), (vec![50], 60));
+        assert_eq!(
+            resumed.lr_at(9),
+            saved.lr,
+            "back to the full rate until epoch 50"
+        );
+        assert!((resumed.lr_at(50) - saved.lr * saved.lr_gamma).abs() < 1e-15);
+
+        let e = parse(&["--resume", "--lr", "0.1"])
+            .unwrap()
+            .resumed_config(saved)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--lr"), "{e}");
+        assert!(parse(&["--resume", "--test-only"]).is_err());
+        assert!(parse(&["--milestones", "50,x"]).is_err());
     }
 
     #[derive(Parser)]

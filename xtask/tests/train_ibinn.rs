@@ -5,10 +5,10 @@ use std::sync::Mutex;
 
 use burn::backend::Flex;
 use cfx_datasets::{Augmentation, eval_batches};
-use cfx_flows::ibinn::IbInnConfig;
+use cfx_flows::ibinn::{IbInnConfig, reference_bits_per_dim};
 use xtask::backend::{BackendKind, run_on};
 use xtask::train::ibinn::{
-    IbInnTrainConfig, IbInnTrainJob, TrainControl, TrainOutcome, TrainState, load_data,
+    IbInnTrainConfig, IbInnTrainJob, TestReport, TrainControl, TrainOutcome, TrainState, load_data,
     load_trained,
 };
 
@@ -52,8 +52,26 @@ fn train_on(
         resume,
         control,
         replicas,
+        test_only: false,
     };
     run_on(BackendKind::Flex, job)
+}
+
+/// `train ib-inn --test-only` on the finished run at `root`.
+fn rescore(cfg: &IbInnTrainConfig, root: &Path) -> anyhow::Result<TestReport> {
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let job = IbInnTrainJob {
+        cfg: cfg.clone(),
+        run_root: root.to_path_buf(),
+        resume: true,
+        control: TrainControl::default(),
+        replicas: 1,
+        test_only: true,
+    };
+    match run_on(BackendKind::Flex, job)? {
+        TrainOutcome::Finished(r) => Ok(r),
+        TrainOutcome::Paused { .. } => panic!("--test-only trains nothing"),
+    }
 }
 
 fn state_of(outcome: &TrainOutcome) -> &TrainState {
@@ -112,6 +130,33 @@ fn learns_and_resumes_from_the_same_step() {
         correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
     }
     assert!((correct as f64 / test.len() as f64 - report.accuracy).abs() < 1e-9);
+
+    // --test-only scores the saved model again to the same numbers, and the reference code's
+    // printed value follows from the clean L_x with its DCT log-determinant.
+    let checkpoints_before = std::fs::read_dir(a.join("checkpoints")).unwrap().count();
+    let rescored = rescore(&cfg, &a).unwrap();
+    let close = |x: f64, y: f64| (x - y).abs() < 1e-6 * x.abs().max(1.0);
+    assert!(
+        close(rescored.bpd, report.bpd),
+        "{rescored:?} vs {report:?}"
+    );
+    assert!(close(rescored.l_x_clean, report.l_x_clean));
+    assert_eq!(rescored.accuracy, report.accuracy);
+    assert_eq!(rescored.epochs, report.epochs);
+    // serde_json reads floats back to within an ulp, not always exactly.
+    assert!(close(rescored.train_seconds, report.train_seconds));
+    let dim = cfg.model.dim() as f64;
+    let want = reference_bits_per_dim(report.l_x_clean + model.reference_log_det_offset() / dim);
+    assert!(close(report.bpd_reference_convention, want));
+    assert_eq!(
+        std::fs::read_dir(a.join("checkpoints")).unwrap().count(),
+        checkpoints_before,
+        "--test-only wrote no checkpoint"
+    );
+    // Without the test.json written beside model.mpk it says what is missing.
+    std::fs::rename(a.join("test.json"), a.join("old.json")).unwrap();
+    let e = format!("{:#}", rescore(&cfg, &a).unwrap_err());
+    assert!(e.contains("test.json"), "{e}");
 
     // Interrupted after 5 of the 8 steps of epoch 1, then resumed.
     let b = dir.path().join("b");

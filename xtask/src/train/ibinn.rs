@@ -13,7 +13,9 @@ use cfx_datasets::{
     Augmentation, DatasetError, DatasetKind, EpochSampler, ImageBatch, ImageSet, Prefetcher, Split,
     ordered_batches, train_val_split,
 };
-use cfx_flows::ibinn::{IbInn, IbInnConfig, bits_per_dim, ib_objective, smooth_one_hot};
+use cfx_flows::ibinn::{
+    IbInn, IbInnConfig, bits_per_dim, ib_objective, reference_bits_per_dim, smooth_one_hot,
+};
 use cfx_flows::nn::{
     calibrate_batch_norm_step, finish_batch_norm_calibration, start_batch_norm_calibration,
 };
@@ -211,7 +213,12 @@ pub struct TestReport {
     pub l_x: f64,
     /// Bits/dim with uniform dequantisation, true log-determinant.
     pub bpd: f64,
-    /// The same in the convention of the reference code (its DCT log-determinant).
+    /// `L_x` on the clean test images (no dequantisation), what the reference evaluates.
+    #[serde(default)]
+    pub l_x_clean: f64,
+    /// The number the reference code prints as bits/dim, the one the papers report
+    /// ([`reference_bits_per_dim`] of the clean `L_x` with its DCT log-determinant). Before
+    /// 2026-11-29 this field held our bits/dim with only the DCT term changed.
     pub bpd_reference_convention: f64,
     pub l_y: f64,
     pub epochs: usize,
@@ -251,6 +258,8 @@ pub struct IbInnTrainJob {
     pub control: TrainControl,
     /// Data-parallel replicas ([`super::parallel`]); 1 trains on `device` alone.
     pub replicas: usize,
+    /// Only score the run's final `model.mpk` on the test set again (rewrites `test.json`).
+    pub test_only: bool,
 }
 
 impl BackendJob for IbInnTrainJob {
@@ -313,14 +322,29 @@ fn train<B: AutodiffBackend>(
         resume,
         control,
         replicas,
+        test_only,
     } = job;
     cfg.validate()?;
+    if test_only {
+        return rescore::<B>(&cfg, &run_root, &device, backend);
+    }
     let replicas = Replicas::<B>::new(&device, replicas)?;
     let run = RunDir::open(&run_root, resume)?;
     let store = run.checkpoints(cfg.keep_checkpoints);
-    if !resume {
-        run.write_toml("config.toml", &cfg)?;
+    if resume {
+        // `--epochs` and `--milestones` may change a resumed run; the saved config follows, so
+        // a later plain `--resume` keeps the new schedule.
+        let saved: IbInnTrainConfig = run.read_toml("config.toml")?;
+        if saved.epochs != cfg.epochs || saved.milestones != cfg.milestones {
+            let msg = format!(
+                "schedule changed on resume: epochs {} -> {}, milestones {:?} -> {:?}",
+                saved.epochs, cfg.epochs, saved.milestones, cfg.milestones
+            );
+            eprintln!("{msg}");
+            run.log(&msg)?;
+        }
     }
+    run.write_toml("config.toml", &cfg)?;
     let (fit, val, test) = load_data(&cfg)?;
     let fit = Arc::new(fit);
 
@@ -489,6 +513,39 @@ fn train<B: AutodiffBackend>(
     }
 
     let report = finish(&cfg, model, &fit, &test, &state, backend, &run)?;
+    Ok(TrainOutcome::Finished(report))
+}
+
+/// `--test-only`: the finished model as it was saved (batch norm already re-estimated),
+/// scored again. Its epochs and training time come from the `test.json` written with it: the
+/// latest checkpoint may be newer (a resumed run that paused).
+fn rescore<B: AutodiffBackend>(
+    cfg: &IbInnTrainConfig,
+    run_root: &Path,
+    device: &B::Device,
+    backend: BackendKind,
+) -> Result<TrainOutcome> {
+    let run = RunDir::open(run_root, true)?;
+    let model = load_trained::<B::InnerBackend>(run_root, device)?;
+    let previous: TestReport = run.read_json("test.json").with_context(|| {
+        format!(
+            "{} has a model.mpk but no readable test.json to say how it was trained",
+            run_root.display()
+        )
+    })?;
+    let trained = Trained {
+        epochs: previous.epochs,
+        train_seconds: previous.train_seconds,
+        mean_images_per_second: previous.mean_images_per_second,
+        batch_norm_calibrated: previous.batch_norm_calibrated,
+    };
+    let test = cfg.dataset.load_shaped(
+        Split::Test,
+        cfg.data_dir.as_deref(),
+        Some(cfg.model.input_shape),
+        cfg.test_limit,
+    )?;
+    let report = score_on_test(cfg, &model, &test, trained, backend, &run)?;
     Ok(TrainOutcome::Finished(report))
 }
 
@@ -689,7 +746,7 @@ fn load_checkpoint<B: AutodiffBackend>(
     Ok((model, optim, state))
 }
 
-/// Calibrates batch norm, evaluates on the test set and writes the final model.
+/// Calibrates batch norm, writes the final model and scores it on the test set.
 fn finish<B: AutodiffBackend>(
     cfg: &IbInnTrainConfig,
     mut model: IbInn<B>,
@@ -707,12 +764,43 @@ fn finish<B: AutodiffBackend>(
         model = calibrate_batch_norm(model, fit, cfg);
     }
     let valid = model.valid();
-    let clean = evaluate(&valid, test, Augmentation::IBINN_EVAL, cfg)?;
-    let dequantized = evaluate(&valid, test, cfg.train_augmentation().without_noise(), cfg)?;
-    let offset_bits =
-        model.reference_log_det_offset() / (cfg.model.dim() as f64 * std::f64::consts::LN_2);
+    let bytes = Recorder::<B>::record(&Rec::default(), model.into_record(), ())?;
+    crate::fsutil::write_atomic(&run.path(MODEL_FILE), &bytes)?;
+    run.write_toml("model.toml", &cfg.model)?;
     // Every step trains on one full batch (the sampler drops the last partial one).
     let total_images = (state.global_step * cfg.batch_size) as f64;
+    let trained = Trained {
+        epochs: state.epochs_done,
+        train_seconds: state.train_seconds,
+        mean_images_per_second: total_images / state.train_seconds.max(1e-9),
+        batch_norm_calibrated: cfg.calibrate_batch_norm,
+    };
+    score_on_test(cfg, &valid, test, trained, backend, run)
+}
+
+/// How a scored model was trained, for `test.json`.
+#[derive(Debug, Clone, Copy)]
+struct Trained {
+    epochs: usize,
+    train_seconds: f64,
+    mean_images_per_second: f64,
+    batch_norm_calibrated: bool,
+}
+
+/// Scores a finished model on the test set and writes `test.json`: accuracy and `L_y` on the
+/// clean images, bits/dim on dequantised ones, and the reference code's printed number on the
+/// clean ones (see [`reference_bits_per_dim`]).
+fn score_on_test<B: Backend>(
+    cfg: &IbInnTrainConfig,
+    model: &IbInn<B>,
+    test: &ImageSet,
+    trained: Trained,
+    backend: BackendKind,
+    run: &RunDir,
+) -> Result<TestReport> {
+    let clean = evaluate(model, test, Augmentation::IBINN_EVAL, cfg)?;
+    let dequantized = evaluate(model, test, cfg.train_augmentation().without_noise(), cfg)?;
+    let reference_l_x = clean.l_x + model.reference_log_det_offset() / cfg.model.dim() as f64;
     let report = TestReport {
         dataset: test.name.clone(),
         backend: backend.to_string(),
@@ -721,19 +809,17 @@ fn finish<B: AutodiffBackend>(
         error_percent: 100.0 * (1.0 - clean.accuracy),
         l_x: dequantized.l_x,
         bpd: dequantized.bpd,
-        bpd_reference_convention: dequantized.bpd + offset_bits,
+        l_x_clean: clean.l_x,
+        bpd_reference_convention: reference_bits_per_dim(reference_l_x),
         l_y: clean.l_y,
-        epochs: state.epochs_done,
-        batch_norm_calibrated: cfg.calibrate_batch_norm,
-        train_seconds: state.train_seconds,
-        mean_images_per_second: total_images / state.train_seconds.max(1e-9),
+        epochs: trained.epochs,
+        batch_norm_calibrated: trained.batch_norm_calibrated,
+        train_seconds: trained.train_seconds,
+        mean_images_per_second: trained.mean_images_per_second,
     };
-    let bytes = Recorder::<B>::record(&Rec::default(), model.into_record(), ())?;
-    crate::fsutil::write_atomic(&run.path(MODEL_FILE), &bytes)?;
-    run.write_toml("model.toml", &cfg.model)?;
     run.write_json("test.json", &report)?;
     let line = format!(
-        "test: accuracy {:.2}% (error {:.2}%), bpd {:.3} (reference convention {:.3}) on {} images",
+        "test: accuracy {:.2}% (error {:.2}%), bpd {:.3} (as the reference code prints it: {:.3}) on {} images",
         100.0 * report.accuracy,
         report.error_percent,
         report.bpd,

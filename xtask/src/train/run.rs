@@ -65,6 +65,12 @@ impl RunDir {
         read_toml(&self.path(name))
     }
 
+    pub fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
+        let path = self.path(name);
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid", path.display()))
+    }
+
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
         write_atomic(
             &self.path(name),

@@ -26,6 +26,7 @@ pub fn tiny_ibinn(root: &Path, train_limit: usize) {
         resume: false,
         control: TrainControl::default(),
         replicas: 1,
+        test_only: false,
     };
     assert!(matches!(
         run_on(BackendKind::Flex, job).unwrap(),

@@ -5,5 +5,7 @@ mod loss;
 mod model;
 
 pub use config::{IbInnConfig, StageConfig};
-pub use loss::{bits_per_dim, ib_objective, ib_terms, logsumexp, smooth_one_hot};
+pub use loss::{
+    bits_per_dim, ib_objective, ib_terms, logsumexp, reference_bits_per_dim, smooth_one_hot,
+};
 pub use model::{IbInn, IbInnOutput};

@@ -131,8 +131,9 @@ impl<B: Backend> IbInn<B> {
     }
 
     /// Our log-determinant minus the one the reference code reports, in nats per image (only the
-    /// DCT pooling differs, see [`DctPooling`]; −27.06 for MNIST). Adding `offset / (D·ln 2)`
-    /// to our bits/dim gives the number the reference code would print.
+    /// DCT pooling differs, see [`DctPooling`]; −27.06 for MNIST). `L_x + offset / D` is the
+    /// `L_x` the reference code computes; [`super::reference_bits_per_dim`] of it on the clean
+    /// test set is the number it prints.
     pub fn reference_log_det_offset(&self) -> f64 {
         self.inn
             .blocks
