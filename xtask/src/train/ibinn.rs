@@ -274,22 +274,27 @@ impl BackendJob for IbInnTrainJob {
     }
 }
 
+/// One split of the config's dataset, shaped for its model.
+fn load_split(cfg: &IbInnTrainConfig, split: Split, limit: Option<usize>) -> Result<ImageSet> {
+    cfg.dataset
+        .load_shaped(
+            split,
+            cfg.data_dir.as_deref(),
+            Some(cfg.model.input_shape),
+            limit,
+        )
+        .map_err(|e| match e {
+            e @ DatasetError::ShapeMismatch { .. } => {
+                anyhow::anyhow!("{e} (model.input_shape, in --config, must match the dataset)")
+            }
+            e => e.into(),
+        })
+}
+
 /// Loads the datasets a config names and checks them against the model.
 pub fn load_data(cfg: &IbInnTrainConfig) -> Result<(ImageSet, ImageSet, ImageSet)> {
-    let dir = cfg.data_dir.as_deref();
-    let shape = Some(cfg.model.input_shape);
-    let load = |split, limit| {
-        cfg.dataset
-            .load_shaped(split, dir, shape, limit)
-            .map_err(|e| match e {
-                e @ DatasetError::ShapeMismatch { .. } => {
-                    anyhow::anyhow!("{e} (model.input_shape, in --config, must match the dataset)")
-                }
-                e => e.into(),
-            })
-    };
-    let train = load(Split::Train, cfg.train_limit)?;
-    let test = load(Split::Test, cfg.test_limit)?;
+    let train = load_split(cfg, Split::Train, cfg.train_limit)?;
+    let test = load_split(cfg, Split::Test, cfg.test_limit)?;
     if train.num_classes() != cfg.model.n_classes {
         bail!(
             "{} has {} classes but model.n_classes is {}",
@@ -539,12 +544,7 @@ fn rescore<B: AutodiffBackend>(
         mean_images_per_second: previous.mean_images_per_second,
         batch_norm_calibrated: previous.batch_norm_calibrated,
     };
-    let test = cfg.dataset.load_shaped(
-        Split::Test,
-        cfg.data_dir.as_deref(),
-        Some(cfg.model.input_shape),
-        cfg.test_limit,
-    )?;
+    let test = load_split(cfg, Split::Test, cfg.test_limit)?;
     let report = score_on_test(cfg, &model, &test, trained, backend, &run)?;
     Ok(TrainOutcome::Finished(report))
 }
