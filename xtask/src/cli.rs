@@ -1468,6 +1468,31 @@ mod tests {
         assert!(parse(&["--milestones", "50,x"]).is_err());
     }
 
+    /// The configs the docs tell users to pass to `--config` must load as they are: a field
+    /// renamed in the code would otherwise break them silently until someone ran one.
+    #[test]
+    fn every_shipped_ibinn_config_loads() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let cfg =
+                IbInnCli::try_parse_from(["t", "--name", "x", "--config", path.to_str().unwrap()])
+                    .unwrap()
+                    .args
+                    .new_config()
+                    .unwrap_or_else(|e| panic!("{e:#}"));
+            if let Err(e) = cfg.model.validate() {
+                panic!("{}: {e}", path.display());
+            }
+            seen += 1;
+        }
+        assert!(seen >= 5, "found only {seen} configs in {}", dir.display());
+    }
+
     #[derive(Parser)]
     struct FlowCli {
         #[command(flatten)]
