@@ -72,9 +72,36 @@ pub enum Command {
     Bench(BenchCommand),
     /// Singular values of a flow's generator Jacobian at test images (tangent-space check).
     Tangent(TangentArgs),
+    /// Where a trained IB-INN's L_x comes from: each stage's log-determinant on clean test
+    /// images against the most its soft-clamped couplings can reach.
+    LogDet(LogDetArgs),
     /// The helix toy of seed 002: latent- vs pixel-space ascent, distance to the manifold, and
     /// the inverse metric's spectrum.
     Helix(HelixArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogDetArgs {
+    /// A finished `train ib-inn` run: runs/<name>.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The first N test images [default: those the run was tested on].
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 250)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub backend: BackendArg,
+}
+
+impl LogDetArgs {
+    pub fn job(&self) -> crate::logdet::LogDetJob {
+        crate::logdet::LogDetJob {
+            model: self.model.clone(),
+            limit: self.limit,
+            batch_size: self.batch_size,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -9,5 +9,6 @@ pub mod explain;
 pub mod fsutil;
 pub mod heatmaps;
 pub mod helix;
+pub mod logdet;
 pub mod tangent;
 pub mod train;

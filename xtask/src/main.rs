@@ -307,6 +307,22 @@ fn run(cli: Cli) -> Result<()> {
                 args.out.join("helix.json").display()
             );
         }
+        Command::LogDet(args) => {
+            let r = run_on(args.backend.kind(), args.job())?;
+            println!(
+                "{} ({}, {} clean test images): L_x {:.4} nats/dim = latent term {:.4} − log-det {:.4}; \
+                 as the reference code prints it: {:.3} bits/dim; {}\n\n{}",
+                r.model,
+                r.dataset,
+                r.images,
+                r.l_x,
+                r.latent_term,
+                r.log_det_per_dim,
+                r.bpd_reference_convention,
+                xtask::logdet::report_path(&args.model).display(),
+                r.markdown()
+            );
+        }
         Command::Tangent(args) => {
             let out = args.job().out;
             let r = run_on(args.backend.kind(), args.job())?;

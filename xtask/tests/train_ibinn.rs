@@ -7,6 +7,7 @@ use burn::backend::Flex;
 use cfx_datasets::{Augmentation, eval_batches};
 use cfx_flows::ibinn::{IbInnConfig, reference_bits_per_dim};
 use xtask::backend::{BackendKind, run_on};
+use xtask::logdet::LogDetJob;
 use xtask::train::ibinn::{
     IbInnTrainConfig, IbInnTrainJob, TestReport, TrainControl, TrainOutcome, TrainState, load_data,
     load_trained,
@@ -153,6 +154,29 @@ fn learns_and_resumes_from_the_same_step() {
         checkpoints_before,
         "--test-only wrote no checkpoint"
     );
+    // `log-det` reads the same test images block by block: its L_x is test.json's, its parts add
+    // up, and no stage passes its ceiling.
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let job = LogDetJob {
+        model: a.clone(),
+        limit: None,
+        batch_size: 64,
+    };
+    let parts = run_on(BackendKind::Flex, job).unwrap();
+    drop(_guard);
+    assert_eq!(parts.images, test.len());
+    assert!(
+        (parts.l_x - report.l_x_clean).abs() < 1e-4,
+        "{parts:?} vs {report:?}"
+    );
+    assert!((parts.bpd_reference_convention - report.bpd_reference_convention).abs() < 1e-3);
+    let sum: f64 = parts.groups.iter().map(|g| g.log_det_per_dim).sum();
+    assert!((sum - parts.log_det_per_dim).abs() < 1e-9);
+    for g in &parts.groups {
+        assert!(g.log_det_per_dim <= g.ceiling_per_dim + 1e-6, "{g:?}");
+    }
+    assert!(a.join("log-det.json").exists());
+
     // Without the test.json written beside model.mpk it says what is missing.
     std::fs::rename(a.join("test.json"), a.join("old.json")).unwrap();
     let e = format!("{:#}", rescore(&cfg, &a).unwrap_err());

@@ -21,6 +21,15 @@ pub trait Flow<B: Backend> {
     fn output_shape(&self, input: [usize; 3]) -> [usize; 3] {
         input
     }
+
+    /// The largest `log|det ∂z/∂x|` per sample the block can reach on inputs of shape `input`,
+    /// where it is bounded: soft-clamped couplings, and blocks whose Jacobian is constant.
+    /// `None` where it is not (or not worked out). A trained flow's log-determinant against this
+    /// ceiling says how much of `L_x` its couplings could still gain by scaling harder
+    /// (`cargo xtask log-det`).
+    fn log_det_ceiling(&self, _input: [usize; 3]) -> Option<f64> {
+        None
+    }
 }
 
 /// `[N]` filled with `value`: the log-determinant of blocks whose Jacobian is constant.

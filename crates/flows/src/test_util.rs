@@ -23,3 +23,13 @@ pub fn assert_close<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>
     let err = crate::testing::max_abs_diff(a, b);
     assert!(err <= tol, "max abs difference {err} > {tol}");
 }
+
+/// Makes a coupling subnet put out `value` everywhere, whatever its input, so that a coupling's
+/// log-scales sit at the end of their soft clamp (`value` ≫ 0: at `+clamp`).
+pub fn constant_subnet<B: Backend>(s: &mut crate::nn::ConvSubnet<B>, value: f32) {
+    use burn::module::Param;
+    let [c_out, ..] = s.conv3.weight.dims();
+    let device = s.conv3.weight.device();
+    s.conv3.weight = Param::from_tensor(s.conv3.weight.val().zeros_like());
+    s.conv3.bias = Some(Param::from_tensor(Tensor::full([c_out], value, &device)));
+}

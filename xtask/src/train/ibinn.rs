@@ -275,7 +275,7 @@ impl BackendJob for IbInnTrainJob {
 }
 
 /// One split of the config's dataset, shaped for its model.
-fn load_split(cfg: &IbInnTrainConfig, split: Split, limit: Option<usize>) -> Result<ImageSet> {
+pub fn load_split(cfg: &IbInnTrainConfig, split: Split, limit: Option<usize>) -> Result<ImageSet> {
     cfg.dataset
         .load_shaped(
             split,

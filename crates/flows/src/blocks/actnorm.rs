@@ -75,6 +75,11 @@ impl<B: Backend> Flow<B> for ActNorm<B> {
         let n = z.dims()[0];
         (z - per_channel(self.offset.val(), n)) * per_channel(self.log_scale.val().neg().exp(), n)
     }
+
+    fn log_det_ceiling(&self, [_, h, w]: [usize; 3]) -> Option<f64> {
+        let sum: f64 = self.log_scale.val().sum().into_scalar().elem();
+        Some(sum * (h * w) as f64)
+    }
 }
 
 #[cfg(test)]

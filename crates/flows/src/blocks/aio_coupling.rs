@@ -82,6 +82,13 @@ impl<B: Backend> Flow<B> for AllInOneCoupling<B> {
         let a = self.subnet.forward(x1.clone());
         Tensor::cat(vec![x1, affine_inverse(y2, a, self.clamp, PRE_SCALE)], 1)
     }
+
+    /// Every log-scale of the coupled `C − split` channels at `+clamp`, plus the act-norm's
+    /// constant (−0.223 nats per dimension for IB-INN's fixed 0.80).
+    fn log_det_ceiling(&self, [c, h, w]: [usize; 3]) -> Option<f64> {
+        let coupling = self.clamp * ((c - self.split) * h * w) as f64;
+        Some(coupling + self.act_norm.log_det_ceiling([c, h, w])?)
+    }
 }
 
 impl<B: Backend> BatchNormLayers<B> for AllInOneCoupling<B> {
@@ -100,7 +107,7 @@ impl<B: Backend> BatchNormLayers<B> for ConvSubnet<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{TAd, random_on};
+    use crate::test_util::{TAd, TB, constant_subnet, random_on};
     use crate::testing::check_flow;
 
     proptest::proptest! {
@@ -114,5 +121,30 @@ mod tests {
             // 1/sqrt(eps) where the pair nearly agrees (see the IB-INN model test).
             check_flow(&block, x, 1e-4, 1e-3);
         }
+    }
+
+    #[test]
+    fn a_saturated_coupling_reaches_its_log_det_ceiling_and_no_further() {
+        let d = Default::default();
+        let mut block = AllInOneCouplingConfig::new(5, 8).init::<TB>(&d);
+        let x = random_on::<TB, 4>([4, 5, 3, 3], 7) * 3.0;
+        let ceiling = block.log_det_ceiling([5, 3, 3]).unwrap();
+        // 3 of 5 channels pass, 2 are scaled: 18 log-scales of at most 0.7, and the fixed
+        // act-norm's 45·ln 0.8.
+        assert!(
+            (ceiling - (18.0 * 0.7 + 45.0 * 0.8f64.ln())).abs() < 1e-4,
+            "{ceiling}"
+        );
+        let below: Vec<f32> = block.forward(x.clone()).1.into_data().to_vec().unwrap();
+        assert!(
+            below.iter().all(|&l| f64::from(l) < ceiling - 1.0),
+            "{below:?}"
+        );
+        constant_subnet(&mut block.subnet, 1e4);
+        let at: Vec<f32> = block.forward(x).1.into_data().to_vec().unwrap();
+        assert!(
+            at.iter().all(|&l| (f64::from(l) - ceiling).abs() < 1e-3),
+            "{at:?} vs {ceiling}"
+        );
     }
 }

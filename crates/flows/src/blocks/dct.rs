@@ -132,6 +132,10 @@ impl<B: Backend> Flow<B> for DctPooling<B> {
     fn output_shape(&self, [c, h, w]: [usize; 3]) -> [usize; 3] {
         [c * h * w, 1, 1]
     }
+
+    fn log_det_ceiling(&self, _input: [usize; 3]) -> Option<f64> {
+        Some(self.log_det)
+    }
 }
 
 #[cfg(test)]

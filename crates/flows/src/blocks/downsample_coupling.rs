@@ -92,6 +92,11 @@ impl<B: Backend> Flow<B> for DownsampleCoupling<B> {
     fn output_shape(&self, [c, h, w]: [usize; 3]) -> [usize; 3] {
         [4 * c, h / 2, w / 2]
     }
+
+    /// Both halves are scaled, so every dimension's log-scale at `+clamp`.
+    fn log_det_ceiling(&self, [c, h, w]: [usize; 3]) -> Option<f64> {
+        Some(self.clamp * (c * h * w) as f64)
+    }
 }
 
 impl<B: Backend> BatchNormLayers<B> for DownsampleCoupling<B> {
@@ -104,7 +109,7 @@ impl<B: Backend> BatchNormLayers<B> for DownsampleCoupling<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{TAd, random_on};
+    use crate::test_util::{TAd, TB, constant_subnet, random_on};
     use crate::testing::check_flow;
 
     proptest::proptest! {
@@ -118,5 +123,24 @@ mod tests {
             // 1/sqrt(eps) where the pair nearly agrees (see the IB-INN model test).
             check_flow(&block, x, 1e-4, 1e-3);
         }
+    }
+
+    #[test]
+    fn a_saturated_coupling_reaches_its_log_det_ceiling() {
+        let d = Default::default();
+        let mut block = DownsampleCouplingConfig::new(3, 6).init::<TB>(&d);
+        let x = random_on::<TB, 4>([4, 3, 4, 4], 8) * 2.0;
+        let ceiling = block.log_det_ceiling([3, 4, 4]).unwrap();
+        assert!(
+            (ceiling - 48.0 * 0.7).abs() < 1e-9,
+            "both halves, all 48 dimensions"
+        );
+        constant_subnet(&mut block.s_hi, 1e4);
+        constant_subnet(&mut block.s_lo, 1e4);
+        let at: Vec<f32> = block.forward(x).1.into_data().to_vec().unwrap();
+        assert!(
+            at.iter().all(|&l| (f64::from(l) - ceiling).abs() < 1e-3),
+            "{at:?} vs {ceiling}"
+        );
     }
 }

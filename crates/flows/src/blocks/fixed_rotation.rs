@@ -45,6 +45,10 @@ impl<B: Backend> Flow<B> for FixedRotation<B> {
     fn inverse(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
         channel_mix(z, self.weight.val().transpose())
     }
+
+    fn log_det_ceiling(&self, _input: [usize; 3]) -> Option<f64> {
+        Some(0.0)
+    }
 }
 
 /// A Haar-uniform random matrix of SO(n), row-major, in f64: QR of a Gaussian matrix with the

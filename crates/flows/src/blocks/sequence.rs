@@ -52,6 +52,28 @@ impl<B: Backend> Flow<B> for FlowBlock<B> {
     fn output_shape(&self, input: [usize; 3]) -> [usize; 3] {
         each_block!(self, b => Flow::<B>::output_shape(b, input))
     }
+
+    fn log_det_ceiling(&self, input: [usize; 3]) -> Option<f64> {
+        each_block!(self, b => Flow::<B>::log_det_ceiling(b, input))
+    }
+}
+
+impl<B: Backend> FlowBlock<B> {
+    /// What the block is, for reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FlowBlock::Haar(_) => "Haar downsampling",
+            FlowBlock::ActNorm(_) => "act-norm",
+            FlowBlock::Rotation(_) => "fixed rotation",
+            FlowBlock::AllInOne(_) => "all-in-one coupling",
+            FlowBlock::Downsample(_) => "downsampling coupling",
+            FlowBlock::Dct(_) => "DCT pooling",
+            FlowBlock::Permutation(_) => "permutation",
+            FlowBlock::Glow(_) => "GLOW coupling (fully connected)",
+            FlowBlock::Masked(_) => "masked coupling",
+            FlowBlock::Squeeze(_) => "squeeze",
+        }
+    }
 }
 
 impl<B: Backend> BatchNormLayers<B> for FlowBlock<B> {
@@ -76,6 +98,17 @@ impl<B: Backend> FlowSequence<B> {
     pub fn new(blocks: Vec<FlowBlock<B>>) -> Self {
         Self { blocks }
     }
+
+    /// [`Flow::forward`] keeping each block's log-determinant (`[N]` per block, in order).
+    pub fn forward_per_block(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Vec<Tensor<B, 1>>) {
+        let mut parts = Vec::with_capacity(self.blocks.len());
+        let z = self.blocks.iter().fold(x, |x, b| {
+            let (y, l) = b.forward(x);
+            parts.push(l);
+            y
+        });
+        (z, parts)
+    }
 }
 
 impl<B: Backend> Flow<B> for FlowSequence<B> {
@@ -96,6 +129,16 @@ impl<B: Backend> Flow<B> for FlowSequence<B> {
 
     fn output_shape(&self, input: [usize; 3]) -> [usize; 3] {
         self.blocks.iter().fold(input, |s, b| b.output_shape(s))
+    }
+
+    fn log_det_ceiling(&self, input: [usize; 3]) -> Option<f64> {
+        let mut shape = input;
+        let mut total = 0.0;
+        for b in &self.blocks {
+            total += b.log_det_ceiling(shape)?;
+            shape = b.output_shape(shape);
+        }
+        Some(total)
     }
 }
 

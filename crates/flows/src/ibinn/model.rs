@@ -231,6 +231,10 @@ impl<B: Backend> Flow<B> for IbInn<B> {
     fn output_shape(&self, input: [usize; 3]) -> [usize; 3] {
         self.inn.output_shape(input)
     }
+
+    fn log_det_ceiling(&self, input: [usize; 3]) -> Option<f64> {
+        self.inn.log_det_ceiling(input)
+    }
 }
 
 impl<B: Backend> BatchNormLayers<B> for IbInn<B> {
@@ -258,6 +262,37 @@ mod tests {
             (3_000_000..6_000_000).contains(&n_params),
             "{n_params} parameters"
         );
+    }
+
+    /// `cargo xtask log-det` reads a model block by block: the parts must add up to the model's
+    /// log-determinant, each stay under its block's ceiling, and the ceilings add up too.
+    #[test]
+    fn per_block_log_dets_add_up_and_stay_under_their_ceilings() {
+        let model = IbInnConfig::tiny().init::<TB>(&Default::default());
+        let x = random_on::<TB, 4>([6, 1, 28, 28], 4);
+        let (z, total) = model.inn.forward(x.clone());
+        let (z_parts, parts) = model.inn.forward_per_block(x);
+        assert_close(z, z_parts, 0.0);
+        assert_eq!(parts.len(), model.inn.blocks.len());
+        let sum = parts.iter().cloned().reduce(|a, b| a + b).unwrap();
+        assert_close(sum, total, 1e-2);
+        let mut shape = model.input_shape();
+        let mut ceilings = 0.0;
+        for (block, part) in model.inn.blocks.iter().zip(parts) {
+            let ceiling = block
+                .log_det_ceiling(shape)
+                .expect("every IB-INN block is bounded");
+            let top: f32 = part.max().into_scalar();
+            assert!(
+                f64::from(top) <= ceiling + 1e-3,
+                "{}: {top} > {ceiling}",
+                block.kind()
+            );
+            ceilings += ceiling;
+            shape = block.output_shape(shape);
+        }
+        let whole = model.log_det_ceiling(model.input_shape()).unwrap();
+        assert!((whole - ceilings).abs() < 1e-6 * whole.abs().max(1.0));
     }
 
     #[test]
