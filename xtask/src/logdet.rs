@@ -14,7 +14,6 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_datasets::{Augmentation, Split, ordered_batches};
 use cfx_flows::Flow;
-use cfx_flows::ibinn::{ib_terms, reference_bits_per_dim};
 use cfx_linalg::LinalgBackend;
 use serde::Serialize;
 
@@ -106,12 +105,7 @@ impl BackendJob for LogDetJob {
         let test = load_split(&cfg, Split::Test, self.limit.or(cfg.test_limit))?;
         let blocks = &model.inn.blocks;
         let d = model.dim();
-        let mut shapes = Vec::with_capacity(blocks.len());
-        let mut shape = model.input_shape();
-        for b in blocks {
-            shapes.push(shape);
-            shape = b.output_shape(shape);
-        }
+        let shapes = model.inn.block_input_shapes(model.input_shape());
         // Per-block sums over the images, then one host read at the end.
         let mut sums: Option<Tensor<B::InnerBackend, 1>> = None;
         for host in ordered_batches(&test, self.batch_size, Augmentation::IBINN_EVAL, 0) {
@@ -119,8 +113,7 @@ impl BackendJob for LogDetJob {
             let x = host.to_device::<B::InnerBackend>(&device).images;
             let (z, parts) = model.inn.forward_per_block(x);
             let total = parts.iter().cloned().reduce(|a, b| a + b).expect("blocks");
-            let zz = model.sq_distances(z.reshape([n, d]));
-            let (l_x, _) = ib_terms(zz, total, model.class_log_weights(), None, d);
+            let l_x = model.output_from_latent(z.reshape([n, d]), total, None).l_x;
             let mut row: Vec<_> = parts.into_iter().map(|p| p.sum()).collect();
             row.push(l_x.sum());
             let row = Tensor::cat(row, 0);
@@ -171,9 +164,7 @@ impl BackendJob for LogDetJob {
             latent_term: l_x + log_det_per_dim,
             log_det_per_dim,
             ceiling_per_dim,
-            bpd_reference_convention: reference_bits_per_dim(
-                l_x + model.reference_log_det_offset() / d as f64,
-            ),
+            bpd_reference_convention: model.reference_bits_per_dim(l_x),
             groups,
         };
         crate::fsutil::write_atomic(

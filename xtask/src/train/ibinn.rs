@@ -13,9 +13,7 @@ use cfx_datasets::{
     Augmentation, DatasetError, DatasetKind, EpochSampler, ImageBatch, ImageSet, Prefetcher, Split,
     ordered_batches, train_val_split,
 };
-use cfx_flows::ibinn::{
-    IbInn, IbInnConfig, bits_per_dim, ib_objective, reference_bits_per_dim, smooth_one_hot,
-};
+use cfx_flows::ibinn::{IbInn, IbInnConfig, bits_per_dim, ib_objective, smooth_one_hot};
 use cfx_flows::nn::{
     calibrate_batch_norm_step, finish_batch_norm_calibration, start_batch_norm_calibration,
 };
@@ -217,7 +215,7 @@ pub struct TestReport {
     #[serde(default)]
     pub l_x_clean: f64,
     /// The number the reference code prints as bits/dim, the one the papers report
-    /// ([`reference_bits_per_dim`] of the clean `L_x` with its DCT log-determinant). Before
+    /// ([`IbInn::reference_bits_per_dim`] of the clean `L_x`). Before
     /// 2026-11-29 this field held our bits/dim with only the DCT term changed.
     pub bpd_reference_convention: f64,
     pub l_y: f64,
@@ -789,7 +787,7 @@ struct Trained {
 
 /// Scores a finished model on the test set and writes `test.json`: accuracy and `L_y` on the
 /// clean images, bits/dim on dequantised ones, and the reference code's printed number on the
-/// clean ones (see [`reference_bits_per_dim`]).
+/// clean ones (see [`IbInn::reference_bits_per_dim`]).
 fn score_on_test<B: Backend>(
     cfg: &IbInnTrainConfig,
     model: &IbInn<B>,
@@ -800,7 +798,6 @@ fn score_on_test<B: Backend>(
 ) -> Result<TestReport> {
     let clean = evaluate(model, test, Augmentation::IBINN_EVAL, cfg)?;
     let dequantized = evaluate(model, test, cfg.train_augmentation().without_noise(), cfg)?;
-    let reference_l_x = clean.l_x + model.reference_log_det_offset() / cfg.model.dim() as f64;
     let report = TestReport {
         dataset: test.name.clone(),
         backend: backend.to_string(),
@@ -810,7 +807,7 @@ fn score_on_test<B: Backend>(
         l_x: dequantized.l_x,
         bpd: dequantized.bpd,
         l_x_clean: clean.l_x,
-        bpd_reference_convention: reference_bits_per_dim(reference_l_x),
+        bpd_reference_convention: model.reference_bits_per_dim(clean.l_x),
         l_y: clean.l_y,
         epochs: trained.epochs,
         batch_norm_calibrated: trained.batch_norm_calibrated,

@@ -99,6 +99,19 @@ impl<B: Backend> FlowSequence<B> {
         Self { blocks }
     }
 
+    /// `[C, H, W]` going into each block, for a sequence input of `input`.
+    pub fn block_input_shapes(&self, input: [usize; 3]) -> Vec<[usize; 3]> {
+        let mut shape = input;
+        self.blocks
+            .iter()
+            .map(|b| {
+                let here = shape;
+                shape = b.output_shape(shape);
+                here
+            })
+            .collect()
+    }
+
     /// [`Flow::forward`] keeping each block's log-determinant (`[N]` per block, in order).
     pub fn forward_per_block(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Vec<Tensor<B, 1>>) {
         let mut parts = Vec::with_capacity(self.blocks.len());
@@ -132,13 +145,11 @@ impl<B: Backend> Flow<B> for FlowSequence<B> {
     }
 
     fn log_det_ceiling(&self, input: [usize; 3]) -> Option<f64> {
-        let mut shape = input;
-        let mut total = 0.0;
-        for b in &self.blocks {
-            total += b.log_det_ceiling(shape)?;
-            shape = b.output_shape(shape);
-        }
-        Some(total)
+        self.blocks
+            .iter()
+            .zip(self.block_input_shapes(input))
+            .map(|(b, shape)| b.log_det_ceiling(shape))
+            .sum()
     }
 }
 

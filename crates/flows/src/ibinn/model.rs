@@ -150,6 +150,12 @@ impl<B: Backend> IbInn<B> {
             .sum()
     }
 
+    /// What IB-INN's test code prints for a mean clean-test `L_x` of ours: its DCT
+    /// log-determinant put back, then its formula ([`super::reference_bits_per_dim`]).
+    pub fn reference_bits_per_dim(&self, l_x: f64) -> f64 {
+        super::reference_bits_per_dim(l_x + self.reference_log_det_offset() / self.dim() as f64)
+    }
+
     /// `x [N, C, H, W] ↦ (z [N, D], log|det J| [N])`
     pub fn encode(&self, x: Tensor<B, 4>) -> (Tensor<B, 2>, Tensor<B, 1>) {
         let n = x.dims()[0];
@@ -191,6 +197,16 @@ impl<B: Backend> IbInn<B> {
     /// Loss terms and logits; `targets` are (smoothed) one-hot rows `[N, K]`.
     pub fn forward_output(&self, x: Tensor<B, 4>, targets: Option<Tensor<B, 2>>) -> IbInnOutput<B> {
         let (z, log_det) = self.encode(x);
+        self.output_from_latent(z, log_det, targets)
+    }
+
+    /// [`IbInn::forward_output`] from an already encoded `z [N, D]` and its `log|det J| [N]`.
+    pub fn output_from_latent(
+        &self,
+        z: Tensor<B, 2>,
+        log_det: Tensor<B, 1>,
+        targets: Option<Tensor<B, 2>>,
+    ) -> IbInnOutput<B> {
         let zz = self.sq_distances(z);
         let (l_x, l_y) = ib_terms(
             zz.clone(),
