@@ -38,6 +38,14 @@ impl CheckpointStore {
         format!("e{epoch:04}-s{step:06}")
     }
 
+    /// The position a checkpoint folder's tag names, `(epochs done, further steps)`; `None`
+    /// for a folder name that is not a tag.
+    pub fn position(ckpt: &Path) -> Option<(usize, usize)> {
+        let name = ckpt.file_name()?.to_str()?;
+        let (e, s) = name.strip_prefix('e')?.split_once("-s")?;
+        Some((e.parse().ok()?, s.parse().ok()?))
+    }
+
     /// Writes a checkpoint and makes it the latest. Returns its folder.
     pub fn save(&self, tag: &str, files: &[(&str, &[u8])]) -> Result<PathBuf> {
         fs::create_dir_all(&self.dir)
@@ -122,6 +130,17 @@ pub fn require_run_dir(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn position_reads_back_the_tag() {
+        for (e, s) in [(0, 0), (3, 17), (12345, 1_234_567)] {
+            let p = Path::new("runs/r/checkpoints").join(CheckpointStore::tag(e, s));
+            assert_eq!(CheckpointStore::position(&p), Some((e, s)));
+        }
+        for name in ["latest", ".tmp-e0001-s000002", "e1-sx", "e-s1"] {
+            assert_eq!(CheckpointStore::position(Path::new(name)), None, "{name}");
+        }
+    }
 
     #[test]
     fn keeps_the_newest_and_ignores_incomplete_folders() {

@@ -9,6 +9,7 @@ pub mod explain;
 pub mod fsutil;
 pub mod heatmaps;
 pub mod helix;
+pub mod interrupt;
 pub mod logdet;
 pub mod tangent;
 pub mod train;

@@ -8,11 +8,20 @@ use xtask::train::ibinn::{IbInnTrainConfig, IbInnTrainJob, TrainOutcome};
 use xtask::train::run::read_toml;
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = run(Cli::parse());
+    // A run that stopped on Ctrl-C did not finish, whatever it returned: scripts must not go on
+    // as if it had.
+    let interrupted = xtask::interrupt::requested();
+    match result {
+        Ok(()) if !interrupted => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(xtask::interrupt::EXIT_CODE),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if interrupted {
+                ExitCode::from(xtask::interrupt::EXIT_CODE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -52,6 +61,9 @@ fn run(cli: Cli) -> Result<()> {
             .map_err(|e: String| anyhow::anyhow!("CFX_CONV: {e}"))?;
         cfx_flows::nn::set_conv_strategy(strategy);
     }
+    if matches!(cli.command, Command::Train(_)) {
+        xtask::interrupt::install()?;
+    }
     match cli.command {
         Command::Train(TrainCommand::IbInn(args)) => {
             let (cfg, root) = if args.resume || args.test_only {
@@ -85,8 +97,13 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
                 TrainOutcome::Paused { checkpoint, state } => {
+                    let word = if xtask::interrupt::requested() {
+                        "interrupted"
+                    } else {
+                        "paused"
+                    };
                     println!(
-                        "paused after {} epochs + {} steps; continue with --resume ({})",
+                        "{word} after {} epochs + {} steps; continue with --resume ({})",
                         state.epochs_done,
                         state.step_in_epoch,
                         checkpoint.display()

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use xtask::checkpoint::CheckpointStore;
 use xtask::train::ibinn::{IbInnTrainConfig, TrainState};
 
@@ -26,11 +28,8 @@ fn start(config: &Path, runs: &Path, resume: bool) -> Child {
     cmd.spawn().expect("xtask binary runs")
 }
 
-/// Checkpoint tags are `e<epochs done>-s<steps into the next epoch>`.
-fn position(tag: &Path) -> (usize, usize) {
-    let name = tag.file_name().unwrap().to_str().unwrap();
-    let (e, s) = name.trim_start_matches('e').split_once("-s").unwrap();
-    (e.parse().unwrap(), s.parse().unwrap())
+fn position(ckpt: &Path) -> (usize, usize) {
+    CheckpointStore::position(ckpt).expect("a checkpoint tag")
 }
 
 fn state(ckpt: &Path) -> TrainState {
@@ -41,16 +40,10 @@ fn state(ckpt: &Path) -> TrainState {
 fn sigkill_mid_epoch_loses_less_than_an_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = IbInnTrainConfig {
-        model: cfx_flows::ibinn::IbInnConfig::tiny(),
-        dataset: cfx_datasets::DatasetKind::FakeMnist,
-        train_limit: Some(512),
-        test_limit: Some(64),
-        val_size: 64,
-        batch_size: 64, // 8 steps per epoch
-        epochs: 3,
+        epochs: 3, // 7 steps each
         checkpoint_every_steps: Some(2),
         log_every: 4,
-        ..Default::default()
+        ..common::tiny_ibinn_config(512)
     };
     let config = dir.path().join("config.toml");
     std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();

@@ -2,6 +2,7 @@
 //! and Glow; the DCGAN, its encoder, C3LT):
 //! a checkpoint after every epoch, `--resume` from the last one, `metrics.csv` and `train.log`
 //! rewritten from the checkpointed history, and the final models written atomically at the end.
+//! Ctrl-C stops a run at its next epoch boundary (`crate::interrupt`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -76,6 +77,14 @@ pub(crate) fn run_epochs<T: EpochTrainer>(
         );
     }
     for epoch in state.epochs_done..epochs {
+        // Checked before an epoch as well as after one: a stop asked for while the data were
+        // loading must not cost a whole epoch of waiting.
+        if crate::interrupt::requested() {
+            return Err(crate::interrupt::stopped(&format!(
+                "before epoch {}",
+                epoch + 1
+            )));
+        }
         let start = Instant::now();
         let record = trainer.train_epoch(epoch)?;
         state.train_seconds += start.elapsed().as_secs_f64();
@@ -94,6 +103,12 @@ pub(crate) fn run_epochs<T: EpochTrainer>(
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
         store.save(&CheckpointStore::tag(state.epochs_done, 0), &refs)?;
         run.write_csv("metrics.csv", &state.history)?;
+        if crate::interrupt::requested() && state.epochs_done < epochs {
+            return Err(crate::interrupt::stopped(&format!(
+                "after epoch {}",
+                state.epochs_done
+            )));
+        }
     }
     trainer.finish(run)?;
     state

@@ -379,6 +379,14 @@ fn train<B: AutodiffBackend>(
     let should_stop = |steps: usize| {
         control.max_steps.is_some_and(|m| steps >= m)
             || control.time_budget.is_some_and(|t| started.elapsed() >= t)
+            || crate::interrupt::requested()
+    };
+    let pause_word = || {
+        if crate::interrupt::requested() {
+            "interrupted"
+        } else {
+            "paused"
+        }
     };
     let aug = cfg.train_augmentation();
 
@@ -446,7 +454,11 @@ fn train<B: AutodiffBackend>(
                 let path = save_checkpoint(&store, &model, &optim, &snapshot)?;
                 if stop {
                     bar.finish_and_clear();
-                    let msg = format!("paused at epoch {epoch}, step {}", state.step_in_epoch);
+                    let msg = format!(
+                        "{} at epoch {epoch}, step {}",
+                        pause_word(),
+                        state.step_in_epoch
+                    );
                     return paused(&run, &msg, path, snapshot);
                 }
             }
@@ -510,11 +522,16 @@ fn train<B: AutodiffBackend>(
         let path = save_checkpoint(&store, &model, &optim, &state)?;
         run.write_csv("metrics.csv", &state.history)?;
         if should_stop(steps_this_run) && state.epochs_done < cfg.epochs {
-            let msg = format!("paused after epoch {}", state.epochs_done);
+            let msg = format!("{} after epoch {}", pause_word(), state.epochs_done);
             return paused(&run, &msg, path, state);
         }
     }
 
+    crate::interrupt::stop_at_once_from_here(format!(
+        "the trained weights are in checkpoint {}; --resume redoes the batch-norm \
+         re-estimation and the test evaluation",
+        last_good(&store)
+    ))?;
     let report = finish(&cfg, model, &fit, &test, &state, backend, &run)?;
     Ok(TrainOutcome::Finished(report))
 }
@@ -528,6 +545,7 @@ fn rescore<B: AutodiffBackend>(
     device: &B::Device,
     backend: BackendKind,
 ) -> Result<TrainOutcome> {
+    crate::interrupt::stop_at_once_from_here("the run folder is unchanged")?;
     let run = RunDir::open(run_root, true)?;
     let model = load_trained::<B::InnerBackend>(run_root, device)?;
     let previous: TestReport = run.read_json("test.json").with_context(|| {

@@ -6,10 +6,10 @@ use xtask::backend::{BackendKind, run_on};
 use xtask::train::ibinn::{IbInnTrainConfig, IbInnTrainJob, TrainControl, TrainOutcome};
 use xtask::train::supervised::{AuxModel, SupervisedTrainConfig, SupervisedTrainJob};
 
-/// A tiny IB-INN on the first `train_limit` FakeMNIST images, one epoch.
+/// The tiny IB-INN on the first `train_limit` FakeMNIST images, batches of 64, one epoch.
 #[allow(dead_code)]
-pub fn tiny_ibinn(root: &Path, train_limit: usize) {
-    let cfg = IbInnTrainConfig {
+pub fn tiny_ibinn_config(train_limit: usize) -> IbInnTrainConfig {
+    IbInnTrainConfig {
         dataset: cfx_datasets::DatasetKind::FakeMnist,
         model: cfx_flows::ibinn::IbInnConfig::tiny(),
         train_limit: Some(train_limit),
@@ -19,7 +19,13 @@ pub fn tiny_ibinn(root: &Path, train_limit: usize) {
         epochs: 1,
         log_every: 5,
         ..Default::default()
-    };
+    }
+}
+
+/// [`tiny_ibinn_config`], trained in this process.
+#[allow(dead_code)]
+pub fn tiny_ibinn(root: &Path, train_limit: usize) {
+    let cfg = tiny_ibinn_config(train_limit);
     let job = IbInnTrainJob {
         cfg,
         run_root: root.to_path_buf(),
