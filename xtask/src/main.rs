@@ -8,16 +8,13 @@ use xtask::train::ibinn::{IbInnTrainConfig, IbInnTrainJob, TrainOutcome};
 use xtask::train::run::read_toml;
 
 fn main() -> ExitCode {
-    let result = run(Cli::parse());
-    // A run that stopped on Ctrl-C did not finish, whatever it returned: scripts must not go on
-    // as if it had.
-    let interrupted = xtask::interrupt::requested();
-    match result {
-        Ok(()) if !interrupted => ExitCode::SUCCESS,
-        Ok(()) => ExitCode::from(xtask::interrupt::EXIT_CODE),
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if interrupted {
+            // Stopped on Ctrl-C at a checkpoint: not a failure, but not finished either, and
+            // scripts must be able to tell.
+            if xtask::interrupt::requested() {
                 ExitCode::from(xtask::interrupt::EXIT_CODE)
             } else {
                 ExitCode::FAILURE
@@ -97,17 +94,16 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
                 TrainOutcome::Paused { checkpoint, state } => {
-                    let word = if xtask::interrupt::requested() {
-                        "interrupted"
-                    } else {
-                        "paused"
-                    };
-                    println!(
-                        "{word} after {} epochs + {} steps; continue with --resume ({})",
+                    let at = format!(
+                        "after {} epochs + {} steps ({})",
                         state.epochs_done,
                         state.step_in_epoch,
                         checkpoint.display()
                     );
+                    if xtask::interrupt::requested() {
+                        return Err(xtask::interrupt::stopped(&at));
+                    }
+                    println!("paused {at}; continue with --resume");
                 }
             }
         }
