@@ -77,8 +77,8 @@ pub(crate) fn run_epochs<T: EpochTrainer>(
         );
     }
     for epoch in state.epochs_done..epochs {
-        // Checked before an epoch as well as after one: a stop asked for while the data were
-        // loading must not cost a whole epoch of waiting.
+        // Checked before each epoch: after the previous one's checkpoint, and before the first
+        // one too, so that a stop asked for while the data were loading costs no epoch.
         if crate::interrupt::requested() {
             return Err(crate::interrupt::stopped(&format!(
                 "before epoch {}",
@@ -103,12 +103,6 @@ pub(crate) fn run_epochs<T: EpochTrainer>(
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
         store.save(&CheckpointStore::tag(state.epochs_done, 0), &refs)?;
         run.write_csv("metrics.csv", &state.history)?;
-        if crate::interrupt::requested() && state.epochs_done < epochs {
-            return Err(crate::interrupt::stopped(&format!(
-                "after epoch {}",
-                state.epochs_done
-            )));
-        }
     }
     trainer.finish(run)?;
     state

@@ -381,13 +381,6 @@ fn train<B: AutodiffBackend>(
             || control.time_budget.is_some_and(|t| started.elapsed() >= t)
             || crate::interrupt::requested()
     };
-    let pause_word = || {
-        if crate::interrupt::requested() {
-            "interrupted"
-        } else {
-            "paused"
-        }
-    };
     let aug = cfg.train_augmentation();
 
     while state.epochs_done < cfg.epochs {
@@ -454,12 +447,8 @@ fn train<B: AutodiffBackend>(
                 let path = save_checkpoint(&store, &model, &optim, &snapshot)?;
                 if stop {
                     bar.finish_and_clear();
-                    let msg = format!(
-                        "{} at epoch {epoch}, step {}",
-                        pause_word(),
-                        state.step_in_epoch
-                    );
-                    return paused(&run, &msg, path, snapshot);
+                    let at = format!("at epoch {epoch}, step {}", state.step_in_epoch);
+                    return paused(&run, &at, path, snapshot);
                 }
             }
         }
@@ -522,8 +511,8 @@ fn train<B: AutodiffBackend>(
         let path = save_checkpoint(&store, &model, &optim, &state)?;
         run.write_csv("metrics.csv", &state.history)?;
         if should_stop(steps_this_run) && state.epochs_done < cfg.epochs {
-            let msg = format!("{} after epoch {}", pause_word(), state.epochs_done);
-            return paused(&run, &msg, path, state);
+            let at = format!("after epoch {}", state.epochs_done);
+            return paused(&run, &at, path, state);
         }
     }
 
@@ -711,13 +700,15 @@ fn step_seed(seed: u64, step: usize) -> u64 {
 }
 
 /// Reports a stop that left a resumable checkpoint behind.
-fn paused(
-    run: &RunDir,
-    what: &str,
-    checkpoint: PathBuf,
-    state: TrainState,
-) -> Result<TrainOutcome> {
-    let msg = format!("{what} ({})", checkpoint.display());
+/// Ends a run early at `checkpoint`, saying where (`at`) and why: Ctrl-C, or a
+/// `--time-budget`/`--max-steps` limit.
+fn paused(run: &RunDir, at: &str, checkpoint: PathBuf, state: TrainState) -> Result<TrainOutcome> {
+    let why = if crate::interrupt::requested() {
+        "interrupted"
+    } else {
+        "paused"
+    };
+    let msg = format!("{why} {at} ({})", checkpoint.display());
     eprintln!("{msg}");
     run.log(&msg)?;
     Ok(TrainOutcome::Paused { checkpoint, state })
