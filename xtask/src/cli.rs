@@ -255,6 +255,11 @@ pub struct EvaluateArgs {
     /// ascents different budgets (e.g. more steps for pixel at its smaller rate).
     #[arg(long)]
     pub pixel_config: Option<PathBuf>,
+    /// ECINN (and ECINNh): `raw` returns and scores the inverse pass as the seeds define x̂;
+    /// `image` makes it an 8-bit image first (clamped to [0, 1], rounded to the 256 grey
+    /// levels), as the authors' code stores counterfactuals. The PNG figures are always 8-bit.
+    #[arg(long, default_value = "raw")]
+    pub pixels: cfx_counterfactual::EcinnPixels,
     /// COUT's insertion steps T.
     #[arg(long, default_value_t = 20)]
     pub cout_steps: usize,
@@ -312,6 +317,7 @@ impl EvaluateArgs {
             gl_config: self.gl_config.clone(),
             diffeo_config: self.diffeo_config.clone(),
             pixel_config: self.pixel_config.clone(),
+            pixels: self.pixels,
             cout_steps: self.cout_steps,
             knn: self.knn,
             gallery: self.gallery,
@@ -614,6 +620,11 @@ pub struct ExplainArgs {
     /// predicted class) or `gmm` (the model's GMM means, an ablation).
     #[arg(long, default_value = "empirical")]
     pub delta: cfx_counterfactual::DeltaMeans,
+    /// ECINN (and ECINNh): `raw` returns and scores the inverse pass as the seeds define x̂;
+    /// `image` makes it an 8-bit image first (clamped to [0, 1], rounded to the 256 grey
+    /// levels), as the authors' code stores counterfactuals. The PNG figures are always 8-bit.
+    #[arg(long, default_value = "raw")]
+    pub pixels: cfx_counterfactual::EcinnPixels,
     /// ECINN: also write α transition strips at α0 + t(1 − α0) for these t.
     #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "0,0.2,0.4,0.6,0.8,1.0,1.2,1.4")]
     pub strip: Option<Vec<f64>>,
@@ -704,6 +715,7 @@ impl ExplainArgs {
             batch_size: self.batch_size,
             seed: self.seed,
             scale: self.scale.max(1),
+            pixels: self.pixels,
             out: self
                 .out
                 .clone()
@@ -748,6 +760,7 @@ impl ExplainArgs {
                 .map(|a| parse_alpha(a))
                 .collect::<Result<_>>()?,
             delta: self.delta,
+            pixels: self.pixels,
             strip: self.strip.clone(),
             method_config: self.method_config.clone(),
             batch_size: self.batch_size,

@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::{Classifier, CnnClassifier, IbInnClassifier};
 use cfx_counterfactual::attribution::{Attribution, EcinnH, GradientAttribution, GradientMethod};
-use cfx_counterfactual::{Alpha1Rule, AlphaChoice, Ecinn};
+use cfx_counterfactual::{Alpha1Rule, AlphaChoice, Ecinn, EcinnPixels};
 use cfx_datasets::{DatasetKind, Split};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -110,6 +110,8 @@ pub struct HeatmapContext<'a> {
     pub shap_baselines: usize,
     pub seed: u64,
     pub batch_size: usize,
+    /// ECINNh's counterfactuals: 8-bit images or the raw inverse.
+    pub pixels: EcinnPixels,
 }
 
 /// `methods` over `model`, in order. ECINNh needs an IB-INN (and its class means).
@@ -142,7 +144,8 @@ pub fn build<B: AutodiffBackend>(
             let means = ecinn_means(&inner, ctx.run, ctx.dataset, ctx.data_dir, device)?;
             // The convincing counterfactual, as Paper 4 and the heatmap figures use it.
             let ecinn = Ecinn::new(inner, &means)?
-                .with_alpha(AlphaChoice::Convincing(Alpha1Rule::ArxivCode));
+                .with_alpha(AlphaChoice::Convincing(Alpha1Rule::ArxivCode))
+                .with_pixels(ctx.pixels);
             out.push(Box::new(EcinnH(ecinn)));
             continue;
         }
@@ -190,6 +193,8 @@ pub struct HeatmapExplainJob {
     pub batch_size: usize,
     pub seed: u64,
     pub scale: usize,
+    /// ECINNh's counterfactuals: 8-bit images or the raw inverse.
+    pub pixels: EcinnPixels,
     pub out: std::path::PathBuf,
 }
 
@@ -246,6 +251,7 @@ impl crate::backend::BackendJob for HeatmapExplainJob {
             shap_baselines: self.shap_baselines,
             seed: self.seed,
             batch_size: self.batch_size,
+            pixels: self.pixels,
         };
         let methods = build::<B>(&self.methods, &model, &ctx, &device)?;
         let inner = model.inner();

@@ -45,6 +45,7 @@ fn job(suite: &Path, ibinn: &Path, out: &Path) -> EvaluateJob {
         gl_config: None,
         diffeo_config: None,
         pixel_config: None,
+        pixels: Default::default(),
         cout_steps: 5,
         knn: 3,
         gallery: 4,

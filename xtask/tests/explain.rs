@@ -26,6 +26,7 @@ fn heatmap_job(methods: &[HeatmapMethod], model: &Path, out: PathBuf) -> Heatmap
         batch_size: 16,
         seed: 0,
         scale: 2,
+        pixels: Default::default(),
         out,
     }
 }
@@ -45,6 +46,7 @@ fn job(method: Method, model: &Path, selection: Selection, out: PathBuf) -> Expl
             parse_alpha("alpha1").unwrap(),
         ],
         delta: DeltaMeans::default(),
+        pixels: Default::default(),
         strip: None,
         method_config: None,
         batch_size: 16,
@@ -115,6 +117,17 @@ fn ecinn_explains_a_tiny_model_end_to_end_and_caches_its_means() {
     .unwrap();
     assert_eq!((r3.delta, r4.delta), (Some("empirical"), Some("gmm")));
     assert_ne!(r3.variants[0].mean_alpha, r4.variants[0].mean_alpha);
+    // The image mode is the same latent path (same α), made into 8-bit images.
+    let r5 = run_on(
+        BackendKind::Flex,
+        ExplainJob {
+            pixels: cfx_counterfactual::EcinnPixels::Image,
+            ..j.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!((r3.pixels, r5.pixels), (Some("raw"), Some("image")));
+    assert_eq!(r3.variants[0].mean_alpha, r5.variants[0].mean_alpha);
 
     // A cache written for another checkpoint is stale: it is recomputed and rewritten.
     let (means, key) = cfx_counterfactual::ClassMeans::load(&cache).unwrap();

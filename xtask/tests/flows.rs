@@ -55,6 +55,7 @@ fn diffeo(flow: &Path, cnn: &Path, out: &Path) -> anyhow::Result<usize> {
         target: TargetMode::Random,
         alphas: vec![],
         delta: Default::default(),
+        pixels: Default::default(),
         strip: None,
         method_config: Some(steps),
         batch_size: 4,

@@ -42,6 +42,7 @@ fn explain(method: Method, cnn: &Path, latent: &Path, out: &Path) -> xtask::expl
         target: TargetMode::Random,
         alphas: vec![],
         delta: Default::default(),
+        pixels: Default::default(),
         strip: None,
         method_config: (method == Method::Diffeo).then_some(steps),
         batch_size: 4,

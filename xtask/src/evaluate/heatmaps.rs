@@ -67,6 +67,7 @@ impl EvaluateJob {
                 shap_baselines: self.shap_baselines,
                 seed: self.seed,
                 batch_size: self.batch_size.max(2),
+                pixels: self.pixels,
             };
             let attributions = build::<B>(&methods, &model, &ctx, device)?;
             let inner = model.inner();

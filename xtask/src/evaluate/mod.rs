@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::{Classifier, IbInnClassifier, predictions};
-use cfx_counterfactual::{Alpha1Rule, AlphaChoice};
+use cfx_counterfactual::{Alpha1Rule, AlphaChoice, EcinnPixels};
 use cfx_datasets::{DatasetKind, ImageSet, Split};
 use cfx_linalg::{FeatureStats, LinalgBackend};
 use cfx_metrics::{
@@ -74,6 +74,8 @@ pub struct EvaluateJob {
     pub diffeo_config: Option<PathBuf>,
     /// Pixel ascent's settings; `None` falls back on `diffeo_config`.
     pub pixel_config: Option<PathBuf>,
+    /// ECINN's and ECINNh's output: 8-bit images or the raw inverse.
+    pub pixels: EcinnPixels,
     pub cout_steps: usize,
     pub knn: usize,
     pub gallery: usize,
@@ -107,6 +109,8 @@ pub struct EvaluationReport {
     pub range_label: String,
     pub suite: String,
     pub ibinn: Option<String>,
+    /// `image` (8-bit) or `raw`: what ECINN and ECINNh were scored on.
+    pub ecinn_pixels: &'static str,
     pub test_images: usize,
     pub seed: u64,
     pub backend: String,
@@ -185,6 +189,7 @@ impl EvaluateJob {
             // Paper 4 uses only the convincing counterfactual (L5375-5393).
             alphas: vec![AlphaChoice::Convincing(Alpha1Rule::ArxivCode)],
             delta: Default::default(),
+            pixels: self.pixels,
         })
     }
 
@@ -208,13 +213,18 @@ impl EvaluateJob {
         cache::cache_key(
             &paths,
             &format!(
-                "{method:?} {dataset} first {n} test images{}, seed {}, alpha1 (arXiv/code){}",
+                "{method:?} {dataset} first {n} test images{}, seed {}, alpha1 (arXiv/code){}{}",
                 match (self.pair, self.one_way) {
                     (Some([a, b]), true) => format!(" of class {a} sent to {b}"),
                     (Some(p), false) => format!(" of classes {p:?}"),
                     (None, _) => String::new(),
                 },
                 self.seed,
+                // Raw and 8-bit counterfactuals are different sets; neither may stand in for the other.
+                match method {
+                    Method::Ecinn => format!(", {} pixels", spec.pixels.name()),
+                    _ => String::new(),
+                },
                 settings
                     .to_toml()?
                     .map(|t| format!(", settings {t}"))
@@ -549,6 +559,7 @@ impl BackendJob for EvaluateJob {
             range_label: range.label().into(),
             suite: self.suite.display().to_string(),
             ibinn: self.ibinn.as_ref().map(|p| p.display().to_string()),
+            ecinn_pixels: self.pixels.name(),
             test_images: n_all,
             seed: self.seed,
             backend: backend.to_string(),

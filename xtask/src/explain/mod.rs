@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::predictions;
-use cfx_counterfactual::{AlphaChoice, DeltaMeans, Ecinn, Query};
+use cfx_counterfactual::{AlphaChoice, DeltaMeans, Ecinn, EcinnPixels, Query};
 use cfx_datasets::{DatasetKind, Split};
 use cfx_linalg::LinalgBackend;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -106,6 +106,8 @@ pub struct ExplainJob {
     pub alphas: Vec<AlphaChoice>,
     /// ECINN: the class centres `Δ` is taken between.
     pub delta: DeltaMeans,
+    /// ECINN: 8-bit images or the raw inverse.
+    pub pixels: EcinnPixels,
     /// ECINN α transition strips at `α0 + t(1 − α0)` for these t.
     pub strip: Option<Vec<f64>>,
     pub method_config: Option<PathBuf>,
@@ -168,6 +170,9 @@ pub struct ExplainReport {
     /// ECINN: `empirical` (the seed's class means) or `gmm` (the ablation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<&'static str>,
+    /// ECINN: `image` (8-bit counterfactuals) or `raw` (the unclamped inverse).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pixels: Option<&'static str>,
     pub variants: Vec<VariantSummary>,
     pub figures: Vec<String>,
     pub records: Vec<QueryRecord>,
@@ -205,6 +210,7 @@ impl BackendJob for ExplainJob {
             method_config: self.method_config.clone(),
             alphas: self.alphas.clone(),
             delta: self.delta,
+            pixels: self.pixels,
         };
         let runner: Runner<B> = spec.build(spec.settings()?, dataset, data_dir, &device)?;
         let classifier = runner.classifier();
@@ -331,6 +337,7 @@ impl BackendJob for ExplainJob {
             generation_seconds: seconds,
             seconds_per_query: seconds / n_queries.max(1) as f64,
             delta: (self.method == Method::Ecinn).then(|| self.delta.name()),
+            pixels: (self.method == Method::Ecinn).then(|| self.pixels.name()),
             variants: stats.into_iter().map(Stats::finish).collect(),
             figures,
             records,

@@ -9,8 +9,8 @@ use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::{Classifier, IbInnClassifier};
 use cfx_counterfactual::{
     AlphaChoice, AscentSpace, ClassMeans, ClassMeansBuilder, DeltaMeans, Diffeo, DiffeoConfig,
-    Ecinn, Explainer, Gb, GbConfig, Gl, GlConfig, InversionConfig, MeansCacheKey, Query,
-    class_prototypes,
+    Ecinn, EcinnPixels, Explainer, Gb, GbConfig, Gl, GlConfig, InversionConfig, MeansCacheKey,
+    Query, class_prototypes,
 };
 use cfx_datasets::{Augmentation, DatasetKind, Split, eval_batches, ordered_batches};
 
@@ -36,6 +36,8 @@ pub struct RunnerSpec {
     pub alphas: Vec<AlphaChoice>,
     /// ECINN: the class centres `Δ` is taken between.
     pub delta: DeltaMeans,
+    /// ECINN: 8-bit images or the raw inverse.
+    pub pixels: EcinnPixels,
 }
 
 /// A method's settings as read once from its TOML over its defaults: the cache key of
@@ -105,7 +107,11 @@ impl RunnerSpec {
                 let model = IbInnClassifier::new(load_trained::<I<B>>(&self.model, &device)?);
                 let means = ecinn_means(&model, &self.model, dataset, data_dir, &device)?;
                 Runner::Ecinn(
-                    Box::new(Ecinn::new(model, &means)?.with_delta(self.delta)),
+                    Box::new(
+                        Ecinn::new(model, &means)?
+                            .with_delta(self.delta)
+                            .with_pixels(self.pixels),
+                    ),
                     self.alphas.clone(),
                 )
             }
@@ -439,6 +445,7 @@ mod tests {
             method_config,
             alphas: vec![],
             delta: DeltaMeans::default(),
+            pixels: EcinnPixels::default(),
         }
     }
 

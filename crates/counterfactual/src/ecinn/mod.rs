@@ -3,6 +3,7 @@
 
 mod alpha;
 mod means;
+mod pixels;
 #[cfg(test)]
 mod tests;
 
@@ -11,6 +12,7 @@ use cfx_classifiers::{Classifier, IbInnClassifier, predictions};
 
 pub use alpha::{Alpha1Rule, AlphaChoice, alpha0, alpha1};
 pub use means::{ClassMeans, ClassMeansBuilder, MeansCacheKey};
+pub use pixels::EcinnPixels;
 
 use crate::explainer::{check_shape, query_index, timed};
 use crate::input_optim::column;
@@ -64,6 +66,8 @@ pub struct Ecinn<B: Backend> {
     pub delta: DeltaMeans,
     /// The α that [`Explainer::explain`] uses.
     pub alpha: AlphaChoice,
+    /// What the inverse pass is made into before it is returned or classified.
+    pub pixels: EcinnPixels,
     /// Latents per inverse pass (bounds memory when many targets and α are decoded at once).
     pub decode_batch: usize,
 }
@@ -99,6 +103,7 @@ impl<B: Backend> Ecinn<B> {
             classifier,
             alpha: AlphaChoice::Convincing(Alpha1Rule::default()),
             delta: DeltaMeans::default(),
+            pixels: EcinnPixels::default(),
             decode_batch: 1024,
         })
     }
@@ -110,6 +115,11 @@ impl<B: Backend> Ecinn<B> {
 
     pub fn with_delta(mut self, delta: DeltaMeans) -> Self {
         self.delta = delta;
+        self
+    }
+
+    pub fn with_pixels(mut self, pixels: EcinnPixels) -> Self {
+        self.pixels = pixels;
         self
     }
 
@@ -193,10 +203,11 @@ impl<B: Backend> Ecinn<B> {
         })
     }
 
-    /// `f⁻¹` in chunks of `decode_batch`, back to unit space.
+    /// `f⁻¹` in chunks of `decode_batch`, back to unit space, made into [`Self::pixels`].
     fn decode(&self, z: Tensor<B, 2>) -> Tensor<B, 4> {
         map_chunks(z, self.decode_batch, |part| {
-            self.classifier.to_unit(self.classifier.model.decode(part))
+            let x = self.classifier.to_unit(self.classifier.model.decode(part));
+            self.pixels.apply(x)
         })
     }
 

@@ -48,7 +48,8 @@ fn alpha1_rules_follow_the_seeds() {
 }
 
 /// A small random IB-INN whose empirical class means are its GMM means shifted by one common
-/// offset, so `Δ` is parallel to `w` and every class is reachable.
+/// offset, so `Δ` is parallel to `w` and every class is reachable. It returns the raw inverse
+/// (the default, named here because the tests of the seeds' equations need `f⁻¹` exactly).
 fn tiny_ecinn() -> Ecinn<TB> {
     let d = Default::default();
     let model = seeded(0, || initialised(IbInnConfig::tiny().init::<TB>(&d)));
@@ -64,7 +65,9 @@ fn tiny_ecinn() -> Ecinn<TB> {
         counts: vec![1; k],
         dim,
     };
-    Ecinn::new(IbInnClassifier::new(model), &means).unwrap()
+    Ecinn::new(IbInnClassifier::new(model), &means)
+        .unwrap()
+        .with_pixels(EcinnPixels::Raw)
 }
 
 fn images(n: usize, seed: u64) -> Tensor<TB, 4> {
@@ -217,7 +220,8 @@ fn the_latent_moves_along_the_chosen_centres() {
     let moved_by = |delta: DeltaMeans| {
         let e = Ecinn::new(base.classifier.clone(), &empirical)
             .unwrap()
-            .with_delta(delta);
+            .with_delta(delta)
+            .with_pixels(EcinnPixels::Raw);
         let predicted = predictions(e.classifier.logits(x.clone()));
         let queries = all_other_targets(&predicted, k);
         let out = e
@@ -311,4 +315,52 @@ fn means_builder_groups_by_predicted_class_and_the_cache_round_trips() {
     std::fs::write(&path, b"garbage").unwrap();
     let err = ClassMeans::load(&path).unwrap_err().to_string();
     assert!(err.contains("means.safetensors"), "{err}");
+}
+
+/// The image mode gives what the reference stores: in `[0, 1]`, on the 256 grey levels, within
+/// half a level of the clamped inverse, and equal to the input wherever the inverse reproduces
+/// it (α = 0 on an 8-bit input).
+#[test]
+fn image_mode_gives_8_bit_images_of_the_inverse() {
+    let raw = tiny_ecinn();
+    assert_eq!(raw.pixels, EcinnPixels::default());
+    let image = raw.clone().with_pixels(EcinnPixels::Image);
+    let x = images(2, 11).mul_scalar(255.0).round().div_scalar(255.0);
+    let predicted = predictions(raw.classifier.logits(x.clone()));
+    let queries = all_other_targets(&predicted, 10);
+    let choices = [
+        AlphaChoice::Fixed { value: 0.0 },
+        AlphaChoice::Convincing(Alpha1Rule::ArxivCode),
+    ];
+    let run = |e: &Ecinn<TB>| -> Vec<f32> {
+        e.explain_alphas(x.clone(), &queries, &choices)
+            .unwrap()
+            .counterfactuals
+            .into_data()
+            .to_vec()
+            .unwrap()
+    };
+    let (r, m) = (run(&raw), run(&image));
+    let xs: Vec<f32> = x.into_data().to_vec().unwrap();
+    let chw = 28 * 28;
+    let mut outside = 0;
+    for (i, (&a, &b)) in r.iter().zip(&m).enumerate() {
+        assert!((0.0..=1.0).contains(&b), "pixel {i}: {b}");
+        assert!(
+            ((b * 255.0) - (b * 255.0).round()).abs() < 1e-3,
+            "pixel {i}: {b}"
+        );
+        assert!(
+            (b - a.clamp(0.0, 1.0)).abs() <= 0.5 / 255.0 + 1e-5,
+            "pixel {i}: {a} → {b}"
+        );
+        outside += usize::from(!(0.0..=1.0).contains(&a));
+        let (row, query) = (i / chw, i / chw / 2);
+        if row % 2 == 0 {
+            let input = queries[query].input;
+            assert_eq!(b, xs[input * chw + i % chw], "α = 0 changed pixel {i}");
+        }
+    }
+    // The clamp is exercised: the raw inverse of this model leaves [0, 1] somewhere.
+    assert!(outside > 0);
 }
