@@ -135,6 +135,15 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     j.seed = 1;
     j.methods = vec![Method::Ecinn];
     assert!(!run_on(BackendKind::Flex, j).unwrap().methods[0].from_cache);
+    // 8-bit counterfactuals are another set: regenerated, and the report says which it scored.
+    let mut j = job(&suite, &ibinn, &out);
+    j.methods = vec![Method::Ecinn];
+    j.pixels = cfx_counterfactual::EcinnPixels::Image;
+    let img = run_on(BackendKind::Flex, j).unwrap();
+    assert!(!img.methods[0].from_cache);
+    assert_eq!((r.ecinn_pixels, img.ecinn_pixels), ("raw", "image"));
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("image pixels"), "{md}");
 
     // --pair 4,9 --one-way: the first fours of the test set, each sent to 9.
     let mut j = job(&suite, &ibinn, &dir.path().join("one-way"));

@@ -220,10 +220,11 @@ impl EvaluateJob {
                     (None, _) => String::new(),
                 },
                 self.seed,
-                // Raw and 8-bit counterfactuals are different sets; neither may stand in for the other.
-                match method {
-                    Method::Ecinn => format!(", {} pixels", spec.pixels.name()),
-                    _ => String::new(),
+                // 8-bit counterfactuals are another set than the raw ones; raw is what ECINN
+                // produced before the option, so its caches keep their key.
+                match (method, spec.pixels) {
+                    (Method::Ecinn, EcinnPixels::Image) => ", 8-bit images",
+                    _ => "",
                 },
                 settings
                     .to_toml()?
