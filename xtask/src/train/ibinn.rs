@@ -699,8 +699,7 @@ fn step_seed(seed: u64, step: usize) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Reports a stop that left a resumable checkpoint behind.
-/// Ends a run early at `checkpoint`, saying where (`at`) and why: Ctrl-C, or a
+/// Ends a run early at the resumable `checkpoint`, saying where (`at`) and why: Ctrl-C, or a
 /// `--time-budget`/`--max-steps` limit.
 fn paused(run: &RunDir, at: &str, checkpoint: PathBuf, state: TrainState) -> Result<TrainOutcome> {
     let why = if crate::interrupt::requested() {
