@@ -234,7 +234,8 @@ pub struct EvaluateArgs {
     /// Evaluate on the first N test images.
     #[arg(long, default_value_t = 1000)]
     pub limit: usize,
-    /// Run GB and GL on only the first N of them (seconds per image on a CPU).
+    /// Run GB, GL, diffeo and pixel on only the first N of them (seconds per image on a CPU);
+    /// the other methods also get a row scored on just those N.
     #[arg(long)]
     pub slow_limit: Option<usize>,
     /// Seeds the random targets.

@@ -79,8 +79,20 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     tiny_ibinn(&ibinn, 2048);
     let out = dir.path().join("eval");
     let r = run_on(BackendKind::Flex, job(&suite, &ibinn, &out)).unwrap();
-    assert_eq!(r.methods.len(), 2);
-    assert_eq!((r.methods[0].samples, r.methods[1].samples), (8, 2));
+    // ECINN on its 8 inputs, again on GB's 2 (--slow-limit), then GB.
+    let rows: Vec<(&str, usize, bool)> = r
+        .methods
+        .iter()
+        .map(|m| (m.label.as_str(), m.samples, m.shared_inputs))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("GEN (ECINN)", 8, false),
+            ("GEN (ECINN), same 2 inputs", 2, true),
+            ("GB", 2, false)
+        ]
+    );
     let names: Vec<&str> = r.methods[0]
         .metrics
         .iter()
@@ -122,9 +134,17 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     assert!(r.files.iter().any(|f| f.contains("cout-curves")));
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
-        md.contains("[-0.5, 0.5]") && md.contains("GEN (ECINN)"),
+        md.contains("[-0.5, 0.5]") && md.contains("| GEN (ECINN), same 2 inputs | 2 |"),
         "{md}"
     );
+    // The shared-inputs row is the full row's first two counterfactuals, which are GB's inputs.
+    let ecinn =
+        xtask::evaluate::cache::load(&out.join("ecinn/counterfactuals.safetensors")).unwrap();
+    let gb = xtask::evaluate::cache::load(&out.join("gb/counterfactuals.safetensors")).unwrap();
+    assert_eq!(ecinn.set.ids[..2], gb.set.ids[..]);
+    let valid = (0..2).filter(|&i| ecinn.set.is_valid(i)).count();
+    assert_eq!(r.methods[1].valid, valid);
+    assert_eq!(r.methods[1].metrics[0].mean, Some(50.0 * valid as f64));
 
     // Re-running scores the cached counterfactuals; the same numbers come back.
     let again = run_on(BackendKind::Flex, job(&suite, &ibinn, &out)).unwrap();

@@ -91,6 +91,13 @@ pub struct EvaluateJob {
 #[derive(Debug, Clone, Serialize)]
 pub struct MethodResult {
     pub method: Method,
+    /// The row's name in the tables and charts.
+    pub label: String,
+    /// A second row of a method, scored on only the inputs that a `--slow-limit`ed method saw,
+    /// so that all rows of that comparison share their inputs. Their targets agree wherever the
+    /// explained models predict the same class: each input takes one draw of the seeded
+    /// generator, relative to its predicted class.
+    pub shared_inputs: bool,
     /// The model it explains.
     pub model: String,
     pub samples: usize,
@@ -119,6 +126,13 @@ pub struct EvaluationReport {
     pub heatmaps: Vec<heatmaps::HeatmapResult>,
     pub total_seconds: f64,
     pub files: Vec<String>,
+}
+
+/// The rows of `set` whose inputs are `ids`, in that order.
+fn shared_rows(set: &CounterfactualSet, ids: &[usize]) -> Vec<usize> {
+    ids.iter()
+        .filter_map(|id| set.ids.iter().position(|x| x == id))
+        .collect()
 }
 
 fn unit_pixels(test: &ImageSet, n: usize) -> Vec<f32> {
@@ -514,6 +528,14 @@ impl BackendJob for EvaluateJob {
 
         let mut results = vec![];
         let mut sets = vec![];
+        // With --slow-limit some methods see only the first inputs; the others are scored on
+        // those too, since means over different inputs do not compare.
+        let shared = self
+            .methods
+            .iter()
+            .map(|&m| self.sample_count(m, selection.len()))
+            .min()
+            .unwrap_or(0);
         for &method in &self.methods {
             let (cached, from_cache) =
                 self.counterfactuals::<B>(method, dataset, &test, &selection, &device)?;
@@ -532,21 +554,32 @@ impl BackendJob for EvaluateJob {
                 device: device.clone(),
                 batch_size: self.batch_size.max(1),
             };
-            let t = Instant::now();
-            let summaries = evaluate_all(&metrics, &cached.set, &ctx)
-                .with_context(|| format!("scoring {method:?}"))?;
             let n = cached.set.len();
-            results.push(MethodResult {
-                method,
-                model: model_dir.display().to_string(),
-                samples: n,
-                valid: cached.set.valid_indices().len(),
-                generation_seconds: cached.seconds,
-                seconds_per_counterfactual: cached.seconds / n.max(1) as f64,
-                from_cache,
-                metric_seconds: t.elapsed().as_secs_f64(),
-                metrics: summaries,
-            });
+            let rows = shared_rows(&cached.set, &selection[..shared]);
+            let subset = (n > shared && rows.len() == shared).then(|| cached.set.subset(&rows));
+            let scored = std::iter::once((&cached.set, None))
+                .chain(subset.as_ref().map(|s| (s, Some(shared))));
+            for (set, subset) in scored {
+                let t = Instant::now();
+                let summaries = evaluate_all(&metrics, set, &ctx)
+                    .with_context(|| format!("scoring {method:?}"))?;
+                results.push(MethodResult {
+                    method,
+                    label: match subset {
+                        Some(k) => format!("{}, same {k} inputs", report::method_name(method)),
+                        None => report::method_name(method),
+                    },
+                    shared_inputs: subset.is_some(),
+                    model: model_dir.display().to_string(),
+                    samples: set.len(),
+                    valid: set.valid_indices().len(),
+                    generation_seconds: cached.seconds,
+                    seconds_per_counterfactual: cached.seconds / n.max(1) as f64,
+                    from_cache,
+                    metric_seconds: t.elapsed().as_secs_f64(),
+                    metrics: summaries,
+                });
+            }
             sets.push((method, cached.set));
         }
         let heatmaps = if self.heatmaps.is_empty() {

@@ -11,7 +11,7 @@ use super::charts::{Bar, bar_chart, curves};
 use crate::explain::Method;
 use crate::explain::figures::{Cell, Grid};
 
-fn method_name(m: Method) -> String {
+pub(super) fn method_name(m: Method) -> String {
     match m {
         Method::Ecinn => "GEN (ECINN)".into(),
         Method::Gb => "GB".into(),
@@ -69,7 +69,7 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
         md,
         "# Counterfactual evaluation: {}\n\n\
          - data range: {} (every evaluation model was trained in it)\n\
-         - test images: the first {} (GB/GL may use fewer: column n), one random target each, seed {}\n\
+         - test images: the first {} (GB/GL may use fewer: column n; rows \"same n inputs\" score another method again on just those), one random target each, seed {}\n\
          - evaluation models: `{}`; IB-INN: `{}` (ECINN's counterfactuals: {} pixels)\n\
          - backend: {}; total time {:.1} s\n\
          - mean (95 % CI = 1.96·σ/√n); TCV and Val over all samples, the rest over valid ones (class changed)\n",
@@ -92,13 +92,7 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
         writeln!(md)?;
         writeln!(md, "|---|---:|---:|{}", "---:|".repeat(cols.len()))?;
         for m in &r.methods {
-            write!(
-                md,
-                "| {} | {} | {} |",
-                method_name(m.method),
-                m.samples,
-                m.valid
-            )?;
+            write!(md, "| {} | {} | {} |", m.label, m.samples, m.valid)?;
             for (name, _) in cols {
                 let s = m.metrics.iter().find(|s| &s.metric == name);
                 write!(md, " {} |", s.map(cell).unwrap_or_else(|| "–".into()))?;
@@ -113,11 +107,11 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
         md,
         "## Time\n\n| method | s per counterfactual (generation) | metrics (s) | cached |\n|---|---:|---:|---|"
     )?;
-    for m in &r.methods {
+    for m in r.methods.iter().filter(|m| !m.shared_inputs) {
         writeln!(
             md,
             "| {} | {:.5} | {:.1} | {} |",
-            method_name(m.method),
+            m.label,
             m.seconds_per_counterfactual,
             m.metric_seconds,
             if m.from_cache { "yes" } else { "no" }
@@ -141,7 +135,14 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
     let rows = r
         .methods
         .iter()
-        .map(|m| (format!("{:?}", m.method).to_lowercase(), &m.metrics))
+        .map(|m| {
+            let name = format!("{:?}", m.method).to_lowercase();
+            let name = match m.shared_inputs {
+                true => format!("{name}:first{}", m.samples),
+                false => name,
+            };
+            (name, &m.metrics)
+        })
         .chain(r.heatmaps.iter().map(|h| {
             (
                 format!("heatmap:{}:{}", h.model.to_lowercase(), h.method.name()),
@@ -220,7 +221,11 @@ pub fn write_figures(
             .filter_map(|m| {
                 let s = m.metrics.iter().find(|s| s.metric == name)?;
                 Some(Bar {
-                    label: method_name(m.method),
+                    // The table's label of a shared-inputs row is too wide for a bar.
+                    label: match m.shared_inputs {
+                        true => format!("{:?}, same {}", m.method, m.samples).to_lowercase(),
+                        false => m.label.clone(),
+                    },
                     mean: s.mean?,
                     ci95: s.ci95,
                 })
@@ -246,17 +251,13 @@ pub fn write_figures(
     let lines: Vec<(String, Vec<f64>)> = r
         .methods
         .iter()
+        .filter(|m| !m.shared_inputs)
         .flat_map(|m| {
             m.metrics
                 .iter()
                 .filter(|s| s.metric == "COUT")
                 .flat_map(|s| s.curves.iter())
-                .map(|c| {
-                    (
-                        format!("{} {}", method_name(m.method), c.name),
-                        c.values.clone(),
-                    )
-                })
+                .map(|c| (format!("{} {}", m.label, c.name), c.values.clone()))
                 .collect::<Vec<_>>()
         })
         .collect();
