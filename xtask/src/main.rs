@@ -252,14 +252,26 @@ fn run(cli: Cli) -> Result<()> {
                     .iter()
                     .find(|s| s.metric == "TCV")
                     .and_then(|s| s.mean);
+                // A shared-inputs row re-scores counterfactuals already timed in its method's row.
+                let time = match m.shared_inputs {
+                    true => String::new(),
+                    false => format!(
+                        ", {:.4} s per counterfactual{}",
+                        m.seconds_per_counterfactual,
+                        if m.from_cache { " (cached)" } else { "" }
+                    ),
+                };
                 println!(
-                    "{:?}: {} samples, {} valid (TCV {:.2}%), {:.4} s per counterfactual{}",
+                    "{:?}{}: {} samples, {} valid (TCV {:.2}%){time}",
                     m.method,
+                    if m.shared_inputs {
+                        " on the same inputs"
+                    } else {
+                        ""
+                    },
                     m.samples,
                     m.valid,
                     tcv.unwrap_or(f64::NAN),
-                    m.seconds_per_counterfactual,
-                    if m.from_cache { " (cached)" } else { "" }
                 );
             }
             println!(
