@@ -80,17 +80,17 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     let out = dir.path().join("eval");
     let r = run_on(BackendKind::Flex, job(&suite, &ibinn, &out)).unwrap();
     // ECINN on its 8 inputs, again on GB's 2 (--slow-limit), then GB.
-    let rows: Vec<(&str, usize, bool)> = r
+    let rows: Vec<(String, usize, bool)> = r
         .methods
         .iter()
-        .map(|m| (m.label.as_str(), m.samples, m.shared_inputs))
+        .map(|m| (m.label(), m.samples, m.shared_inputs))
         .collect();
     assert_eq!(
         rows,
         [
-            ("GEN (ECINN)", 8, false),
-            ("GEN (ECINN), same 2 inputs", 2, true),
-            ("GB", 2, false)
+            ("GEN (ECINN)".to_string(), 8, false),
+            ("GEN (ECINN), same 2 inputs".to_string(), 2, true),
+            ("GB".to_string(), 2, false)
         ]
     );
     let names: Vec<&str> = r.methods[0]

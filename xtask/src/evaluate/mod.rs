@@ -91,8 +91,6 @@ pub struct EvaluateJob {
 #[derive(Debug, Clone, Serialize)]
 pub struct MethodResult {
     pub method: Method,
-    /// The row's name in the tables and charts.
-    pub label: String,
     /// A second row of a method, scored on only the inputs that a `--slow-limit`ed method saw,
     /// so that all rows of that comparison share their inputs. Their targets agree wherever the
     /// explained models predict the same class: each input takes one draw of the seeded
@@ -107,6 +105,17 @@ pub struct MethodResult {
     pub from_cache: bool,
     pub metric_seconds: f64,
     pub metrics: Vec<Summary>,
+}
+
+impl MethodResult {
+    /// The row's name in the tables.
+    pub fn label(&self) -> String {
+        let name = report::method_name(self.method);
+        match self.shared_inputs {
+            true => format!("{name}, same {} inputs", self.samples),
+            false => name,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -557,19 +566,15 @@ impl BackendJob for EvaluateJob {
             let n = cached.set.len();
             let rows = shared_rows(&cached.set, &selection[..shared]);
             let subset = (n > shared && rows.len() == shared).then(|| cached.set.subset(&rows));
-            let scored = std::iter::once((&cached.set, None))
-                .chain(subset.as_ref().map(|s| (s, Some(shared))));
-            for (set, subset) in scored {
+            let scored =
+                std::iter::once((&cached.set, false)).chain(subset.as_ref().map(|s| (s, true)));
+            for (set, shared_inputs) in scored {
                 let t = Instant::now();
                 let summaries = evaluate_all(&metrics, set, &ctx)
                     .with_context(|| format!("scoring {method:?}"))?;
                 results.push(MethodResult {
                     method,
-                    label: match subset {
-                        Some(k) => format!("{}, same {k} inputs", report::method_name(method)),
-                        None => report::method_name(method),
-                    },
-                    shared_inputs: subset.is_some(),
+                    shared_inputs,
                     model: model_dir.display().to_string(),
                     samples: set.len(),
                     valid: set.valid_indices().len(),

@@ -92,7 +92,7 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
         writeln!(md)?;
         writeln!(md, "|---|---:|---:|{}", "---:|".repeat(cols.len()))?;
         for m in &r.methods {
-            write!(md, "| {} | {} | {} |", m.label, m.samples, m.valid)?;
+            write!(md, "| {} | {} | {} |", m.label(), m.samples, m.valid)?;
             for (name, _) in cols {
                 let s = m.metrics.iter().find(|s| &s.metric == name);
                 write!(md, " {} |", s.map(cell).unwrap_or_else(|| "–".into()))?;
@@ -111,7 +111,7 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
         writeln!(
             md,
             "| {} | {:.5} | {:.1} | {} |",
-            m.label,
+            m.label(),
             m.seconds_per_counterfactual,
             m.metric_seconds,
             if m.from_cache { "yes" } else { "no" }
@@ -224,7 +224,7 @@ pub fn write_figures(
                     // The table's label of a shared-inputs row is too wide for a bar.
                     label: match m.shared_inputs {
                         true => format!("{:?}, same {}", m.method, m.samples).to_lowercase(),
-                        false => m.label.clone(),
+                        false => m.label(),
                     },
                     mean: s.mean?,
                     ci95: s.ci95,
@@ -257,7 +257,7 @@ pub fn write_figures(
                 .iter()
                 .filter(|s| s.metric == "COUT")
                 .flat_map(|s| s.curves.iter())
-                .map(|c| (format!("{} {}", m.label, c.name), c.values.clone()))
+                .map(|c| (format!("{} {}", m.label(), c.name), c.values.clone()))
                 .collect::<Vec<_>>()
         })
         .collect();
