@@ -249,6 +249,12 @@ pub struct EvaluateArgs {
     /// GL settings as TOML (fields of GlConfig).
     #[arg(long)]
     pub gl_config: Option<PathBuf>,
+    /// The class GB and GL must reach: `other`, any class but the predicted one (alibi's
+    /// default, which Paper 4 ran; the class reached is then the target the metrics use), or
+    /// `given`, the random target ECINN gets too [default: other; with --pair, given].
+    /// A `target_class` in --gb-config/--gl-config wins.
+    #[arg(long)]
+    pub baseline_target: Option<cfx_counterfactual::TargetClass>,
     /// diffeo settings as TOML (fields of DiffeoConfig); pixel's too unless --pixel-config.
     #[arg(long)]
     pub diffeo_config: Option<PathBuf>,
@@ -316,6 +322,7 @@ impl EvaluateArgs {
             batch_size: self.batch_size,
             gb_config: self.gb_config.clone(),
             gl_config: self.gl_config.clone(),
+            baseline_target: self.baseline_target,
             diffeo_config: self.diffeo_config.clone(),
             pixel_config: self.pixel_config.clone(),
             pixels: self.pixels,

@@ -43,6 +43,7 @@ fn job(suite: &Path, ibinn: &Path, out: &Path) -> EvaluateJob {
         batch_size: 4,
         gb_config: None,
         gl_config: None,
+        baseline_target: None,
         diffeo_config: None,
         pixel_config: None,
         pixels: Default::default(),
@@ -145,6 +146,43 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     let valid = (0..2).filter(|&i| ecinn.set.is_valid(i)).count();
     assert_eq!(r.methods[1].valid, valid);
     assert_eq!(r.methods[1].metrics[0].mean, Some(50.0 * valid as f64));
+    // GB ran at alibi's default, any class but the predicted one, and is scored against the
+    // class it reached.
+    assert_eq!(r.baseline_target, "other");
+    assert!(md.contains("any class but the predicted one"), "{md}");
+    // The tiny CNN gives GB nothing to reach, so this run accepts every step (tol 1): each
+    // query then has a solution, and its target must be the class that solution has, even
+    // where that is still the predicted class (not a valid counterfactual, so not scored).
+    let loose = dir.path().join("gb-loose.toml");
+    std::fs::write(&loose, "tol = 1.0\nmax_iter = 20\nmax_lam_steps = 1\n").unwrap();
+    let mut j = job(&suite, &ibinn, &dir.path().join("gb-other"));
+    (j.methods, j.gb_config) = (vec![Method::Gb], Some(loose.clone()));
+    run_on(BackendKind::Flex, j).unwrap();
+    let other =
+        xtask::evaluate::cache::load(&dir.path().join("gb-other/gb/counterfactuals.safetensors"))
+            .unwrap();
+    let reached: Vec<Option<usize>> = other.set.targets.iter().map(|&t| Some(t)).collect();
+    assert_eq!(other.set.cf_predicted, reached);
+    // With `given` the targets are the draws, which are never the predicted class.
+    let mut j = job(&suite, &ibinn, &dir.path().join("gb-other"));
+    (j.methods, j.gb_config) = (vec![Method::Gb], Some(loose));
+    j.baseline_target = Some(cfx_counterfactual::TargetClass::Given);
+    let given = run_on(BackendKind::Flex, j).unwrap();
+    assert!(
+        !given.methods[0].from_cache,
+        "the rule is part of the cache key"
+    );
+    let drawn =
+        xtask::evaluate::cache::load(&dir.path().join("gb-other/gb/counterfactuals.safetensors"))
+            .unwrap();
+    assert!(
+        drawn
+            .set
+            .targets
+            .iter()
+            .zip(&drawn.set.predicted)
+            .all(|(t, p)| t != p)
+    );
 
     // Re-running scores the cached counterfactuals; the same numbers come back.
     let again = run_on(BackendKind::Flex, job(&suite, &ibinn, &out)).unwrap();
@@ -185,6 +223,11 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     j.one_way = true;
     let e = run_on(BackendKind::Flex, j).unwrap_err().to_string();
     assert!(e.contains("--one-way needs --pair"), "{e}");
+    // A pair names each input's target, which `other` would ignore.
+    let mut j = job(&suite, &ibinn, &dir.path().join("one-way"));
+    (j.pair, j.baseline_target) = (Some([4, 9]), Some(cfx_counterfactual::TargetClass::Other));
+    let e = format!("{:#}", run_on(BackendKind::Flex, j).unwrap_err());
+    assert!(e.contains("--baseline-target given"), "{e}");
 
     // Heatmaps alone: every method on the IB-INN, all but ECINNh on the CNN, scored.
     let mut j = job(&suite, &ibinn, &dir.path().join("heat"));

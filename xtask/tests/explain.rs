@@ -264,6 +264,13 @@ fn bad_requests_get_clear_errors() {
     };
     let e = format!("{:#}", run_on(BackendKind::Flex, j.clone()).unwrap_err());
     assert!(e.contains("wide.png is 30×28"), "{e}");
+    // explain sends inputs to the classes --target names; alibi's `other` would ignore them.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, "target_class = \"other\"\n").unwrap();
+    let mut o = job(Method::Gb, &model, Selection::Indices(vec![0]), out.clone());
+    o.method_config = Some(other);
+    let e = format!("{:#}", run_on(BackendKind::Flex, o).unwrap_err());
+    assert!(e.contains("other.toml") && e.contains("evaluate"), "{e}");
     j.method = Method::Ecinn;
     let e = format!("{:#}", run_on(BackendKind::Flex, j).unwrap_err());
     assert!(e.contains("not a finished IB-INN run"), "{e}");

@@ -7,7 +7,7 @@ use burn::tensor::Distribution;
 use cfx_classifiers::{Classifier, CnnClassifierConfig, ConvAutoencoderConfig, predictions};
 
 use crate::test_util::{TAd, TB, initialised, seeded};
-use crate::{Explainer, Gb, GbConfig, Gl, GlConfig, Query, class_prototypes};
+use crate::{Explainer, Gb, GbConfig, Gl, GlConfig, Query, TargetClass, class_prototypes};
 
 fn setup() -> (
     cfx_classifiers::CnnClassifier<TAd>,
@@ -194,6 +194,99 @@ fn gl_uses_prototypes_and_reports_what_it_found() {
                 .max()
                 .into_scalar();
             assert_eq!(same, 0.0);
+        }
+    }
+}
+
+/// alibi's `target_class='other'` (Paper 4's setting): the queries name each input's least
+/// likely class, which `Other` must ignore. GB then lands in some other class, and GL follows
+/// the nearest other-class prototype rather than the named one.
+#[test]
+fn other_target_class_ignores_the_named_target() {
+    use burn::module::AutodiffModule;
+    let (cnn, x, runner_up, data) = trained_setup();
+    let d = Default::default();
+    let probs = cnn.valid().probabilities(x.clone());
+    let predicted = predictions(probs.clone());
+    let least = predictions(probs.neg());
+    let queries: Vec<Query> = (0..3)
+        .map(|i| Query {
+            input: i,
+            target: least[i],
+        })
+        .collect();
+    assert!(
+        queries
+            .iter()
+            .zip(&runner_up)
+            .all(|(q, r)| q.target != r.target)
+    );
+
+    let gb = Gb::new(
+        cnn.clone(),
+        GbConfig {
+            max_iter: 200,
+            max_lam_steps: 2,
+            target_class: TargetClass::Other,
+            ..GbConfig::default()
+        },
+    );
+    let out = gb.explain(x.clone(), &queries).unwrap();
+    let classes = out.counterfactual_classes();
+    assert!(out.found.iter().any(|&f| f), "{:?}", out.found);
+    for i in 0..3 {
+        if out.found[i] {
+            assert_ne!(classes[i], predicted[i], "query {i}");
+        }
+    }
+    assert!(
+        (0..3).any(|i| out.found[i] && classes[i] != queries[i].target),
+        "every counterfactual reached the named least likely class: {classes:?}"
+    );
+
+    let ae = seeded(6, || {
+        initialised(ConvAutoencoderConfig::tiny().init::<TAd>(&d))
+    });
+    let protos = class_prototypes(&cnn.valid(), &ae.valid(), data).unwrap();
+    let gl = |target_class| {
+        Gl::new(
+            cnn.clone(),
+            ae.clone(),
+            protos.clone(),
+            GlConfig {
+                max_iterations: 150,
+                c_init: 10.0,
+                target_class,
+                ..GlConfig::default()
+            },
+        )
+    };
+    let given = gl(TargetClass::Given).guide_classes(&x, &queries, &predicted);
+    assert_eq!(given, least);
+    let other = gl(TargetClass::Other);
+    let guides = other.guide_classes(&x, &queries, &predicted);
+    let enc = ae.valid().encode(x.clone());
+    for (i, &g) in guides.iter().enumerate() {
+        assert_ne!(g, predicted[i]);
+        let dist = |c: usize| {
+            (enc.clone().slice(i..i + 1) - protos.clone().slice(c..c + 1))
+                .square()
+                .sum()
+                .into_scalar()
+        };
+        for c in (0..10).filter(|&c| c != predicted[i]) {
+            assert!(
+                dist(g) <= dist(c),
+                "query {i}: class {g} guides but {c} is nearer"
+            );
+        }
+    }
+    let out = other.explain(x.clone(), &queries).unwrap();
+    let classes = out.counterfactual_classes();
+    assert!(out.found.iter().any(|&f| f), "{:?}", out.found);
+    for i in 0..3 {
+        if out.found[i] {
+            assert_ne!(classes[i], predicted[i], "query {i}");
         }
     }
 }

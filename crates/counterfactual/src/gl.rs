@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::explainer::{iterative_explanation, predict_checked, query_index, timed};
 use crate::input_optim::{column, l1, l2sq, leaf, polynomial_decay, replace_rows, to_host};
-use crate::{ClassMeansBuilder, ExplainError, Explainer, Explanation, Query};
+use crate::{ClassMeansBuilder, ExplainError, Explainer, Explanation, Query, TargetClass};
 
 /// The settings of alibi's MNIST example, which are the plausible Paper-4 ones (spec §3.4: the
 /// seeds give only "default parameters", and with alibi's bare defaults γ = θ = 0 the prototype
@@ -22,7 +22,10 @@ use crate::{ClassMeansBuilder, ExplainError, Explainer, Explanation, Query};
 /// ‖y − x‖² + γ‖AE(y) − y‖² + θ‖ENC(y) − proto_q‖²`; the L1 term `β‖δ‖₁` enters through the
 /// shrinkage-thresholding step of FISTA. A step is a solution when the classifier puts the
 /// counterfactual in the query's target class (alibi: any class of `target_class`, here the one
-/// target); the solution with the smallest `β‖δ‖₁ + ‖δ‖²` is returned.
+/// target); the solution with the smallest `β‖δ‖₁ + ‖δ‖²` is returned. Under
+/// [`TargetClass::Other`] (alibi's default, `target_class=None`, and Paper 4's setting) the
+/// prototype is the nearest one to `ENC(x)` among the classes other than the predicted one, and
+/// any class but the predicted one is a solution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GlConfig {
@@ -37,6 +40,7 @@ pub struct GlConfig {
     pub clip: f64,
     /// Unit-space clip range.
     pub feature_range: (f64, f64),
+    pub target_class: TargetClass,
 }
 
 impl Default for GlConfig {
@@ -52,6 +56,7 @@ impl Default for GlConfig {
             learning_rate_init: 1e-2,
             clip: 1000.0,
             feature_range: (0.0, 1.0),
+            target_class: TargetClass::Given,
         }
     }
 }
@@ -112,6 +117,51 @@ impl<A: AutodiffBackend> Gl<A> {
             autoencoder,
             prototypes,
             config,
+        }
+    }
+
+    /// The class whose prototype guides each query: its target, or under
+    /// [`TargetClass::Other`] the class other than `predicted` whose prototype lies nearest to
+    /// the input's encoding (alibi's `explain` picks it the same way, by L2 distance).
+    pub(crate) fn guide_classes(
+        &self,
+        x0: &Tensor<A::InnerBackend, 4>,
+        queries: &[Query],
+        predicted: &[usize],
+    ) -> Vec<usize> {
+        match self.config.target_class {
+            TargetClass::Given => queries.iter().map(|q| q.target).collect(),
+            TargetClass::Other => {
+                let enc = self
+                    .autoencoder
+                    .encode(Tensor::from_inner(x0.clone()))
+                    .inner();
+                let [k, l, h, w] = self.prototypes.dims();
+                let m = l * h * w;
+                let host = |t: Tensor<A::InnerBackend, 4>| -> Vec<f32> {
+                    t.into_data()
+                        .convert::<f32>()
+                        .into_vec()
+                        .unwrap_or_default()
+                };
+                let enc = host(enc);
+                let protos = host(self.prototypes.clone());
+                queries
+                    .iter()
+                    .enumerate()
+                    .map(|(j, q)| {
+                        let e = &enc[j * m..(j + 1) * m];
+                        let dist = |c: usize| -> f32 {
+                            let p = &protos[c * m..(c + 1) * m];
+                            e.iter().zip(p).map(|(a, b)| (a - b) * (a - b)).sum()
+                        };
+                        (0..k)
+                            .filter(|&c| c != predicted[q.input])
+                            .min_by(|&a, &b| dist(a).total_cmp(&dist(b)))
+                            .expect("a classifier has at least two classes")
+                    })
+                    .collect()
+            }
         }
     }
 
@@ -182,10 +232,11 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gl<A> {
             let orig = query_index::<I<A>>(queries, &device, |q| predicted[q.input])
                 .one_hot::<2>(k)
                 .float();
+            let guides = self.guide_classes(&x0, queries, &predicted);
             let proto = self
                 .prototypes
                 .clone()
-                .select(0, query_index(queries, &device, |q| q.target));
+                .select(0, crate::explainer::indices(&guides, &device));
             let (lo, hi) = cfg.feature_range;
             let mut c = vec![cfg.c_init; q];
             let (mut c_lb, mut c_ub) = (vec![0.0; q], vec![1e10; q]);
@@ -214,9 +265,13 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gl<A> {
                     );
                     let mut improved = vec![false; q];
                     for j in 0..q {
-                        // κ = 0 makes alibi's margin test "another class wins"; the target
-                        // must be that class.
-                        if classes[j] == queries[j].target {
+                        // κ = 0 makes alibi's margin test "another class wins"; with a given
+                        // target it must be that class.
+                        let solved = match cfg.target_class {
+                            TargetClass::Given => classes[j] == queries[j].target,
+                            TargetClass::Other => classes[j] != predicted[queries[j].input],
+                        };
+                        if solved {
                             found_here[j] = true;
                             if dist[j] < best_dist[j] {
                                 best_dist[j] = dist[j];

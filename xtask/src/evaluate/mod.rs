@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::{Classifier, IbInnClassifier, predictions};
-use cfx_counterfactual::{Alpha1Rule, AlphaChoice, EcinnPixels};
+use cfx_counterfactual::{Alpha1Rule, AlphaChoice, EcinnPixels, TargetClass};
 use cfx_datasets::{DatasetKind, ImageSet, Split};
 use cfx_linalg::{FeatureStats, LinalgBackend};
 use cfx_metrics::{
@@ -71,6 +71,8 @@ pub struct EvaluateJob {
     pub batch_size: usize,
     pub gb_config: Option<PathBuf>,
     pub gl_config: Option<PathBuf>,
+    /// GB's and GL's class rule; `None`: [`EvaluateJob::baseline_target`] decides.
+    pub baseline_target: Option<TargetClass>,
     pub diffeo_config: Option<PathBuf>,
     /// Pixel ascent's settings; `None` falls back on `diffeo_config`.
     pub pixel_config: Option<PathBuf>,
@@ -94,7 +96,8 @@ pub struct MethodResult {
     /// A second row of a method, scored on only the inputs that a `--slow-limit`ed method saw,
     /// so that all rows of that comparison share their inputs. Their targets agree wherever the
     /// explained models predict the same class: each input takes one draw of the seeded
-    /// generator, relative to its predicted class.
+    /// generator, relative to its predicted class; GB and GL under `--baseline-target other`
+    /// keep the class they reached instead.
     pub shared_inputs: bool,
     /// The model it explains.
     pub model: String,
@@ -127,6 +130,9 @@ pub struct EvaluationReport {
     pub ibinn: Option<String>,
     /// `image` (8-bit) or `raw`: what ECINN and ECINNh were scored on.
     pub ecinn_pixels: &'static str,
+    /// GB's and GL's class rule: `other` (any class but the predicted one; the class reached
+    /// is the target the metrics use) or `given`.
+    pub baseline_target: &'static str,
     pub test_images: usize,
     pub seed: u64,
     pub backend: String,
@@ -186,6 +192,20 @@ impl EvaluateJob {
         n.min(test_len)
     }
 
+    /// GB's and GL's class rule: alibi's default `other`, as Paper 4 ran them (its GB and GL
+    /// rows are scored against the class each reached, the authors' `oracle.py`), except under
+    /// a class pair, whose protocol names each input's target.
+    fn baseline_target(&self) -> Result<TargetClass> {
+        match (self.baseline_target, self.pair) {
+            (Some(TargetClass::Other), Some(p)) => bail!(
+                "--baseline-target other lets GB and GL reach any class, but --pair {p:?} sends each input to the other class of the pair; use --baseline-target given"
+            ),
+            (Some(t), _) => Ok(t),
+            (None, Some(_)) => Ok(TargetClass::Given),
+            (None, None) => Ok(TargetClass::Other),
+        }
+    }
+
     fn spec(&self, method: Method) -> Result<RunnerSpec> {
         Ok(RunnerSpec {
             method,
@@ -213,6 +233,7 @@ impl EvaluateJob {
             alphas: vec![AlphaChoice::Convincing(Alpha1Rule::ArxivCode)],
             delta: Default::default(),
             pixels: self.pixels,
+            baseline_target: self.baseline_target()?,
         })
     }
 
@@ -272,6 +293,7 @@ impl EvaluateJob {
     ) -> Result<Cached> {
         let method = spec.method;
         let n = selection.len();
+        let any_other = settings.target_class() == TargetClass::Other;
         let runner = spec.build::<B>(settings, dataset, self.data_dir.as_deref(), device)?;
         let shape = test.image_shape();
         let k = runner.classifier().n_classes();
@@ -312,7 +334,12 @@ impl EvaluateJob {
                     .max_by(|&a, &b| row[a].total_cmp(&row[b]))
                     .expect("classes");
                 set.cf_predicted.push(found[j].then_some(class));
-                set.targets.push(q.target);
+                // Under `other` the query's draw only keeps the generator in step with the
+                // other methods'; what the method was after is the class it reached.
+                set.targets.push(match any_other && found[j] {
+                    true => class,
+                    false => q.target,
+                });
             }
             set.predicted.extend(&res.predicted);
             set.counterfactuals.extend_from_slice(px);
@@ -599,6 +626,7 @@ impl BackendJob for EvaluateJob {
             suite: self.suite.display().to_string(),
             ibinn: self.ibinn.as_ref().map(|p| p.display().to_string()),
             ecinn_pixels: self.pixels.name(),
+            baseline_target: self.baseline_target()?.as_str(),
             test_images: n_all,
             seed: self.seed,
             backend: backend.to_string(),

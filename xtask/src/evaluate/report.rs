@@ -69,7 +69,7 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
         md,
         "# Counterfactual evaluation: {}\n\n\
          - data range: {} (every evaluation model was trained in it)\n\
-         - test images: the first {} (GB/GL may use fewer: column n; rows \"same n inputs\" score another method again on just those), one random target each, seed {}\n\
+         - test images: the first {} (GB/GL may use fewer: column n; rows \"same n inputs\" score another method again on just those), one random target each, seed {}; GB and GL: {}\n\
          - evaluation models: `{}`; IB-INN: `{}` (ECINN's counterfactuals: {} pixels)\n\
          - backend: {}; total time {:.1} s\n\
          - mean (95 % CI = 1.96·σ/√n); TCV and Val over all samples, the rest over valid ones (class changed)\n",
@@ -77,6 +77,11 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
         r.range_label,
         r.test_images,
         r.seed,
+        match r.baseline_target {
+            "other" =>
+                "any class but the predicted one (alibi's default, as in Paper 4), scored against the class reached",
+            _ => "the same random target",
+        },
         r.suite,
         r.ibinn.as_deref().unwrap_or("–"),
         r.ecinn_pixels,

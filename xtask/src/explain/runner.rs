@@ -10,7 +10,7 @@ use cfx_classifiers::{Classifier, IbInnClassifier};
 use cfx_counterfactual::{
     AlphaChoice, AscentSpace, ClassMeans, ClassMeansBuilder, DeltaMeans, Diffeo, DiffeoConfig,
     Ecinn, EcinnPixels, Explainer, Gb, GbConfig, Gl, GlConfig, InversionConfig, MeansCacheKey,
-    Query, class_prototypes,
+    Query, TargetClass, class_prototypes,
 };
 use cfx_datasets::{Augmentation, DatasetKind, Split, eval_batches, ordered_batches};
 
@@ -32,6 +32,8 @@ pub struct RunnerSpec {
     pub latent: Option<PathBuf>,
     /// GB/GL settings as TOML.
     pub method_config: Option<PathBuf>,
+    /// GB/GL: the class rule under the file's settings (a `target_class` there wins).
+    pub baseline_target: TargetClass,
     /// ECINN: the α of each variant.
     pub alphas: Vec<AlphaChoice>,
     /// ECINN: the class centres `Δ` is taken between.
@@ -64,6 +66,15 @@ impl MethodSettings {
         };
         Ok(Some(text.context("method settings as TOML")?))
     }
+
+    /// Whether the method must reach each query's target or any other class.
+    pub fn target_class(&self) -> TargetClass {
+        match self {
+            Self::Gb(c) => c.target_class,
+            Self::Gl(c) => c.target_class,
+            Self::None | Self::Ascent(_) => TargetClass::Given,
+        }
+    }
 }
 
 impl RunnerSpec {
@@ -73,8 +84,20 @@ impl RunnerSpec {
     pub fn settings(&self) -> Result<MethodSettings> {
         let file = &self.method_config;
         Ok(match self.method {
-            Method::Gb => MethodSettings::Gb(read_method_config_over(file, GbConfig::default())?),
-            Method::Gl => MethodSettings::Gl(read_method_config_over(file, GlConfig::default())?),
+            Method::Gb => MethodSettings::Gb(read_method_config_over(
+                file,
+                GbConfig {
+                    target_class: self.baseline_target,
+                    ..GbConfig::default()
+                },
+            )?),
+            Method::Gl => MethodSettings::Gl(read_method_config_over(
+                file,
+                GlConfig {
+                    target_class: self.baseline_target,
+                    ..GlConfig::default()
+                },
+            )?),
             Method::Diffeo | Method::Pixel => {
                 // Seed 002 App. C.6 gives each space its own rate: 5e-2 in a flow's latent
                 // space, 5e-3 in a VAE's or GAN's, 5e-4 on the pixels.
@@ -446,7 +469,30 @@ mod tests {
             alphas: vec![],
             delta: DeltaMeans::default(),
             pixels: EcinnPixels::default(),
+            baseline_target: TargetClass::Given,
         }
+    }
+
+    #[test]
+    fn the_baseline_target_rule_is_a_default_that_a_method_file_overrides() {
+        for method in [Method::Gb, Method::Gl] {
+            let mut s = spec(method, None, None);
+            assert_eq!(s.settings().unwrap().target_class(), TargetClass::Given);
+            s.baseline_target = TargetClass::Other;
+            assert_eq!(s.settings().unwrap().target_class(), TargetClass::Other);
+            let (_d, p) = config_file("target_class = \"given\"\n");
+            s.method_config = p;
+            assert_eq!(s.settings().unwrap().target_class(), TargetClass::Given);
+            // The rule is part of the settings, so of evaluate's cache key.
+            let text = s.settings().unwrap().to_toml().unwrap().unwrap();
+            assert!(text.contains("target_class = \"given\""), "{text}");
+        }
+        let (_d, p) = config_file("target_class = \"any\"\n");
+        let e = spec(Method::Gb, None, p).settings().unwrap_err();
+        assert!(
+            format!("{e:#}").contains("not a valid configuration"),
+            "{e:#}"
+        );
     }
 
     fn learning_rate(spec: &RunnerSpec) -> f64 {
