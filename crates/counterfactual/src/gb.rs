@@ -20,6 +20,14 @@ use crate::{ExplainError, Explainer, Explanation, Query, TargetClass};
 /// a solution. A solution has `|p_q − target_proba| ≤ tol`; the one with the smallest L1
 /// distance is returned. No MAD scaling (Paper 4, footnote 1: pixels share one range).
 ///
+/// Two details follow alibi's code (`_minimize_loss`) rather than a tidier reading: each sweep
+/// order restarts the learning-rate decay but keeps its horizon at `max_iter`, so the sweep's
+/// `max_iter/10` steps run at 0.1 down to 0.09; and the sweep must find solutions at two orders
+/// at least, because alibi takes the second one as λ's lower bound. With fewer, alibi raises
+/// (the index it takes is never bound), and the authors' Paper-4 data store those inputs as
+/// failures (`q = cf_pred = −1`); here such a query has no counterfactual and skips the
+/// bisection.
+///
 /// `target_class` is alibi's: the query's own target (`Given`, what `explain` asks for), or
 /// `Other`, alibi's default and Paper 4's setting, where the loss and the solution test use the
 /// largest probability of any class but the predicted one (see [`TargetClass`]).
@@ -113,6 +121,16 @@ impl<A: AutodiffBackend> Gb<A> {
     }
 }
 
+/// λ's bounds after the sweep over `lams` (decreasing), from how many solutions each order
+/// found: the second order with solutions is the lower bound and the last without any the upper
+/// one (`lams[0]` when every order found some), as alibi takes them. `None` where fewer than
+/// two orders found solutions, where alibi raises.
+fn lambda_bounds(lams: &[f64], found: &[usize]) -> Option<(f64, f64)> {
+    let second = (0..found.len()).filter(|&i| found[i] > 0).nth(1)?;
+    let upper = found.iter().rposition(|&n| n == 0).unwrap_or(0);
+    Some((lams[second], lams[upper]))
+}
+
 impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gb<A> {
     fn name(&self) -> String {
         "gb".into()
@@ -159,19 +177,15 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gb<A> {
                     for (k, &p) in pt.iter().enumerate() {
                         counts[k][ix] += usize::from(ok(p) && i > 0);
                     }
-                    let lr = polynomial_decay(c.learning_rate_init, i, steps, 1.0);
+                    let lr = polynomial_decay(c.learning_rate_init, i, c.max_iter, 1.0);
                     cur = adam.step(cur, g, lr).clamp(lo, hi);
                 }
             }
-            let mut lb = vec![0.0; q];
-            let mut ub = vec![0.0; q];
-            for k in 0..q {
-                let with: Vec<usize> = (0..orders).filter(|&i| counts[k][i] > 0).collect();
-                // alibi takes the second order with solutions as the lower bound; with fewer
-                // (where alibi raises), the smallest λ tried.
-                lb[k] = lams[with.get(1).or(with.first()).copied().unwrap_or(orders - 1)];
-                ub[k] = lams[(0..orders).rev().find(|&i| counts[k][i] == 0).unwrap_or(0)];
-            }
+            let bounds: Vec<Option<(f64, f64)>> =
+                counts.iter().map(|c| lambda_bounds(&lams, c)).collect();
+            let bracketed: Vec<bool> = bounds.iter().map(Option::is_some).collect();
+            let (mut lb, mut ub): (Vec<f64>, Vec<f64>) =
+                bounds.iter().map(|b| b.unwrap_or((0.0, 0.0))).unzip();
             let mut lam: Vec<f64> = lb.iter().zip(&ub).map(|(a, b)| (a + b) / 2.0).collect();
 
             // Bisection on λ from the original inputs, keeping the closest solution.
@@ -182,7 +196,7 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gb<A> {
                 let mut adam = InputAdam::new(&cur);
                 let (mut streak_found, mut streak_missing) = (vec![0usize; q], vec![0usize; q]);
                 let mut found_here = vec![0usize; q];
-                let mut active = vec![true; q];
+                let mut active = bracketed.clone();
                 for i in 0..c.max_iter {
                     let (pt, dist, g) = self.loss_grad(cur.clone(), &x0, &targets, &orig, &lam);
                     let mut improved = vec![false; q];
@@ -242,5 +256,33 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gb<A> {
             found,
             seconds,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lambda_bounds;
+
+    #[test]
+    fn lambda_bounds_follow_alibis_sweep() {
+        let lams: Vec<f64> = (0..6).map(|i| 0.1 / 10f64.powi(i)).collect();
+        // Solutions from the third order on: lower bound the fourth, upper the second.
+        assert_eq!(
+            lambda_bounds(&lams, &[0, 0, 4, 9, 9, 9]),
+            Some((lams[3], lams[1]))
+        );
+        // A gap: the upper bound is the last order without solutions.
+        assert_eq!(
+            lambda_bounds(&lams, &[0, 3, 0, 9, 9, 9]),
+            Some((lams[3], lams[2]))
+        );
+        // Every order found some: the upper bound is the first λ.
+        assert_eq!(
+            lambda_bounds(&lams, &[1, 2, 3, 4, 5, 6]),
+            Some((lams[1], lams[0]))
+        );
+        // One order or none: no bracket, no counterfactual.
+        assert_eq!(lambda_bounds(&lams, &[0, 0, 0, 0, 0, 7]), None);
+        assert_eq!(lambda_bounds(&lams, &[0; 6]), None);
     }
 }
