@@ -225,7 +225,8 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     assert!(e.contains("--one-way needs --pair"), "{e}");
     // A pair names each input's target, which `other` would ignore.
     let mut j = job(&suite, &ibinn, &dir.path().join("one-way"));
-    (j.pair, j.baseline_target) = (Some([4, 9]), Some(cfx_counterfactual::TargetClass::Other));
+    (j.methods, j.pair) = (vec![Method::Gb], Some([4, 9]));
+    j.baseline_target = Some(cfx_counterfactual::TargetClass::Other);
     let e = format!("{:#}", run_on(BackendKind::Flex, j).unwrap_err());
     assert!(e.contains("--baseline-target given"), "{e}");
 
