@@ -252,7 +252,7 @@ pub struct EvaluateArgs {
     /// The class GB and GL must reach: `other`, any class but the predicted one (alibi's
     /// default, which Paper 4 ran; the class reached is then the target the metrics use), or
     /// `given`, the random target ECINN gets too [default: other; with --pair, given].
-    /// A `target_class` in --gb-config/--gl-config wins.
+    /// A `target_class` in --gb-config/--gl-config must agree with it.
     #[arg(long)]
     pub baseline_target: Option<cfx_counterfactual::TargetClass>,
     /// diffeo settings as TOML (fields of DiffeoConfig); pixel's too unless --pixel-config.

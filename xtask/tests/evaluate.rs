@@ -183,6 +183,16 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
             .zip(&drawn.set.predicted)
             .all(|(t, p)| t != p)
     );
+    // A method file that disagrees with the run's rule is refused, naming the file.
+    let given_file = dir.path().join("gb-given.toml");
+    std::fs::write(&given_file, "target_class = \"given\"\n").unwrap();
+    let mut j = job(&suite, &ibinn, &dir.path().join("gb-other"));
+    (j.methods, j.gb_config) = (vec![Method::Gb], Some(given_file));
+    let e = format!("{:#}", run_on(BackendKind::Flex, j).unwrap_err());
+    assert!(
+        e.contains("gb-given.toml") && e.contains("--baseline-target given"),
+        "{e}"
+    );
 
     // Re-running scores the cached counterfactuals; the same numbers come back.
     let again = run_on(BackendKind::Flex, job(&suite, &ibinn, &out)).unwrap();

@@ -360,6 +360,21 @@ impl EvaluateJob {
         let file = dir.join("counterfactuals.safetensors");
         let spec = self.spec(method)?;
         let settings = spec.settings()?;
+        // One rule per run, so that the report's header is true of every row.
+        if matches!(method, Method::Gb | Method::Gl)
+            && settings.target_class() != spec.baseline_target
+        {
+            bail!(
+                "{} sets target_class = \"{}\" but this run gives GB and GL \"{}\"; pass --baseline-target {} (or drop the field)",
+                spec.method_config
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                settings.target_class(),
+                spec.baseline_target,
+                settings.target_class()
+            );
+        }
         let key = self.key(&spec, &settings, n, dataset)?;
         if !self.regenerate && file.exists() {
             match cache::load(&file) {

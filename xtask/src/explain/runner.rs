@@ -32,7 +32,8 @@ pub struct RunnerSpec {
     pub latent: Option<PathBuf>,
     /// GB/GL settings as TOML.
     pub method_config: Option<PathBuf>,
-    /// GB/GL: the class rule under the file's settings (a `target_class` there wins).
+    /// GB/GL: the class rule under the file's settings (a `target_class` there wins here;
+    /// `evaluate` refuses one that disagrees, `explain` one that says `other`).
     pub baseline_target: TargetClass,
     /// ECINN: the α of each variant.
     pub alphas: Vec<AlphaChoice>,
