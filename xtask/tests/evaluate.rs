@@ -148,7 +148,7 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     assert_eq!(r.methods[1].metrics[0].mean, Some(50.0 * valid as f64));
     // GB ran at alibi's default, any class but the predicted one, and is scored against the
     // class it reached.
-    assert_eq!(r.baseline_target, "other");
+    assert_eq!(r.baseline_target, cfx_counterfactual::TargetClass::Other);
     assert!(md.contains("any class but the predicted one"), "{md}");
     // The tiny CNN gives GB nothing to reach, so this run accepts every step (tol 1): each
     // query then has a solution, and its target must be the class that solution has, even

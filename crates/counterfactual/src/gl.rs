@@ -132,26 +132,20 @@ impl<A: AutodiffBackend> Gl<A> {
         match self.config.target_class {
             TargetClass::Given => queries.iter().map(|q| q.target).collect(),
             TargetClass::Other => {
-                let enc = self
-                    .autoencoder
-                    .encode(Tensor::from_inner(x0.clone()))
-                    .inner();
+                let enc = to_host(
+                    self.autoencoder
+                        .encode(Tensor::from_inner(x0.clone()))
+                        .inner(),
+                );
                 let [k, l, h, w] = self.prototypes.dims();
                 let m = l * h * w;
-                let host = |t: Tensor<A::InnerBackend, 4>| -> Vec<f32> {
-                    t.into_data()
-                        .convert::<f32>()
-                        .into_vec()
-                        .unwrap_or_default()
-                };
-                let enc = host(enc);
-                let protos = host(self.prototypes.clone());
+                let protos = to_host(self.prototypes.clone());
                 queries
                     .iter()
                     .enumerate()
                     .map(|(j, q)| {
                         let e = &enc[j * m..(j + 1) * m];
-                        let dist = |c: usize| -> f32 {
+                        let dist = |c: usize| -> f64 {
                             let p = &protos[c * m..(c + 1) * m];
                             e.iter().zip(p).map(|(a, b)| (a - b) * (a - b)).sum()
                         };

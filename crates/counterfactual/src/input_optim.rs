@@ -78,8 +78,8 @@ pub(crate) fn column<B: Backend>(values: &[f64], device: &B::Device) -> Tensor<B
     Tensor::from_data(TensorData::new(v, [values.len()]), device)
 }
 
-/// Host copy of a `[N]` tensor.
-pub(crate) fn to_host<B: Backend>(t: Tensor<B, 1>) -> Vec<f64> {
+/// Host copy of a tensor, row-major.
+pub(crate) fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data()
         .convert::<f64>()
         .into_vec()

@@ -132,7 +132,7 @@ pub struct EvaluationReport {
     pub ecinn_pixels: &'static str,
     /// GB's and GL's class rule: `other` (any class but the predicted one; the class reached
     /// is the target the metrics use) or `given`.
-    pub baseline_target: &'static str,
+    pub baseline_target: TargetClass,
     pub test_images: usize,
     pub seed: u64,
     pub backend: String,
@@ -359,22 +359,8 @@ impl EvaluateJob {
         let dir = self.out.join(format!("{method:?}").to_lowercase());
         let file = dir.join("counterfactuals.safetensors");
         let spec = self.spec(method)?;
-        let settings = spec.settings()?;
         // One rule per run, so that the report's header is true of every row.
-        if matches!(method, Method::Gb | Method::Gl)
-            && settings.target_class() != spec.baseline_target
-        {
-            bail!(
-                "{} sets target_class = \"{}\" but this run gives GB and GL \"{}\"; pass --baseline-target {} (or drop the field)",
-                spec.method_config
-                    .as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                settings.target_class(),
-                spec.baseline_target,
-                settings.target_class()
-            );
-        }
+        let settings = spec.agreed_settings()?;
         let key = self.key(&spec, &settings, n, dataset)?;
         if !self.regenerate && file.exists() {
             match cache::load(&file) {
@@ -646,7 +632,7 @@ impl BackendJob for EvaluateJob {
             suite: self.suite.display().to_string(),
             ibinn: self.ibinn.as_ref().map(|p| p.display().to_string()),
             ecinn_pixels: self.pixels.name(),
-            baseline_target: self.baseline_target().as_str(),
+            baseline_target: self.baseline_target(),
             test_images: n_all,
             seed: self.seed,
             backend: backend.to_string(),

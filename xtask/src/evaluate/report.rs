@@ -78,9 +78,9 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
         r.test_images,
         r.seed,
         match r.baseline_target {
-            "other" =>
+            cfx_counterfactual::TargetClass::Other =>
                 "any class but the predicted one (alibi's default, as in Paper 4), scored against the class reached",
-            _ => "the same random target",
+            cfx_counterfactual::TargetClass::Given => "the same random target",
         },
         r.suite,
         r.ibinn.as_deref().unwrap_or("–"),

@@ -213,17 +213,8 @@ impl BackendJob for ExplainJob {
             pixels: self.pixels,
             baseline_target: cfx_counterfactual::TargetClass::Given,
         };
-        let settings = spec.settings()?;
-        if settings.target_class() == cfx_counterfactual::TargetClass::Other {
-            bail!(
-                "{}: target_class = \"other\" lets {} reach any class, but explain sends each input to the classes --target names; use it with `cargo xtask evaluate` (--baseline-target other), or remove it",
-                self.method_config
-                    .as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                format!("{:?}", self.method).to_lowercase()
-            );
-        }
+        // explain sends inputs to the classes --target names: a file saying `other` is refused.
+        let settings = spec.agreed_settings()?;
         let runner: Runner<B> = spec.build(settings, dataset, data_dir, &device)?;
         let classifier = runner.classifier();
         let shape = classifier.input_shape();

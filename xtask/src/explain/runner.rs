@@ -32,8 +32,9 @@ pub struct RunnerSpec {
     pub latent: Option<PathBuf>,
     /// GB/GL settings as TOML.
     pub method_config: Option<PathBuf>,
-    /// GB/GL: the class rule under the file's settings (a `target_class` there wins here;
-    /// `evaluate` refuses one that disagrees, `explain` one that says `other`).
+    /// GB/GL: the class rule under the file's settings (a `target_class` there wins in
+    /// [`RunnerSpec::settings`]; the commands call [`RunnerSpec::agreed_settings`], which
+    /// refuses one that disagrees).
     pub baseline_target: TargetClass,
     /// ECINN: the α of each variant.
     pub alphas: Vec<AlphaChoice>,
@@ -113,6 +114,26 @@ impl RunnerSpec {
             }
             Method::Ecinn | Method::C3lt => MethodSettings::None,
         })
+    }
+
+    /// [`RunnerSpec::settings`], refused where a GB/GL method file sets another class rule
+    /// than `baseline_target`: one rule per command, so that `evaluate`'s report header and
+    /// `explain`'s `--target` hold for every query.
+    pub fn agreed_settings(&self) -> Result<MethodSettings> {
+        let settings = self.settings()?;
+        let rule = settings.target_class();
+        if matches!(self.method, Method::Gb | Method::Gl) && rule != self.baseline_target {
+            bail!(
+                "{} sets target_class = \"{rule}\", but this command gives {} \"{}\" (explain: the classes --target names); with `cargo xtask evaluate` pass --baseline-target {rule}, or drop the field",
+                self.method_config
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                format!("{:?}", self.method).to_lowercase(),
+                self.baseline_target,
+            );
+        }
+        Ok(settings)
     }
 
     /// The explainer, with `settings` from [`RunnerSpec::settings`] of this spec.
