@@ -138,6 +138,27 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
         md.contains("[-0.5, 0.5]") && md.contains("| GEN (ECINN), same 2 inputs | 2 |"),
         "{md}"
     );
+    // The header says how the suite's CNNs were trained, from their own test.json.
+    let cls = r
+        .suite_models
+        .iter()
+        .find(|m| m.name == "classifier")
+        .unwrap();
+    let trained: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(suite.join("classifier").join("test.json")).unwrap())
+            .unwrap();
+    assert_eq!(cls.epochs as u64, trained["epoch"].as_u64().unwrap());
+    assert_eq!(cls.test_accuracy, trained["test_accuracy"].as_f64());
+    let line = format!(
+        "classifier 1 epoch, {:.2} %",
+        100.0 * cls.test_accuracy.unwrap()
+    );
+    assert!(md.contains(&line), "{line} not in {md}");
+    assert!(
+        r.suite_models
+            .iter()
+            .any(|m| m.name == "ae-gl" && m.test_accuracy.is_none())
+    );
     // The shared-inputs row is the full row's first two counterfactuals, which are GB's inputs.
     let ecinn =
         xtask::evaluate::cache::load(&out.join("ecinn/counterfactuals.safetensors")).unwrap();

@@ -42,7 +42,7 @@ use crate::backend::{BackendJob, BackendKind};
 use crate::explain::Method;
 use crate::explain::runner::{MethodSettings, RunnerSpec, run_dataset};
 use crate::train::ibinn::load_trained;
-use crate::train::suite::SuiteManifest;
+use crate::train::suite::{MemberScore, SuiteManifest};
 use crate::train::supervised::{load_autoencoder, load_classifier};
 use cache::Cached;
 
@@ -127,6 +127,8 @@ pub struct EvaluationReport {
     pub range: DataRange,
     pub range_label: String,
     pub suite: String,
+    /// How the suite's members were trained (their `test.json`).
+    pub suite_models: Vec<MemberScore>,
     pub ibinn: Option<String>,
     /// `image` (8-bit) or `raw`: what ECINN and ECINNh were scored on.
     pub ecinn_pixels: &'static str,
@@ -519,6 +521,7 @@ impl BackendJob for EvaluateJob {
             .with_context(|| format!("cannot create {}", self.out.display()))?;
 
         let models = load_metric_models::<I<B>>(&self.suite, &manifest, &device)?;
+        let suite_models = manifest.scores(&self.suite)?;
         let real = real_stats(
             &models.oracle,
             &self.suite,
@@ -630,6 +633,7 @@ impl BackendJob for EvaluateJob {
             range,
             range_label: range.label().into(),
             suite: self.suite.display().to_string(),
+            suite_models,
             ibinn: self.ibinn.as_ref().map(|p| p.display().to_string()),
             ecinn_pixels: self.pixels.name(),
             baseline_target: self.baseline_target(),

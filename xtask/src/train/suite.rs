@@ -21,7 +21,7 @@ use cfx_classifiers::DataRange;
 use cfx_datasets::DatasetKind;
 use serde::{Deserialize, Serialize};
 
-use super::supervised::{SupervisedTrainConfig, SupervisedTrainJob};
+use super::supervised::{SupervisedEpoch, SupervisedTrainConfig, SupervisedTrainJob};
 use crate::backend::{BackendKind, run_on};
 
 /// Where each member of a suite lives, and what the suite was trained on.
@@ -72,6 +72,64 @@ impl SuiteManifest {
 
     pub fn class_autoencoder(k: usize) -> String {
         format!("ae-class-{k}")
+    }
+
+    /// How each member was trained, as its `test.json` says: an evaluation's numbers depend
+    /// on these (GB's Oracle and FakeMNIST failure rate on the explained CNN's epochs, FID256's
+    /// scale on the oracle's), so the report names them. A member without a readable
+    /// `test.json` was not finished, which is an error here.
+    pub fn scores(&self, root: &Path) -> Result<Vec<MemberScore>> {
+        self.members
+            .iter()
+            .map(|m| {
+                let run = super::run::RunDir {
+                    root: root.join(&m.name),
+                };
+                let last: SupervisedEpoch = run.read_json("test.json").with_context(|| {
+                    format!(
+                        "suite member {} is not finished (resume it with `cargo xtask train eval-suite`)",
+                        m.name
+                    )
+                })?;
+                Ok(MemberScore {
+                    name: m.name.clone(),
+                    epochs: last.epoch,
+                    test_loss: last.test_loss,
+                    test_accuracy: last.test_accuracy,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One suite member's final test scores (`test.json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberScore {
+    pub name: String,
+    pub epochs: usize,
+    pub test_loss: f64,
+    /// Classifiers only.
+    pub test_accuracy: Option<f64>,
+}
+
+impl MemberScore {
+    /// `classifier 10 epochs, 99.13 %` for the classifiers among `scores`, joined by `; `.
+    pub fn classifiers_line(scores: &[MemberScore]) -> String {
+        scores
+            .iter()
+            .filter_map(|s| {
+                s.test_accuracy.map(|a| {
+                    format!(
+                        "{} {} epoch{}, {:.2} %",
+                        s.name,
+                        s.epochs,
+                        if s.epochs == 1 { "" } else { "s" },
+                        100.0 * a
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
