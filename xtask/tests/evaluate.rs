@@ -147,17 +147,17 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     let trained: serde_json::Value =
         serde_json::from_slice(&std::fs::read(suite.join("classifier").join("test.json")).unwrap())
             .unwrap();
-    assert_eq!(cls.epochs as u64, trained["epoch"].as_u64().unwrap());
-    assert_eq!(cls.test_accuracy, trained["test_accuracy"].as_f64());
+    assert_eq!(cls.last.epoch as u64, trained["epoch"].as_u64().unwrap());
+    assert_eq!(cls.last.test_accuracy, trained["test_accuracy"].as_f64());
     let line = format!(
         "classifier 1 epoch, {:.2} %",
-        100.0 * cls.test_accuracy.unwrap()
+        100.0 * cls.last.test_accuracy.unwrap()
     );
     assert!(md.contains(&line), "{line} not in {md}");
     assert!(
         r.suite_models
             .iter()
-            .any(|m| m.name == "ae-gl" && m.test_accuracy.is_none())
+            .any(|m| m.name == "ae-gl" && m.last.test_accuracy.is_none())
     );
     // The shared-inputs row is the full row's first two counterfactuals, which are GB's inputs.
     let ecinn =

@@ -22,6 +22,26 @@ pub(super) fn method_name(m: Method) -> String {
     }
 }
 
+/// `classifier 10 epochs, 99.13 %` for the classifiers of a suite (members with a test
+/// accuracy), joined by `; `.
+fn classifiers_line(scores: &[MemberScore]) -> String {
+    scores
+        .iter()
+        .filter_map(|s| {
+            let e = s.last.epoch;
+            s.last.test_accuracy.map(|a| {
+                format!(
+                    "{} {e} epoch{}, {:.2} %",
+                    s.name,
+                    if e == 1 { "" } else { "s" },
+                    100.0 * a
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// `mean (ci)` with a precision that suits the magnitude.
 fn cell(s: &Summary) -> String {
     let Some(m) = s.mean else {
@@ -83,7 +103,7 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
             cfx_counterfactual::TargetClass::Given => "the same random target",
         },
         r.suite,
-        match MemberScore::classifiers_line(&r.suite_models) {
+        match classifiers_line(&r.suite_models) {
             line if line.is_empty() => line,
             line => format!(" ({line})"),
         },

@@ -93,44 +93,19 @@ impl SuiteManifest {
                 })?;
                 Ok(MemberScore {
                     name: m.name.clone(),
-                    epochs: last.epoch,
-                    test_loss: last.test_loss,
-                    test_accuracy: last.test_accuracy,
+                    last,
                 })
             })
             .collect()
     }
 }
 
-/// One suite member's final test scores (`test.json`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One suite member's final test scores, its `test.json` under its name.
+#[derive(Debug, Clone, Serialize)]
 pub struct MemberScore {
     pub name: String,
-    pub epochs: usize,
-    pub test_loss: f64,
-    /// Classifiers only.
-    pub test_accuracy: Option<f64>,
-}
-
-impl MemberScore {
-    /// `classifier 10 epochs, 99.13 %` for the classifiers among `scores`, joined by `; `.
-    pub fn classifiers_line(scores: &[MemberScore]) -> String {
-        scores
-            .iter()
-            .filter_map(|s| {
-                s.test_accuracy.map(|a| {
-                    format!(
-                        "{} {} epoch{}, {:.2} %",
-                        s.name,
-                        s.epochs,
-                        if s.epochs == 1 { "" } else { "s" },
-                        100.0 * a
-                    )
-                })
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
+    #[serde(flatten)]
+    pub last: SupervisedEpoch,
 }
 
 /// What to train: the paper's Tables 4 and 5 unless the flags shorten it.
