@@ -171,6 +171,21 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     // class it reached.
     assert_eq!(r.baseline_target, cfx_counterfactual::TargetClass::Other);
     assert!(md.contains("any class but the predicted one"), "{md}");
+    // The report names the settings GB ran with (ECINN has none), the defaults included.
+    assert_eq!(r.methods[0].settings, None);
+    let gb_settings: cfx_counterfactual::GbConfig =
+        toml::from_str(r.methods[2].settings.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        gb_settings,
+        cfx_counterfactual::GbConfig {
+            target_class: cfx_counterfactual::TargetClass::Other,
+            ..Default::default()
+        }
+    );
+    assert!(
+        md.contains("## Settings") && md.contains("feature_range = [-1"),
+        "{md}"
+    );
     // The tiny CNN gives GB nothing to reach, so this run accepts every step (tol 1): each
     // query then has a solution, and its target must be the class that solution has, even
     // where that is still the predicted class (not a valid counterfactual, so not scored).

@@ -200,6 +200,12 @@ fn gb_and_gl_explain_a_tiny_cnn() {
         r.figures
             .contains(&"inputs-to-random-targets.png".to_string())
     );
+    // explanations.json names the settings GB ran with: the file's fields over the defaults.
+    let ran: cfx_counterfactual::GbConfig = toml::from_str(r.settings.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (ran.max_iter, ran.max_lam_steps, ran.feature_range),
+        (40, 1, cfx_counterfactual::GbConfig::default().feature_range)
+    );
 
     let fast_gl = dir.path().join("fast-gl.toml");
     std::fs::write(&fast_gl, "max_iterations = 20\nc_steps = 1\n").unwrap();

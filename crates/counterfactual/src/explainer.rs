@@ -60,7 +60,8 @@ impl std::str::FromStr for TargetClass {
 #[derive(Debug, Clone)]
 pub struct Explanation<B: Backend> {
     /// Unit-space counterfactuals `[Q, C, H, W]`; not clamped (ECINN's inverse may leave
-    /// `[0, 1]` slightly). A query without a solution (GB/GL can fail) holds its input.
+    /// `[0, 1]` slightly, GB at alibi's unbounded default range far). A query without a
+    /// solution (GB/GL can fail) holds its input.
     pub counterfactuals: Tensor<B, 4>,
     /// The explained model's `p(y | x̂)`, `[Q, K]`.
     pub probabilities: Tensor<B, 2>,

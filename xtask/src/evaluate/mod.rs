@@ -107,6 +107,9 @@ pub struct MethodResult {
     pub seconds_per_counterfactual: f64,
     pub from_cache: bool,
     pub metric_seconds: f64,
+    /// The method's settings as TOML (its defaults under any method file), for methods that
+    /// have some: GB's and GL's scores depend on them (docs/results.md, "GB's pixel range").
+    pub settings: Option<String>,
     pub metrics: Vec<Summary>,
 }
 
@@ -585,6 +588,8 @@ impl BackendJob for EvaluateJob {
             let (cached, from_cache) =
                 self.counterfactuals::<B>(method, dataset, &test, &selection, &device)?;
             let model_dir = self.explained_model(method)?;
+            // The cache key holds these settings, so they are also those of a cached set.
+            let settings = self.spec(method)?.agreed_settings()?.to_toml()?;
             let classifier: Box<dyn Classifier<I<B>>> = match method {
                 Method::Ecinn => Box::new(IbInnClassifier::new(load_trained::<I<B>>(
                     &model_dir, &device,
@@ -618,6 +623,7 @@ impl BackendJob for EvaluateJob {
                     seconds_per_counterfactual: cached.seconds / n.max(1) as f64,
                     from_cache,
                     metric_seconds: t.elapsed().as_secs_f64(),
+                    settings: settings.clone(),
                     metrics: summaries,
                 });
             }

@@ -7,7 +7,7 @@ use anyhow::Result;
 use cfx_metrics::{CounterfactualSet, Summary};
 
 use super::charts::{Bar, bar_chart, curves};
-use super::{EvaluationReport, MemberScore};
+use super::{EvaluationReport, MemberScore, MethodResult};
 use crate::explain::Method;
 use crate::explain::figures::{Cell, Grid};
 
@@ -145,6 +145,18 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
             m.metric_seconds,
             if m.from_cache { "yes" } else { "no" }
         )?;
+    }
+    let with_settings: Vec<&MethodResult> = r
+        .methods
+        .iter()
+        .filter(|m| !m.shared_inputs && m.settings.is_some())
+        .collect();
+    if !with_settings.is_empty() {
+        writeln!(md, "\n## Settings\n")?;
+        for m in with_settings {
+            let toml = m.settings.as_deref().unwrap_or_default();
+            writeln!(md, "{}:\n\n```toml\n{}```\n", m.label(), toml)?;
+        }
     }
     if !r.heatmaps.is_empty() {
         heatmap_table(&mut md, r)?;

@@ -173,6 +173,9 @@ pub struct ExplainReport {
     /// ECINN: `image` (8-bit counterfactuals) or `raw` (the unclamped inverse).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pixels: Option<&'static str>,
+    /// GB's, GL's and the ascents' settings as TOML: their defaults under `--method-config`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<String>,
     pub variants: Vec<VariantSummary>,
     pub figures: Vec<String>,
     pub records: Vec<QueryRecord>,
@@ -215,6 +218,7 @@ impl BackendJob for ExplainJob {
         };
         // explain sends inputs to the classes --target names: a file saying `other` is refused.
         let settings = spec.agreed_settings()?;
+        let settings_toml = settings.to_toml()?;
         let runner: Runner<B> = spec.build(settings, dataset, data_dir, &device)?;
         let classifier = runner.classifier();
         let shape = classifier.input_shape();
@@ -341,6 +345,7 @@ impl BackendJob for ExplainJob {
             seconds_per_query: seconds / n_queries.max(1) as f64,
             delta: (self.method == Method::Ecinn).then(|| self.delta.name()),
             pixels: (self.method == Method::Ecinn).then(|| self.pixels.name()),
+            settings: settings_toml,
             variants: stats.into_iter().map(Stats::finish).collect(),
             figures,
             records,
