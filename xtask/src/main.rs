@@ -225,7 +225,11 @@ fn run(cli: Cli) -> Result<()> {
                     v.counterfactuals,
                     100.0 * v.validity,
                     if v.found < 1.0 {
-                        format!(", found {:.2}%", 100.0 * v.found)
+                        format!(
+                            ", found {:.2}% (none: {})",
+                            100.0 * v.found,
+                            xtask::explain::misses_line(&v.misses)
+                        )
                     } else {
                         String::new()
                     },

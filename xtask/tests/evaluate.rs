@@ -164,6 +164,21 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
         xtask::evaluate::cache::load(&out.join("ecinn/counterfactuals.safetensors")).unwrap();
     let gb = xtask::evaluate::cache::load(&out.join("gb/counterfactuals.safetensors")).unwrap();
     assert_eq!(ecinn.set.ids[..2], gb.set.ids[..]);
+    // The tiny CNN gives GB nothing to reach at alibi's tolerance: no order of λ finds a
+    // solution, and the report says so for each input.
+    assert_eq!(
+        gb.misses,
+        Some(vec![Some(cfx_counterfactual::Miss::LambdaNotBracketed); 2])
+    );
+    assert_eq!(
+        r.methods[2].misses,
+        Some([("lambda-not-bracketed".to_string(), 2)].into())
+    );
+    assert!(
+        md.contains("| GB | 2 | 2 | lambda-not-bracketed 2 |"),
+        "{md}"
+    );
+    assert_eq!(r.methods[0].misses, Some(Default::default()));
     let valid = (0..2).filter(|&i| ecinn.set.is_valid(i)).count();
     assert_eq!(r.methods[1].valid, valid);
     assert_eq!(r.methods[1].metrics[0].mean, Some(50.0 * valid as f64));

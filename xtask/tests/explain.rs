@@ -200,6 +200,14 @@ fn gb_and_gl_explain_a_tiny_cnn() {
         r.figures
             .contains(&"inputs-to-random-targets.png".to_string())
     );
+    // A query without a counterfactual says why, in its record and in the summary's counts.
+    let v = &r.records[0].variants[0];
+    assert_eq!(v.miss.is_none(), v.found, "{v:?}");
+    let none = r.variants[0].misses.values().sum::<usize>();
+    assert_eq!(none, usize::from(!v.found));
+    if let Some(m) = v.miss {
+        assert_eq!(r.variants[0].misses[m.as_str()], 1);
+    }
     // explanations.json names the settings GB ran with: the file's fields over the defaults.
     let ran: cfx_counterfactual::GbConfig = toml::from_str(r.settings.as_deref().unwrap()).unwrap();
     assert_eq!(

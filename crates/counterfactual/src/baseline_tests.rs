@@ -76,6 +76,9 @@ fn gb_finds_targets_and_batching_does_not_change_a_query() {
     let gb = Gb::new(cnn, cfg.clone());
     let all = gb.explain(x.clone(), &queries).unwrap();
     assert!(all.found.iter().any(|&f| f), "{:?}", all.found);
+    for (m, &f) in all.misses.iter().zip(&all.found) {
+        assert_eq!(m.is_none(), f, "{:?}", all.misses);
+    }
     check_targets_reached(&all, &queries, &x);
     // Each query runs its own λ search: alone or in a batch it takes the same path. (Over the
     // full search float rounding in the batched convolutions is amplified by the sign of the L1
@@ -118,6 +121,29 @@ fn gb_finds_targets_and_batching_does_not_change_a_query() {
     check_targets_reached(&clipped, &queries, &x);
     let inside = range(&clipped);
     assert!(inside.0 >= 0.0 && inside.1 <= 1.0, "{inside:?}");
+}
+
+#[test]
+fn gb_says_why_a_query_has_no_counterfactual() {
+    let (cnn, x, queries) = setup();
+    // No probability reaches 2: no order of λ finds a solution, so λ is never bracketed.
+    let gb = Gb::new(
+        cnn,
+        GbConfig {
+            target_proba: 2.0,
+            max_iter: 30,
+            max_lam_steps: 1,
+            ..GbConfig::default()
+        },
+    );
+    let out = gb.explain(x.clone(), &queries).unwrap();
+    assert_eq!(out.found, vec![false; 3]);
+    assert_eq!(out.misses, vec![Some(crate::Miss::LambdaNotBracketed); 3]);
+    let moved = (out.counterfactuals - x).abs().max().into_scalar();
+    assert_eq!(
+        moved, 0.0,
+        "a query without a counterfactual holds its input"
+    );
 }
 
 /// A tiny CNN trained for a few Adam steps on real MNIST, and the first test images. A random

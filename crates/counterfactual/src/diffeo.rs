@@ -31,7 +31,9 @@ use cfx_flows::nn::mode;
 use cfx_generative::LatentGenerator;
 use serde::{Deserialize, Serialize};
 
-use crate::explainer::{indices, iterative_explanation, predict_checked, query_index, timed};
+use crate::explainer::{
+    indices, iterative_explanation, predict_checked, query_index, timed, unsolved,
+};
 use crate::input_optim::{InputAdam, to_host};
 use crate::inversion::{InversionConfig, find_z};
 use crate::{ExplainError, Explainer, Explanation, Query};
@@ -338,7 +340,13 @@ impl<A: AutodiffBackend> Diffeo<A> {
             let cf = Tensor::cat(done_images, 0).select(0, order);
             (cf, steps, path, found)
         });
-        let explanation = iterative_explanation(self.inner.as_ref(), cf, predicted, found, seconds);
+        let explanation = iterative_explanation(
+            self.inner.as_ref(),
+            cf,
+            predicted,
+            unsolved(&found),
+            seconds,
+        );
         Ok(AscentOutput {
             explanation,
             steps,

@@ -56,6 +56,39 @@ impl std::str::FromStr for TargetClass {
     }
 }
 
+/// Why a query has no counterfactual.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Miss {
+    /// The search ended without a step that met the method's criterion (GB's bisection, GL,
+    /// the ascents' threshold).
+    NoSolution,
+    /// GB: the λ sweep found solutions at fewer than two orders of magnitude, so λ had no lower
+    /// bound and no bisection ran; alibi raises there, and Paper 4's data store a failure.
+    LambdaNotBracketed,
+    /// C3LT: the classifier puts the input outside the pair the maps were trained for.
+    OutsidePair,
+}
+
+impl Miss {
+    /// The name reports and `explanations.json` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoSolution => "no-solution",
+            Self::LambdaNotBracketed => "lambda-not-bracketed",
+            Self::OutsidePair => "outside-pair",
+        }
+    }
+}
+
+impl std::fmt::Display for Miss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a method returns for a batch of [`Query`]s, in query order.
 #[derive(Debug, Clone)]
 pub struct Explanation<B: Backend> {
@@ -69,6 +102,8 @@ pub struct Explanation<B: Backend> {
     pub predicted: Vec<usize>,
     /// Whether the method produced a solution it considers valid.
     pub found: Vec<bool>,
+    /// Why a query has none: `Some` exactly where `found` is false.
+    pub misses: Vec<Option<Miss>>,
     /// The step along the explanation path, where the method has one (ECINN).
     pub alphas: Vec<Option<f64>>,
     /// Wall time of generating the whole batch (device synchronised), without the final
@@ -180,17 +215,26 @@ pub(crate) fn iterative_explanation<B: Backend>(
     model: &dyn Classifier<B>,
     counterfactuals: Tensor<B, 4>,
     predicted: Vec<usize>,
-    found: Vec<bool>,
+    misses: Vec<Option<Miss>>,
     seconds: f64,
 ) -> Explanation<B> {
     Explanation {
         probabilities: model.probabilities(counterfactuals.clone()),
         counterfactuals,
         predicted,
-        alphas: vec![None; found.len()],
-        found,
+        alphas: vec![None; misses.len()],
+        found: misses.iter().map(Option::is_none).collect(),
+        misses,
         seconds,
     }
+}
+
+/// `NoSolution` where a method found nothing.
+pub(crate) fn unsolved(found: &[bool]) -> Vec<Option<Miss>> {
+    found
+        .iter()
+        .map(|&f| (!f).then_some(Miss::NoSolution))
+        .collect()
 }
 
 /// Checks the image shape alone (before anything runs through the model).

@@ -11,7 +11,7 @@ use crate::explainer::{iterative_explanation, predict_checked, query_index, time
 use crate::input_optim::{
     InputAdam, column, l1, leaf, mask, polynomial_decay, replace_rows, to_host,
 };
-use crate::{ExplainError, Explainer, Explanation, Query, TargetClass};
+use crate::{ExplainError, Explainer, Explanation, Miss, Query, TargetClass};
 
 /// alibi's defaults (spec §3.3): loss `(p_q(x̂) − target_proba)² + λ‖x̂ − x‖₁` with Adam and a
 /// learning rate decaying linearly from 0.1 to 0 over `max_iter` steps; λ found by a sweep over
@@ -159,7 +159,7 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gb<A> {
         let device = x.device();
         let q = queries.len();
         let c = &self.config;
-        let ((best, found), seconds) = timed::<A::InnerBackend, _>(&device, || {
+        let ((best, misses), seconds) = timed::<A::InnerBackend, _>(&device, || {
             let x0 = x
                 .clone()
                 .select(0, query_index(queries, &device, |q| q.input));
@@ -256,14 +256,20 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gb<A> {
                     }
                 }
             }
-            let found: Vec<bool> = best_dist.iter().map(|d| d.is_finite()).collect();
-            (best, found)
+            let misses: Vec<Option<Miss>> = (0..q)
+                .map(|k| match (bracketed[k], best_dist[k].is_finite()) {
+                    (false, _) => Some(Miss::LambdaNotBracketed),
+                    (true, false) => Some(Miss::NoSolution),
+                    (true, true) => None,
+                })
+                .collect();
+            (best, misses)
         });
         Ok(iterative_explanation(
             &self.inner,
             best,
             predicted,
-            found,
+            misses,
             seconds,
         ))
     }

@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::{Classifier, CnnClassifier, ConvAutoencoder, predictions};
 use serde::{Deserialize, Serialize};
 
-use crate::explainer::{iterative_explanation, predict_checked, query_index, timed};
+use crate::explainer::{iterative_explanation, predict_checked, query_index, timed, unsolved};
 use crate::input_optim::{column, l1, l2sq, leaf, polynomial_decay, replace_rows, to_host};
 use crate::{ClassMeansBuilder, ExplainError, Explainer, Explanation, Query, TargetClass};
 
@@ -298,7 +298,7 @@ impl<A: AutodiffBackend> Explainer<A::InnerBackend> for Gl<A> {
             &self.inner,
             best,
             predicted,
-            found,
+            unsolved(&found),
             seconds,
         ))
     }

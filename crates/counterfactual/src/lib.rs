@@ -29,7 +29,7 @@ pub use ecinn::{
     EcinnPixels, MeansCacheKey, alpha0, alpha1,
 };
 pub use error::ExplainError;
-pub use explainer::{Explainer, Explanation, Query, TargetClass, check_queries, timed};
+pub use explainer::{Explainer, Explanation, Miss, Query, TargetClass, check_queries, timed};
 pub use gb::{Gb, GbConfig};
 pub use gl::{Gl, GlConfig, class_prototypes};
 pub use inversion::{InversionConfig, find_z};

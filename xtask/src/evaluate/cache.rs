@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use cfx_counterfactual::Miss;
 use cfx_metrics::CounterfactualSet;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use sha2::{Digest, Sha256};
@@ -16,6 +17,9 @@ pub struct Cached {
     pub set: CounterfactualSet,
     pub key: String,
     pub seconds: f64,
+    /// Why each sample has no counterfactual (`None`: it has one); `None` for a cache written
+    /// before the reasons were kept.
+    pub misses: Option<Vec<Option<Miss>>>,
 }
 
 /// The files a trained run's outputs depend on: its `model.toml` and every `.mpk` record in it
@@ -72,6 +76,13 @@ pub fn save(path: &Path, c: &Cached) -> Result<()> {
         ("key".to_string(), c.key.clone()),
         ("seconds".to_string(), c.seconds.to_string()),
     ]);
+    let mut meta = meta;
+    if let Some(m) = &c.misses {
+        meta.insert(
+            "misses".to_string(),
+            serde_json::to_string(m).context("misses as JSON")?,
+        );
+    }
     let bytes = safetensors::serialize(views, Some(meta))
         .with_context(|| format!("cannot encode {}", path.display()))?;
     crate::fsutil::write_atomic(path, &bytes)
@@ -140,7 +151,30 @@ pub fn load(path: &Path) -> Result<Cached> {
         ids: usizes("ids")?,
     };
     set.validate().map_err(|e| bad(e.to_string()))?;
+    let misses: Option<Vec<Option<Miss>>> = match meta.get("misses") {
+        Some(text) => {
+            let m: Vec<Option<Miss>> =
+                serde_json::from_str(text).map_err(|e| bad(format!("misses: {e}")))?;
+            if m.len() != set.len() {
+                return Err(bad(format!(
+                    "{} miss reasons for {} samples",
+                    m.len(),
+                    set.len()
+                )));
+            }
+            if let Some(i) = (0..m.len()).find(|&i| m[i].is_some() != set.cf_predicted[i].is_none())
+            {
+                return Err(bad(format!(
+                    "sample {i}: miss reason {:?} but counterfactual class {:?}",
+                    m[i], set.cf_predicted[i]
+                )));
+            }
+            Some(m)
+        }
+        None => None,
+    };
     Ok(Cached {
+        misses,
         set,
         key: meta.get("key").cloned().unwrap_or_default(),
         seconds: meta
@@ -167,18 +201,26 @@ mod tests {
             targets: vec![4, 7],
             ids: vec![10, 11],
         };
-        save(
-            &p,
-            &Cached {
-                set: set.clone(),
-                key: "k".into(),
-                seconds: 1.5,
-            },
-        )
-        .unwrap();
+        let mut cached = Cached {
+            set: set.clone(),
+            key: "k".into(),
+            seconds: 1.5,
+            misses: Some(vec![None, Some(Miss::LambdaNotBracketed)]),
+        };
+        save(&p, &cached).unwrap();
         let c = load(&p).unwrap();
         assert_eq!(c.set, set);
         assert_eq!((c.key.as_str(), c.seconds), ("k", 1.5));
+        assert_eq!(c.misses, cached.misses);
+        // A reason must sit where the class is missing.
+        cached.misses = Some(vec![Some(Miss::NoSolution), None]);
+        save(&p, &cached).unwrap();
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("sample 0"), "{e}");
+        // Caches from before the reasons were kept still load, without them.
+        cached.misses = None;
+        save(&p, &cached).unwrap();
+        assert_eq!(load(&p).unwrap().misses, None);
         std::fs::write(&p, b"garbage").unwrap();
         let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("c.safetensors"), "{e}");

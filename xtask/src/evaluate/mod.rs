@@ -18,6 +18,7 @@ pub mod charts;
 mod heatmaps;
 mod report;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -110,6 +111,9 @@ pub struct MethodResult {
     /// The method's settings as TOML (its defaults under any method file), for methods that
     /// have some: GB's and GL's scores depend on them (docs/results.md, "GB's pixel range").
     pub settings: Option<String>,
+    /// Samples without a counterfactual, by why ([`cfx_counterfactual::Miss`]'s names); `None`
+    /// where the cache predates the reasons.
+    pub misses: Option<BTreeMap<String, usize>>,
     pub metrics: Vec<Summary>,
 }
 
@@ -321,6 +325,7 @@ impl EvaluateJob {
         );
         bar.set_message(format!("{method:?}").to_lowercase());
         let mut seconds = 0.0;
+        let mut misses = Vec::with_capacity(n);
         let b = self.batch_size.max(1);
         for start in (0..n).step_by(b) {
             let end = (start + b).min(n);
@@ -329,16 +334,18 @@ impl EvaluateJob {
             let queries = targets.queries(&predicted, k, &mut rng).0;
             let res = runner.run(x, &queries)?;
             seconds += res.seconds;
-            let (_, _, px, probs, found) = &res.variants[0];
+            let (_, _, px, probs, batch_misses) = &res.variants[0];
+            misses.extend_from_slice(batch_misses);
             for (j, q) in queries.iter().enumerate() {
+                let found = batch_misses[j].is_none();
                 let row = &probs[j * k..(j + 1) * k];
                 let class = (0..k)
                     .max_by(|&a, &b| row[a].total_cmp(&row[b]))
                     .expect("classes");
-                set.cf_predicted.push(found[j].then_some(class));
+                set.cf_predicted.push(found.then_some(class));
                 // Under `other` the query's draw only keeps the generator in step with the
                 // other methods'; what the method was after is the class it reached.
-                set.targets.push(match any_other && found[j] {
+                set.targets.push(match any_other && found {
                     true => class,
                     false => q.target,
                 });
@@ -348,7 +355,12 @@ impl EvaluateJob {
             bar.inc((end - start) as u64);
         }
         bar.finish_and_clear();
-        Ok(Cached { set, key, seconds })
+        Ok(Cached {
+            set,
+            key,
+            seconds,
+            misses: Some(misses),
+        })
     }
 
     /// The cached counterfactuals when their key still matches, else fresh ones.
@@ -607,9 +619,10 @@ impl BackendJob for EvaluateJob {
             let n = cached.set.len();
             let rows = shared_rows(&cached.set, &selection[..shared]);
             let subset = (n > shared && rows.len() == shared).then(|| cached.set.subset(&rows));
-            let scored =
-                std::iter::once((&cached.set, false)).chain(subset.as_ref().map(|s| (s, true)));
-            for (set, shared_inputs) in scored {
+            let all_rows: Vec<usize> = (0..n).collect();
+            let scored = std::iter::once((&cached.set, false, &all_rows))
+                .chain(subset.as_ref().map(|s| (s, true, &rows)));
+            for (set, shared_inputs, set_rows) in scored {
                 let t = Instant::now();
                 let summaries = evaluate_all(&metrics, set, &ctx)
                     .with_context(|| format!("scoring {method:?}"))?;
@@ -624,6 +637,10 @@ impl BackendJob for EvaluateJob {
                     from_cache,
                     metric_seconds: t.elapsed().as_secs_f64(),
                     settings: settings.clone(),
+                    misses: cached
+                        .misses
+                        .as_ref()
+                        .map(|m| crate::explain::count_misses(set_rows.iter().map(|&i| &m[i]))),
                     metrics: summaries,
                 });
             }

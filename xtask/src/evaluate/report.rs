@@ -146,6 +146,38 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
             if m.from_cache { "yes" } else { "no" }
         )?;
     }
+    let missing: Vec<&MethodResult> = r
+        .methods
+        .iter()
+        .filter(|m| match &m.misses {
+            Some(counts) => counts.values().sum::<usize>() > 0,
+            None => m.valid < m.samples,
+        })
+        .collect();
+    if !missing.is_empty() {
+        writeln!(
+            md,
+            "\n## Samples without a counterfactual\n\n| method | n | none | why |\n|---|---:|---:|---|"
+        )?;
+        for m in missing {
+            match &m.misses {
+                Some(counts) => writeln!(
+                    md,
+                    "| {} | {} | {} | {} |",
+                    m.label(),
+                    m.samples,
+                    counts.values().sum::<usize>(),
+                    crate::explain::misses_line(counts)
+                )?,
+                None => writeln!(
+                    md,
+                    "| {} | {} | – | not recorded: the cache predates the reasons (--regenerate) |",
+                    m.label(),
+                    m.samples
+                )?,
+            }
+        }
+    }
     let with_settings: Vec<&MethodResult> = r
         .methods
         .iter()

@@ -6,13 +6,14 @@ pub mod figures;
 pub mod inputs;
 pub mod runner;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_classifiers::predictions;
-use cfx_counterfactual::{AlphaChoice, DeltaMeans, Ecinn, EcinnPixels, Query};
+use cfx_counterfactual::{AlphaChoice, DeltaMeans, Ecinn, EcinnPixels, Miss, Query};
 use cfx_datasets::{DatasetKind, Split};
 use cfx_linalg::LinalgBackend;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -131,6 +132,30 @@ pub struct VariantSummary {
     /// FakeMNIST: mean |x̂ − x| per pixel in column 0 (the label pixels) and elsewhere.
     pub mean_change_column0: Option<f64>,
     pub mean_change_elsewhere: Option<f64>,
+    /// Queries without a counterfactual, by why ([`Miss`]'s names).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub misses: BTreeMap<String, usize>,
+}
+
+/// `misses` as "lambda-not-bracketed 4, no-solution 1" (largest first).
+pub fn misses_line(misses: &BTreeMap<String, usize>) -> String {
+    let mut v: Vec<(&String, &usize)> = misses.iter().collect();
+    v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    v.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Counts of each [`Miss`] in `misses`, by name.
+pub fn count_misses<'a>(
+    misses: impl IntoIterator<Item = &'a Option<Miss>>,
+) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for m in misses.into_iter().flatten() {
+        *out.entry(m.to_string()).or_insert(0) += 1;
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -151,6 +176,9 @@ pub struct VariantRecord {
     pub p_target: f64,
     pub p_predicted: f64,
     pub found: bool,
+    /// Why there is no counterfactual, where there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub miss: Option<Miss>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -276,13 +304,13 @@ impl BackendJob for ExplainJob {
                 let input = &chunk[q.input];
                 let p = res.predicted[q.input];
                 let mut vr = vec![];
-                for (s, (name, alphas, px, pr, found)) in stats.iter_mut().zip(&res.variants) {
+                for (s, (name, alphas, px, pr, misses)) in stats.iter_mut().zip(&res.variants) {
                     let probs = &pr[j * k..(j + 1) * k];
                     let cf = &px[j * chw..(j + 1) * chw];
                     let class = argmax(probs);
                     s.add(
                         class == q.target,
-                        found[j],
+                        misses[j],
                         (probs[p] - probs[q.target]).abs() < 0.05,
                         alphas[j],
                     );
@@ -295,7 +323,8 @@ impl BackendJob for ExplainJob {
                         class,
                         p_target: probs[q.target] as f64,
                         p_predicted: probs[p] as f64,
-                        found: found[j],
+                        found: misses[j].is_none(),
+                        miss: misses[j],
                     });
                 }
                 if !all_test {
@@ -378,6 +407,7 @@ struct Stats {
     alpha_n: usize,
     col0: (f64, usize),
     rest: (f64, usize),
+    misses: BTreeMap<String, usize>,
 }
 
 impl Stats {
@@ -392,13 +422,17 @@ impl Stats {
             alpha_n: 0,
             col0: (0.0, 0),
             rest: (0.0, 0),
+            misses: BTreeMap::new(),
         }
     }
 
-    fn add(&mut self, valid: bool, found: bool, tie: bool, alpha: Option<f64>) {
+    fn add(&mut self, valid: bool, miss: Option<Miss>, tie: bool, alpha: Option<f64>) {
         self.n += 1;
         self.valid += usize::from(valid);
-        self.found += usize::from(found);
+        self.found += usize::from(miss.is_none());
+        if let Some(m) = miss {
+            *self.misses.entry(m.to_string()).or_insert(0) += 1;
+        }
         self.ties += usize::from(tie);
         if let Some(a) = alpha {
             self.alpha_sum += a;
@@ -430,6 +464,7 @@ impl Stats {
             mean_alpha: (self.alpha_n > 0).then(|| self.alpha_sum / self.alpha_n as f64),
             mean_change_column0: mean(self.col0),
             mean_change_elsewhere: mean(self.rest),
+            misses: self.misses,
             name: self.name,
         }
     }

@@ -10,7 +10,7 @@ use cfx_classifiers::{Classifier, IbInnClassifier};
 use cfx_counterfactual::{
     AlphaChoice, AscentSpace, ClassMeans, ClassMeansBuilder, DeltaMeans, Diffeo, DiffeoConfig,
     Ecinn, EcinnPixels, Explainer, Gb, GbConfig, Gl, GlConfig, InversionConfig, MeansCacheKey,
-    Query, TargetClass, class_prototypes,
+    Miss, Query, TargetClass, class_prototypes,
 };
 use cfx_datasets::{Augmentation, DatasetKind, Split, eval_batches, ordered_batches};
 
@@ -249,8 +249,15 @@ impl RunnerSpec {
     }
 }
 
-/// One variant of a batch: `(name, alphas, pixels [Q·CHW], probabilities [Q·K], found)`.
-pub type VariantData = (String, Vec<Option<f64>>, Vec<f32>, Vec<f32>, Vec<bool>);
+/// One variant of a batch: `(name, alphas, pixels [Q·CHW], probabilities [Q·K], misses)`, where
+/// `misses[i]` is why query `i` has no counterfactual (`None`: it has one).
+pub type VariantData = (
+    String,
+    Vec<Option<f64>>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<Option<Miss>>,
+);
 
 /// One batch through a method: per variant, the counterfactuals and the model's view of them.
 pub struct BatchResult {
@@ -307,7 +314,7 @@ impl<B: AutodiffBackend> Runner<B> {
                             alphas,
                             pick(&px, chw),
                             pick(&pr, k),
-                            vec![true; queries.len()],
+                            vec![None; queries.len()],
                         )
                     })
                     .collect();
@@ -325,7 +332,7 @@ impl<B: AutodiffBackend> Runner<B> {
                         out.alphas.clone(),
                         host(out.counterfactuals),
                         host(out.probabilities),
-                        out.found,
+                        out.misses,
                     )],
                     predicted: out.predicted,
                     seconds: out.seconds,

@@ -22,7 +22,7 @@ pub use loss::{
 pub use map::{C3ltMaps, LatentMap};
 
 use crate::explainer::{iterative_explanation, predict_checked, timed};
-use crate::{ExplainError, Explainer, Explanation, Query};
+use crate::{ExplainError, Explainer, Explanation, Miss, Query};
 
 /// A trained C3LT for one class pair, explaining `classifier`.
 pub struct C3lt<B: Backend> {
@@ -154,7 +154,10 @@ impl<B: Backend> Explainer<B> for C3lt<B> {
             self.classifier.as_ref(),
             cf,
             predicted,
-            applicable,
+            applicable
+                .iter()
+                .map(|&a| (!a).then_some(Miss::OutsidePair))
+                .collect(),
             seconds,
         ))
     }

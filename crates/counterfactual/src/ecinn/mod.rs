@@ -258,6 +258,7 @@ impl<B: Backend> Explainer<B> for Ecinn<B> {
             probabilities,
             predicted: out.predicted,
             found: vec![true; queries.len()],
+            misses: vec![None; queries.len()],
             alphas: out.alphas.into_iter().map(Some).collect(),
             seconds: out.seconds,
         })
