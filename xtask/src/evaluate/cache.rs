@@ -71,12 +71,12 @@ pub fn save(path: &Path, c: &Cached) -> Result<()> {
     .map(|(name, dt, shape, data)| TensorView::new(dt, shape, data).map(|v| (name, v)))
     .collect::<Result<Vec<_>, _>>()
     .with_context(|| format!("cannot encode {}", path.display()))?;
-    let meta = HashMap::from([
+    let mut meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("key".to_string(), c.key.clone()),
         ("seconds".to_string(), c.seconds.to_string()),
     ]);
-    let mut meta = meta;
+    // In the header rather than a tensor, so that caches written before it still load.
     if let Some(m) = &c.misses {
         meta.insert(
             "misses".to_string(),

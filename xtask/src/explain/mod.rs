@@ -407,7 +407,7 @@ struct Stats {
     alpha_n: usize,
     col0: (f64, usize),
     rest: (f64, usize),
-    misses: BTreeMap<String, usize>,
+    misses: Vec<Option<Miss>>,
 }
 
 impl Stats {
@@ -422,7 +422,7 @@ impl Stats {
             alpha_n: 0,
             col0: (0.0, 0),
             rest: (0.0, 0),
-            misses: BTreeMap::new(),
+            misses: vec![],
         }
     }
 
@@ -430,9 +430,7 @@ impl Stats {
         self.n += 1;
         self.valid += usize::from(valid);
         self.found += usize::from(miss.is_none());
-        if let Some(m) = miss {
-            *self.misses.entry(m.to_string()).or_insert(0) += 1;
-        }
+        self.misses.push(miss);
         self.ties += usize::from(tie);
         if let Some(a) = alpha {
             self.alpha_sum += a;
@@ -464,7 +462,7 @@ impl Stats {
             mean_alpha: (self.alpha_n > 0).then(|| self.alpha_sum / self.alpha_n as f64),
             mean_change_column0: mean(self.col0),
             mean_change_elsewhere: mean(self.rest),
-            misses: self.misses,
+            misses: count_misses(&self.misses),
             name: self.name,
         }
     }
