@@ -179,6 +179,15 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
         "{md}"
     );
     assert_eq!(r.methods[0].misses, Some(Default::default()));
+    // The gallery leaves GB's cells blank (the grid's grey) instead of showing the inputs again;
+    // ECINN's row below the inputs shows its counterfactuals. Cells are 28·3 pixels, 2 apart.
+    let gallery = image::open(out.join("gallery.png")).unwrap().to_rgb8();
+    let cell_is_blank = |row: u32, col: u32| {
+        let (x0, y0) = (2 + col * 86, 2 + row * 86);
+        (0..84).all(|y| (0..84).all(|x| gallery.get_pixel(x0 + x, y0 + y).0 == [128; 3]))
+    };
+    assert!(!cell_is_blank(1, 0), "ECINN's first counterfactual");
+    assert!(cell_is_blank(2, 0) && cell_is_blank(2, 1), "GB found none");
     let valid = (0..2).filter(|&i| ecinn.set.is_valid(i)).count();
     assert_eq!(r.methods[1].valid, valid);
     assert_eq!(r.methods[1].metrics[0].mean, Some(50.0 * valid as f64));

@@ -208,6 +208,18 @@ fn gb_and_gl_explain_a_tiny_cnn() {
     if let Some(m) = v.miss {
         assert_eq!(r.variants[0].misses[m.as_str()], 1);
     }
+    // The figure's counterfactual and heatmap cells are blank (the grid's grey) exactly where
+    // GB found nothing. One column: input, counterfactual, heatmap, each cell 2 pixels apart.
+    let fig = image::open(dir.path().join("gb/inputs-to-random-targets.png"))
+        .unwrap()
+        .to_rgb8();
+    let cell = fig.width() - 4;
+    let blank = |row: u32| {
+        let y0 = 2 + row * (cell + 2);
+        (0..cell).all(|y| (0..cell).all(|x| fig.get_pixel(2 + x, y0 + y).0 == [128; 3]))
+    };
+    assert!(!blank(0), "the input");
+    assert_eq!((blank(1), blank(2)), (!v.found, !v.found));
     // explanations.json names the settings GB ran with: the file's fields over the defaults.
     let ran: cfx_counterfactual::GbConfig = toml::from_str(r.settings.as_deref().unwrap()).unwrap();
     assert_eq!(

@@ -7,7 +7,7 @@
 //! <out>/results.md | results.csv | results.json
 //! <out>/charts/<metric>.png                     bars with 95 % whiskers, one per metric
 //! <out>/charts/cout-curves.png                  COUT's mean perturbation curves
-//! <out>/gallery.png                             inputs (top row), then each method's counterfactuals
+//! <out>/gallery.png                             inputs (top row), then each method's counterfactuals (blank: none)
 //! ```
 //!
 //! With `--heatmaps`, the heatmap methods are scored too (deletion, insertion; see

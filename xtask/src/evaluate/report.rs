@@ -357,9 +357,12 @@ pub fn write_figures(
         for (_, s) in sets {
             rows.push(
                 (0..n)
+                    // Blank where the method did not see the input or found nothing for it.
                     .map(|i| match s.ids.iter().position(|&id| id == first.ids[i]) {
-                        Some(j) => Cell::Grey(s.counterfactual(j).to_vec()),
-                        None => Cell::Blank,
+                        Some(j) if s.cf_predicted[j].is_some() => {
+                            Cell::Grey(s.counterfactual(j).to_vec())
+                        }
+                        _ => Cell::Blank,
                     })
                     .collect(),
             );

@@ -339,7 +339,11 @@ impl BackendJob for ExplainJob {
                     let cfs = res
                         .variants
                         .iter()
-                        .map(|v| v.2[j * chw..(j + 1) * chw].to_vec())
+                        .map(|v| {
+                            v.4[j]
+                                .is_none()
+                                .then(|| v.2[j * chw..(j + 1) * chw].to_vec())
+                        })
                         .collect();
                     match kept.last_mut() {
                         Some(last) if last.0 == base + q.input => last.2.push((q.target, cfs)),
@@ -468,8 +472,12 @@ impl Stats {
     }
 }
 
-/// An input kept for the figures: `(position, pixels, [(target, counterfactual per variant)])`.
-type Kept = (usize, Vec<f32>, Vec<(usize, Vec<Vec<f32>>)>);
+/// An input kept for the figures: `(position, pixels, [(target, counterfactual per variant)])`;
+/// `None` where a variant found none, whose cells are left blank rather than showing the input.
+type Kept = (usize, Vec<f32>, Vec<(usize, VariantCfs)>);
+
+/// One query's counterfactual per variant, `None` where that variant found none.
+type VariantCfs = Vec<Option<Vec<f32>>>;
 
 impl ExplainJob {
     /// Per input, all its targets across (ECINN fig. 4/5); with one target per input, all inputs
@@ -481,8 +489,11 @@ impl ExplainJob {
         [_, h, w]: [usize; 3],
     ) -> Result<Vec<String>> {
         let mut written = vec![];
-        let heat =
-            |x: &[f32], cf: &[f32]| Cell::Heat(cf.iter().zip(x).map(|(c, x)| c - x).collect());
+        let grey = |cf: &Option<Vec<f32>>| cf.clone().map_or(Cell::Blank, Cell::Grey);
+        let heat = |x: &[f32], cf: &Option<Vec<f32>>| match cf {
+            Some(cf) => Cell::Heat(cf.iter().zip(x).map(|(c, x)| c - x).collect()),
+            None => Cell::Blank,
+        };
         let mut save = |grid: Grid, name: String| -> Result<()> {
             grid.save(&self.out.join(&name))?;
             written.push(name);
@@ -493,7 +504,7 @@ impl ExplainJob {
                 let mut rows = vec![vec![Cell::Grey(x.clone())]];
                 for v in 0..names.len() {
                     let mut row = vec![Cell::Blank];
-                    row.extend(targets.iter().map(|(_, cfs)| Cell::Grey(cfs[v].clone())));
+                    row.extend(targets.iter().map(|(_, cfs)| grey(&cfs[v])));
                     rows.push(row);
                 }
                 let mut hrow = vec![Cell::Blank];
@@ -512,18 +523,14 @@ impl ExplainJob {
                 save(grid, format!("input-{idx:04}-all-targets.png"))?;
             }
         } else {
-            let cols: Vec<(&Vec<f32>, &Vec<Vec<f32>>)> = kept
+            let cols: Vec<(&Vec<f32>, &VariantCfs)> = kept
                 .iter()
                 .flat_map(|(_, x, ts)| ts.iter().map(move |(_, cfs)| (x, cfs)))
                 .take(100)
                 .collect();
             let mut rows = vec![cols.iter().map(|(x, _)| Cell::Grey((*x).clone())).collect()];
             for v in 0..names.len() {
-                rows.push(
-                    cols.iter()
-                        .map(|(_, cfs)| Cell::Grey(cfs[v].clone()))
-                        .collect(),
-                );
+                rows.push(cols.iter().map(|(_, cfs)| grey(&cfs[v])).collect());
             }
             rows.push(
                 cols.iter()
