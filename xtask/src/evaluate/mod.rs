@@ -363,7 +363,9 @@ impl EvaluateJob {
         })
     }
 
-    /// The cached counterfactuals when their key still matches, else fresh ones.
+    /// The cached counterfactuals when their key still matches, else fresh ones; with whether
+    /// they came from the cache and the method's settings as TOML (part of the key, so also
+    /// those of a cached set).
     fn counterfactuals<B: AutodiffBackend + LinalgBackend>(
         &self,
         method: Method,
@@ -371,7 +373,7 @@ impl EvaluateJob {
         test: &ImageSet,
         selection: &[usize],
         device: &B::Device,
-    ) -> Result<(Cached, bool)> {
+    ) -> Result<(Cached, bool, Option<String>)> {
         let n = self.sample_count(method, selection.len());
         let dir = self.out.join(format!("{method:?}").to_lowercase());
         let file = dir.join("counterfactuals.safetensors");
@@ -379,9 +381,10 @@ impl EvaluateJob {
         // One rule per run, so that the report's header is true of every row.
         let settings = spec.agreed_settings()?;
         let key = self.key(&spec, &settings, n, dataset)?;
+        let toml = settings.to_toml()?;
         if !self.regenerate && file.exists() {
             match cache::load(&file) {
-                Ok(c) if c.key == key => return Ok((c, true)),
+                Ok(c) if c.key == key => return Ok((c, true, toml)),
                 Ok(_) => eprintln!(
                     "{} is stale (models or settings changed): regenerating",
                     file.display()
@@ -393,7 +396,7 @@ impl EvaluateJob {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         cache::save(&file, &c)?;
-        Ok((c, false))
+        Ok((c, false, toml))
     }
 }
 
@@ -597,11 +600,9 @@ impl BackendJob for EvaluateJob {
             .min()
             .unwrap_or(0);
         for &method in &self.methods {
-            let (cached, from_cache) =
+            let (cached, from_cache, settings) =
                 self.counterfactuals::<B>(method, dataset, &test, &selection, &device)?;
             let model_dir = self.explained_model(method)?;
-            // The cache key holds these settings, so they are also those of a cached set.
-            let settings = self.spec(method)?.agreed_settings()?.to_toml()?;
             let classifier: Box<dyn Classifier<I<B>>> = match method {
                 Method::Ecinn => Box::new(IbInnClassifier::new(load_trained::<I<B>>(
                     &model_dir, &device,

@@ -405,7 +405,6 @@ struct Stats {
     name: String,
     n: usize,
     valid: usize,
-    found: usize,
     ties: usize,
     alpha_sum: f64,
     alpha_n: usize,
@@ -420,7 +419,6 @@ impl Stats {
             name: name.into(),
             n: 0,
             valid: 0,
-            found: 0,
             ties: 0,
             alpha_sum: 0.0,
             alpha_n: 0,
@@ -433,7 +431,6 @@ impl Stats {
     fn add(&mut self, valid: bool, miss: Option<Miss>, tie: bool, alpha: Option<f64>) {
         self.n += 1;
         self.valid += usize::from(valid);
-        self.found += usize::from(miss.is_none());
         self.misses.push(miss);
         self.ties += usize::from(tie);
         if let Some(a) = alpha {
@@ -461,7 +458,7 @@ impl Stats {
         VariantSummary {
             counterfactuals: self.n,
             validity: frac(self.valid),
-            found: frac(self.found),
+            found: frac(self.misses.iter().filter(|m| m.is_none()).count()),
             tie_fraction: frac(self.ties),
             mean_alpha: (self.alpha_n > 0).then(|| self.alpha_sum / self.alpha_n as f64),
             mean_change_column0: mean(self.col0),
