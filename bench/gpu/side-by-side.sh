@@ -8,7 +8,7 @@
 #   cargo build --release -p xtask --no-default-features --features wgpu --target-dir target/wgpu
 # For wgpu, carry .gl/ with the Vulkan loader's packages (DEVELOPERS.md, "GPU runs").
 # WGPU_BENCHES: what wgpu runs [step,ecinn,fasth] (fid's dense reference is host code either way).
-# CUDA_S, ECINN_S, CONV_S, WGPU_S: time boxes [300, 50, 90, 180 s]; a part cut short still
+# CUDA_S, ECINN_S, CONV_S, WGPU_S: time boxes [300, 50, 130, 180 s]; a part cut short still
 # packs what it wrote. All four boxes run out would pass one call's 600 s: give the call
 # timeout_s 600 and SKIP_WGPU=1, and wgpu a second call with SKIP_CUDA=1.
 set -uo pipefail
@@ -21,9 +21,11 @@ if [ -z "${SKIP_CUDA:-}" ]; then
   echo "cuda side-by-side exit status $?"
   timeout "${ECINN_S:-50}" .gpu/xtask-cuda bench ecinn --backends cuda --batch-size 1024 --repeats 3 \
     --json "$W/cuda/ecinn-1024.json" 2>&1 | tail -2
-  # Whether the unfold + matmul convolution removes the direct weight-gradient kernel's cost:
-  # the convolutions alone, then the whole step with them (the burn-conv step is in step.json).
-  timeout "${CONV_S:-90}" bash -c ".gpu/xtask-cuda bench conv --backends cuda --json $W/cuda/conv.json 2>&1 | tail -8
+  # Whether the unfold + matmul or the implicit-GEMM convolution removes the direct
+  # weight-gradient kernel's cost: the convolutions alone (with each way's weight gradient
+  # against burn's), then the whole step with each (the burn-conv step is in step.json).
+  timeout "${CONV_S:-130}" bash -c ".gpu/xtask-cuda bench conv --backends cuda --json $W/cuda/conv.json 2>&1 | tail -12
+    CFX_CONV=gemm .gpu/xtask-cuda bench step --backends cuda --steps 5 --warmup 2 --json $W/cuda/step-gemm.json 2>&1 | tail -3
     CFX_CONV=unfold .gpu/xtask-cuda bench step --backends cuda --steps 5 --warmup 2 --json $W/cuda/step-unfold.json 2>&1 | tail -2"
   pack side-cuda "$W/cuda"
 fi

@@ -92,3 +92,23 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output> {
         ),
     }
 }
+
+/// Registers `cfx_linalg::conv_gemm` as the `CFX_CONV=gemm` convolution of the GPU backends
+/// compiled in. Not under `fusion`: there the backends are `Fusion<CubeBackend>`, whose tensors
+/// are not burn-cubecl's, so `gemm` falls back to burn's `conv2d`.
+pub fn register_gemm_convolutions() {
+    #[cfg(all(feature = "cuda", not(feature = "fusion")))]
+    {
+        use cfx_flows::nn::register_gemm_conv2d;
+        use cfx_linalg::conv_gemm::{conv2d_gemm, conv2d_gemm_autodiff};
+        register_gemm_conv2d::<burn::backend::Cuda>(conv2d_gemm);
+        register_gemm_conv2d::<Autodiff<burn::backend::Cuda>>(conv2d_gemm_autodiff);
+    }
+    #[cfg(all(feature = "wgpu", not(feature = "fusion")))]
+    {
+        use cfx_flows::nn::register_gemm_conv2d;
+        use cfx_linalg::conv_gemm::{conv2d_gemm, conv2d_gemm_autodiff};
+        register_gemm_conv2d::<burn::backend::Wgpu>(conv2d_gemm);
+        register_gemm_conv2d::<Autodiff<burn::backend::Wgpu>>(conv2d_gemm_autodiff);
+    }
+}

@@ -58,6 +58,7 @@ fn run(cli: Cli) -> Result<()> {
             .map_err(|e: String| anyhow::anyhow!("CFX_CONV: {e}"))?;
         cfx_flows::nn::set_conv_strategy(strategy);
     }
+    xtask::backend::register_gemm_convolutions();
     if matches!(cli.command, Command::Train(_)) {
         xtask::interrupt::install()?;
     }

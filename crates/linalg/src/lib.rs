@@ -7,6 +7,8 @@
 
 mod autodiff;
 mod backend;
+#[cfg(feature = "cubecl")]
+pub mod conv_gemm;
 mod convert;
 mod error;
 pub mod fasth;

@@ -1,9 +1,10 @@
 //! `cargo xtask bench conv`: the IB-INN subnets' 3×3 convolutions, forward and backward (input
-//! and weight gradients), as burn's `conv2d` and as [`cfx_flows::ops::conv2d_unfold`] (patches
-//! and one matrix product), side by side on each backend.
+//! and weight gradients), as burn's `conv2d`, as [`cfx_flows::ops::conv2d_unfold`] (patches
+//! and one matrix product) and, on a backend that has one registered (cuda, wgpu), as
+//! burn-cubecl's implicit GEMM (`cfx_linalg::conv_gemm`), side by side on each backend.
 //!
-//! The question it answers: does the unfold formulation take the CUDA step's weight-gradient
-//! cost away (docs/results.md, "Where the CUDA step time goes")? The rows are the convolutions
+//! The question it answers: does either take the CUDA step's weight-gradient cost away
+//! (docs/results.md, "Where the CUDA step time goes")? The rows are the convolutions
 //! of the MNIST architecture, each with the number of times one training step runs it, so
 //! `per_step_ms` estimates what the subnets' 3×3 convolutions cost a step either way.
 
@@ -13,6 +14,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
+use cfx_flows::nn::gemm_conv2d;
 use cfx_flows::ops::conv2d_unfold;
 use cfx_linalg::LinalgBackend;
 use serde::Serialize;
@@ -90,6 +92,17 @@ pub struct ConvRow {
     pub unfold_ms: f64,
     /// Largest |difference| of the two weight gradients, relative to the largest entry.
     pub weight_grad_rel_diff: f64,
+    /// The implicit-GEMM way, where the backend has it (`None` elsewhere).
+    pub gemm_ms: Option<f64>,
+    /// Its weight gradient against burn's, as `weight_grad_rel_diff`.
+    pub gemm_weight_grad_rel_diff: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    Burn,
+    Unfold,
+    Gemm,
 }
 
 struct Job {
@@ -119,13 +132,14 @@ impl BackendJob for Job {
                 &device,
             ));
             let x = x.require_grad();
+            let options = ConvOptions::new([s.stride; 2], [1, 1], [1, 1], 1);
+            let gemm = gemm_conv2d::<B>();
             // fwd + bwd of one way; the weight gradient read back so that the device is done.
-            let pass = |unfold: bool| -> Tensor<B::InnerBackend, 4> {
-                let y = if unfold {
-                    conv2d_unfold(x.clone(), w.val(), None, s.stride, 1)
-                } else {
-                    let o = ConvOptions::new([s.stride; 2], [1, 1], [1, 1], 1);
-                    conv2d(x.clone(), w.val(), None, o)
+            let pass = |way: Way| -> Tensor<B::InnerBackend, 4> {
+                let y = match (way, gemm) {
+                    (Way::Unfold, _) => conv2d_unfold(x.clone(), w.val(), None, s.stride, 1),
+                    (Way::Gemm, Some(f)) => f(x.clone(), w.val(), None, options.clone()),
+                    _ => conv2d(x.clone(), w.val(), None, options.clone()),
                 };
                 let grads = y.square().mean().backward();
                 let gw = w.grad(&grads).expect("weight gradient");
@@ -133,33 +147,61 @@ impl BackendJob for Job {
                 let _ = gw.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data();
                 gw
             };
-            let (a, b) = (pass(false), pass(true));
-            let scale = a.clone().abs().max().into_scalar().elem::<f64>().max(1e-30);
-            let diff = (a - b).abs().max().into_scalar().elem::<f64>() / scale;
-            // Interleaved, so that both ways see the same machine state.
-            let (mut t_burn, mut t_unfold) = (vec![], vec![]);
+            let reference = pass(Way::Burn);
+            let scale = reference
+                .clone()
+                .abs()
+                .max()
+                .into_scalar()
+                .elem::<f64>()
+                .max(1e-30);
+            let rel_diff = |way: Way| {
+                (reference.clone() - pass(way))
+                    .abs()
+                    .max()
+                    .into_scalar()
+                    .elem::<f64>()
+                    / scale
+            };
+            let diff = rel_diff(Way::Unfold);
+            let gemm_diff = gemm.map(|_| rel_diff(Way::Gemm));
+            let mut ways = vec![Way::Burn, Way::Unfold];
+            if gemm.is_some() {
+                ways.push(Way::Gemm);
+            }
+            // Interleaved, so that every way sees the same machine state.
+            let mut times = vec![vec![]; ways.len()];
             for i in 0..self.warmup + self.repeats.max(1) {
-                let t = std::time::Instant::now();
-                pass(false);
-                let burn_ms = t.elapsed().as_secs_f64() * 1e3;
-                let t = std::time::Instant::now();
-                pass(true);
-                let unfold_ms = t.elapsed().as_secs_f64() * 1e3;
-                if i >= self.warmup {
-                    t_burn.push(burn_ms);
-                    t_unfold.push(unfold_ms);
+                for (k, &way) in ways.iter().enumerate() {
+                    let t = std::time::Instant::now();
+                    pass(way);
+                    if i >= self.warmup {
+                        times[k].push(t.elapsed().as_secs_f64() * 1e3);
+                    }
                 }
             }
+            let mut medians = times.iter_mut().map(|t| super::upper_median(t));
+            let (burn_ms, unfold_ms) = (medians.next().unwrap(), medians.next().unwrap());
+            let gemm_ms = medians.next();
             let row = ConvRow {
                 backend: backend.to_string(),
                 batch_size: self.batch_size,
                 shape: s,
-                burn_ms: super::upper_median(&mut t_burn),
-                unfold_ms: super::upper_median(&mut t_unfold),
+                burn_ms,
+                unfold_ms,
                 weight_grad_rel_diff: diff,
+                gemm_ms,
+                gemm_weight_grad_rel_diff: gemm_diff,
+            };
+            let gemm_note = match (gemm_ms, gemm_diff) {
+                (Some(ms), Some(d)) => format!(
+                    ", implicit GEMM {ms:>8.3} ms ({:.2}×, weight grads differ by {d:.1e})",
+                    burn_ms / ms
+                ),
+                _ => String::new(),
             };
             println!(
-                "{:<8} conv {:>2}→{:<2} {:>2}×{:<2} stride {} (×{:>2} per step): burn {:>8.3} ms, unfold+matmul {:>8.3} ms ({:.2}×), weight grads differ by {:.1e}",
+                "{:<8} conv {:>2}→{:<2} {:>2}×{:<2} stride {} (×{:>2} per step): burn {:>8.3} ms, unfold+matmul {:>8.3} ms ({:.2}×), weight grads differ by {:.1e}{}",
                 row.backend,
                 s.c_in,
                 s.c_out,
@@ -170,18 +212,27 @@ impl BackendJob for Job {
                 row.burn_ms,
                 row.unfold_ms,
                 row.burn_ms / row.unfold_ms,
-                diff
+                diff,
+                gemm_note
             );
             rows.push(row);
         }
         let per_step = |f: fn(&ConvRow) -> f64| -> f64 {
             rows.iter().map(|r| f(r) * r.shape.per_step as f64).sum()
         };
+        let gemm_total = match rows.iter().all(|r| r.gemm_ms.is_some()) {
+            true => format!(
+                ", implicit GEMM {:.1} ms",
+                per_step(|r| r.gemm_ms.unwrap_or(0.0))
+            ),
+            false => String::new(),
+        };
         println!(
-            "{:<8} per training step (rows × their count): burn {:.1} ms, unfold+matmul {:.1} ms",
+            "{:<8} per training step (rows × their count): burn {:.1} ms, unfold+matmul {:.1} ms{}",
             backend,
             per_step(|r| r.burn_ms),
-            per_step(|r| r.unfold_ms)
+            per_step(|r| r.unfold_ms),
+            gemm_total
         );
         Ok(rows)
     }

@@ -149,6 +149,8 @@ mod tests {
         for r in &rows {
             assert!(r.burn_ms > 0.0 && r.unfold_ms > 0.0, "{r:?}");
             assert!(r.weight_grad_rel_diff < 1e-5, "{r:?}");
+            // No CPU backend registers an implicit-GEMM convolution.
+            assert!(r.gemm_ms.is_none() && r.gemm_weight_grad_rel_diff.is_none());
         }
     }
 

@@ -1,16 +1,26 @@
-//! How the subnets' convolutions are computed: burn's `conv2d`, or unfold + matrix product
-//! ([`crate::ops::conv2d_unfold`]). Both compute the same function with the same parameters;
+//! How the subnets' convolutions are computed: burn's `conv2d`, unfold + matrix product
+//! ([`crate::ops::conv2d_unfold`]), or a backend's implicit-GEMM kernels registered by the
+//! process ([`register_gemm_conv2d`]). All compute the same function with the same parameters;
 //! which is faster depends on the backend (`cargo xtask bench conv`), like cuDNN's algorithm
 //! choice in PyTorch, so it is one process-wide setting rather than a field of every model
 //! config: it changes no result beyond float rounding and no saved model.
+//!
+//! The implicit-GEMM way is a registry keyed by the backend's type rather than a method of a
+//! backend trait: the models are generic over `B: Backend` at some 260 places, and only the
+//! binary knows which concrete backend (`Autodiff<CubeBackend<CudaRuntime, …>>`) has such
+//! kernels (`cfx_linalg::conv_gemm`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{OnceLock, RwLock};
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
 
-static UNFOLD: AtomicBool = AtomicBool::new(false);
+static STRATEGY: AtomicU8 = AtomicU8::new(0);
 
 /// The convolution algorithm of [`conv2d`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -20,16 +30,20 @@ pub enum ConvStrategy {
     Burn,
     /// [`crate::ops::conv2d_unfold`].
     Unfold,
+    /// The function [`register_gemm_conv2d`] registered for the backend; burn's `conv2d` on a
+    /// backend without one.
+    Gemm,
 }
 
 impl ConvStrategy {
-    const ALL: [Self; 2] = [Self::Burn, Self::Unfold];
+    const ALL: [Self; 3] = [Self::Burn, Self::Unfold, Self::Gemm];
 
     /// The name `CFX_CONV` takes and reports print.
     pub fn name(self) -> &'static str {
         match self {
             Self::Burn => "burn",
             Self::Unfold => "unfold",
+            Self::Gemm => "gemm",
         }
     }
 }
@@ -41,23 +55,51 @@ impl std::str::FromStr for ConvStrategy {
         Self::ALL
             .into_iter()
             .find(|c| c.name() == s)
-            .ok_or_else(|| format!("unknown convolution strategy {s:?}: expected burn or unfold"))
+            .ok_or_else(|| {
+                format!("unknown convolution strategy {s:?}: expected burn, unfold or gemm")
+            })
     }
 }
 
 pub fn set_conv_strategy(s: ConvStrategy) {
-    UNFOLD.store(s == ConvStrategy::Unfold, Ordering::Relaxed);
+    STRATEGY.store(s as u8, Ordering::Relaxed);
 }
 
 pub fn conv_strategy() -> ConvStrategy {
-    match UNFOLD.load(Ordering::Relaxed) {
-        true => ConvStrategy::Unfold,
-        false => ConvStrategy::Burn,
-    }
+    ConvStrategy::ALL[STRATEGY.load(Ordering::Relaxed) as usize]
+}
+
+/// A convolution `(x, weight, bias, options) → y` for one backend type.
+pub type GemmConv2d<B> =
+    fn(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>, ConvOptions<2>) -> Tensor<B, 4>;
+
+type Registry = RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Makes `f` the [`ConvStrategy::Gemm`] convolution of backend `B` (a later call replaces it).
+pub fn register_gemm_conv2d<B: Backend>(f: GemmConv2d<B>) {
+    registry()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(TypeId::of::<B>(), Box::new(f));
+}
+
+/// The function registered for `B`, if any.
+pub fn gemm_conv2d<B: Backend>() -> Option<GemmConv2d<B>> {
+    registry()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&TypeId::of::<B>())
+        .and_then(|f| f.downcast_ref::<GemmConv2d<B>>().copied())
 }
 
 /// `conv.forward(x)` by the current [`ConvStrategy`]. Layers the unfold does not cover
-/// (groups, dilation, non-square kernels or asymmetric padding) always take burn's way.
+/// (groups, dilation, non-square kernels or asymmetric padding) always take burn's way, and
+/// so do layers with asymmetric or `Same` padding under `Gemm`.
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     conv2d_by(conv, x, conv_strategy())
 }
@@ -82,6 +124,15 @@ fn conv2d_by<B: Backend>(
             conv.stride[0],
             p,
         ),
+        (ConvStrategy::Gemm, Some(p)) => match gemm_conv2d::<B>() {
+            Some(f) => f(
+                x,
+                conv.weight.val(),
+                conv.bias.as_ref().map(|b| b.val()),
+                ConvOptions::new(conv.stride, [p, p], conv.dilation, conv.groups),
+            ),
+            None => conv.forward(x),
+        },
         _ => conv.forward(x),
     }
 }
@@ -92,18 +143,23 @@ mod tests {
     use crate::test_util::{TB, assert_close, random};
     use burn::nn::conv::Conv2dConfig;
 
-    /// Both strategies give one function (the process-wide setting is left alone: other tests
-    /// run beside this one).
-    #[test]
-    fn strategies_agree() {
+    /// A strided 3×3 layer with padding and a 1×1 layer, both with bias.
+    fn layers() -> [Conv2d<TB>; 2] {
         let d = Default::default();
-        let layers = [
+        [
             Conv2dConfig::new([3, 5], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .with_stride([2, 2])
                 .init::<TB>(&d),
             Conv2dConfig::new([3, 5], [1, 1]).init::<TB>(&d),
-        ];
+        ]
+    }
+
+    /// Both strategies give one function (the process-wide setting is left alone: other tests
+    /// run beside this one).
+    #[test]
+    fn strategies_agree() {
+        let layers = layers();
         let x = random([2, 3, 7, 7], 4);
         for conv in &layers {
             let burn = conv2d_by(conv, x.clone(), ConvStrategy::Burn);
@@ -112,6 +168,43 @@ mod tests {
         }
         assert_eq!("unfold".parse(), Ok(ConvStrategy::Unfold));
         assert_eq!("burn".parse(), Ok(ConvStrategy::Burn));
+        assert_eq!("gemm".parse(), Ok(ConvStrategy::Gemm));
         assert!("cudnn".parse::<ConvStrategy>().is_err());
+    }
+
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn counting_conv(
+        x: Tensor<TB, 4>,
+        w: Tensor<TB, 4>,
+        b: Option<Tensor<TB, 1>>,
+        o: ConvOptions<2>,
+    ) -> Tensor<TB, 4> {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        burn::tensor::module::conv2d(x, w, b, o)
+    }
+
+    /// `Gemm` runs the function registered for the backend's type, with the layer's stride,
+    /// padding and bias, and burn's `conv2d` for a backend with none (only this test registers).
+    #[test]
+    fn gemm_runs_the_convolution_registered_for_the_backend() {
+        type Other = burn::backend::Autodiff<TB>;
+        let layers = layers();
+        let x = random([2, 3, 7, 7], 5);
+        let other = Conv2dConfig::new([3, 4], [3, 3]).init::<Other>(&Default::default());
+        let xo = Tensor::<Other, 4>::from_inner(x.clone());
+        assert_close(
+            conv2d_by(&other, xo.clone(), ConvStrategy::Gemm).inner(),
+            other.forward(xo).inner(),
+            0.0,
+        );
+        register_gemm_conv2d::<TB>(counting_conv);
+        assert!(gemm_conv2d::<Other>().is_none());
+        for conv in &layers {
+            let burn = conv2d_by(conv, x.clone(), ConvStrategy::Burn);
+            let gemm = conv2d_by(conv, x.clone(), ConvStrategy::Gemm);
+            assert_close(burn, gemm, 1e-6);
+        }
+        assert_eq!(CALLS.load(Ordering::SeqCst), layers.len());
     }
 }

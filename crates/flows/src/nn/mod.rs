@@ -12,7 +12,10 @@ pub use batch_norm::{
     BatchNormLayers, calibrate_batch_norm_step, finish_batch_norm_calibration,
     start_batch_norm_calibration,
 };
-pub use conv::{ConvStrategy, conv_strategy, conv2d, set_conv_strategy};
+pub use conv::{
+    ConvStrategy, GemmConv2d, conv_strategy, conv2d, gemm_conv2d, register_gemm_conv2d,
+    set_conv_strategy,
+};
 pub use coupling_net::{CouplingNet, CouplingNetConfig};
 pub use dropout2d::Dropout2d;
 pub use init::{kaiming_normal, torch_default_bias};

@@ -1,0 +1,202 @@
+//! 2-d convolution on `CubeBackend` (cuda, wgpu) through burn-cubecl's implicit-GEMM kernels,
+//! forward and both backward passes.
+//!
+//! Why: without burn's `autotune` feature, burn-cubecl computes every convolution with its
+//! direct kernel, and its direct *weight gradient* (one reduction over N·H·W per weight) was
+//! half of the IB-INN's CUDA backward pass (docs/results.md, "Where the CUDA step time goes").
+//! burn-cubecl has tensor-core implicit-GEMM versions of all three, but burn's `ModuleOps`
+//! always pass the default strategy, and autotune spends minutes compiling candidates before
+//! the first step. This module calls the implicit-GEMM kernels directly; on `Autodiff` it is an
+//! op of its own whose backward pass uses them too.
+//!
+//! Implicit GEMM needs tensor cores (CMMA) and supports only some shapes (no groups; the data
+//! gradient only at stride 1). Wherever burn-cubecl refuses, the op falls back to the direct
+//! kernel, i.e. to exactly what burn's `conv2d` does, and says so once on stderr. On CUDA the
+//! tensor cores round f32 through TF32, like burn's matmul there (~1e-3 relative), which is
+//! also PyTorch's default for convolutions.
+//!
+//! `cfx_flows::nn` dispatches to these functions when the convolution strategy is `gemm` and
+//! the process registered them for its backend type (xtask does, for cuda and wgpu without
+//! fusion).
+
+use std::sync::Once;
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Shape, TensorMetadata};
+use burn_cubecl::kernel::conv::{
+    ConvStrategy, conv_data_backward, conv_forward, conv_weight_backward,
+};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+
+use crate::convert::{primitive, tensor};
+
+static FORWARD_FALLBACK: Once = Once::new();
+static DATA_FALLBACK: Once = Once::new();
+static WEIGHT_FALLBACK: Once = Once::new();
+
+/// `run(ImplicitGemm)`, or `run(Direct)` (said once per `once`) where burn-cubecl refuses the
+/// first.
+fn gemm_or_direct<T, E: std::fmt::Debug>(
+    once: &Once,
+    what: &str,
+    run: impl Fn(ConvStrategy) -> Result<T, E>,
+) -> T {
+    run(ConvStrategy::ImplicitGemm).unwrap_or_else(|e| {
+        once.call_once(|| {
+            eprintln!(
+                "cfx: implicit-GEMM convolution ({what}) unavailable on this device or shape \
+                 ({e:?}); using burn-cubecl's direct kernel"
+            )
+        });
+        run(ConvStrategy::Direct).unwrap_or_else(|e| {
+            panic!("burn-cubecl's direct {what} refused a shape burn's conv2d takes: {e:?}")
+        })
+    })
+}
+
+fn forward<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    w: CubeTensor<R>,
+    b: Option<CubeTensor<R>>,
+    o: ConvOptions<2>,
+) -> CubeTensor<R> {
+    gemm_or_direct(&FORWARD_FALLBACK, "forward", |s| {
+        conv_forward::<R, 2>(x.clone(), w.clone(), b.clone(), o.clone(), s)
+    })
+}
+
+fn data_grad<R: CubeRuntime>(
+    grad: CubeTensor<R>,
+    w: CubeTensor<R>,
+    x_shape: Shape,
+    o: ConvOptions<2>,
+) -> CubeTensor<R> {
+    gemm_or_direct(&DATA_FALLBACK, "input gradient", |s| {
+        conv_data_backward::<R, 2>(grad.clone(), w.clone(), x_shape.clone(), o.clone(), s)
+    })
+}
+
+fn weight_grad<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    grad: CubeTensor<R>,
+    w_shape: Shape,
+    o: ConvOptions<2>,
+) -> CubeTensor<R> {
+    gemm_or_direct(&WEIGHT_FALLBACK, "weight gradient", |s| {
+        conv_weight_backward::<R, 2>(x.clone(), grad.clone(), w_shape.clone(), o.clone(), s)
+    })
+}
+
+/// `conv2d(x, w, b)` on the plain `CubeBackend` (inference: ECINN, metrics).
+pub fn conv2d_gemm<R, F, I, BT>(
+    x: Tensor<CubeBackend<R, F, I, BT>, 4>,
+    w: Tensor<CubeBackend<R, F, I, BT>, 4>,
+    b: Option<Tensor<CubeBackend<R, F, I, BT>, 1>>,
+    options: ConvOptions<2>,
+) -> Tensor<CubeBackend<R, F, I, BT>, 4>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    tensor(forward(
+        primitive(x),
+        primitive(w),
+        b.map(primitive),
+        options,
+    ))
+}
+
+#[derive(Debug)]
+struct ConvGemm;
+
+#[derive(Debug, Clone)]
+struct Saved<R: CubeRuntime> {
+    x: CubeTensor<R>,
+    w: CubeTensor<R>,
+    options: ConvOptions<2>,
+}
+
+impl<R, F, I, BT> Backward<CubeBackend<R, F, I, BT>, 2> for ConvGemm
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    type State = Saved<R>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        type B<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+        let [node_x, node_w] = ops.parents;
+        let grad = grads.consume::<B<R, F, I, BT>>(&ops.node);
+        let Saved { x, w, options } = ops.state;
+        if let Some(node) = node_w {
+            let gw = weight_grad(x.clone(), grad.clone(), w.shape(), options.clone());
+            grads.register::<B<R, F, I, BT>>(node.id, gw);
+        }
+        if let Some(node) = node_x {
+            let gx = data_grad(grad, w, x.shape(), options);
+            grads.register::<B<R, F, I, BT>>(node.id, gx);
+        }
+    }
+}
+
+type Ad<R, F, I, BT, C> = Autodiff<CubeBackend<R, F, I, BT>, C>;
+
+/// `conv2d(x, w, b)` on `Autodiff<CubeBackend>` (training), with the implicit-GEMM backward.
+/// The bias is added as an ordinary tracked op (its gradient is a sum, not a convolution).
+#[allow(clippy::type_complexity)] // the signature must be `cfx_flows::nn::GemmConv2d`'s
+pub fn conv2d_gemm_autodiff<R, F, I, BT, C>(
+    x: Tensor<Ad<R, F, I, BT, C>, 4>,
+    w: Tensor<Ad<R, F, I, BT, C>, 4>,
+    b: Option<Tensor<Ad<R, F, I, BT, C>, 1>>,
+    options: ConvOptions<2>,
+) -> Tensor<Ad<R, F, I, BT, C>, 4>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+    C: CheckpointStrategy,
+{
+    let xp = primitive(x);
+    let wp = primitive(w);
+    let out = match ConvGemm
+        .prepare::<C>([xp.node.clone(), wp.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let out = forward(
+                xp.primitive.clone(),
+                wp.primitive.clone(),
+                None,
+                options.clone(),
+            );
+            let saved = Saved {
+                x: xp.primitive,
+                w: wp.primitive,
+                options,
+            };
+            prep.finish(saved, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(xp.primitive, wp.primitive, None, options)),
+    };
+    let y: Tensor<Ad<R, F, I, BT, C>, 4> = tensor(out);
+    match b {
+        Some(b) => {
+            let c = b.dims()[0];
+            y + b.reshape([1, c, 1, 1])
+        }
+        None => y,
+    }
+}
