@@ -72,14 +72,19 @@ tail -n 3 "$R/c3lt/metrics.csv" | tee -a "$log"
 
 # Seconds per counterfactual, side by side on the same first test images of the pair. The
 # evaluation suite is not here, so this times `explain` (one batch of all of them) per method.
-for m in ${EXPLAIN_METHODS:-c3lt gb diffeo}; do
+# IBINN=<run> adds ECINN on that IB-INN (it explains the IB-INN itself, not the CNN).
+methods="${EXPLAIN_METHODS:-c3lt gb diffeo}"
+if [ -n "${IBINN:-}" ]; then methods="$methods ecinn"; fi
+for m in $methods; do
+  model="$R/cls"
   case $m in
     c3lt) extra=(--c3lt "$R/c3lt") ;;
     diffeo) extra=(--generator "$R/dcgan") ;;
+    ecinn) extra=(); model="$IBINN" ;;
     *) extra=() ;;
   esac
   say "explain $m"
-  timeout "${EXPLAIN_S:-45}" "$X" explain --method "$m" --model "$R/cls" "${extra[@]}" --all-test --limit "$n" \
+  timeout "${EXPLAIN_S:-45}" "$X" explain --method "$m" --model "$model" "${extra[@]}" --all-test --limit "$n" \
     --target random --batch-size "$n" --out "/tmp/explain-$m" "${B[@]}" 2>&1 | tail -n 2 | tee -a "$log"
 done
 # Under 16 MB a file: the generator (in three runs, the same bytes) travels once.
