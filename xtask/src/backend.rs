@@ -97,18 +97,18 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output> {
 /// compiled in. Not under `fusion`: there the backends are `Fusion<CubeBackend>`, whose tensors
 /// are not burn-cubecl's, so `gemm` falls back to burn's `conv2d`.
 pub fn register_gemm_convolutions() {
+    /// The plain backend (inference) and its autodiff wrapper (training).
+    #[cfg(all(any(feature = "cuda", feature = "wgpu"), not(feature = "fusion")))]
+    macro_rules! register {
+        ($b:ty) => {
+            cfx_flows::nn::register_gemm_conv2d::<$b>(cfx_linalg::conv_gemm::conv2d_gemm);
+            cfx_flows::nn::register_gemm_conv2d::<Autodiff<$b>>(
+                cfx_linalg::conv_gemm::conv2d_gemm_autodiff,
+            );
+        };
+    }
     #[cfg(all(feature = "cuda", not(feature = "fusion")))]
-    {
-        use cfx_flows::nn::register_gemm_conv2d;
-        use cfx_linalg::conv_gemm::{conv2d_gemm, conv2d_gemm_autodiff};
-        register_gemm_conv2d::<burn::backend::Cuda>(conv2d_gemm);
-        register_gemm_conv2d::<Autodiff<burn::backend::Cuda>>(conv2d_gemm_autodiff);
-    }
+    register!(burn::backend::Cuda);
     #[cfg(all(feature = "wgpu", not(feature = "fusion")))]
-    {
-        use cfx_flows::nn::register_gemm_conv2d;
-        use cfx_linalg::conv_gemm::{conv2d_gemm, conv2d_gemm_autodiff};
-        register_gemm_conv2d::<burn::backend::Wgpu>(conv2d_gemm);
-        register_gemm_conv2d::<Autodiff<burn::backend::Wgpu>>(conv2d_gemm_autodiff);
-    }
+    register!(burn::backend::Wgpu);
 }

@@ -27,8 +27,8 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
+use burn::tensor::TensorMetadata;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Shape, TensorMetadata};
 use burn_cubecl::kernel::conv::{
     ConvStrategy, conv_data_backward, conv_forward, conv_weight_backward,
 };
@@ -69,28 +69,6 @@ fn forward<R: CubeRuntime>(
 ) -> CubeTensor<R> {
     gemm_or_direct(&FORWARD_FALLBACK, "forward", |s| {
         conv_forward::<R, 2>(x.clone(), w.clone(), b.clone(), o.clone(), s)
-    })
-}
-
-fn data_grad<R: CubeRuntime>(
-    grad: CubeTensor<R>,
-    w: CubeTensor<R>,
-    x_shape: Shape,
-    o: ConvOptions<2>,
-) -> CubeTensor<R> {
-    gemm_or_direct(&DATA_FALLBACK, "input gradient", |s| {
-        conv_data_backward::<R, 2>(grad.clone(), w.clone(), x_shape.clone(), o.clone(), s)
-    })
-}
-
-fn weight_grad<R: CubeRuntime>(
-    x: CubeTensor<R>,
-    grad: CubeTensor<R>,
-    w_shape: Shape,
-    o: ConvOptions<2>,
-) -> CubeTensor<R> {
-    gemm_or_direct(&WEIGHT_FALLBACK, "weight gradient", |s| {
-        conv_weight_backward::<R, 2>(x.clone(), grad.clone(), w_shape.clone(), o.clone(), s)
     })
 }
 
@@ -140,11 +118,15 @@ where
         let grad = grads.consume::<B<R, F, I, BT>>(&ops.node);
         let Saved { x, w, options } = ops.state;
         if let Some(node) = node_w {
-            let gw = weight_grad(x.clone(), grad.clone(), w.shape(), options.clone());
+            let gw = gemm_or_direct(&WEIGHT_FALLBACK, "weight gradient", |s| {
+                conv_weight_backward::<R, 2>(x.clone(), grad.clone(), w.shape(), options.clone(), s)
+            });
             grads.register::<B<R, F, I, BT>>(node.id, gw);
         }
         if let Some(node) = node_x {
-            let gx = data_grad(grad, w, x.shape(), options);
+            let gx = gemm_or_direct(&DATA_FALLBACK, "input gradient", |s| {
+                conv_data_backward::<R, 2>(grad.clone(), w.clone(), x.shape(), options.clone(), s)
+            });
             grads.register::<B<R, F, I, BT>>(node.id, gx);
         }
     }

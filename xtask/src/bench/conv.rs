@@ -220,13 +220,14 @@ impl BackendJob for Job {
         let per_step = |f: fn(&ConvRow) -> f64| -> f64 {
             rows.iter().map(|r| f(r) * r.shape.per_step as f64).sum()
         };
-        let gemm_total = match rows.iter().all(|r| r.gemm_ms.is_some()) {
-            true => format!(
-                ", implicit GEMM {:.1} ms",
-                per_step(|r| r.gemm_ms.unwrap_or(0.0))
-            ),
-            false => String::new(),
-        };
+        // Only where every row has the GEMM way (`None` sums to `None`).
+        let gemm_total: Option<f64> = rows
+            .iter()
+            .map(|r| r.gemm_ms.map(|ms| ms * r.shape.per_step as f64))
+            .sum();
+        let gemm_total = gemm_total
+            .map(|ms| format!(", implicit GEMM {ms:.1} ms"))
+            .unwrap_or_default();
         println!(
             "{:<8} per training step (rows × their count): burn {:.1} ms, unfold+matmul {:.1} ms{}",
             backend,
