@@ -6,6 +6,9 @@
 # Needs .gpu/xtask-cuda.xz (and .gpu/xtask-wgpu.xz), built here with
 #   cargo build --release -p xtask --no-default-features --features cuda --target-dir target/cuda
 #   cargo build --release -p xtask --no-default-features --features wgpu --target-dir target/wgpu
+# and, to check the implicit-GEMM convolution against the CPU before its bench is trusted,
+#   cargo test --release -p cfx-linalg --features cuda --test conv_gemm --no-run --target-dir target/cuda
+# (stripped and xz-compressed as .gpu/conv_gemm-cuda.xz; it runs first when present).
 # For wgpu, carry .gl/ with the Vulkan loader's packages (DEVELOPERS.md, "GPU runs").
 # WGPU_BENCHES: what wgpu runs [step,ecinn,fasth] (fid's dense reference is host code either way).
 # CUDA_S, ECINN_S, CONV_S, WGPU_S: time boxes [300, 50, 130, 180 s]; a part cut short still
@@ -17,6 +20,13 @@ pack() { tar -cf "$OUT/$1.tar" -C "$2" . && echo "packed $1"; }
 W=/tmp/side
 mkdir -p "$W"
 if [ -z "${SKIP_CUDA:-}" ]; then
+  # On llvmpipe this test only reaches the direct fallback (no tensor cores): here the GEMM
+  # kernels themselves are held to burn's CPU convolution, output and all three gradients.
+  if [ -x .gpu/conv_gemm-cuda ]; then
+    mkdir -p "$W/cuda"
+    timeout 60 .gpu/conv_gemm-cuda --test-threads 1 --nocapture >"$W/cuda/conv-gemm-test.txt" 2>&1
+    echo "conv_gemm test exit status $?"; tail -c 1500 "$W/cuda/conv-gemm-test.txt"
+  fi
   XTASK=.gpu/xtask-cuda timeout "${CUDA_S:-300}" bash bench/side-by-side.sh cuda "$W/cuda"
   echo "cuda side-by-side exit status $?"
   timeout "${ECINN_S:-50}" .gpu/xtask-cuda bench ecinn --backends cuda --batch-size 1024 --repeats 3 \

@@ -10,35 +10,9 @@ use burn_flex::Flex;
 use cfx_linalg::fasth::baselines::sequential_product;
 use cfx_linalg::{LinalgBackend, householder_product};
 
-#[cfg(feature = "cuda")]
-type Gpu = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
-#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
-type Gpu = burn_cubecl::CubeBackend<cubecl::wgpu::WgpuRuntime, f32, i32, u32>;
+mod common;
 
-/// Relative tolerance for results that pass through the backend's matmul. burn-cuda runs f32
-/// matmuls on TF32 tensor cores (10-bit mantissa, unit roundoff 2⁻¹¹ ≈ 4.9e-4): on the H200 a
-/// length-7 dot product came out 6e-4 off and FastH's output ~1.5e-3 (relative to its largest
-/// entry) off the CPU's. 1e-2 leaves room for that and still catches real faults, which were
-/// O(1) (a pitched allocation read linearly gave errors of 2.9 on entries of size 1.4).
-/// Kernels that do not use the matmul are held to f32's 1e-4 everywhere.
-const MATMUL_TOL: f32 = if cfg!(feature = "cuda") { 1e-2 } else { 1e-4 };
-
-fn random(shape: [usize; 2], seed: u64) -> TensorData {
-    // A fixed LCG keeps the test free of the rand crates' version churn.
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let n = shape[0] * shape[1];
-    let values: Vec<f32> = (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    TensorData::new(values, shape)
-}
+use common::{Gpu, MATMUL_TOL, max_error, random};
 
 fn grads<B: LinalgBackend + burn::tensor::backend::AutodiffBackend>(
     v: TensorData,
@@ -94,15 +68,6 @@ fn kernels_match_the_portable_path() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-fn max_error(a: &[f32], b: &[f32]) -> (f32, f32) {
-    let err = a
-        .iter()
-        .zip(b)
-        .map(|(p, q)| (p - q).abs())
-        .fold(0.0f32, f32::max);
-    (err, b.iter().map(|q| q.abs()).fold(1.0f32, f32::max))
 }
 
 /// The backend's batched matmul at the small, odd shapes FastH's group sweeps use, to its own
