@@ -62,6 +62,20 @@ fn ecinn_explains_a_tiny_model_end_to_end_and_caches_its_means() {
     let model = dir.path().join("ibinn");
     tiny_ibinn(&model, 4096);
     let out = dir.path().join("out");
+    let cache = model.join("ecinn-means.safetensors");
+    // A bad index is refused before the class means are taken (minutes on a full model).
+    let bad = job(
+        Method::Ecinn,
+        &model,
+        Selection::Indices(vec![0, 10_000]),
+        out.clone(),
+    );
+    let e = format!("{:#}", run_on(BackendKind::Flex, bad).unwrap_err());
+    assert!(e.contains("--index 10000"), "{e}");
+    assert!(
+        !cache.exists(),
+        "class means taken before the inputs were checked"
+    );
     let mut j = job(
         Method::Ecinn,
         &model,
@@ -87,7 +101,6 @@ fn ecinn_explains_a_tiny_model_end_to_end_and_caches_its_means() {
         18
     );
     assert!(out.join("explanations.json").is_file());
-    let cache = model.join("ecinn-means.safetensors");
     let written = std::fs::metadata(&cache).unwrap().modified().unwrap();
 
     // Second run: the cache is reused; one target for inputs of a class; all-test statistics.

@@ -244,6 +244,18 @@ impl BackendJob for ExplainJob {
             pixels: self.pixels,
             baseline_target: cfx_counterfactual::TargetClass::Given,
         };
+        // ECINN's first run with a model takes the class means over the training set (minutes
+        // for the paper's IB-INN): a test-set index or class that cannot be served is refused
+        // before that. Image folders are decoded at the model's shape, so they wait for it.
+        if dataset != DatasetKind::ImageFolder
+            && matches!(
+                self.selection,
+                Selection::Indices(_) | Selection::Class { .. }
+            )
+        {
+            let test = dataset.load(Split::Test, data_dir)?;
+            inputs::select(&self.selection, &test, test.image_shape())?;
+        }
         // explain sends inputs to the classes --target names: a file saying `other` is refused.
         let settings = spec.agreed_settings()?;
         let settings_toml = settings.to_toml()?;
