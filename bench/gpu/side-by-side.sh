@@ -11,8 +11,8 @@
 # (stripped and xz-compressed as .gpu/conv_gemm-cuda.xz; it runs first when present).
 # For wgpu, carry .gl/ with the Vulkan loader's packages (DEVELOPERS.md, "GPU runs").
 # WGPU_BENCHES: what wgpu runs [step,ecinn,fasth] (fid's dense reference is host code either way).
-# CUDA_S, ECINN_S, CONV_S, WGPU_S: time boxes [300, 50, 130, 180 s]; a part cut short still
-# packs what it wrote. All four boxes run out would pass one call's 600 s: give the call
+# GEMM_TEST_S, CUDA_S, ECINN_S, CONV_S, WGPU_S: time boxes [90, 300, 50, 130, 180 s]; a part
+# cut short still packs what it wrote. All five boxes run out would pass one call's 600 s: give the call
 # timeout_s 600 and SKIP_WGPU=1, and wgpu a second call with SKIP_CUDA=1.
 set -uo pipefail
 : "${OUT:?set OUT}"
@@ -24,7 +24,7 @@ if [ -z "${SKIP_CUDA:-}" ]; then
   # kernels themselves are held to burn's CPU convolution, output and all three gradients.
   if [ -x .gpu/conv_gemm-cuda ]; then
     mkdir -p "$W/cuda"
-    timeout 60 .gpu/conv_gemm-cuda --test-threads 1 --nocapture >"$W/cuda/conv-gemm-test.txt" 2>&1
+    timeout "${GEMM_TEST_S:-90}" .gpu/conv_gemm-cuda --test-threads 1 --nocapture >"$W/cuda/conv-gemm-test.txt" 2>&1
     echo "conv_gemm test exit status $?"; tail -c 1500 "$W/cuda/conv-gemm-test.txt"
   fi
   XTASK=.gpu/xtask-cuda timeout "${CUDA_S:-300}" bash bench/side-by-side.sh cuda "$W/cuda"

@@ -247,15 +247,17 @@ impl BackendJob for ExplainJob {
         // ECINN's first run with a model takes the class means over the training set (minutes
         // for the paper's IB-INN): a test-set index or class that cannot be served is refused
         // before that. Image folders are decoded at the model's shape, so they wait for it.
-        if dataset != DatasetKind::ImageFolder
+        let early_test = if dataset != DatasetKind::ImageFolder
             && matches!(
                 self.selection,
                 Selection::Indices(_) | Selection::Class { .. }
-            )
-        {
+            ) {
             let test = dataset.load(Split::Test, data_dir)?;
             inputs::select(&self.selection, &test, test.image_shape())?;
-        }
+            Some(test)
+        } else {
+            None
+        };
         // explain sends inputs to the classes --target names: a file saying `other` is refused.
         let settings = spec.agreed_settings()?;
         let settings_toml = settings.to_toml()?;
@@ -268,7 +270,10 @@ impl BackendJob for ExplainJob {
         {
             bail!("--target {q}: the model has classes 0..{k}");
         }
-        let test = dataset.load_shaped(Split::Test, data_dir, Some(shape), None)?;
+        let test = match early_test {
+            Some(test) if test.image_shape() == shape => test,
+            _ => dataset.load_shaped(Split::Test, data_dir, Some(shape), None)?,
+        };
         let inputs = inputs::select(&self.selection, &test, shape)?;
         if inputs.is_empty() {
             bail!("no inputs selected");
