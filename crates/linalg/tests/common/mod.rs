@@ -37,13 +37,17 @@ pub fn random(shape: [usize; 2], seed: u64) -> TensorData {
     TensorData::new(random_values(shape[0] * shape[1], seed), shape)
 }
 
-/// The largest difference, and the largest reference entry (at least 1) to scale it by.
+/// The largest difference, and the largest reference entry (at least 1) to scale it by. A NaN
+/// on either side counts as an infinite difference: `f32::max` would drop it and pass.
 pub fn max_error(a: &[f32], b: &[f32]) -> (f32, f32) {
     assert_eq!(a.len(), b.len(), "results of different lengths");
     let err = a
         .iter()
         .zip(b)
-        .map(|(p, q)| (p - q).abs())
+        .map(|(p, q)| {
+            let d = (p - q).abs();
+            if d.is_nan() { f32::INFINITY } else { d }
+        })
         .fold(0.0f32, f32::max);
     (err, b.iter().map(|q| q.abs()).fold(1.0f32, f32::max))
 }
