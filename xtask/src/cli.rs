@@ -75,6 +75,9 @@ pub enum Command {
     /// Where a trained IB-INN's L_x comes from: each stage's log-determinant on clean test
     /// images against the most its soft-clamped couplings can reach.
     LogDet(LogDetArgs),
+    /// Where ECINN's inverse pass leaves the range of a trained IB-INN's blocks: each block's
+    /// input on the way back from the α1 latents against its largest input on the way forward.
+    InverseTrace(InverseTraceArgs),
     /// The helix toy of seed 002: latent- vs pixel-space ascent, distance to the manifold, and
     /// the inverse metric's spectrum.
     Helix(HelixArgs),
@@ -100,6 +103,39 @@ impl LogDetArgs {
             model: self.model.clone(),
             limit: self.limit,
             batch_size: self.batch_size,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InverseTraceArgs {
+    /// A finished `train ib-inn` run: runs/<name>.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The first N test images, each with every other class as target (α1, empirical centres).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Test images per batch (each makes K − 1 inverse passes).
+    #[arg(long, default_value_t = 25)]
+    pub batch_size: usize,
+    /// A block's input is out of range beyond this multiple of its forward envelope.
+    #[arg(long, default_value_t = 2.0)]
+    pub factor: f64,
+    /// A counterfactual has diverged beyond this mean |x̂ − x| per pixel (unit scale).
+    #[arg(long, default_value_t = 0.1)]
+    pub diverged_change: f64,
+    #[command(flatten)]
+    pub backend: BackendArg,
+}
+
+impl InverseTraceArgs {
+    pub fn job(&self) -> crate::inverse_trace::InverseTraceJob {
+        crate::inverse_trace::InverseTraceJob {
+            model: self.model.clone(),
+            limit: self.limit,
+            batch_size: self.batch_size,
+            factor: self.factor,
+            diverged_change: self.diverged_change,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod heatmaps;
 pub mod helix;
 pub mod interrupt;
+pub mod inverse_trace;
 pub mod logdet;
 pub mod tangent;
 pub mod train;

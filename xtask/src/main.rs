@@ -353,6 +353,23 @@ fn run(cli: Cli) -> Result<()> {
                 r.markdown()
             );
         }
+        Command::InverseTrace(args) => {
+            let r = run_on(args.backend.kind(), args.job())?;
+            println!(
+                "{} ({}, {} test images, {} α1 queries): {} diverged (mean |x̂ − x| > {} per pixel), \
+                 {} of them without leaving the forward envelope by {}×; {}\n\n{}",
+                r.model,
+                r.dataset,
+                r.images,
+                r.queries,
+                r.diverged,
+                r.diverged_change,
+                r.diverged_in_range,
+                r.factor,
+                xtask::inverse_trace::report_path(&args.model).display(),
+                r.markdown()
+            );
+        }
         Command::Tangent(args) => {
             let out = args.job().out;
             let r = run_on(args.backend.kind(), args.job())?;

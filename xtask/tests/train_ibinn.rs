@@ -7,6 +7,7 @@ use burn::backend::Flex;
 use cfx_datasets::{Augmentation, eval_batches};
 use cfx_flows::ibinn::{IbInnConfig, reference_bits_per_dim};
 use xtask::backend::{BackendKind, run_on};
+use xtask::inverse_trace::InverseTraceJob;
 use xtask::logdet::LogDetJob;
 use xtask::train::ibinn::{
     IbInnTrainConfig, IbInnTrainJob, TestReport, TrainControl, TrainOutcome, TrainState, load_data,
@@ -176,6 +177,39 @@ fn learns_and_resumes_from_the_same_step() {
         assert!(g.log_det_per_dim <= g.ceiling_per_dim + 1e-6, "{g:?}");
     }
     assert!(a.join("log-det.json").exists());
+
+    // `inverse-trace` decodes every query's α1 latent block by block. Its bookkeeping, pinned
+    // at the two ends of its thresholds: with no pixel change tolerated every query counts as
+    // diverged; no envelope then means each leaves it at the first block the inverse runs (the
+    // last one), an unbounded envelope that none ever does.
+    let trace = |factor: f64| {
+        let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let job = InverseTraceJob {
+            model: a.clone(),
+            limit: 20,
+            batch_size: 8,
+            factor,
+            diverged_change: 0.0,
+        };
+        run_on(BackendKind::Flex, job).unwrap()
+    };
+    let n_blocks = model.inn.blocks.len();
+    for (factor, at_last, in_range) in [(0.0, 180, 0), (f64::INFINITY, 0, 180)] {
+        let t = trace(factor);
+        assert_eq!((t.images, t.queries, t.diverged), (20, 180, 180), "{t:?}");
+        assert_eq!(t.blocks.len(), n_blocks);
+        assert_eq!(t.blocks[n_blocks - 1].first_out_of_range, at_last);
+        assert_eq!(t.diverged_in_range, in_range);
+        // The first block's envelope is the test images' largest |pixel| in the model's scale.
+        let e0 = t.blocks[0].envelope;
+        assert!(e0 > 0.5 && e0 <= 1.0 + 1e-6, "{e0}");
+        assert!(
+            t.blocks
+                .iter()
+                .all(|b| b.envelope.is_finite() && b.envelope > 0.0)
+        );
+    }
+    assert!(a.join("inverse-trace.json").exists());
 
     // Without the test.json written beside model.mpk it says what is missing.
     std::fs::rename(a.join("test.json"), a.join("old.json")).unwrap();

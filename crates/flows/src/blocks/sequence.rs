@@ -122,6 +122,31 @@ impl<B: Backend> FlowSequence<B> {
         });
         (z, parts)
     }
+
+    /// [`Flow::forward`] keeping the tensor that goes into each block (in block order).
+    pub fn forward_inputs(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Vec<Tensor<B, 4>>) {
+        let mut inputs = Vec::with_capacity(self.blocks.len());
+        let z = self.blocks.iter().fold(x, |x, b| {
+            inputs.push(x.clone());
+            b.forward(x).0
+        });
+        (z, inputs)
+    }
+
+    /// [`Flow::inverse`] keeping the tensor each block's inverse returns, i.e. what would go
+    /// into that block on the way forward (in block order, so comparable with
+    /// [`Self::forward_inputs`]). Why: a counterfactual's inverse pass can leave the range the
+    /// blocks were trained on, and this says at which block (`cargo xtask inverse-trace`).
+    pub fn inverse_inputs(&self, z: Tensor<B, 4>) -> (Tensor<B, 4>, Vec<Tensor<B, 4>>) {
+        let mut inputs = Vec::with_capacity(self.blocks.len());
+        let x = self.blocks.iter().rev().fold(z, |z, b| {
+            let x = b.inverse(z);
+            inputs.push(x.clone());
+            x
+        });
+        inputs.reverse();
+        (x, inputs)
+    }
 }
 
 impl<B: Backend> Flow<B> for FlowSequence<B> {

@@ -311,6 +311,23 @@ mod tests {
         assert!((whole - ceilings).abs() < 1e-6 * whole.abs().max(1.0));
     }
 
+    /// `inverse-trace` compares the two paths block by block: on a model's own latent they
+    /// must meet at every block, not only at the ends.
+    #[test]
+    fn inverse_inputs_retrace_the_forward_inputs() {
+        let model = IbInnConfig::tiny().init::<TB>(&Default::default());
+        let x = random_on::<TB, 4>([3, 1, 28, 28], 5);
+        let (z, forward) = model.inn.forward_inputs(x.clone());
+        let (back, inverse) = model.inn.inverse_inputs(z);
+        assert_eq!(forward.len(), model.inn.blocks.len());
+        assert_eq!(inverse.len(), forward.len());
+        assert_close(back, x, 1e-3);
+        for (i, (f, b)) in forward.into_iter().zip(inverse).enumerate() {
+            assert_eq!(f.dims(), b.dims(), "block {i}");
+            assert_close(b, f, 1e-3);
+        }
+    }
+
     #[test]
     fn initial_means_are_equidistant() {
         let mu = initial_means::<TB>(10, 784, 5.0, &Default::default());
