@@ -238,6 +238,16 @@ fn run(cli: Cli) -> Result<()> {
                         .map(|a| format!(", mean α {a:.3}"))
                         .unwrap_or_default()
                 );
+                if let Some(f) = v.out_of_range.filter(|&f| f > 0.0) {
+                    println!(
+                        "  warning: the inverse pass put {:.2}% of these more than half the pixel \
+                         range outside [0, 1] (the model's inverse is unstable there; they are \
+                         scored all the same, and `cargo xtask inverse-trace --model {}` shows \
+                         at which block)",
+                        100.0 * f,
+                        args.model.display()
+                    );
+                }
             }
             println!(
                 "{:.6} s per counterfactual (batch {}); {} figures; {}",

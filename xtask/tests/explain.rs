@@ -93,6 +93,14 @@ fn ecinn_explains_a_tiny_model_end_to_end_and_caches_its_means() {
         r.variants[0].mean_change_column0.is_some(),
         "FakeMNIST locality is measured"
     );
+    // ECINN reports how many of its inverse passes left the pixel range (the flag itself is
+    // tested in cfx-counterfactual); a whole number of the 18 queries.
+    for v in &r.variants {
+        let f = v
+            .out_of_range
+            .expect("ECINN reports out-of-range counterfactuals");
+        assert!((f * 18.0 - (f * 18.0).round()).abs() < 1e-9 && (0.0..=1.0).contains(&f));
+    }
     for f in &r.figures {
         assert!(out.join(f).is_file(), "{f}");
     }
@@ -218,6 +226,10 @@ fn gb_and_gl_explain_a_tiny_cnn() {
     assert_eq!(v.miss.is_none(), v.found, "{v:?}");
     let none = r.variants[0].misses.values().sum::<usize>();
     assert_eq!(none, usize::from(!v.found));
+    assert_eq!(
+        r.variants[0].out_of_range, None,
+        "GB has no inverse pass to report on"
+    );
     if let Some(m) = v.miss {
         assert_eq!(r.variants[0].misses[m.as_str()], 1);
     }

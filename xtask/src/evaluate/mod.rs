@@ -334,7 +334,12 @@ impl EvaluateJob {
             let queries = targets.queries(&predicted, k, &mut rng).0;
             let res = runner.run(x, &queries)?;
             seconds += res.seconds;
-            let (_, _, px, probs, batch_misses) = &res.variants[0];
+            let super::explain::runner::VariantData {
+                pixels: px,
+                probabilities: probs,
+                misses: batch_misses,
+                ..
+            } = &res.variants[0];
             misses.extend_from_slice(batch_misses);
             for (j, q) in queries.iter().enumerate() {
                 let found = batch_misses[j].is_none();

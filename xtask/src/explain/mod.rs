@@ -132,6 +132,12 @@ pub struct VariantSummary {
     /// FakeMNIST: mean |x̂ − x| per pixel in column 0 (the label pixels) and elsewhere.
     pub mean_change_column0: Option<f64>,
     pub mean_change_elsewhere: Option<f64>,
+    /// ECINN: the fraction whose inverse pass put a pixel more than half the pixel range
+    /// outside `[0, 1]` before any 8-bit step (`cfx_counterfactual::ecinn::PIXEL_SLACK`): the
+    /// inverse is unstable there, and they are scored all the same; `cargo xtask
+    /// inverse-trace` shows at which block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_of_range: Option<f64>,
     /// Queries without a counterfactual, by why ([`Miss`]'s names).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub misses: BTreeMap<String, usize>,
@@ -315,15 +321,16 @@ impl BackendJob for ExplainJob {
             seconds += res.seconds;
             n_queries += queries.len();
             if stats.is_empty() {
-                stats = res.variants.iter().map(|v| Stats::new(&v.0)).collect();
+                stats = res.variants.iter().map(|v| Stats::new(&v.name)).collect();
             }
             for (j, q) in queries.iter().enumerate() {
                 let input = &chunk[q.input];
                 let p = res.predicted[q.input];
                 let mut vr = vec![];
-                for (s, (name, alphas, px, pr, misses)) in stats.iter_mut().zip(&res.variants) {
-                    let probs = &pr[j * k..(j + 1) * k];
-                    let cf = &px[j * chw..(j + 1) * chw];
+                for (s, v) in stats.iter_mut().zip(&res.variants) {
+                    let (name, alphas, misses) = (&v.name, &v.alphas, &v.misses);
+                    let probs = &v.probabilities[j * k..(j + 1) * k];
+                    let cf = &v.pixels[j * chw..(j + 1) * chw];
                     let class = argmax(probs);
                     s.add(
                         class == q.target,
@@ -331,6 +338,9 @@ impl BackendJob for ExplainJob {
                         (probs[p] - probs[q.target]).abs() < 0.05,
                         alphas[j],
                     );
+                    if let Some(&out) = v.out_of_range.get(j) {
+                        *s.out_of_range.get_or_insert(0) += usize::from(out);
+                    }
                     if fake {
                         s.add_locality(&input.pixels, cf, shape);
                     }
@@ -357,9 +367,9 @@ impl BackendJob for ExplainJob {
                         .variants
                         .iter()
                         .map(|v| {
-                            v.4[j]
+                            v.misses[j]
                                 .is_none()
-                                .then(|| v.2[j * chw..(j + 1) * chw].to_vec())
+                                .then(|| v.pixels[j * chw..(j + 1) * chw].to_vec())
                         })
                         .collect();
                     match kept.last_mut() {
@@ -428,6 +438,8 @@ struct Stats {
     col0: (f64, usize),
     rest: (f64, usize),
     misses: Vec<Option<Miss>>,
+    /// Counterfactuals whose inverse pass left the pixel range, where the method says.
+    out_of_range: Option<usize>,
 }
 
 impl Stats {
@@ -442,6 +454,7 @@ impl Stats {
             col0: (0.0, 0),
             rest: (0.0, 0),
             misses: vec![],
+            out_of_range: None,
         }
     }
 
@@ -481,6 +494,7 @@ impl Stats {
             mean_change_column0: mean(self.col0),
             mean_change_elsewhere: mean(self.rest),
             misses: count_misses(&self.misses),
+            out_of_range: self.out_of_range.map(frac),
             name: self.name,
         }
     }

@@ -249,15 +249,20 @@ impl RunnerSpec {
     }
 }
 
-/// One variant of a batch: `(name, alphas, pixels [Q·CHW], probabilities [Q·K], misses)`, where
-/// `misses[i]` is why query `i` has no counterfactual (`None`: it has one).
-pub type VariantData = (
-    String,
-    Vec<Option<f64>>,
-    Vec<f32>,
-    Vec<f32>,
-    Vec<Option<Miss>>,
-);
+/// One variant of a batch, per query `i` of its `Q`.
+pub struct VariantData {
+    pub name: String,
+    pub alphas: Vec<Option<f64>>,
+    /// `[Q·CHW]`.
+    pub pixels: Vec<f32>,
+    /// `[Q·K]`.
+    pub probabilities: Vec<f32>,
+    /// Why query `i` has no counterfactual (`None`: it has one).
+    pub misses: Vec<Option<Miss>>,
+    /// ECINN: whether query `i`'s inverse pass left the pixel range
+    /// ([`cfx_counterfactual::EcinnOutput::out_of_range`]); empty for methods that cannot.
+    pub out_of_range: Vec<bool>,
+}
 
 /// One batch through a method: per variant, the counterfactuals and the model's view of them.
 pub struct BatchResult {
@@ -309,13 +314,14 @@ impl<B: AutodiffBackend> Runner<B> {
                                 .collect()
                         };
                         let alphas = rows.clone().map(|r| Some(out.alphas[r])).collect();
-                        (
-                            c.label(),
+                        VariantData {
+                            name: c.label(),
                             alphas,
-                            pick(&px, chw),
-                            pick(&pr, k),
-                            vec![None; queries.len()],
-                        )
+                            pixels: pick(&px, chw),
+                            probabilities: pick(&pr, k),
+                            misses: vec![None; queries.len()],
+                            out_of_range: rows.clone().map(|r| out.out_of_range[r]).collect(),
+                        }
                     })
                     .collect();
                 Ok(BatchResult {
@@ -327,13 +333,14 @@ impl<B: AutodiffBackend> Runner<B> {
             Self::Iterative(e) => {
                 let out = e.explain(x, queries)?;
                 Ok(BatchResult {
-                    variants: vec![(
-                        "counterfactual".into(),
-                        out.alphas.clone(),
-                        host(out.counterfactuals),
-                        host(out.probabilities),
-                        out.misses,
-                    )],
+                    variants: vec![VariantData {
+                        name: "counterfactual".into(),
+                        alphas: out.alphas.clone(),
+                        pixels: host(out.counterfactuals),
+                        probabilities: host(out.probabilities),
+                        misses: out.misses,
+                        out_of_range: vec![],
+                    }],
                     predicted: out.predicted,
                     seconds: out.seconds,
                 })

@@ -366,3 +366,40 @@ fn image_mode_gives_8_bit_images_of_the_inverse() {
     // The clamp is exercised: the raw inverse of this model leaves [0, 1] somewhere.
     assert!(outside > 0);
 }
+
+/// A latent pushed far along Δ decodes far outside the pixel range, and the output says which
+/// rows: in raw and image mode alike (the clamp would hide it), while α = 0 reconstructs the
+/// input and is never flagged.
+#[test]
+fn rows_whose_inverse_leaves_the_pixel_range_are_flagged() {
+    let base = tiny_ecinn();
+    let k = base.classifier.model.n_classes();
+    let x = images(3, 11);
+    let predicted = predictions(base.classifier.logits(x.clone()));
+    let queries = all_other_targets(&predicted, k);
+    let choices = [
+        AlphaChoice::Fixed { value: 0.0 },
+        AlphaChoice::Fixed { value: 1e4 },
+    ];
+    for pixels in [EcinnPixels::Raw, EcinnPixels::Image] {
+        let e = base.clone().with_pixels(pixels);
+        let out = e.explain_alphas(x.clone(), &queries, &choices).unwrap();
+        assert_eq!(out.out_of_range.len(), 2 * queries.len());
+        let raw: Vec<f32> = out.counterfactuals.into_data().to_vec().unwrap();
+        let chw = 28 * 28;
+        for (row, &flag) in out.out_of_range.iter().enumerate() {
+            let far = row % 2 == 1;
+            assert_eq!(flag, far, "{pixels:?}, row {row}");
+            if pixels == EcinnPixels::Raw {
+                let reach = raw[row * chw..(row + 1) * chw].iter().fold(0f32, |m, &v| {
+                    if v.is_nan() {
+                        f32::INFINITY
+                    } else {
+                        m.max((v - 0.5).abs())
+                    }
+                });
+                assert_eq!(reach > 1.0, far, "row {row} reaches {reach}");
+            }
+        }
+    }
+}
