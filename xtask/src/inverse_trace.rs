@@ -13,13 +13,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use cfx_classifiers::IbInnClassifier;
-use cfx_counterfactual::{AlphaChoice, alpha0};
+use cfx_classifiers::{IbInnClassifier, predictions};
+use cfx_counterfactual::Ecinn;
 use cfx_datasets::{Augmentation, Split, ordered_batches};
 use cfx_linalg::LinalgBackend;
 use serde::Serialize;
 
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
 use crate::backend::{BackendJob, BackendKind};
+use crate::explain::TargetMode;
 use crate::train::ibinn::{IbInnTrainConfig, load_split, load_trained};
 use crate::train::run::read_toml;
 
@@ -137,19 +141,21 @@ impl BackendJob for InverseTraceJob {
             cfg.dataset,
             cfg.data_dir.as_deref(),
             &device,
-        )?
-        .to_tensor::<B::InnerBackend>(&device);
+        )?;
         let test = load_split(&cfg, Split::Test, Some(self.limit))?;
-        let model = &classifier.model;
+        // ECINN's own α1 latents (its defaults: α1, empirical centres), decoded here block by
+        // block instead of by its decoder.
+        let ecinn = Ecinn::new(classifier, &means)?;
+        let (classifier, model) = (&ecinn.classifier, &ecinn.classifier.model);
         let (d, k) = (model.dim(), model.n_classes());
         let n_blocks = model.inn.blocks.len();
-        let mu = model.mu.val();
-        let choice = AlphaChoice::Convincing(Default::default());
 
         // Per block: the forward envelope, and for every query its inverse maximum.
         let mut envelope = vec![0f64; n_blocks];
         let mut back: Vec<Vec<f64>> = vec![Vec::new(); n_blocks];
         let mut change: Vec<f64> = Vec::new();
+        // `All` draws no random target; the generator only fills the signature.
+        let mut rng = StdRng::seed_from_u64(0);
         for batch in ordered_batches(&test, self.batch_size, Augmentation::UNIT, 0) {
             let unit = batch.to_device::<B::InnerBackend>(&device).images;
             let n = unit.dims()[0];
@@ -158,41 +164,18 @@ impl BackendJob for InverseTraceJob {
                 *e = e.max(f.abs().max().into_scalar().elem::<f64>());
             }
             let z = z.reshape([n, d]);
-            let predicted: Vec<i64> = model
-                .logits_from_latent(z.clone())
-                .argmax(1)
-                .into_data()
-                .convert::<i64>()
-                .to_vec()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            let (mut rows, mut from, mut to) = (vec![], vec![], vec![]);
-            for (i, &p) in predicted.iter().enumerate() {
-                for t in (0..k as i64).filter(|&t| t != p) {
-                    rows.push(i as i64);
-                    from.push(p);
-                    to.push(t);
-                }
-            }
-            let index = |v: &[i64]| Tensor::<B::InnerBackend, 1, Int>::from_ints(v, &device);
-            let (rows, from, to) = (index(&rows), index(&from), index(&to));
-            let q = rows.dims()[0];
-            let zq = z.select(0, rows.clone());
-            let delta = means.clone().select(0, to.clone()) - means.clone().select(0, from.clone());
-            let a0 = host(alpha0(
-                zq.clone(),
-                mu.clone().select(0, from),
-                mu.clone().select(0, to),
-                delta.clone(),
-            ))?;
-            let alpha: Vec<f32> = a0.iter().map(|&a| choice.resolve(a) as f32).collect();
-            let alpha = Tensor::<B::InnerBackend, 1>::from_floats(alpha.as_slice(), &device);
-            let moved = zq + delta * alpha.unsqueeze_dim::<2>(1);
+            let predicted = predictions(model.logits_from_latent(z.clone()));
+            let queries = TargetMode::All.queries(&predicted, k, &mut rng).0;
+            let q = queries.len();
+            let (moved, _, _) = ecinn.moved_latents(z, &predicted, &queries, &[ecinn.alpha]);
             let (x_hat, inverse) = model.inn.inverse_inputs(moved.reshape([q, d, 1, 1]));
             for (b, h) in back.iter_mut().zip(inverse) {
                 b.extend(host(max_abs(h))?);
             }
             let [_, c, h, w] = unit.dims();
             let x_hat = classifier.to_unit(x_hat.reshape([q, c, h, w]));
+            let rows: Vec<i64> = queries.iter().map(|q| q.input as i64).collect();
+            let rows = Tensor::<B::InnerBackend, 1, Int>::from_ints(rows.as_slice(), &device);
             let per_pixel = (x_hat - unit.select(0, rows))
                 .abs()
                 .reshape([q as i32, -1])

@@ -55,9 +55,14 @@ fn gemm_or_direct<T, E: std::fmt::Debug>(
                  ({e:?}); using burn-cubecl's direct kernel"
             )
         });
-        run(ConvStrategy::Direct).unwrap_or_else(|e| {
-            panic!("burn-cubecl's direct {what} refused a shape burn's conv2d takes: {e:?}")
-        })
+        direct(what, &run)
+    })
+}
+
+/// `run(Direct)`: what burn's own `conv2d` runs, so it takes every shape that reaches here.
+fn direct<T, E: std::fmt::Debug>(what: &str, run: impl Fn(ConvStrategy) -> Result<T, E>) -> T {
+    run(ConvStrategy::Direct).unwrap_or_else(|e| {
+        panic!("burn-cubecl's direct {what} refused a shape burn's conv2d takes: {e:?}")
     })
 }
 
@@ -138,9 +143,7 @@ where
             let gw = if weight_gemm_is_exact(&w.shape()) {
                 gemm_or_direct(&WEIGHT_FALLBACK, "weight gradient", run)
             } else {
-                run(ConvStrategy::Direct).unwrap_or_else(|e| {
-                    panic!("burn-cubecl's direct weight gradient refused a shape burn's conv2d takes: {e:?}")
-                })
+                direct("weight gradient", run)
             };
             grads.register::<B<R, F, I, BT>>(node.id, gw);
         }

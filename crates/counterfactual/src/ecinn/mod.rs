@@ -174,39 +174,7 @@ impl<B: Backend> Ecinn<B> {
             });
         }
         let ((cf, out_of_range, alphas, a0), t_rest) = timed::<B, _>(&device, || {
-            let (inputs, from, to) = (
-                query_index::<B>(queries, &device, |q| q.input),
-                query_index::<B>(queries, &device, |q| predicted[q.input]),
-                query_index::<B>(queries, &device, |q| q.target),
-            );
-            let zq = z.select(0, inputs);
-            let mu = model.mu.val();
-            let centres = self.delta_centres();
-            let delta = centres.clone().select(0, to.clone()) - centres.select(0, from.clone());
-            let a0 = alpha0(
-                zq.clone(),
-                mu.clone().select(0, from),
-                mu.select(0, to),
-                delta.clone(),
-            );
-            let a0: Vec<f64> = a0
-                .into_data()
-                .convert::<f64>()
-                .into_vec()
-                .unwrap_or_default();
-            let alphas: Vec<f64> = a0
-                .iter()
-                .flat_map(|&a| choices.iter().map(move |c| c.resolve(a)))
-                .collect();
-            let a = choices.len();
-            let d = zq.dims()[1];
-            let rep = |t: Tensor<B, 2>| {
-                t.unsqueeze_dim::<3>(1)
-                    .repeat_dim(1, a)
-                    .reshape([queries.len() * a, d])
-            };
-            let at = column::<B>(&alphas, &device);
-            let moved = rep(zq) + rep(delta) * at.unsqueeze_dim::<2>(1);
+            let (moved, alphas, a0) = self.moved_latents(z, &predicted, queries, choices);
             let (cf, out_of_range) = self.decode(moved);
             (cf, out_of_range, alphas, a0)
         });
@@ -231,6 +199,53 @@ impl<B: Backend> Ecinn<B> {
             out_of_range,
             seconds: t_forward + t_rest,
         })
+    }
+
+    /// `z + αΔ` for every query at every choice, row `i·A + a` being query `i` at choice `a`,
+    /// with the α of each row and α0 of each query. `z`, `[N, D]`: the inputs' latents;
+    /// `predicted`: their classes. `cargo xtask inverse-trace` decodes these block by block.
+    pub fn moved_latents(
+        &self,
+        z: Tensor<B, 2>,
+        predicted: &[usize],
+        queries: &[Query],
+        choices: &[AlphaChoice],
+    ) -> (Tensor<B, 2>, Vec<f64>, Vec<f64>) {
+        let device = z.device();
+        let (inputs, from, to) = (
+            query_index::<B>(queries, &device, |q| q.input),
+            query_index::<B>(queries, &device, |q| predicted[q.input]),
+            query_index::<B>(queries, &device, |q| q.target),
+        );
+        let zq = z.select(0, inputs);
+        let mu = self.classifier.model.mu.val();
+        let centres = self.delta_centres();
+        let delta = centres.clone().select(0, to.clone()) - centres.select(0, from.clone());
+        let a0 = alpha0(
+            zq.clone(),
+            mu.clone().select(0, from),
+            mu.select(0, to),
+            delta.clone(),
+        );
+        let a0: Vec<f64> = a0
+            .into_data()
+            .convert::<f64>()
+            .into_vec()
+            .unwrap_or_default();
+        let alphas: Vec<f64> = a0
+            .iter()
+            .flat_map(|&a| choices.iter().map(move |c| c.resolve(a)))
+            .collect();
+        let a = choices.len();
+        let d = zq.dims()[1];
+        let rep = |t: Tensor<B, 2>| {
+            t.unsqueeze_dim::<3>(1)
+                .repeat_dim(1, a)
+                .reshape([queries.len() * a, d])
+        };
+        let at = column::<B>(&alphas, &device);
+        let moved = rep(zq) + rep(delta) * at.unsqueeze_dim::<2>(1);
+        (moved, alphas, a0)
     }
 
     /// `f⁻¹` in chunks of `decode_batch`, back to unit space, made into [`Self::pixels`], with
