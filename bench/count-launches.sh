@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Kernel launches per IB-INN training step, counted without a GPU: a `--features wgpu` build of
+# xtask on any Vulkan driver (Mesa's llvmpipe on a machine without GPU) with cubecl's profiling
+# logger at "minimal", which logs one line per kernel executed. wgpu runs the same burn-cubecl
+# kernels as CUDA and a count does not depend on the device's speed, so the counts stand in for
+# the GPU's (docs/results.md, "The optimiser as one flat vector").
+#
+# Usage: bash bench/count-launches.sh XTASK_WGPU_BINARY [more `bench step` flags]
+#   e.g. bash bench/count-launches.sh target/wgpu/release/xtask --small --steps 6
+# Prints the launches of each step; the steady state is from the third step on.
+set -euo pipefail
+bin=$(realpath "$1")
+shift
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+cat >"$dir/cubecl.toml" <<'TOML'
+[profiling.logger]
+level = "minimal"
+stderr = true
+TOML
+# cubecl reads cubecl.toml from the working directory.
+(cd "$dir" && "$bin" bench step --backends wgpu --warmup 0 "$@" 2>"$dir/log" >/dev/null)
+awk '/^wgpu step [0-9]+: /{sub(/:.*/, ""); print $0 ": " n " launches"; n = 0; next}
+     /^Executing /{n++}' "$dir/log"

@@ -1,0 +1,409 @@
+//! SGD with per-group hyper-parameters and global gradient-norm clipping, stepped as one flat
+//! vector.
+//!
+//! The IB-INN reference trains the network, the GMM means and the class weights with one
+//! PyTorch SGD of three parameter groups, after `clip_grad_norm_` over all of them:
+//! `g ← g · min(1, max_norm / (‖g‖ + 1e-6))`, then per group `g' = g + λ·p`, `v ← μ·v + g'`,
+//! `p ← p − lr·v` (PyTorch's and burn's SGD without dampening or Nesterov).
+//!
+//! Why one flat vector: stepping burn's `Sgd` tensor by tensor costs about eleven kernel launches
+//! per parameter tensor (clipping four, decay two, momentum three, update two), and the IB-INN
+//! has 410 tensors, so on the GPU the optimiser was launch-bound ("Where the CUDA step time
+//! goes" in docs/results.md). Here the gradients and the parameters are each copied into one
+//! vector (one `cat`: a launch per tensor and per padding), the whole update is a dozen launches
+//! over that vector, and the new parameters are views of the result: each tensor's segment is
+//! padded to [`ALIGN`] elements so that burn-cubecl slices it without a copy. Measured in
+//! docs/results.md, "The optimiser as one flat vector".
+//!
+//! The record keeps burn's format (one `OptimizerAdaptor<Sgd>` record per group, a velocity per
+//! parameter), so checkpoints written by the earlier per-tensor optimiser resume here and the
+//! other way round.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::momentum::MomentumState;
+use burn::optim::record::{AdaptorRecord, AdaptorRecordV1};
+use burn::optim::{GradientsParams, Optimizer, Sgd, SgdState};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, Record};
+use burn::tensor::backend::AutodiffBackend;
+
+/// Hyper-parameters of one group; `lr_factor` multiplies the scheduled learning rate.
+#[derive(Debug, Clone, Copy)]
+pub struct SgdGroup {
+    pub lr_factor: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+}
+
+/// Elements each tensor's segment of the flat vector is padded to: 512 bytes of `f32`, the
+/// offset alignment burn-cubecl needs under CUDA (256 under wgpu) to slice without a copy.
+const ALIGN: usize = 128;
+
+type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+
+/// burn's record of one parameter's SGD state.
+type ParamRecord<B> = AdaptorRecord<Sgd<Inner<B>>, B>;
+
+/// The optimiser records of all groups, in order (default group first): burn's
+/// `OptimizerAdaptor<Sgd>` record for each.
+pub type GroupedSgdRecord<B, M> = Vec<<Adaptor<B, M> as Optimizer<M, B>>::Record>;
+
+type Adaptor<B, M> = OptimizerAdaptor<Sgd<Inner<B>>, M, B>;
+
+/// Where one parameter tensor lives in the flat vectors.
+#[derive(Debug, Clone, PartialEq)]
+struct Slot {
+    id: ParamId,
+    group: usize,
+    shape: Vec<usize>,
+    offset: usize,
+}
+
+impl Slot {
+    fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.shape.iter().product::<usize>()
+    }
+}
+
+/// The state of the parameters stepped last, laid out as `slots`.
+struct Flat<IB: Backend> {
+    slots: Vec<Slot>,
+    /// Per element: the group's learning-rate factor, weight decay and momentum (0 in padding).
+    lr_factor: Tensor<IB, 1>,
+    decay: Tensor<IB, 1>,
+    momentum: Tensor<IB, 1>,
+    velocity: Tensor<IB, 1>,
+}
+
+pub struct GroupedSgd<B: AutodiffBackend, M: AutodiffModule<B>> {
+    /// The default group first, with no ids: it takes every parameter no other group claims.
+    groups: Vec<(Vec<ParamId>, SgdGroup)>,
+    max_grad_norm: Option<f64>,
+    flat: Option<Flat<Inner<B>>>,
+    /// States outside `flat`: loaded from a record and not stepped since, or of parameters that
+    /// had no gradient in the last step (burn's adaptor keeps those too).
+    parked: HashMap<ParamId, ParamRecord<B>>,
+    _module: PhantomData<M>,
+}
+
+impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupedSgd<B, M> {
+    pub fn new(default: SgdGroup, max_grad_norm: Option<f64>) -> Self {
+        Self {
+            groups: vec![(vec![], default)],
+            max_grad_norm,
+            flat: None,
+            parked: HashMap::new(),
+            _module: PhantomData,
+        }
+    }
+
+    /// Gives the parameters `ids` their own hyper-parameters.
+    pub fn with_group(mut self, ids: Vec<ParamId>, hyper: SgdGroup) -> Self {
+        self.groups.push((ids, hyper));
+        self.flat = None;
+        self
+    }
+
+    fn group_of(&self, id: ParamId) -> usize {
+        group_of(&self.groups, id)
+    }
+
+    /// One update. Returns the model and the gradient norm before clipping (on the device).
+    pub fn step(&mut self, lr: f64, model: M, grads: B::Gradients) -> (M, Tensor<Inner<B>, 1>) {
+        let params = GradientsParams::from_grads(grads, &model);
+        self.step_params(lr, model, params)
+    }
+
+    /// [`GroupedSgd::step`] from gradients already gathered per parameter (data-parallel steps
+    /// sum the replicas' gradients into one set).
+    pub fn step_params(
+        &mut self,
+        lr: f64,
+        model: M,
+        mut grads: GradientsParams,
+    ) -> (M, Tensor<Inner<B>, 1>) {
+        let mut gather = Gather::<Inner<B>> {
+            grads: &mut grads,
+            groups: &self.groups,
+            slots: vec![],
+            g: vec![],
+            p: vec![],
+            total: 0,
+        };
+        model.visit(&mut gather);
+        let Gather {
+            slots, g, p, total, ..
+        } = gather;
+        let Some(device) = g.first().map(Tensor::device) else {
+            let device = model
+                .devices()
+                .into_iter()
+                .next()
+                .expect("model has a device");
+            return (model, Tensor::zeros([1], &device));
+        };
+        let g = pack(g, &slots, total, &device);
+        let p = pack(p, &slots, total, &device);
+        let mut flat = self.flat_for(slots, total, &device);
+
+        let norm = g.clone().square().sum().sqrt();
+        let g = match self.max_grad_norm {
+            Some(max) => g * clip_factor(norm.clone(), max),
+            None => g,
+        };
+        let g = g + p.clone() * flat.decay.clone();
+        let v = flat.velocity * flat.momentum.clone() + g;
+        let p = p - v.clone() * flat.lr_factor.clone().mul_scalar(lr);
+        flat.velocity = v;
+
+        let index: HashMap<ParamId, usize> = flat
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(k, s)| (s.id, k))
+            .collect();
+        let model = model.map(&mut Scatter {
+            flat: p,
+            slots: &flat.slots,
+            index,
+        });
+        self.flat = Some(flat);
+        (model, norm)
+    }
+
+    /// The state laid out as `slots`: the last step's when the layout is the same (every
+    /// training step), else rebuilt from it and the parked records.
+    fn flat_for(
+        &mut self,
+        slots: Vec<Slot>,
+        total: usize,
+        device: &burn::tensor::Device<Inner<B>>,
+    ) -> Flat<Inner<B>> {
+        if let Some(flat) = self.flat.take() {
+            if flat.slots == slots {
+                return flat;
+            }
+            for s in &flat.slots {
+                let momentum = self.groups[s.group].1.momentum > 0.0;
+                let v = momentum.then(|| flat.velocity.clone().slice(s.range()));
+                self.parked.insert(s.id, record_of::<B>(&s.shape, v));
+            }
+        }
+        let parts = slots
+            .iter()
+            .map(|s| {
+                let n = s.range().len();
+                self.parked
+                    .remove(&s.id)
+                    .and_then(|r| velocity_of::<B>(r, device))
+                    // A velocity of another size cannot be this tensor's: it starts from rest.
+                    .filter(|v| v.dims()[0] == n)
+                    .unwrap_or_else(|| Tensor::zeros([n], device))
+            })
+            .collect();
+        let velocity = pack(parts, &slots, total, device);
+        let per_element = |f: &dyn Fn(&SgdGroup) -> f64| {
+            let mut host = vec![0f32; total];
+            for s in &slots {
+                let value = f(&self.groups[s.group].1) as f32;
+                host[s.range()].fill(value);
+            }
+            Tensor::<Inner<B>, 1>::from_data(TensorData::new(host, [total]), device)
+        };
+        Flat {
+            lr_factor: per_element(&|h| h.lr_factor),
+            decay: per_element(&|h| h.weight_decay),
+            momentum: per_element(&|h| h.momentum),
+            velocity,
+            slots,
+        }
+    }
+
+    pub fn to_record(&self) -> GroupedSgdRecord<B, M> {
+        let mut out: GroupedSgdRecord<B, M> =
+            self.groups.iter().map(|_| Default::default()).collect();
+        if let Some(flat) = &self.flat {
+            for s in &flat.slots {
+                let momentum = self.groups[s.group].1.momentum > 0.0;
+                let v = momentum.then(|| flat.velocity.clone().slice(s.range()));
+                out[s.group].insert(s.id, record_of::<B>(&s.shape, v));
+            }
+        }
+        for (id, r) in &self.parked {
+            out[self.group_of(*id)].insert(*id, r.clone());
+        }
+        out
+    }
+
+    pub fn load_record(mut self, record: GroupedSgdRecord<B, M>) -> anyhow::Result<Self> {
+        check_group_count(record.len(), self.groups.len())?;
+        self.flat = None;
+        self.parked = record.into_iter().flatten().collect();
+        Ok(self)
+    }
+}
+
+fn check_group_count(in_record: usize, here: usize) -> anyhow::Result<()> {
+    if in_record != here {
+        anyhow::bail!("optimiser state has {in_record} parameter groups, this model has {here}");
+    }
+    Ok(())
+}
+
+/// PyTorch's `clip_grad_norm_` scale, `min(1, max / (‖g‖ + 1e-6))`.
+fn clip_factor<IB: Backend>(norm: Tensor<IB, 1>, max: f64) -> Tensor<IB, 1> {
+    norm.add_scalar(1e-6).recip().mul_scalar(max).clamp_max(1.0)
+}
+
+fn group_of(groups: &[(Vec<ParamId>, SgdGroup)], id: ParamId) -> usize {
+    groups
+        .iter()
+        .position(|(ids, _)| ids.contains(&id))
+        .unwrap_or(0)
+}
+
+/// Lays `parts` (flattened tensors) out as `slots` in one zero-padded vector, with one `cat`:
+/// burn-cubecl's is one in-place copy per part or padding, and flex (burn 0.21) copies its
+/// whole destination on every `slice_assign`, which made filling a zeroed vector part by part
+/// cost 0.8 s per IB-INN step on the CPU.
+fn pack<IB: Backend>(
+    parts: Vec<Tensor<IB, 1>>,
+    slots: &[Slot],
+    total: usize,
+    device: &IB::Device,
+) -> Tensor<IB, 1> {
+    let filler = Tensor::<IB, 1>::zeros([ALIGN], device);
+    let mut pieces = Vec::with_capacity(2 * parts.len());
+    for (t, s) in parts.into_iter().zip(slots) {
+        let len = s.range().len();
+        pieces.push(t);
+        let pad = len.next_multiple_of(ALIGN) - len;
+        if pad > 0 {
+            pieces.push(filler.clone().slice(0..pad));
+        }
+    }
+    let flat = Tensor::cat(pieces, 0);
+    debug_assert_eq!(flat.dims()[0], total);
+    flat
+}
+
+/// Takes each parameter's gradient and value, flattened, and lays out their slots.
+struct Gather<'a, IB: Backend> {
+    grads: &'a mut GradientsParams,
+    groups: &'a [(Vec<ParamId>, SgdGroup)],
+    slots: Vec<Slot>,
+    g: Vec<Tensor<IB, 1>>,
+    p: Vec<Tensor<IB, 1>>,
+    total: usize,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B::InnerBackend> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
+            return;
+        };
+        let shape = g.dims().to_vec();
+        let n: usize = shape.iter().product();
+        let value = param.val().inner();
+        let value = if value.device() == g.device() {
+            value
+        } else {
+            value.to_device(&g.device())
+        };
+        let group = group_of(self.groups, param.id);
+        self.slots.push(Slot {
+            id: param.id,
+            group,
+            shape,
+            offset: self.total,
+        });
+        self.g.push(g.reshape([n]));
+        self.p.push(value.reshape([n]));
+        self.total += n.next_multiple_of(ALIGN);
+    }
+}
+
+/// Replaces each stepped parameter by its view of the updated flat vector.
+struct Scatter<'a, IB: Backend> {
+    flat: Tensor<IB, 1>,
+    slots: &'a [Slot],
+    index: HashMap<ParamId, usize>,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B::InnerBackend> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(&k) = self.index.get(&id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let slot = &self.slots[k];
+        let dims: [usize; D] = slot.shape.clone().try_into().expect("slot of this rank");
+        let mut value = Tensor::from_inner(self.flat.clone().slice(slot.range()).reshape(dims));
+        if tensor.is_require_grad() {
+            value = value.require_grad();
+        }
+        Param::from_mapped_value(id, value, mapper)
+    }
+}
+
+/// burn's record of one parameter's state: its velocity, or none in a group without momentum.
+fn record_of<B: AutodiffBackend>(
+    shape: &[usize],
+    velocity: Option<Tensor<Inner<B>, 1>>,
+) -> ParamRecord<B> {
+    fn rank<B: AutodiffBackend, const D: usize>(
+        shape: &[usize],
+        velocity: Option<Tensor<Inner<B>, 1>>,
+    ) -> ParamRecord<B> {
+        let dims: [usize; D] = shape.try_into().expect("shape of this rank");
+        let momentum = velocity.map(|v| MomentumState::new(v.reshape(dims)));
+        AdaptorRecord::from_state::<D>(SgdState::new(momentum))
+    }
+    match shape.len() {
+        1 => rank::<B, 1>(shape, velocity),
+        2 => rank::<B, 2>(shape, velocity),
+        3 => rank::<B, 3>(shape, velocity),
+        4 => rank::<B, 4>(shape, velocity),
+        5 => rank::<B, 5>(shape, velocity),
+        6 => rank::<B, 6>(shape, velocity),
+        r => panic!("parameters of rank {r} are not supported"),
+    }
+}
+
+/// The flattened velocity in a record, on `device` (none for a group without momentum).
+fn velocity_of<B: AutodiffBackend>(
+    record: ParamRecord<B>,
+    device: &burn::tensor::Device<Inner<B>>,
+) -> Option<Tensor<Inner<B>, 1>> {
+    // `MomentumState` keeps its velocity private; its record item does not.
+    fn rank<B: AutodiffBackend, const D: usize>(
+        state: SgdState<Inner<B>, D>,
+        device: &burn::tensor::Device<Inner<B>>,
+    ) -> Option<Tensor<Inner<B>, 1>> {
+        let item = state.momentum?.into_item::<FullPrecisionSettings>();
+        let v = Tensor::<Inner<B>, D>::from_item(item.velocity, device);
+        let n = v.shape().num_elements();
+        Some(v.reshape([n]))
+    }
+    let AdaptorRecord::V1(record) = record;
+    match record {
+        AdaptorRecordV1::Rank0(_) => None,
+        AdaptorRecordV1::Rank1(s) => rank::<B, 1>(s, device),
+        AdaptorRecordV1::Rank2(s) => rank::<B, 2>(s, device),
+        AdaptorRecordV1::Rank3(s) => rank::<B, 3>(s, device),
+        AdaptorRecordV1::Rank4(s) => rank::<B, 4>(s, device),
+        AdaptorRecordV1::Rank5(s) => rank::<B, 5>(s, device),
+        AdaptorRecordV1::Rank6(s) => rank::<B, 6>(s, device),
+        AdaptorRecordV1::Rank7(s) => rank::<B, 7>(s, device),
+        AdaptorRecordV1::Rank8(s) => rank::<B, 8>(s, device),
+    }
+}
+
+#[cfg(test)]
+mod per_tensor;
+#[cfg(test)]
+mod tests;
