@@ -6,8 +6,9 @@
 # the GPU's (docs/results.md, "The optimiser as one flat vector").
 #
 # Usage: bash bench/count-launches.sh XTASK_WGPU_BINARY [more `bench step` flags]
-#   e.g. bash bench/count-launches.sh target/wgpu/release/xtask --small --steps 6
-# Prints the launches of each step; the steady state is from the third step on.
+#   e.g. bash bench/count-launches.sh target/wgpu/release/xtask --small --steps 6 --breakdown
+# Prints the launches of each step (with --breakdown, of its forward, backward and optimiser
+# phases too); the steady state is from the third step on.
 set -euo pipefail
 bin=$(realpath "$1")
 shift
@@ -20,5 +21,13 @@ stderr = true
 TOML
 # cubecl reads cubecl.toml from the working directory.
 (cd "$dir" && "$bin" bench step --backends wgpu --warmup 0 "$@" 2>"$dir/log" >/dev/null)
-awk '/^wgpu step [0-9]+: /{sub(/:.*/, ""); print $0 ": " n " launches"; n = 0; next}
-     /^Executing /{n++}' "$dir/log"
+# With --breakdown, `bench step` marks the end of each step's forward and backward pass too.
+awk '/^wgpu step [0-9]+: forward done/ { f = n; n = 0; next }
+     /^wgpu step [0-9]+: backward done/ { b = n; n = 0; next }
+     /^wgpu step [0-9]+: / {
+       sub(/:.*/, "")
+       if (f + b > 0) printf "%s: %d launches (forward %d, backward %d, optimiser %d)\n", $0, f + b + n, f, b, n
+       else printf "%s: %d launches\n", $0, n
+       f = b = n = 0; next
+     }
+     /^Executing / { n++ }' "$dir/log"

@@ -74,6 +74,8 @@ impl BackendJob for StepJob {
                 let (loss, _) = shard_loss(&m, shard.to_device::<B>(dev), share, &cfg);
                 if self.breakdown {
                     B::sync(dev).expect("device sync");
+                    // A marker between phases, for bench/count-launches.sh.
+                    eprintln!("{backend} step {i}: forward done");
                 }
                 (loss, ms(t))
             });
@@ -81,6 +83,7 @@ impl BackendJob for StepJob {
                 for d in replicas.distinct_devices() {
                     B::sync(d)?;
                 }
+                eprintln!("{backend} step {i}: backward done");
             }
             // With --breakdown each replica synced after its forward pass; the slowest one counts.
             let t_fwd = forward_ms.into_iter().fold(0.0, f64::max);

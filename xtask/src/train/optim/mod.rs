@@ -6,8 +6,9 @@
 //! `g ← g · min(1, max_norm / (‖g‖ + 1e-6))`, then per group `g' = g + λ·p`, `v ← μ·v + g'`,
 //! `p ← p − lr·v` (PyTorch's and burn's SGD without dampening or Nesterov).
 //!
-//! Why one flat vector: stepping burn's `Sgd` tensor by tensor costs about eleven kernel launches
-//! per parameter tensor (clipping four, decay two, momentum three, update two), and the IB-INN
+//! Why one flat vector: stepping burn's `Sgd` tensor by tensor costs about twelve kernel launches
+//! per parameter tensor (counted; by the code: clipping four, decay two, momentum three, update
+//! two), and the IB-INN
 //! has 410 tensors, so on the GPU the optimiser was launch-bound ("Where the CUDA step time
 //! goes" in docs/results.md). Here the gradients and the parameters are each copied into one
 //! vector (one `cat`: a launch per tensor and per padding), the whole update is a dozen launches
