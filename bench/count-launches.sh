@@ -21,7 +21,8 @@ stderr = true
 TOML
 # cubecl reads cubecl.toml from the working directory.
 (cd "$dir" && "$bin" bench step --backends wgpu --warmup 0 "$@" 2>"$dir/log" >/dev/null)
-# With --breakdown, `bench step` marks the end of each step's forward and backward pass too.
+# With --breakdown, `bench step` marks the end of each step's forward and backward pass too
+# (one marker per replica: split phases with the default --replicas 1).
 awk '/^wgpu step [0-9]+: forward done/ { f = n; n = 0; next }
      /^wgpu step [0-9]+: backward done/ { b = n; n = 0; next }
      /^wgpu step [0-9]+: / {

@@ -120,7 +120,8 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupedSgd<B, M> {
     }
 
     /// [`GroupedSgd::step`] from gradients already gathered per parameter (data-parallel steps
-    /// sum the replicas' gradients into one set).
+    /// sum the replicas' gradients into one set). All gradients must be on one device: the
+    /// stepped parameters move to it, as in burn's adaptor.
     pub fn step_params(
         &mut self,
         lr: f64,
