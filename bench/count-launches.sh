@@ -20,7 +20,10 @@ level = "minimal"
 stderr = true
 TOML
 # cubecl reads cubecl.toml from the working directory.
-(cd "$dir" && "$bin" bench step --backends wgpu --warmup 0 "$@" 2>"$dir/log" >/dev/null)
+if ! (cd "$dir" && "$bin" bench step --backends wgpu --warmup 0 "$@" 2>"$dir/log" >/dev/null); then
+  grep -v '^Executing ' "$dir/log" | tail -20 >&2
+  exit 1
+fi
 # With --breakdown, `bench step` marks the end of each step's forward and backward pass too
 # (one marker per replica: split phases with the default --replicas 1).
 awk '/^wgpu step [0-9]+: forward done/ { f = n; n = 0; next }
