@@ -30,6 +30,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Writes `value` as pretty-printed JSON to `path`, atomically (every command's report file).
+pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
+}
+
 /// Makes a rename inside `dir` durable (best effort: not every filesystem allows it).
 pub fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {

@@ -371,10 +371,7 @@ impl crate::backend::BackendJob for HeatmapExplainJob {
             methods: summaries,
             figure: format!("{} (columns: {legend})", figure.display()),
         };
-        crate::fsutil::write_atomic(
-            &self.out.join("heatmaps.json"),
-            serde_json::to_string_pretty(&report)?.as_bytes(),
-        )?;
+        crate::fsutil::write_json(&self.out.join("heatmaps.json"), &report)?;
         Ok(report)
     }
 }

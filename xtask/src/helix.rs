@@ -32,7 +32,7 @@ use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendJob, BackendKind};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{write_atomic, write_json};
 use crate::train::run::{Rec, read_record};
 
 /// What the models are trained with; a saved model is reused only under the same settings.
@@ -215,10 +215,7 @@ impl BackendJob for HelixJob {
             top_eigenvector_tangent_cos: cos,
             seconds: started.elapsed().as_secs_f64(),
         };
-        write_atomic(
-            &self.out.join("helix.json"),
-            serde_json::to_string_pretty(&report)?.as_bytes(),
-        )?;
+        write_json(&self.out.join("helix.json"), &report)?;
         Ok(report)
     }
 }

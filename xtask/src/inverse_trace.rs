@@ -236,10 +236,7 @@ impl BackendJob for InverseTraceJob {
             diverged_change: self.diverged_change,
             blocks,
         };
-        crate::fsutil::write_atomic(
-            &report_path(&self.model),
-            serde_json::to_string_pretty(&report)?.as_bytes(),
-        )?;
+        crate::fsutil::write_json(&report_path(&self.model), &report)?;
         Ok(report)
     }
 }

@@ -167,10 +167,7 @@ impl BackendJob for LogDetJob {
             bpd_reference_convention: model.reference_bits_per_dim(l_x),
             groups,
         };
-        crate::fsutil::write_atomic(
-            &report_path(&self.model),
-            serde_json::to_string_pretty(&report)?.as_bytes(),
-        )?;
+        crate::fsutil::write_json(&report_path(&self.model), &report)?;
         Ok(report)
     }
 }

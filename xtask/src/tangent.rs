@@ -120,10 +120,7 @@ impl BackendJob for TangentJob {
             seconds_per_image: started.elapsed().as_secs_f64() / n as f64,
             files: vec!["tangent.csv".into(), "tangent.png".into()],
         };
-        crate::fsutil::write_atomic(
-            &self.out.join("tangent.json"),
-            serde_json::to_string_pretty(&report)?.as_bytes(),
-        )?;
+        crate::fsutil::write_json(&self.out.join("tangent.json"), &report)?;
         Ok(report)
     }
 }

@@ -25,7 +25,7 @@ use serde::Serialize;
 /// `--json PATH`: the rows a bench printed, written atomically.
 pub(crate) fn write_json<T: Serialize>(path: Option<&Path>, rows: &T) -> Result<()> {
     if let Some(p) = path {
-        crate::fsutil::write_atomic(p, serde_json::to_string_pretty(rows)?.as_bytes())?;
+        crate::fsutil::write_json(p, rows)?;
     }
     Ok(())
 }

@@ -236,10 +236,7 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
         }
     }
     crate::fsutil::write_atomic(&out.join("results.csv"), &w.into_inner()?)?;
-    crate::fsutil::write_atomic(
-        &out.join("results.json"),
-        serde_json::to_string_pretty(r)?.as_bytes(),
-    )
+    crate::fsutil::write_json(&out.join("results.json"), r)
 }
 
 /// Deletion / insertion (and label-column mass) per explained model and heatmap method.

@@ -410,10 +410,7 @@ impl BackendJob for ExplainJob {
             figures,
             records,
         };
-        crate::fsutil::write_atomic(
-            &self.out.join("explanations.json"),
-            serde_json::to_string_pretty(&report)?.as_bytes(),
-        )?;
+        crate::fsutil::write_json(&self.out.join("explanations.json"), &report)?;
         Ok(report)
     }
 }

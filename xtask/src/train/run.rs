@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::checkpoint::CheckpointStore;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{write_atomic, write_json};
 
 pub struct RunDir {
     pub root: PathBuf,
@@ -72,10 +72,7 @@ impl RunDir {
     }
 
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
-        write_atomic(
-            &self.path(name),
-            serde_json::to_string_pretty(value)?.as_bytes(),
-        )
+        write_json(&self.path(name), value)
     }
 
     /// Rewrites `name` as CSV from all rows (so it always matches the checkpointed history).
