@@ -93,13 +93,19 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output> {
     }
 }
 
-/// Registers `cfx_linalg::conv_gemm` as the `CFX_CONV=gemm` convolution of the GPU backends
-/// compiled in. Not under `fusion`: there the backends are `Fusion<CubeBackend>`, whose tensors
-/// are not burn-cubecl's, so `gemm` falls back to burn's `conv2d`.
-pub fn register_gemm_convolutions() {
+/// Registers the backend-specific ops of the backends compiled in (`cfx_flows::nn`'s registry):
+/// `cfx_linalg::conv_gemm` as the `CFX_CONV=gemm` convolution of the GPU backends, and the fused
+/// training batch norm of every backend unless `fused_batch_norm` is false (`CFX_BATCH_NORM=ops`,
+/// for comparisons).
+///
+/// The convolution is not registered under `fusion`: there the backends are
+/// `Fusion<CubeBackend>`, whose tensors are not burn-cubecl's, so `gemm` falls back to burn's
+/// `conv2d`.
+pub fn register_backend_ops(fused_batch_norm: bool) {
+    use cfx_flows::nn::{PerChannel, register_fused_batch_norm};
     /// The plain backend (inference) and its autodiff wrapper (training).
     #[cfg(all(any(feature = "cuda", feature = "wgpu"), not(feature = "fusion")))]
-    macro_rules! register {
+    macro_rules! register_conv {
         ($b:ty) => {
             cfx_flows::nn::register_gemm_conv2d::<$b>(cfx_linalg::conv_gemm::conv2d_gemm);
             cfx_flows::nn::register_gemm_conv2d::<Autodiff<$b>>(
@@ -108,7 +114,19 @@ pub fn register_gemm_convolutions() {
         };
     }
     #[cfg(all(feature = "cuda", not(feature = "fusion")))]
-    register!(burn::backend::Cuda);
+    register_conv!(burn::backend::Cuda);
     #[cfg(all(feature = "wgpu", not(feature = "fusion")))]
-    register!(burn::backend::Wgpu);
+    register_conv!(burn::backend::Wgpu);
+    if !fused_batch_norm {
+        return;
+    }
+    // flex walks a broadcast operand element by element (`cfx_flows::ops::per_channel`).
+    #[cfg(feature = "flex")]
+    register_fused_batch_norm::<burn::backend::Flex>(PerChannel::Materialise);
+    #[cfg(feature = "ndarray")]
+    register_fused_batch_norm::<burn::backend::NdArray>(PerChannel::Materialise);
+    #[cfg(feature = "cuda")]
+    register_fused_batch_norm::<burn::backend::Cuda>(PerChannel::Broadcast);
+    #[cfg(feature = "wgpu")]
+    register_fused_batch_norm::<burn::backend::Wgpu>(PerChannel::Broadcast);
 }

@@ -33,3 +33,22 @@ pub fn constant_subnet<B: Backend>(s: &mut crate::nn::ConvSubnet<B>, value: f32)
     s.conv3.weight = Param::from_tensor(s.conv3.weight.val().zeros_like());
     s.conv3.bias = Some(Param::from_tensor(Tensor::full([c_out], value, &device)));
 }
+
+/// What a batch-norm test compares after one training step of `y = bn(x)` under the loss
+/// `Σ y·weights`: the output, the gradients of x, γ and β, and the running mean and variance.
+pub fn batch_norm_outcome(
+    bn: &burn::nn::BatchNorm<TAd>,
+    x: &Tensor<TAd, 4>,
+    y: Tensor<TAd, 4>,
+    weights: &Tensor<TAd, 4>,
+) -> [TensorData; 6] {
+    let grads = (y.clone() * weights.clone()).sum().backward();
+    [
+        y.into_data(),
+        x.grad(&grads).unwrap().into_data(),
+        bn.gamma.grad(&grads).unwrap().into_data(),
+        bn.beta.grad(&grads).unwrap().into_data(),
+        bn.running_mean.value_sync().into_data(),
+        bn.running_var.value_sync().into_data(),
+    ]
+}

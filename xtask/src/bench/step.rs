@@ -29,6 +29,8 @@ pub struct StepTiming {
     pub replicas: usize,
     /// The subnets' convolution algorithm (`CFX_CONV`).
     pub conv: String,
+    /// Training batch norm: `fused` (one op) or `ops` (op by op, `CFX_BATCH_NORM=ops`).
+    pub batch_norm: String,
     /// Medians of forward / backward / optimiser with a device sync after each
     /// (`--breakdown`; the syncs cost a little overlap, so their sum exceeds `median_ms`).
     pub breakdown_ms: Option<[f64; 3]>,
@@ -114,6 +116,12 @@ impl BackendJob for StepJob {
             images_per_second: n as f64 / (median / 1e3),
             replicas: self.replicas,
             conv: cfx_flows::nn::conv_strategy().name().to_string(),
+            batch_norm: if cfx_flows::nn::has_fused_batch_norm::<B>() {
+                "fused"
+            } else {
+                "ops"
+            }
+            .to_string(),
             breakdown_ms,
         })
     }
@@ -141,11 +149,12 @@ pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
         };
         let t = run_on(b, job)?;
         println!(
-            "{:<8} batch {:>4} replicas {} conv {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
+            "{:<8} batch {:>4} replicas {} conv {} batch norm {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
             t.backend,
             t.batch_size,
             t.replicas,
             t.conv,
+            t.batch_norm,
             t.median_ms,
             t.mean_ms,
             t.images_per_second

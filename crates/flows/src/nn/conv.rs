@@ -5,15 +5,10 @@
 //! choice in PyTorch, so it is one process-wide setting rather than a field of every model
 //! config: it changes no result beyond float rounding and no saved model.
 //!
-//! The implicit-GEMM way is a registry keyed by the backend's type rather than a method of a
-//! backend trait: the models are generic over `B: Backend` at some 260 places, and only the
-//! binary knows which concrete backend (`Autodiff<CubeBackend<CudaRuntime, …>>`) has such
-//! kernels (`cfx_linalg::conv_gemm`).
+//! The implicit-GEMM way is registered by the process for the backends that have such kernels
+//! (`cfx_linalg::conv_gemm`), rather than a method of a backend trait (`super::registry`).
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{OnceLock, RwLock};
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -73,28 +68,14 @@ pub fn conv_strategy() -> ConvStrategy {
 pub type GemmConv2d<B> =
     fn(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>, ConvOptions<2>) -> Tensor<B, 4>;
 
-type Registry = RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>;
-
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Default::default)
-}
-
 /// Makes `f` the [`ConvStrategy::Gemm`] convolution of backend `B` (a later call replaces it).
 pub fn register_gemm_conv2d<B: Backend>(f: GemmConv2d<B>) {
-    registry()
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(TypeId::of::<B>(), Box::new(f));
+    super::registry::register(f);
 }
 
 /// The function registered for `B`, if any.
 pub fn gemm_conv2d<B: Backend>() -> Option<GemmConv2d<B>> {
-    registry()
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&TypeId::of::<B>())
-        .and_then(|f| f.downcast_ref::<GemmConv2d<B>>().copied())
+    super::registry::registered::<GemmConv2d<B>>()
 }
 
 /// `conv.forward(x)` by the current [`ConvStrategy`]. Layers the unfold does not cover

@@ -4,8 +4,10 @@ mod batch_norm;
 mod conv;
 mod coupling_net;
 mod dropout2d;
+mod fused_batch_norm;
 mod init;
 pub mod mode;
+mod registry;
 mod subnet;
 
 pub use batch_norm::{
@@ -18,5 +20,8 @@ pub use conv::{
 };
 pub use coupling_net::{CouplingNet, CouplingNetConfig};
 pub use dropout2d::Dropout2d;
+pub use fused_batch_norm::{
+    BatchNormTrain, BatchNormTrainFn, PerChannel, has_fused_batch_norm, register_fused_batch_norm,
+};
 pub use init::{kaiming_normal, torch_default_bias};
 pub use subnet::{ConvSubnet, ConvSubnetConfig, FcSubnet, FcSubnetConfig};

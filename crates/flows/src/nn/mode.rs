@@ -157,10 +157,21 @@ pub fn max_pool2x2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 /// ([`crate::ops::per_channel`]). Same numbers as `BatchNorm::forward`; on flex it halves the
 /// IB-INN training step (docs/results.md, "IB-INN on the CPU against PyTorch"): burn's version
 /// broadcasts `[1, C, 1, 1]` statistics, which flex walks element by element.
+///
+/// In training, a backend with a registered fused op
+/// ([`super::register_fused_batch_norm`]) takes that instead: the same numbers in a fraction of
+/// the kernel launches.
 pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let device = x.device();
-    let (mean, var) = if is_inference::<B>(&device) {
+    let training = !is_inference::<B>(&device);
+    if let Some(fused) = super::fused_batch_norm::registered_batch_norm::<B>().filter(|_| training)
+    {
+        let out = fused(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+        update_running_statistics(bn, out.mean, out.var);
+        return out.y;
+    }
+    let (mean, var) = if !training {
         (
             bn.running_mean.value().to_device(&device),
             bn.running_var.value().to_device(&device),
@@ -183,22 +194,32 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
         let mean = per_channel_mean(x.clone());
         let centred = x.clone() - crate::ops::per_channel(mean.clone(), n);
         let var = per_channel_mean(centred.square());
-        let m = bn.momentum;
-        let update = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: &Tensor<B, 1>| {
-            let old = state.value_sync().to_device(&device);
-            state.update(
-                old.mul_scalar(1.0 - m)
-                    .add(batch.clone().detach().mul_scalar(m))
-                    .detach(),
-            );
-        };
-        update(&bn.running_mean, &mean);
-        update(&bn.running_var, &var);
+        update_running_statistics(bn, mean.clone(), var.clone());
         (mean, var)
     };
     let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
     let shift = bn.beta.val() - mean * scale.clone();
     x * crate::ops::per_channel(scale, n) + crate::ops::per_channel(shift, n)
+}
+
+/// Folds a batch's statistics (already outside the graph) into the running ones, as burn's
+/// `BatchNorm` does: `running ← (1 − momentum)·running + momentum·batch`.
+pub(crate) fn update_running_statistics<B: Backend>(
+    bn: &BatchNorm<B>,
+    mean: Tensor<B, 1>,
+    var: Tensor<B, 1>,
+) {
+    let m = bn.momentum;
+    let update = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: Tensor<B, 1>| {
+        let old = state.value_sync().to_device(&batch.device());
+        state.update(
+            old.mul_scalar(1.0 - m)
+                .add(batch.detach().mul_scalar(m))
+                .detach(),
+        );
+    };
+    update(&bn.running_mean, mean);
+    update(&bn.running_var, var);
 }
 
 /// burn's dropout, off in [`inference`] mode.
@@ -251,23 +272,11 @@ mod tests {
             } else {
                 bn.forward(xx.clone())
             };
-            let grads = (y.clone() * w.clone()).sum().backward();
-            results.push((
-                y.into_data(),
-                xx.grad(&grads).unwrap().into_data(),
-                bn.gamma.grad(&grads).unwrap().into_data(),
-                bn.beta.grad(&grads).unwrap().into_data(),
-                bn.running_mean.value_sync().into_data(),
-                bn.running_var.value_sync().into_data(),
-            ));
+            results.push(crate::test_util::batch_norm_outcome(bn, &xx, y, &w));
         }
-        let (a, b) = (&results[0], &results[1]);
-        a.0.assert_approx_eq(&b.0, tol);
-        a.1.assert_approx_eq(&b.1, tol);
-        a.2.assert_approx_eq(&b.2, tol);
-        a.3.assert_approx_eq(&b.3, tol);
-        a.4.assert_approx_eq(&b.4, tol);
-        a.5.assert_approx_eq(&b.5, tol);
+        for (a, b) in results[0].iter().zip(&results[1]) {
+            a.assert_approx_eq(b, tol);
+        }
         // Inference: the running statistics, no update.
         let inner = ours.valid();
         let y = batch_norm(&inner, x.clone().inner());

@@ -1,0 +1,343 @@
+//! Training-mode batch norm as one autodiff op with its closed-form backward pass.
+//!
+//! Why: differentiated op by op, the batch norm of [`super::mode::batch_norm`] is about 22
+//! kernel launches forward and 42 backward, and the IB-INN has 100 of them (two in each of its
+//! 50 subnets): the larger part of the ~11 000 launches of a GPU training step's forward and
+//! backward passes, which are launch-bound (docs/results.md, "Batch norm as one op"). Here the
+//! forward is 13 launches (plus the running-statistics update's 6, unchanged) and the backward
+//! is the textbook gradient (Ioffe & Szegedy 2015, §3), with `x̂ = (x − μ)/σ` and `M = N·H·W`
+//! values per channel,
+//!
+//! ```text
+//! ∂β = Σ dy      ∂γ = Σ dy·x̂      ∂x = γ/σ · (dy − Σdy/M − x̂ · Σ(dy·x̂)/M)
+//! ```
+//!
+//! computed from the `x̂` the forward pass keeps, in 14 launches. The numbers are those of the
+//! op-by-op version up to float rounding (`tests` below checks outputs and all three
+//! gradients).
+//!
+//! It is a function of `Autodiff<B>` for any inner backend `B`, which generic model code cannot
+//! name; [`register_fused_batch_norm`] makes it the training batch norm of one backend
+//! (`super::registry`), and [`super::mode::batch_norm`] uses it wherever one is registered.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+use burn::tensor::ops::FloatTensor;
+
+/// The output of a training-mode batch norm and the batch's statistics (mean and biased
+/// variance per channel, outside the autodiff graph) for the running-statistics update.
+#[derive(Debug)]
+pub struct BatchNormTrain<B: Backend> {
+    pub y: Tensor<B, 4>,
+    pub mean: Tensor<B, 1>,
+    pub var: Tensor<B, 1>,
+}
+
+/// `(x, γ, β, ε) →` batch norm of `x` `[N, C, H, W]` with the batch's statistics.
+pub type BatchNormTrainFn<B> =
+    fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>, f64) -> BatchNormTrain<B>;
+
+/// How per-channel operands meet `[N, C, H, W]` tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerChannel {
+    /// As `[1, C, 1, 1]`, broadcast by the backend's kernels (cubecl backends).
+    Broadcast,
+    /// Repeated over the batch to `[N, C, 1, 1]` first, for flex
+    /// ([`crate::ops::per_channel`] says why); one launch more per operand elsewhere.
+    Materialise,
+}
+
+/// Makes the fused op the training batch norm of `Autodiff<B>` (the default checkpointing).
+pub fn register_fused_batch_norm<B: Backend>(per_channel: PerChannel) {
+    let f: BatchNormTrainFn<Autodiff<B>> = match per_channel {
+        PerChannel::Broadcast => fused_batch_norm::<B, NoCheckpointing, false>,
+        PerChannel::Materialise => fused_batch_norm::<B, NoCheckpointing, true>,
+    };
+    super::registry::register(f);
+}
+
+/// Whether training-mode batch norm on `B` takes the fused op.
+pub fn has_fused_batch_norm<B: Backend>() -> bool {
+    registered_batch_norm::<B>().is_some()
+}
+
+/// The training batch norm registered for `B`, if any.
+pub(crate) fn registered_batch_norm<B: Backend>() -> Option<BatchNormTrainFn<B>> {
+    super::registry::registered::<BatchNormTrainFn<B>>()
+}
+
+fn pc<B: Backend, const MATERIALISE: bool>(v: Tensor<B, 1>, n: usize) -> Tensor<B, 4> {
+    if MATERIALISE {
+        crate::ops::per_channel(v, n)
+    } else {
+        let c = v.dims()[0];
+        v.reshape([1, c, 1, 1])
+    }
+}
+
+/// `Σ t / M` per channel, as a product with a `[H·W, 1]` column of `1/M` and a sum over the
+/// batch: the column folds the division in, and the product's output is contiguous, which
+/// flex needs (the op-by-op version says why).
+fn channel_mean<B: Backend>(t: Tensor<B, 4>, weights: &Tensor<B, 2>) -> Tensor<B, 1> {
+    let [n, c, h, w] = t.dims();
+    t.reshape([n * c, h * w])
+        .matmul(weights.clone())
+        .reshape([n, c])
+        .sum_dim(0)
+        .reshape([c])
+}
+
+#[derive(Debug, Clone)]
+struct Saved<B: Backend> {
+    /// `x̂ = (x − μ)/σ`.
+    normalised: FloatTensor<B>,
+    /// `γ/σ`.
+    scale: FloatTensor<B>,
+    weights: FloatTensor<B>,
+}
+
+struct Forward<B: Backend> {
+    y: Tensor<B, 4>,
+    mean: Tensor<B, 1>,
+    var: Tensor<B, 1>,
+    saved: Saved<B>,
+}
+
+fn forward<B: Backend, const MATERIALISE: bool>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+) -> Forward<B> {
+    let [n, _, h, w] = x.dims();
+    let weights = Tensor::<B, 2>::full([h * w, 1], 1.0 / (n * h * w) as f64, &x.device());
+    let mean = channel_mean(x.clone(), &weights);
+    let centred = x - pc::<B, MATERIALISE>(mean.clone(), n);
+    let var = channel_mean(centred.clone() * centred.clone(), &weights);
+    let inv_std = var.clone().add_scalar(epsilon).powf_scalar(-0.5);
+    let normalised = centred * pc::<B, MATERIALISE>(inv_std.clone(), n);
+    let y =
+        normalised.clone() * pc::<B, MATERIALISE>(gamma.clone(), n) + pc::<B, MATERIALISE>(beta, n);
+    Forward {
+        y,
+        mean,
+        var,
+        saved: Saved {
+            normalised: normalised.into_primitive().tensor(),
+            scale: (gamma * inv_std).into_primitive().tensor(),
+            weights: weights.into_primitive().tensor(),
+        },
+    }
+}
+
+#[derive(Debug)]
+struct FusedBatchNorm<const MATERIALISE: bool>;
+
+fn tensor<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+impl<B: Backend, const MATERIALISE: bool> Backward<B, 3> for FusedBatchNorm<MATERIALISE> {
+    type State = Saved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy: Tensor<B, 4> = tensor(grads.consume::<B>(&ops.node));
+        let [n, c, h, w] = dy.dims();
+        let m = (n * h * w) as f64;
+        let normalised: Tensor<B, 4> = tensor(ops.state.normalised);
+        let weights: Tensor<B, 2> = tensor(ops.state.weights);
+        // Σdy/M and Σ(dy·x̂)/M per channel.
+        let mean_dy = channel_mean(dy.clone(), &weights);
+        let mean_dy_x = channel_mean(dy.clone() * normalised.clone(), &weights);
+        if let Some(node) = node_beta {
+            grads.register::<B>(
+                node.id,
+                mean_dy.clone().mul_scalar(m).into_primitive().tensor(),
+            );
+        }
+        if let Some(node) = node_gamma {
+            let g = mean_dy_x.clone().mul_scalar(m);
+            grads.register::<B>(node.id, g.into_primitive().tensor());
+        }
+        if let Some(node) = node_x {
+            let scale: Tensor<B, 1> = tensor(ops.state.scale);
+            // γ/σ·(dy − Σdy/M − x̂·Σ(dy·x̂)/M).
+            let dx = dy * pc::<B, MATERIALISE>(scale.clone(), n)
+                - normalised * pc::<B, MATERIALISE>(scale.clone() * mean_dy_x, n)
+                - pc::<B, MATERIALISE>(scale * mean_dy, n);
+            debug_assert_eq!(dx.dims(), [n, c, h, w]);
+            grads.register::<B>(node.id, dx.into_primitive().tensor());
+        }
+    }
+}
+
+/// Batch norm of `x` with the batch's statistics on `Autodiff<B, C>`, as one op.
+fn fused_batch_norm<B: Backend, C: CheckpointStrategy, const MATERIALISE: bool>(
+    x: Tensor<Autodiff<B, C>, 4>,
+    gamma: Tensor<Autodiff<B, C>, 1>,
+    beta: Tensor<Autodiff<B, C>, 1>,
+    epsilon: f64,
+) -> BatchNormTrain<Autodiff<B, C>> {
+    let xp = x.into_primitive().tensor();
+    let gp = gamma.into_primitive().tensor();
+    let bp = beta.into_primitive().tensor();
+    let nodes = [xp.node.clone(), gp.node.clone(), bp.node.clone()];
+    let out = forward::<B, MATERIALISE>(
+        tensor(xp.primitive),
+        tensor(gp.primitive),
+        tensor(bp.primitive),
+        epsilon,
+    );
+    let y = out.y.into_primitive().tensor();
+    let y = match FusedBatchNorm::<MATERIALISE>
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(out.saved, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    BatchNormTrain {
+        y: tensor(y),
+        mean: Tensor::from_inner(out.mean),
+        var: Tensor::from_inner(out.var),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::mode::batch_norm;
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::{Distribution, Tolerance};
+    use burn_flex::Flex;
+
+    use crate::test_util::TAd as TB;
+
+    /// The fused op against the op-by-op version (itself checked against burn's layer):
+    /// output, running statistics and the gradients of x, γ and β under a loss that weights
+    /// every output differently, in both per-channel modes; and the untracked case.
+    #[test]
+    fn fused_batch_norm_matches_the_op_by_op_version() {
+        let device = Default::default();
+        TB::seed(&device, 11);
+        let make = || {
+            let mut bn = BatchNormConfig::new(3)
+                .with_momentum(0.3)
+                .with_epsilon(1e-4)
+                .init::<TB>(&device);
+            bn.gamma =
+                burn::module::Param::from_tensor(Tensor::from_floats([0.5, -1.5, 2.0], &device));
+            bn.beta =
+                burn::module::Param::from_tensor(Tensor::from_floats([-0.2, 0.0, 0.3], &device));
+            bn
+        };
+        let x = Tensor::<TB, 4>::random([4, 3, 5, 2], Distribution::Normal(1.0, 2.0), &device);
+        let weights = Tensor::<TB, 4>::random([4, 3, 5, 2], Distribution::Default, &device);
+        let tol = Tolerance::<f32>::absolute(1e-4);
+        let run = |fused: Option<PerChannel>| {
+            let bn = make();
+            let xx = x.clone().detach().require_grad();
+            let y = match fused {
+                Some(mode) => {
+                    let f = match mode {
+                        PerChannel::Broadcast => fused_batch_norm::<Flex, NoCheckpointing, false>,
+                        PerChannel::Materialise => fused_batch_norm::<Flex, NoCheckpointing, true>,
+                    };
+                    let out = f(xx.clone(), bn.gamma.val(), bn.beta.val(), bn.epsilon);
+                    super::super::mode::update_running_statistics(&bn, out.mean, out.var);
+                    out.y
+                }
+                None => batch_norm(&bn, xx.clone()),
+            };
+            crate::test_util::batch_norm_outcome(&bn, &xx, y, &weights)
+        };
+        let reference = run(None);
+        for mode in [PerChannel::Broadcast, PerChannel::Materialise] {
+            for (a, b) in run(Some(mode)).iter().zip(&reference) {
+                a.assert_approx_eq(b, tol);
+            }
+        }
+        // Nothing tracked: the same output, and no graph to walk.
+        let bn = make();
+        let untracked = fused_batch_norm::<Flex, NoCheckpointing, false>(
+            x.clone(),
+            bn.gamma.val().detach(),
+            bn.beta.val().detach(),
+            bn.epsilon,
+        );
+        untracked.y.into_data().assert_approx_eq(&reference[0], tol);
+    }
+
+    /// Only γ tracked (a frozen input and shift): γ's gradient alone, equal to op-by-op
+    /// autodiff of the definition.
+    #[test]
+    fn gradients_reach_only_tracked_parents() {
+        let device = Default::default();
+        let x = Tensor::<TB, 4>::random([2, 2, 3, 3], Distribution::Normal(0.5, 1.0), &device);
+        let weights = Tensor::<TB, 4>::random([2, 2, 3, 3], Distribution::Default, &device);
+        let gamma = Tensor::<TB, 1>::from_floats([1.0, 2.0], &device).require_grad();
+        let beta = Tensor::<TB, 1>::from_floats([0.5, -0.5], &device);
+        let out = fused_batch_norm::<Flex, NoCheckpointing, false>(
+            x.clone(),
+            gamma.clone(),
+            beta.clone(),
+            1e-5,
+        );
+        let g = (out.y * weights.clone()).sum().backward();
+        let mean = x.clone().mean_dim(0).mean_dim(2).mean_dim(3);
+        let centred = x.clone() - mean;
+        let var = (centred.clone() * centred.clone())
+            .mean_dim(0)
+            .mean_dim(2)
+            .mean_dim(3);
+        let xhat = centred / var.add_scalar(1e-5).sqrt();
+        let reference = (xhat * gamma.clone().reshape([1, 2, 1, 1]) * weights)
+            .sum()
+            .backward();
+        gamma.grad(&g).unwrap().into_data().assert_approx_eq::<f32>(
+            &gamma.grad(&reference).unwrap().into_data(),
+            Tolerance::absolute(1e-4),
+        );
+        assert_eq!(out.mean.dims(), [2]);
+        assert!(beta.grad(&g).is_none());
+        assert!(x.grad(&g).is_none());
+    }
+
+    /// End to end through the tiny IB-INN (its twelve batch norms, with couplings,
+    /// downsampling and the FC coupling around them): registering the fused op changes the loss and the input gradient by
+    /// float rounding only. Runs on `Autodiff<Flex, BalancedCheckpointing>`, which no other test
+    /// of this crate trains, because the registration is process-wide (and so also covers the
+    /// op under burn's other checkpointing strategy).
+    #[test]
+    fn registered_op_leaves_the_ibinn_loss_and_gradient_unchanged() {
+        use crate::ibinn::IbInnConfig;
+        use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+        type Ad = Autodiff<Flex, BalancedCheckpointing>;
+        let device = Default::default();
+        Ad::seed(&device, 3);
+        let model = IbInnConfig::tiny().init::<Ad>(&device);
+        let x = Tensor::<Ad, 4>::random([16, 1, 28, 28], Distribution::Uniform(-1.0, 1.0), &device);
+        let run = || {
+            let xx = x.clone().detach().require_grad();
+            let (z, log_det) = model.encode(xx.clone());
+            let loss = ((z.clone() * z).sum_dim(1).reshape([16]).mul_scalar(0.5) - log_det).mean();
+            let grads = loss.backward();
+            (loss.into_data(), xx.grad(&grads).unwrap().into_data())
+        };
+        assert!(!has_fused_batch_norm::<Ad>());
+        let (loss_ops, grad_ops) = run();
+        let f: BatchNormTrainFn<Ad> = fused_batch_norm::<Flex, BalancedCheckpointing, true>;
+        super::super::registry::register(f);
+        assert!(has_fused_batch_norm::<Ad>());
+        let (loss_fused, grad_fused) = run();
+        loss_fused.assert_approx_eq::<f32>(&loss_ops, Tolerance::relative(1e-4));
+        grad_fused.assert_approx_eq::<f32>(&grad_ops, Tolerance::rel_abs(1e-3, 1e-5));
+    }
+}
