@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA training step before and after the launch-count work, in one short device call
 # (after `bash bench/gpu/setup.sh`): owed item 12 of docs/results.md.
-#   .gpu/xtask-cuda         this commit: flat optimiser and fused batch norm
-#                           (CFX_BATCH_NORM=ops gives the op-by-op batch norm in the same binary)
+#   .gpu/xtask-cuda         this commit: flat optimiser, batch norm as CubeCL kernels
+#                           (CFX_BATCH_NORM=fused / ops: the tensor-op versions, same binary)
 #   .gpu/xtask-cuda-before  optional, a build of 1d89075 (per-tensor optimiser, op-by-op batch norm)
 # Each variant runs `bench step --backends cuda --breakdown` with CFX_CONV=gemm, in alternating
 # order over ROUNDS rounds [2], so that order effects show. Comes back as $OUT/step-ab.tar
@@ -15,14 +15,11 @@ W=/tmp/step-ab
 mkdir -p "$W"
 BIN=${BIN:-.gpu/xtask-cuda}
 BEFORE=${BEFORE:-.gpu/xtask-cuda-before}
-variants=(fused ops)
+variants=(kernels fused ops)
 [ -x "$BEFORE" ] && variants+=(before)
 run() { # variant round
-  local bin=$BIN bn=fused
-  case $1 in
-    ops) bn=ops ;;
-    before) bin=$BEFORE ;;
-  esac
+  local bin=$BIN bn=$1
+  [ "$1" = before ] && bin=$BEFORE && bn=ops
   # shellcheck disable=SC2086 # EXTRA is a list of flags
   CFX_CONV=gemm CFX_BATCH_NORM=$bn timeout "${BOX:-90}" "$bin" bench step \
     --backends "${BACKEND:-cuda}" --steps "${STEPS:-20}" --warmup "${WARMUP:-3}" --breakdown \

@@ -93,31 +93,95 @@ pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output> {
     }
 }
 
+/// How training batch norm runs (`CFX_BATCH_NORM`): a speed setting, the numbers are the same
+/// up to float rounding (`cfx_flows::nn::mode::batch_norm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchNormImpl {
+    /// CubeCL kernels (`cfx_linalg::batch_norm`) on cuda and wgpu, [`Self::Fused`] elsewhere.
+    #[default]
+    Kernels,
+    /// One autodiff op with the closed-form backward, written with tensor ops.
+    Fused,
+    /// Autodiff through the tensor ops of the definition.
+    Ops,
+}
+
+impl BatchNormImpl {
+    const ALL: [Self; 3] = [Self::Kernels, Self::Fused, Self::Ops];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kernels => "kernels",
+            Self::Fused => "fused",
+            Self::Ops => "ops",
+        }
+    }
+
+    /// What runs on `backend` under this setting (kernels exist only for the cube backends
+    /// without `fusion`, whose tensors are not burn-cubecl's).
+    pub fn on(self, backend: BackendKind) -> Self {
+        let cube =
+            matches!(backend, BackendKind::Cuda | BackendKind::Wgpu) && !cfg!(feature = "fusion");
+        if self == Self::Kernels && !cube {
+            Self::Fused
+        } else {
+            self
+        }
+    }
+}
+
+impl std::str::FromStr for BatchNormImpl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| {
+                format!("unknown batch-norm implementation {s:?}: expected kernels, fused or ops")
+            })
+    }
+}
+
+static BATCH_NORM: std::sync::OnceLock<BatchNormImpl> = std::sync::OnceLock::new();
+
+/// The setting [`register_backend_ops`] registered (the default before it ran).
+pub fn batch_norm_impl() -> BatchNormImpl {
+    BATCH_NORM.get().copied().unwrap_or_default()
+}
+
 /// Registers the backend-specific ops of the backends compiled in (`cfx_flows::nn`'s registry):
-/// `cfx_linalg::conv_gemm` as the `CFX_CONV=gemm` convolution of the GPU backends, and the fused
-/// training batch norm of every backend unless `fused_batch_norm` is false (`CFX_BATCH_NORM=ops`,
-/// for comparisons).
+/// `cfx_linalg::conv_gemm` as the `CFX_CONV=gemm` convolution of the GPU backends, and the
+/// training batch norm `batch_norm` asks for on every backend.
 ///
-/// The convolution is not registered under `fusion`: there the backends are
+/// The cube backends' kernels are not registered under `fusion`: there the backends are
 /// `Fusion<CubeBackend>`, whose tensors are not burn-cubecl's, so `gemm` falls back to burn's
-/// `conv2d`.
-pub fn register_backend_ops(fused_batch_norm: bool) {
+/// `conv2d` and batch norm to the fused tensor-op version.
+pub fn register_backend_ops(batch_norm: BatchNormImpl) {
     use cfx_flows::nn::{PerChannel, register_fused_batch_norm};
+    let _ = BATCH_NORM.set(batch_norm);
     /// The plain backend (inference) and its autodiff wrapper (training).
     #[cfg(all(any(feature = "cuda", feature = "wgpu"), not(feature = "fusion")))]
-    macro_rules! register_conv {
+    macro_rules! register_cube {
         ($b:ty) => {
             cfx_flows::nn::register_gemm_conv2d::<$b>(cfx_linalg::conv_gemm::conv2d_gemm);
             cfx_flows::nn::register_gemm_conv2d::<Autodiff<$b>>(
                 cfx_linalg::conv_gemm::conv2d_gemm_autodiff,
             );
+            match batch_norm {
+                BatchNormImpl::Kernels => cfx_flows::nn::register_batch_norm::<Autodiff<$b>>(
+                    cfx_linalg::batch_norm::batch_norm_train_cube,
+                ),
+                BatchNormImpl::Fused => register_fused_batch_norm::<$b>(PerChannel::Broadcast),
+                BatchNormImpl::Ops => {}
+            }
         };
     }
     #[cfg(all(feature = "cuda", not(feature = "fusion")))]
-    register_conv!(burn::backend::Cuda);
+    register_cube!(burn::backend::Cuda);
     #[cfg(all(feature = "wgpu", not(feature = "fusion")))]
-    register_conv!(burn::backend::Wgpu);
-    if !fused_batch_norm {
+    register_cube!(burn::backend::Wgpu);
+    if batch_norm == BatchNormImpl::Ops {
         return;
     }
     // flex walks a broadcast operand element by element (`cfx_flows::ops::per_channel`).
@@ -125,8 +189,8 @@ pub fn register_backend_ops(fused_batch_norm: bool) {
     register_fused_batch_norm::<burn::backend::Flex>(PerChannel::Materialise);
     #[cfg(feature = "ndarray")]
     register_fused_batch_norm::<burn::backend::NdArray>(PerChannel::Materialise);
-    #[cfg(feature = "cuda")]
+    #[cfg(all(feature = "cuda", feature = "fusion"))]
     register_fused_batch_norm::<burn::backend::Cuda>(PerChannel::Broadcast);
-    #[cfg(feature = "wgpu")]
+    #[cfg(all(feature = "wgpu", feature = "fusion"))]
     register_fused_batch_norm::<burn::backend::Wgpu>(PerChannel::Broadcast);
 }

@@ -58,15 +58,14 @@ fn run(cli: Cli) -> Result<()> {
             .map_err(|e: String| anyhow::anyhow!("CFX_CONV: {e}"))?;
         cfx_flows::nn::set_conv_strategy(strategy);
     }
-    // Training batch norm as one fused op (the default) or op by op: also only a speed setting.
-    let fused_batch_norm = match std::env::var("CFX_BATCH_NORM").as_deref() {
-        Err(_) | Ok("fused") => true,
-        Ok("ops") => false,
-        Ok(other) => anyhow::bail!(
-            "CFX_BATCH_NORM: unknown batch-norm implementation {other:?}: expected fused or ops"
-        ),
+    // How training batch norm runs: also only a speed setting.
+    let batch_norm = match std::env::var("CFX_BATCH_NORM") {
+        Ok(s) => s
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("CFX_BATCH_NORM: {e}"))?,
+        Err(_) => Default::default(),
     };
-    xtask::backend::register_backend_ops(fused_batch_norm);
+    xtask::backend::register_backend_ops(batch_norm);
     if matches!(cli.command, Command::Train(_)) {
         xtask::interrupt::install()?;
     }

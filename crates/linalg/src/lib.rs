@@ -7,6 +7,7 @@
 
 mod autodiff;
 mod backend;
+pub mod batch_norm;
 #[cfg(feature = "cubecl")]
 pub mod conv_gemm;
 mod convert;

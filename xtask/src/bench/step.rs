@@ -29,7 +29,7 @@ pub struct StepTiming {
     pub replicas: usize,
     /// The subnets' convolution algorithm (`CFX_CONV`).
     pub conv: String,
-    /// Training batch norm: `fused` (one op) or `ops` (op by op, `CFX_BATCH_NORM=ops`).
+    /// Training batch norm: `kernels`, `fused` or `ops` (`CFX_BATCH_NORM`).
     pub batch_norm: String,
     /// Medians of forward / backward / optimiser with a device sync after each
     /// (`--breakdown`; the syncs cost a little overlap, so their sum exceeds `median_ms`).
@@ -116,12 +116,10 @@ impl BackendJob for StepJob {
             images_per_second: n as f64 / (median / 1e3),
             replicas: self.replicas,
             conv: cfx_flows::nn::conv_strategy().name().to_string(),
-            batch_norm: if cfx_flows::nn::has_fused_batch_norm::<B>() {
-                "fused"
-            } else {
-                "ops"
-            }
-            .to_string(),
+            batch_norm: crate::backend::batch_norm_impl()
+                .on(backend)
+                .name()
+                .to_string(),
             breakdown_ms,
         })
     }

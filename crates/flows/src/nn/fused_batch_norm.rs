@@ -28,19 +28,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::FloatTensor;
-
-/// The output of a training-mode batch norm and the batch's statistics (mean and biased
-/// variance per channel, outside the autodiff graph) for the running-statistics update.
-#[derive(Debug)]
-pub struct BatchNormTrain<B: Backend> {
-    pub y: Tensor<B, 4>,
-    pub mean: Tensor<B, 1>,
-    pub var: Tensor<B, 1>,
-}
-
-/// `(x, γ, β, ε) →` batch norm of `x` `[N, C, H, W]` with the batch's statistics.
-pub type BatchNormTrainFn<B> =
-    fn(Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>, f64) -> BatchNormTrain<B>;
+use cfx_linalg::batch_norm::{BatchNormStep, BatchNormStepOutput, BatchNormTrainFn};
 
 /// How per-channel operands meet `[N, C, H, W]` tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,22 +40,23 @@ pub enum PerChannel {
     Materialise,
 }
 
-/// Makes the fused op the training batch norm of `Autodiff<B>` (the default checkpointing).
-pub fn register_fused_batch_norm<B: Backend>(per_channel: PerChannel) {
-    let f: BatchNormTrainFn<Autodiff<B>> = match per_channel {
-        PerChannel::Broadcast => fused_batch_norm::<B, NoCheckpointing, false>,
-        PerChannel::Materialise => fused_batch_norm::<B, NoCheckpointing, true>,
-    };
+/// Makes `f` the training batch norm of backend `B` (a later call replaces it), e.g.
+/// `cfx_linalg::batch_norm::batch_norm_train_cube` on `Autodiff<CubeBackend>`.
+pub fn register_batch_norm<B: Backend>(f: BatchNormTrainFn<B>) {
     super::registry::register(f);
 }
 
-/// Whether training-mode batch norm on `B` takes the fused op.
-pub fn has_fused_batch_norm<B: Backend>() -> bool {
-    registered_batch_norm::<B>().is_some()
+/// Makes the fused tensor-op version the training batch norm of `Autodiff<B>` (the default
+/// checkpointing).
+pub fn register_fused_batch_norm<B: Backend>(per_channel: PerChannel) {
+    register_batch_norm::<Autodiff<B>>(match per_channel {
+        PerChannel::Broadcast => fused_batch_norm::<B, NoCheckpointing, false>,
+        PerChannel::Materialise => fused_batch_norm::<B, NoCheckpointing, true>,
+    });
 }
 
 /// The training batch norm registered for `B`, if any.
-pub(crate) fn registered_batch_norm<B: Backend>() -> Option<BatchNormTrainFn<B>> {
+pub fn registered_batch_norm<B: Backend>() -> Option<BatchNormTrainFn<B>> {
     super::registry::registered::<BatchNormTrainFn<B>>()
 }
 
@@ -177,22 +166,19 @@ impl<B: Backend, const MATERIALISE: bool> Backward<B, 3> for FusedBatchNorm<MATE
     }
 }
 
-/// Batch norm of `x` with the batch's statistics on `Autodiff<B, C>`, as one op.
+/// One training step of batch norm on `Autodiff<B, C>`, as one op.
 fn fused_batch_norm<B: Backend, C: CheckpointStrategy, const MATERIALISE: bool>(
-    x: Tensor<Autodiff<B, C>, 4>,
-    gamma: Tensor<Autodiff<B, C>, 1>,
-    beta: Tensor<Autodiff<B, C>, 1>,
-    epsilon: f64,
-) -> BatchNormTrain<Autodiff<B, C>> {
-    let xp = x.into_primitive().tensor();
-    let gp = gamma.into_primitive().tensor();
-    let bp = beta.into_primitive().tensor();
+    step: BatchNormStep<Autodiff<B, C>>,
+) -> BatchNormStepOutput<Autodiff<B, C>> {
+    let xp = step.x.into_primitive().tensor();
+    let gp = step.gamma.into_primitive().tensor();
+    let bp = step.beta.into_primitive().tensor();
     let nodes = [xp.node.clone(), gp.node.clone(), bp.node.clone()];
     let out = forward::<B, MATERIALISE>(
         tensor(xp.primitive),
         tensor(gp.primitive),
         tensor(bp.primitive),
-        epsilon,
+        step.epsilon,
     );
     let y = out.y.into_primitive().tensor();
     let y = match FusedBatchNorm::<MATERIALISE>
@@ -203,10 +189,14 @@ fn fused_batch_norm<B: Backend, C: CheckpointStrategy, const MATERIALISE: bool>(
         OpsKind::Tracked(prep) => prep.finish(out.saved, y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
-    BatchNormTrain {
+    let m = step.momentum;
+    let update = |old: Tensor<Autodiff<B, C>, 1>, batch: Tensor<B, 1>| {
+        Tensor::from_inner(old.inner().mul_scalar(1.0 - m) + batch.mul_scalar(m))
+    };
+    BatchNormStepOutput {
         y: tensor(y),
-        mean: Tensor::from_inner(out.mean),
-        var: Tensor::from_inner(out.var),
+        running_mean: update(step.running_mean, out.mean),
+        running_var: update(step.running_var, out.var),
     }
 }
 
@@ -219,6 +209,19 @@ mod tests {
     use burn_flex::Flex;
 
     use crate::test_util::TAd as TB;
+
+    /// The step `mode::batch_norm` hands a registered function for layer `bn` and input `x`.
+    fn step_of(bn: &burn::nn::BatchNorm<TB>, x: Tensor<TB, 4>) -> BatchNormStep<TB> {
+        BatchNormStep {
+            x,
+            gamma: bn.gamma.val(),
+            beta: bn.beta.val(),
+            running_mean: bn.running_mean.value_sync(),
+            running_var: bn.running_var.value_sync(),
+            epsilon: bn.epsilon,
+            momentum: bn.momentum,
+        }
+    }
 
     /// The fused op against the op-by-op version (itself checked against burn's layer):
     /// output, running statistics and the gradients of x, γ and β under a loss that weights
@@ -250,8 +253,9 @@ mod tests {
                         PerChannel::Broadcast => fused_batch_norm::<Flex, NoCheckpointing, false>,
                         PerChannel::Materialise => fused_batch_norm::<Flex, NoCheckpointing, true>,
                     };
-                    let out = f(xx.clone(), bn.gamma.val(), bn.beta.val(), bn.epsilon);
-                    super::super::mode::update_running_statistics(&bn, out.mean, out.var);
+                    let out = f(step_of(&bn, xx.clone()));
+                    bn.running_mean.update(out.running_mean);
+                    bn.running_var.update(out.running_var);
                     out.y
                 }
                 None => batch_norm(&bn, xx.clone()),
@@ -266,12 +270,12 @@ mod tests {
         }
         // Nothing tracked: the same output, and no graph to walk.
         let bn = make();
-        let untracked = fused_batch_norm::<Flex, NoCheckpointing, false>(
-            x.clone(),
-            bn.gamma.val().detach(),
-            bn.beta.val().detach(),
-            bn.epsilon,
-        );
+        let step = BatchNormStep {
+            gamma: bn.gamma.val().detach(),
+            beta: bn.beta.val().detach(),
+            ..step_of(&bn, x.clone())
+        };
+        let untracked = fused_batch_norm::<Flex, NoCheckpointing, false>(step);
         untracked.y.into_data().assert_approx_eq(&reference[0], tol);
     }
 
@@ -284,12 +288,15 @@ mod tests {
         let weights = Tensor::<TB, 4>::random([2, 2, 3, 3], Distribution::Default, &device);
         let gamma = Tensor::<TB, 1>::from_floats([1.0, 2.0], &device).require_grad();
         let beta = Tensor::<TB, 1>::from_floats([0.5, -0.5], &device);
-        let out = fused_batch_norm::<Flex, NoCheckpointing, false>(
-            x.clone(),
-            gamma.clone(),
-            beta.clone(),
-            1e-5,
-        );
+        let out = fused_batch_norm::<Flex, NoCheckpointing, false>(BatchNormStep {
+            x: x.clone(),
+            gamma: gamma.clone(),
+            beta: beta.clone(),
+            running_mean: Tensor::zeros([2], &device),
+            running_var: Tensor::ones([2], &device),
+            epsilon: 1e-5,
+            momentum: 0.1,
+        });
         let g = (out.y * weights.clone()).sum().backward();
         let mean = x.clone().mean_dim(0).mean_dim(2).mean_dim(3);
         let centred = x.clone() - mean;
@@ -305,14 +312,14 @@ mod tests {
             &gamma.grad(&reference).unwrap().into_data(),
             Tolerance::absolute(1e-4),
         );
-        assert_eq!(out.mean.dims(), [2]);
+        assert_eq!(out.running_mean.dims(), [2]);
         assert!(beta.grad(&g).is_none());
         assert!(x.grad(&g).is_none());
     }
 
     /// End to end through the tiny IB-INN (its twelve batch norms, with couplings,
-    /// downsampling and the FC coupling around them): registering the fused op changes the loss and the input gradient by
-    /// float rounding only. Runs on `Autodiff<Flex, BalancedCheckpointing>`, which no other test
+    /// downsampling and the FC coupling around them): registering the fused op changes the loss
+    /// and the input gradient by float rounding only. Runs on `Autodiff<Flex, BalancedCheckpointing>`, which no other test
     /// of this crate trains, because the registration is process-wide (and so also covers the
     /// op under burn's other checkpointing strategy).
     #[test]
@@ -331,11 +338,10 @@ mod tests {
             let grads = loss.backward();
             (loss.into_data(), xx.grad(&grads).unwrap().into_data())
         };
-        assert!(!has_fused_batch_norm::<Ad>());
+        assert!(registered_batch_norm::<Ad>().is_none());
         let (loss_ops, grad_ops) = run();
-        let f: BatchNormTrainFn<Ad> = fused_batch_norm::<Flex, BalancedCheckpointing, true>;
-        super::super::registry::register(f);
-        assert!(has_fused_batch_norm::<Ad>());
+        register_batch_norm::<Ad>(fused_batch_norm::<Flex, BalancedCheckpointing, true>);
+        assert!(registered_batch_norm::<Ad>().is_some());
         let (loss_fused, grad_fused) = run();
         loss_fused.assert_approx_eq::<f32>(&loss_ops, Tolerance::relative(1e-4));
         grad_fused.assert_approx_eq::<f32>(&grad_ops, Tolerance::rel_abs(1e-3, 1e-5));

@@ -14,6 +14,7 @@ pub use batch_norm::{
     BatchNormLayers, calibrate_batch_norm_step, finish_batch_norm_calibration,
     start_batch_norm_calibration,
 };
+pub use cfx_linalg::batch_norm::{BatchNormStep, BatchNormStepOutput, BatchNormTrainFn};
 pub use conv::{
     ConvStrategy, GemmConv2d, conv_strategy, conv2d, gemm_conv2d, register_gemm_conv2d,
     set_conv_strategy,
@@ -21,7 +22,7 @@ pub use conv::{
 pub use coupling_net::{CouplingNet, CouplingNetConfig};
 pub use dropout2d::Dropout2d;
 pub use fused_batch_norm::{
-    BatchNormTrain, BatchNormTrainFn, PerChannel, has_fused_batch_norm, register_fused_batch_norm,
+    PerChannel, register_batch_norm, register_fused_batch_norm, registered_batch_norm,
 };
 pub use init::{kaiming_normal, torch_default_bias};
 pub use subnet::{ConvSubnet, ConvSubnetConfig, FcSubnet, FcSubnetConfig};

@@ -158,17 +158,25 @@ pub fn max_pool2x2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 /// IB-INN training step (docs/results.md, "IB-INN on the CPU against PyTorch"): burn's version
 /// broadcasts `[1, C, 1, 1]` statistics, which flex walks element by element.
 ///
-/// In training, a backend with a registered fused op
-/// ([`super::register_fused_batch_norm`]) takes that instead: the same numbers in a fraction of
-/// the kernel launches.
+/// In training, a backend with a registered batch-norm step ([`super::register_batch_norm`]:
+/// the fused tensor-op version, or CubeCL kernels) takes that instead: the same numbers in a
+/// fraction of the kernel launches.
 pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let device = x.device();
     let training = !is_inference::<B>(&device);
-    if let Some(fused) = super::fused_batch_norm::registered_batch_norm::<B>().filter(|_| training)
-    {
-        let out = fused(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
-        update_running_statistics(bn, out.mean, out.var);
+    if let Some(step) = super::fused_batch_norm::registered_batch_norm::<B>().filter(|_| training) {
+        let out = step(cfx_linalg::batch_norm::BatchNormStep {
+            x,
+            gamma: bn.gamma.val(),
+            beta: bn.beta.val(),
+            running_mean: bn.running_mean.value_sync().to_device(&device),
+            running_var: bn.running_var.value_sync().to_device(&device),
+            epsilon: bn.epsilon,
+            momentum: bn.momentum,
+        });
+        bn.running_mean.update(out.running_mean.detach());
+        bn.running_var.update(out.running_var.detach());
         return out.y;
     }
     let (mean, var) = if !training {
@@ -204,11 +212,7 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
 
 /// Folds a batch's statistics (already outside the graph) into the running ones, as burn's
 /// `BatchNorm` does: `running ← (1 − momentum)·running + momentum·batch`.
-pub(crate) fn update_running_statistics<B: Backend>(
-    bn: &BatchNorm<B>,
-    mean: Tensor<B, 1>,
-    var: Tensor<B, 1>,
-) {
+fn update_running_statistics<B: Backend>(bn: &BatchNorm<B>, mean: Tensor<B, 1>, var: Tensor<B, 1>) {
     let m = bn.momentum;
     let update = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: Tensor<B, 1>| {
         let old = state.value_sync().to_device(&batch.device());

@@ -26,13 +26,11 @@ use burn::prelude::*;
 use burn::tensor::TensorMetadata;
 use burn::tensor::ops::FloatTensor;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
-use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::{CubeCount, CubeDim};
 
 use crate::LinalgBackend;
-use crate::convert::{primitive, tensor};
+use crate::convert::{empty_like, primitive, tensor};
 use kernels::{gram_kernel, vector_grads_kernel, wy_kernel};
 
 const UNITS: u32 = 256;
@@ -157,17 +155,6 @@ mod kernels {
     }
 }
 
-/// An uninitialised *contiguous* tensor on `like`'s device with its dtype (see the module doc:
-/// the kernels index linearly, so the runtime's pitched default allocation will not do).
-fn empty_like<R: CubeRuntime>(like: &CubeTensor<R>, shape: [usize; 3]) -> CubeTensor<R> {
-    empty_device_contiguous_dtype::<R>(
-        like.client.clone(),
-        like.device.clone(),
-        shape.into(),
-        like.dtype,
-    )
-}
-
 impl<R, F, I, BT> LinalgBackend for CubeBackend<R, F, I, BT>
 where
     R: CubeRuntime,
@@ -179,8 +166,8 @@ where
         let y = into_contiguous(y);
         let [groups, t, d] = y.shape().dims::<3>();
         let (client, dtype) = (y.client.clone(), y.dtype);
-        let gram = empty_like(&y, [groups, t, t]);
-        let w = empty_like(&y, [groups, t, d]);
+        let gram = empty_like(&y, &[groups, t, t]);
+        let w = empty_like(&y, &[groups, t, d]);
         gram_kernel::launch::<R>(
             &client,
             CubeCount::Static(((t * t) as u32).div_ceil(UNITS), groups as u32, 1),
@@ -220,8 +207,8 @@ where
         let [groups, t, d] = v.shape().dims::<3>();
         let m = a.shape().dims::<3>()[2];
         let (client, dtype) = (v.client.clone(), v.dtype);
-        let coef = empty_like(&v, [groups, 2, m]);
-        let dv = empty_like(&v, [groups, t, d]);
+        let coef = empty_like(&v, &[groups, 2, m]);
+        let dv = empty_like(&v, &[groups, t, d]);
         vector_grads_kernel::launch::<R>(
             &client,
             CubeCount::Static(groups as u32, 1, 1),

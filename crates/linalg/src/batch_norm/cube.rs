@@ -1,0 +1,381 @@
+//! Training batch norm on `CubeBackend` (cuda, wgpu) as four CubeCL kernels: two launches
+//! forward, two backward.
+//!
+//! Why: written with tensor ops, even with the closed-form backward of
+//! `cfx_flows::nn::fused_batch_norm`, a training batch norm is 19 launches forward (6 of them
+//! the running-statistics update) and 14 backward, and the IB-INN has 100 of them: about a third
+//! of a GPU training step's launches, which are what the step's time is made of
+//! (docs/results.md, "Batch norm as CubeCL kernels").
+//!
+//! * forward: one cube per channel reduces the channel's `M = N·H·W` values twice (the mean,
+//!   then `Σ(x − μ)²`: two passes, as stable as the tensor-op version) in shared memory and
+//!   writes `μ`, `1/σ`, `γ/σ`, `β − μγ/σ` and the new running statistics; then one elementwise
+//!   kernel writes `y = x·γ/σ + (β − μγ/σ)`;
+//! * backward: one cube per channel reduces `Σdy` (= `∂β`) and `Σdy·x̂` (= `∂γ`), with
+//!   `x̂ = (x − μ)/σ` recomputed from the saved input; then one elementwise kernel writes
+//!   `∂x = γ/σ·(dy − Σdy/M − x̂·Σ(dy·x̂)/M)`.
+//!
+//! The variance is the biased one for both normalisation and running statistics, as burn's
+//! `BatchNorm` (and `cfx_flows::nn::mode::batch_norm`) use. Every tensor a kernel writes is
+//! allocated contiguous (`crate::fasth::cube` says why).
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::prelude::*;
+use burn::tensor::TensorMetadata;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+use cubecl::prelude::{CubeCount, CubeDim, InputScalar};
+
+use super::{BatchNormStep, BatchNormStepOutput};
+use crate::convert::{empty_like, primitive, tensor};
+use kernels::{apply_kernel, grad_input_kernel, grad_sums_kernel, stats_kernel};
+
+/// Units per cube; a power of two (the shared-memory reduction halves it).
+const UNITS: usize = 256;
+/// Cubes of the elementwise kernels at most (each unit then loops over its share).
+const MAX_CUBES: usize = 65_535;
+
+mod kernels {
+    use cubecl::prelude::*;
+
+    /// The sum of `value` over the cube's units (all of them must call it).
+    #[cube]
+    fn cube_sum<F: Float>(shared: &mut SharedMemory<F>, value: F) -> F {
+        let u = UNIT_POS_X as usize;
+        shared[u] = value;
+        sync_cube();
+        let mut stride = CUBE_DIM_X as usize / 2;
+        while stride > 0 {
+            if u < stride {
+                shared[u] = shared[u] + shared[u + stride];
+            }
+            sync_cube();
+            stride /= 2;
+        }
+        let total = shared[0];
+        // Nobody may overwrite `shared` before every unit has read the total.
+        sync_cube();
+        total
+    }
+
+    /// Index of value `i` (of the `N·H·W`) of channel `c` in a contiguous `[N, C, H, W]`.
+    #[cube]
+    fn at(i: usize, c: usize, channels: usize, hw: usize) -> usize {
+        ((i / hw) * channels + c) * hw + i % hw
+    }
+
+    /// One cube per channel.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn stats_kernel<F: Float>(
+        x: &Tensor<F>,            // [N, C, H, W]
+        gamma: &Tensor<F>,        // [C]
+        beta: &Tensor<F>,         // [C]
+        running_mean: &Tensor<F>, // [C]
+        running_var: &Tensor<F>,  // [C]
+        stats: &mut Tensor<F>,    // [4, C]: μ, 1/σ, γ/σ, β − μγ/σ
+        new_mean: &mut Tensor<F>, // [C]
+        new_var: &mut Tensor<F>,  // [C]
+        epsilon: InputScalar,
+        momentum: InputScalar,
+        #[comptime] units: usize,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let c = CUBE_POS_X as usize;
+        let channels = x.shape(1);
+        let hw = x.shape(2) * x.shape(3);
+        let m = x.shape(0) * hw;
+        let step = CUBE_DIM_X as usize;
+        let mut shared = SharedMemory::<F>::new(units);
+        let count = F::cast_from(m as u32);
+        let mut sum = F::new(0.0);
+        let mut i = UNIT_POS_X as usize;
+        while i < m {
+            sum += x[at(i, c, channels, hw)];
+            i += step;
+        }
+        let mean = cube_sum::<F>(&mut shared, sum) / count;
+        let mut squares = F::new(0.0);
+        let mut i = UNIT_POS_X as usize;
+        while i < m {
+            let d = x[at(i, c, channels, hw)] - mean;
+            squares += d * d;
+            i += step;
+        }
+        let var = cube_sum::<F>(&mut shared, squares) / count;
+        if UNIT_POS_X == 0 {
+            let inv_std = F::new(1.0) / F::sqrt(var + epsilon.get::<F>());
+            let scale = gamma[c] * inv_std;
+            stats[c] = mean;
+            stats[channels + c] = inv_std;
+            stats[2 * channels + c] = scale;
+            stats[3 * channels + c] = beta[c] - mean * scale;
+            let mo = momentum.get::<F>();
+            new_mean[c] = (F::new(1.0) - mo) * running_mean[c] + mo * mean;
+            new_var[c] = (F::new(1.0) - mo) * running_var[c] + mo * var;
+        }
+    }
+
+    /// `y = x·γ/σ + (β − μγ/σ)`, every unit striding over the elements.
+    #[cube(launch)]
+    pub(super) fn apply_kernel<F: Float>(
+        x: &Tensor<F>,     // [N, C, H, W]
+        stats: &Tensor<F>, // [4, C]
+        y: &mut Tensor<F>, // [N, C, H, W]
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let channels = x.shape(1);
+        let hw = x.shape(2) * x.shape(3);
+        let total = x.shape(0) * channels * hw;
+        let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+        let mut i = ABSOLUTE_POS_X as usize;
+        while i < total {
+            let c = (i / hw) % channels;
+            y[i] = x[i] * stats[2 * channels + c] + stats[3 * channels + c];
+            i += step;
+        }
+    }
+
+    /// One cube per channel: `∂β = Σdy`, `∂γ = Σdy·x̂`.
+    #[cube(launch)]
+    pub(super) fn grad_sums_kernel<F: Float>(
+        x: &Tensor<F>,          // [N, C, H, W]
+        dy: &Tensor<F>,         // [N, C, H, W]
+        stats: &Tensor<F>,      // [4, C]
+        dgamma: &mut Tensor<F>, // [C]
+        dbeta: &mut Tensor<F>,  // [C]
+        #[comptime] units: usize,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let c = CUBE_POS_X as usize;
+        let channels = x.shape(1);
+        let hw = x.shape(2) * x.shape(3);
+        let m = x.shape(0) * hw;
+        let step = CUBE_DIM_X as usize;
+        let mut shared = SharedMemory::<F>::new(units);
+        let mean = stats[c];
+        let inv_std = stats[channels + c];
+        let mut sum_dy = F::new(0.0);
+        let mut sum_dy_x = F::new(0.0);
+        let mut i = UNIT_POS_X as usize;
+        while i < m {
+            let k = at(i, c, channels, hw);
+            let g = dy[k];
+            sum_dy += g;
+            sum_dy_x += g * (x[k] - mean) * inv_std;
+            i += step;
+        }
+        let total_dy = cube_sum::<F>(&mut shared, sum_dy);
+        let total_dy_x = cube_sum::<F>(&mut shared, sum_dy_x);
+        if UNIT_POS_X == 0 {
+            dbeta[c] = total_dy;
+            dgamma[c] = total_dy_x;
+        }
+    }
+
+    /// `∂x = γ/σ·(dy − Σdy/M − x̂·Σ(dy·x̂)/M)`, every unit striding over the elements.
+    #[cube(launch)]
+    pub(super) fn grad_input_kernel<F: Float>(
+        x: &Tensor<F>,      // [N, C, H, W]
+        dy: &Tensor<F>,     // [N, C, H, W]
+        stats: &Tensor<F>,  // [4, C]
+        dgamma: &Tensor<F>, // [C]
+        dbeta: &Tensor<F>,  // [C]
+        dx: &mut Tensor<F>, // [N, C, H, W]
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let channels = x.shape(1);
+        let hw = x.shape(2) * x.shape(3);
+        let total = x.shape(0) * channels * hw;
+        let count = F::cast_from((x.shape(0) * hw) as u32);
+        let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+        let mut i = ABSOLUTE_POS_X as usize;
+        while i < total {
+            let c = (i / hw) % channels;
+            let x_hat = (x[i] - stats[c]) * stats[channels + c];
+            dx[i] =
+                stats[2 * channels + c] * (dy[i] - dbeta[c] / count - x_hat * dgamma[c] / count);
+            i += step;
+        }
+    }
+}
+
+/// Cubes for an elementwise kernel over `n` values.
+fn elementwise_cubes(n: usize) -> CubeCount {
+    CubeCount::Static(n.div_ceil(UNITS).clamp(1, MAX_CUBES) as u32, 1, 1)
+}
+
+struct Forward<R: CubeRuntime> {
+    y: CubeTensor<R>,
+    stats: CubeTensor<R>,
+    new_mean: CubeTensor<R>,
+    new_var: CubeTensor<R>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    gamma: CubeTensor<R>,
+    beta: CubeTensor<R>,
+    running_mean: CubeTensor<R>,
+    running_var: CubeTensor<R>,
+    epsilon: f64,
+    momentum: f64,
+) -> Forward<R> {
+    let [n, c, h, w] = x.shape().dims::<4>();
+    let (client, dtype) = (x.client.clone(), x.dtype);
+    let stats = empty_like(&x, &[4, c]);
+    let new_mean = empty_like(&x, &[c]);
+    let new_var = empty_like(&x, &[c]);
+    let y = empty_like(&x, &[n, c, h, w]);
+    stats_kernel::launch::<R>(
+        &client,
+        CubeCount::Static(c as u32, 1, 1),
+        CubeDim::new_1d(UNITS as u32),
+        x.clone().into_tensor_arg(),
+        into_contiguous(gamma).into_tensor_arg(),
+        into_contiguous(beta).into_tensor_arg(),
+        into_contiguous(running_mean).into_tensor_arg(),
+        into_contiguous(running_var).into_tensor_arg(),
+        stats.clone().into_tensor_arg(),
+        new_mean.clone().into_tensor_arg(),
+        new_var.clone().into_tensor_arg(),
+        InputScalar::new(epsilon, dtype),
+        InputScalar::new(momentum, dtype),
+        UNITS,
+        dtype.into(),
+    );
+    apply_kernel::launch::<R>(
+        &client,
+        elementwise_cubes(n * c * h * w),
+        CubeDim::new_1d(UNITS as u32),
+        x.into_tensor_arg(),
+        stats.clone().into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        dtype.into(),
+    );
+    Forward {
+        y,
+        stats,
+        new_mean,
+        new_var,
+    }
+}
+
+#[derive(Debug)]
+struct BatchNormKernels;
+
+#[derive(Debug, Clone)]
+struct Saved<R: CubeRuntime> {
+    x: CubeTensor<R>,
+    stats: CubeTensor<R>,
+}
+
+impl<R, F, I, BT> Backward<CubeBackend<R, F, I, BT>, 3> for BatchNormKernels
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    type State = Saved<R>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        type B<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy = into_contiguous(grads.consume::<B<R, F, I, BT>>(&ops.node));
+        let Saved { x, stats } = ops.state;
+        let [n, c, h, w] = x.shape().dims::<4>();
+        let (client, dtype) = (x.client.clone(), x.dtype);
+        let dgamma = empty_like(&x, &[c]);
+        let dbeta = empty_like(&x, &[c]);
+        grad_sums_kernel::launch::<R>(
+            &client,
+            CubeCount::Static(c as u32, 1, 1),
+            CubeDim::new_1d(UNITS as u32),
+            x.clone().into_tensor_arg(),
+            dy.clone().into_tensor_arg(),
+            stats.clone().into_tensor_arg(),
+            dgamma.clone().into_tensor_arg(),
+            dbeta.clone().into_tensor_arg(),
+            UNITS,
+            dtype.into(),
+        );
+        if let Some(node) = node_x {
+            let dx = empty_like(&x, &[n, c, h, w]);
+            grad_input_kernel::launch::<R>(
+                &client,
+                elementwise_cubes(n * c * h * w),
+                CubeDim::new_1d(UNITS as u32),
+                x.into_tensor_arg(),
+                dy.into_tensor_arg(),
+                stats.into_tensor_arg(),
+                dgamma.clone().into_tensor_arg(),
+                dbeta.clone().into_tensor_arg(),
+                dx.clone().into_tensor_arg(),
+                dtype.into(),
+            );
+            grads.register::<B<R, F, I, BT>>(node.id, dx);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<B<R, F, I, BT>>(node.id, dgamma);
+        }
+        if let Some(node) = node_beta {
+            grads.register::<B<R, F, I, BT>>(node.id, dbeta);
+        }
+    }
+}
+
+type Ad<R, F, I, BT, C> = Autodiff<CubeBackend<R, F, I, BT>, C>;
+
+/// A training batch norm step on `Autodiff<CubeBackend>`: the kernels above, with their
+/// backward pass. Registered by xtask for cuda and wgpu (`cfx_flows::nn`).
+pub fn batch_norm_train_cube<R, F, I, BT, C>(
+    step: BatchNormStep<Ad<R, F, I, BT, C>>,
+) -> BatchNormStepOutput<Ad<R, F, I, BT, C>>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+    C: CheckpointStrategy,
+{
+    let xp = primitive(step.x);
+    let gp = primitive(step.gamma);
+    let bp = primitive(step.beta);
+    let nodes = [xp.node.clone(), gp.node.clone(), bp.node.clone()];
+    let x = into_contiguous(xp.primitive);
+    let out = forward(
+        x.clone(),
+        gp.primitive,
+        bp.primitive,
+        primitive(step.running_mean.inner()),
+        primitive(step.running_var.inner()),
+        step.epsilon,
+        step.momentum,
+    );
+    let y = match BatchNormKernels
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            Saved {
+                x,
+                stats: out.stats,
+            },
+            out.y,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(out.y),
+    };
+    BatchNormStepOutput {
+        y: tensor(y),
+        running_mean: Tensor::from_inner(tensor(out.new_mean)),
+        running_var: Tensor::from_inner(tensor(out.new_var)),
+    }
+}

@@ -1,0 +1,41 @@
+//! One training step of batch norm as a function a backend can replace.
+//!
+//! The models call batch norm through `cfx_flows::nn::mode::batch_norm`, which differentiates
+//! it op by op unless the process registered a faster version for its backend
+//! (`cfx_flows::nn::register_batch_norm`): the closed-form tensor-op version of
+//! `cfx_flows::nn` on any backend, or, on `CubeBackend`, [`batch_norm_train_cube`] (CubeCL
+//! kernels, two launches each way). The types live here, beside the kernels, so that both
+//! crates name the same function type.
+
+use burn::prelude::*;
+
+#[cfg(feature = "cubecl")]
+mod cube;
+#[cfg(feature = "cubecl")]
+pub use cube::batch_norm_train_cube;
+
+/// What one training step of batch norm takes, for `x` of shape `[N, C, H, W]`.
+#[derive(Debug)]
+pub struct BatchNormStep<B: Backend> {
+    pub x: Tensor<B, 4>,
+    pub gamma: Tensor<B, 1>,
+    pub beta: Tensor<B, 1>,
+    /// The running statistics before this step (outside the autodiff graph).
+    pub running_mean: Tensor<B, 1>,
+    pub running_var: Tensor<B, 1>,
+    pub epsilon: f64,
+    /// burn's convention: `running ← (1 − momentum)·running + momentum·batch`.
+    pub momentum: f64,
+}
+
+/// `y = γ·(x − μ)/√(σ² + ε) + β` with the batch's mean and biased variance per channel, and
+/// the running statistics after this step (outside the autodiff graph).
+#[derive(Debug)]
+pub struct BatchNormStepOutput<B: Backend> {
+    pub y: Tensor<B, 4>,
+    pub running_mean: Tensor<B, 1>,
+    pub running_var: Tensor<B, 1>,
+}
+
+/// A training batch norm step on backend `B`.
+pub type BatchNormTrainFn<B> = fn(BatchNormStep<B>) -> BatchNormStepOutput<B>;
