@@ -49,16 +49,29 @@ fn by_definition<B: Backend>(step: BatchNormStep<B>) -> BatchNormStepOutput<B> {
 }
 
 /// Output, ∂x, ∂γ, ∂β, new running mean and variance, under the loss `Σ y·weights`.
+/// With `channels_last`, x and the loss weights are `[N, H, W, C]` tensors seen as
+/// `[N, C, H, W]` (the layout burn-cubecl's direct convolution hands on), and ∂x is read in
+/// that layout.
 fn run<B: AutodiffBackend>(
     shape: [usize; 4],
+    channels_last: bool,
     f: fn(BatchNormStep<B>) -> BatchNormStepOutput<B>,
 ) -> [Vec<f32>; 6] {
     let dev = Default::default();
-    let c = shape[1];
-    let x = Tensor::<B, 4>::from_data(data(shape, 1, 2.0, 0.7), &dev).require_grad();
+    let [n, c, h, w] = shape;
+    let stored = if channels_last { [n, h, w, c] } else { shape };
+    let view = |t: Tensor<B, 4>| {
+        if channels_last {
+            t.permute([0, 3, 1, 2])
+        } else {
+            t
+        }
+    };
+    let leaf = Tensor::<B, 4>::from_data(data(stored, 1, 2.0, 0.7), &dev).require_grad();
+    let x = view(leaf.clone());
     let gamma = Tensor::<B, 1>::from_data(data([c], 2, 1.0, 1.0), &dev).require_grad();
     let beta = Tensor::<B, 1>::from_data(data([c], 3, 0.5, 0.0), &dev).require_grad();
-    let weights = Tensor::<B, 4>::from_data(data(shape, 4, 1.0, 0.0), &dev);
+    let weights = view(Tensor::<B, 4>::from_data(data(stored, 4, 1.0, 0.0), &dev));
     let step = BatchNormStep {
         x: x.clone(),
         gamma: gamma.clone(),
@@ -74,7 +87,7 @@ fn run<B: AutodiffBackend>(
     let read1 = |t: Tensor<B::InnerBackend, 1>| t.into_data().to_vec::<f32>().unwrap();
     [
         read(out.y.inner()),
-        read(x.grad(&g).unwrap()),
+        read(leaf.grad(&g).unwrap()),
         read1(gamma.grad(&g).unwrap()),
         read1(beta.grad(&g).unwrap()),
         read1(out.running_mean.inner()),
@@ -83,7 +96,8 @@ fn run<B: AutodiffBackend>(
 }
 
 /// Shapes: tiny, a channel of two values, more values per channel than units, the IB-INN's
-/// first-stage and second-stage subnets at batch 128, and a single channel.
+/// first-stage and second-stage subnets at batch 128, and a single channel; each stored
+/// contiguous and channels-last.
 #[test]
 fn kernels_match_the_definition() {
     let mut failures = vec![];
@@ -95,13 +109,17 @@ fn kernels_match_the_definition() {
         [128, 64, 7, 7],
         [7, 1, 3, 3],
     ] {
-        let gpu = run::<Autodiff<Gpu>>(shape, batch_norm_train_cube);
-        let cpu = run::<Autodiff<Flex>>(shape, by_definition);
-        let names = ["y", "dx", "dgamma", "dbeta", "running mean", "running var"];
-        for (name, (a, b)) in names.iter().zip(gpu.iter().zip(&cpu)) {
-            let (err, scale) = max_error(a, b);
-            if err > 1e-4 * scale {
-                failures.push(format!("{shape:?} {name}: max error {err} (scale {scale})"));
+        for channels_last in [false, true] {
+            let gpu = run::<Autodiff<Gpu>>(shape, channels_last, batch_norm_train_cube);
+            let cpu = run::<Autodiff<Flex>>(shape, channels_last, by_definition);
+            let names = ["y", "dx", "dgamma", "dbeta", "running mean", "running var"];
+            for (name, (a, b)) in names.iter().zip(gpu.iter().zip(&cpu)) {
+                let (err, scale) = max_error(a, b);
+                if err > 1e-4 * scale {
+                    failures.push(format!(
+                        "{shape:?} channels-last {channels_last} {name}: max error {err} (scale {scale})"
+                    ));
+                }
             }
         }
     }

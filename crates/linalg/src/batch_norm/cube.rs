@@ -16,8 +16,9 @@
 //!   `∂x = γ/σ·(dy − Σdy/M − x̂·Σ(dy·x̂)/M)`.
 //!
 //! The variance is the biased one for both normalisation and running statistics, as burn's
-//! `BatchNorm` (and `cfx_flows::nn::mode::batch_norm`) use. Every tensor a kernel writes is
-//! allocated contiguous (`crate::fasth::cube` says why).
+//! `BatchNorm` (and `cfx_flows::nn::mode::batch_norm`) use. The kernels read `x` and `dy` by
+//! their strides, whatever their layout; every tensor a kernel writes is allocated contiguous
+//! (`crate::fasth::cube` says why).
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -63,10 +64,25 @@ mod kernels {
         total
     }
 
-    /// Index of value `i` (of the `N·H·W`) of channel `c` in a contiguous `[N, C, H, W]`.
+    /// Where value `i` (of the `N·H·W`) of channel `c` of the `[N, C, H, W]` tensor `t` is, by
+    /// `t`'s strides: burn-cubecl's direct convolution hands on its output as a permuted view,
+    /// which the kernels read where it lies instead of copying it first.
     #[cube]
-    fn at(i: usize, c: usize, channels: usize, hw: usize) -> usize {
-        ((i / hw) * channels + c) * hw + i % hw
+    fn at<F: Float>(t: &Tensor<F>, i: usize, c: usize) -> usize {
+        let w = t.shape(3);
+        let hw = t.shape(2) * w;
+        let p = i % hw;
+        (i / hw) * t.stride(0) + c * t.stride(1) + (p / w) * t.stride(2) + (p % w) * t.stride(3)
+    }
+
+    /// Where value `i` of a contiguous `[N, C, H, W]` tensor of `t`'s shape is in `t`.
+    #[cube]
+    fn same_place<F: Float>(t: &Tensor<F>, i: usize) -> usize {
+        let channels = t.shape(1);
+        let hw = t.shape(2) * t.shape(3);
+        let c = (i / hw) % channels;
+        let n = i / (hw * channels);
+        at::<F>(t, n * hw + i % hw, c)
     }
 
     /// One cube per channel.
@@ -96,14 +112,14 @@ mod kernels {
         let mut sum = F::new(0.0);
         let mut i = UNIT_POS_X as usize;
         while i < m {
-            sum += x[at(i, c, channels, hw)];
+            sum += x[at::<F>(x, i, c)];
             i += step;
         }
         let mean = cube_sum::<F>(&mut shared, sum) / count;
         let mut squares = F::new(0.0);
         let mut i = UNIT_POS_X as usize;
         while i < m {
-            let d = x[at(i, c, channels, hw)] - mean;
+            let d = x[at::<F>(x, i, c)] - mean;
             squares += d * d;
             i += step;
         }
@@ -136,7 +152,7 @@ mod kernels {
         let mut i = ABSOLUTE_POS_X as usize;
         while i < total {
             let c = (i / hw) % channels;
-            y[i] = x[i] * stats[2 * channels + c] + stats[3 * channels + c];
+            y[i] = x[same_place::<F>(x, i)] * stats[2 * channels + c] + stats[3 * channels + c];
             i += step;
         }
     }
@@ -164,10 +180,9 @@ mod kernels {
         let mut sum_dy_x = F::new(0.0);
         let mut i = UNIT_POS_X as usize;
         while i < m {
-            let k = at(i, c, channels, hw);
-            let g = dy[k];
+            let g = dy[at::<F>(dy, i, c)];
             sum_dy += g;
-            sum_dy_x += g * (x[k] - mean) * inv_std;
+            sum_dy_x += g * (x[at::<F>(x, i, c)] - mean) * inv_std;
             i += step;
         }
         let total_dy = cube_sum::<F>(&mut shared, sum_dy);
@@ -197,9 +212,9 @@ mod kernels {
         let mut i = ABSOLUTE_POS_X as usize;
         while i < total {
             let c = (i / hw) % channels;
-            let x_hat = (x[i] - stats[c]) * stats[channels + c];
-            dx[i] =
-                stats[2 * channels + c] * (dy[i] - dbeta[c] / count - x_hat * dgamma[c] / count);
+            let x_hat = (x[same_place::<F>(x, i)] - stats[c]) * stats[channels + c];
+            let g = dy[same_place::<F>(dy, i)];
+            dx[i] = stats[2 * channels + c] * (g - dbeta[c] / count - x_hat * dgamma[c] / count);
             i += step;
         }
     }
@@ -288,7 +303,7 @@ where
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         type B<R, F, I, BT> = CubeBackend<R, F, I, BT>;
         let [node_x, node_gamma, node_beta] = ops.parents;
-        let dy = into_contiguous(grads.consume::<B<R, F, I, BT>>(&ops.node));
+        let dy = grads.consume::<B<R, F, I, BT>>(&ops.node);
         let Saved { x, stats } = ops.state;
         let [n, c, h, w] = x.shape().dims::<4>();
         let (client, dtype) = (x.client.clone(), x.dtype);
@@ -349,7 +364,7 @@ where
     let gp = primitive(step.gamma);
     let bp = primitive(step.beta);
     let nodes = [xp.node.clone(), gp.node.clone(), bp.node.clone()];
-    let x = into_contiguous(xp.primitive);
+    let x = xp.primitive;
     let out = forward(
         x.clone(),
         gp.primitive,
