@@ -26,7 +26,8 @@ fn data<const D: usize>(shape: [usize; D], seed: u64, scale: f32, shift: f32) ->
     TensorData::new(v, shape)
 }
 
-/// The definition: batch statistics over N, H and W, biased variance, burn's running update.
+/// The definition: batch statistics over N, H and W, biased variance, burn's running update,
+/// burn's ReLU if asked.
 fn by_definition<B: Backend>(step: BatchNormStep<B>) -> BatchNormStepOutput<B> {
     let c = step.gamma.dims()[0];
     let mean = step.x.clone().mean_dim(0).mean_dim(2).mean_dim(3);
@@ -37,6 +38,11 @@ fn by_definition<B: Backend>(step: BatchNormStep<B>) -> BatchNormStepOutput<B> {
         .mean_dim(3);
     let x_hat = centred / var.clone().add_scalar(step.epsilon).sqrt();
     let y = x_hat * step.gamma.reshape([1, c, 1, 1]) + step.beta.reshape([1, c, 1, 1]);
+    let y = if step.relu {
+        burn::tensor::activation::relu(y)
+    } else {
+        y
+    };
     let m = step.momentum;
     let update = |old: Tensor<B, 1>, batch: Tensor<B, 4>| {
         old.mul_scalar(1.0 - m) + batch.reshape([c]).detach().mul_scalar(m)
@@ -55,6 +61,7 @@ fn by_definition<B: Backend>(step: BatchNormStep<B>) -> BatchNormStepOutput<B> {
 fn run<B: AutodiffBackend>(
     shape: [usize; 4],
     channels_last: bool,
+    relu: bool,
     f: fn(BatchNormStep<B>) -> BatchNormStepOutput<B>,
 ) -> [Vec<f32>; 6] {
     let dev = Default::default();
@@ -80,6 +87,7 @@ fn run<B: AutodiffBackend>(
         running_var: Tensor::from_data(data([c], 6, 0.1, 1.0), &dev),
         epsilon: EPSILON,
         momentum: MOMENTUM,
+        relu,
     };
     let out = f(step);
     let g = (out.y.clone() * weights).sum().backward();
@@ -97,7 +105,7 @@ fn run<B: AutodiffBackend>(
 
 /// Shapes: tiny, a channel of two values, more values per channel than units, the IB-INN's
 /// first-stage and second-stage subnets at batch 128, and a single channel; each stored
-/// contiguous and channels-last.
+/// contiguous and channels-last, with and without a ReLU after it.
 #[test]
 fn kernels_match_the_definition() {
     let mut failures = vec![];
@@ -109,15 +117,16 @@ fn kernels_match_the_definition() {
         [128, 64, 7, 7],
         [7, 1, 3, 3],
     ] {
-        for channels_last in [false, true] {
-            let gpu = run::<Autodiff<Gpu>>(shape, channels_last, batch_norm_train_cube);
-            let cpu = run::<Autodiff<Flex>>(shape, channels_last, by_definition);
+        for (channels_last, relu) in [(false, false), (true, false), (false, true), (true, true)] {
+            let gpu = run::<Autodiff<Gpu>>(shape, channels_last, relu, batch_norm_train_cube);
+            let cpu = run::<Autodiff<Flex>>(shape, channels_last, relu, by_definition);
             let names = ["y", "dx", "dgamma", "dbeta", "running mean", "running var"];
             for (name, (a, b)) in names.iter().zip(gpu.iter().zip(&cpu)) {
                 let (err, scale) = max_error(a, b);
                 if err > 1e-4 * scale {
                     failures.push(format!(
-                        "{shape:?} channels-last {channels_last} {name}: max error {err} (scale {scale})"
+                        "{shape:?} channels-last {channels_last} relu {relu} {name}: max error \
+                         {err} (scale {scale})"
                     ));
                 }
             }

@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::activation::leaky_relu;
 use serde::{Deserialize, Serialize};
 
-use super::mode::{batch_norm, relu};
+use super::mode::{batch_norm_relu, relu};
 use super::{BatchNormLayers, kaiming_normal};
 
 /// Which conditioner, with its size.
@@ -200,10 +200,10 @@ pub struct ResNet<B: Backend> {
 impl<B: Backend> ResNet<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = self.blocks.iter().fold(self.input.forward(x), |x, b| {
-            let y = b.conv1.forward(relu(batch_norm(&b.bn1, x.clone())));
-            x + b.conv2.forward(relu(batch_norm(&b.bn2, y)))
+            let y = b.conv1.forward(batch_norm_relu(&b.bn1, x.clone()));
+            x + b.conv2.forward(batch_norm_relu(&b.bn2, y))
         });
-        self.out.forward(relu(batch_norm(&self.bn_out, x)))
+        self.out.forward(batch_norm_relu(&self.bn_out, x))
     }
 }
 

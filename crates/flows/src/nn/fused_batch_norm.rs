@@ -193,8 +193,14 @@ fn fused_batch_norm<B: Backend, C: CheckpointStrategy, const MATERIALISE: bool>(
     let update = |old: Tensor<Autodiff<B, C>, 1>, batch: Tensor<B, 1>| {
         Tensor::from_inner(old.inner().mul_scalar(1.0 - m) + batch.mul_scalar(m))
     };
+    let y = tensor(y);
     BatchNormStepOutput {
-        y: tensor(y),
+        // The ReLU stays an op of its own here; only the kernels fold it in.
+        y: if step.relu {
+            burn::tensor::activation::relu(y)
+        } else {
+            y
+        },
         running_mean: update(step.running_mean, out.mean),
         running_var: update(step.running_var, out.var),
     }
@@ -203,7 +209,7 @@ fn fused_batch_norm<B: Backend, C: CheckpointStrategy, const MATERIALISE: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::mode::batch_norm;
+    use crate::nn::mode::{batch_norm, batch_norm_relu};
     use burn::nn::BatchNormConfig;
     use burn::tensor::{Distribution, Tolerance};
     use burn_flex::Flex;
@@ -211,7 +217,7 @@ mod tests {
     use crate::test_util::TAd as TB;
 
     /// The step `mode::batch_norm` hands a registered function for layer `bn` and input `x`.
-    fn step_of(bn: &burn::nn::BatchNorm<TB>, x: Tensor<TB, 4>) -> BatchNormStep<TB> {
+    fn step_of(bn: &burn::nn::BatchNorm<TB>, x: Tensor<TB, 4>, relu: bool) -> BatchNormStep<TB> {
         BatchNormStep {
             x,
             gamma: bn.gamma.val(),
@@ -220,12 +226,14 @@ mod tests {
             running_var: bn.running_var.value_sync(),
             epsilon: bn.epsilon,
             momentum: bn.momentum,
+            relu,
         }
     }
 
     /// The fused op against the op-by-op version (itself checked against burn's layer):
     /// output, running statistics and the gradients of x, γ and β under a loss that weights
-    /// every output differently, in both per-channel modes; and the untracked case.
+    /// every output differently, in both per-channel modes, with and without a ReLU after it;
+    /// and the untracked case.
     #[test]
     fn fused_batch_norm_matches_the_op_by_op_version() {
         let device = Default::default();
@@ -244,7 +252,7 @@ mod tests {
         let x = Tensor::<TB, 4>::random([4, 3, 5, 2], Distribution::Normal(1.0, 2.0), &device);
         let weights = Tensor::<TB, 4>::random([4, 3, 5, 2], Distribution::Default, &device);
         let tol = Tolerance::<f32>::absolute(1e-4);
-        let run = |fused: Option<PerChannel>| {
+        let run = |fused: Option<PerChannel>, relu: bool| {
             let bn = make();
             let xx = x.clone().detach().require_grad();
             let y = match fused {
@@ -253,27 +261,31 @@ mod tests {
                         PerChannel::Broadcast => fused_batch_norm::<Flex, NoCheckpointing, false>,
                         PerChannel::Materialise => fused_batch_norm::<Flex, NoCheckpointing, true>,
                     };
-                    let out = f(step_of(&bn, xx.clone()));
+                    let out = f(step_of(&bn, xx.clone(), relu));
                     bn.running_mean.update(out.running_mean);
                     bn.running_var.update(out.running_var);
                     out.y
                 }
+                None if relu => batch_norm_relu(&bn, xx.clone()),
                 None => batch_norm(&bn, xx.clone()),
             };
             crate::test_util::batch_norm_outcome(&bn, &xx, y, &weights)
         };
-        let reference = run(None);
-        for mode in [PerChannel::Broadcast, PerChannel::Materialise] {
-            for (a, b) in run(Some(mode)).iter().zip(&reference) {
-                a.assert_approx_eq(b, tol);
+        for relu in [false, true] {
+            let reference = run(None, relu);
+            for mode in [PerChannel::Broadcast, PerChannel::Materialise] {
+                for (a, b) in run(Some(mode), relu).iter().zip(&reference) {
+                    a.assert_approx_eq(b, tol);
+                }
             }
         }
+        let reference = run(None, false);
         // Nothing tracked: the same output, and no graph to walk.
         let bn = make();
         let step = BatchNormStep {
             gamma: bn.gamma.val().detach(),
             beta: bn.beta.val().detach(),
-            ..step_of(&bn, x.clone())
+            ..step_of(&bn, x.clone(), false)
         };
         let untracked = fused_batch_norm::<Flex, NoCheckpointing, false>(step);
         untracked.y.into_data().assert_approx_eq(&reference[0], tol);
@@ -296,6 +308,7 @@ mod tests {
             running_var: Tensor::ones([2], &device),
             epsilon: 1e-5,
             momentum: 0.1,
+            relu: false,
         });
         let g = (out.y * weights.clone()).sum().backward();
         let mean = x.clone().mean_dim(0).mean_dim(2).mean_dim(3);

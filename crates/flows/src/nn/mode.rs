@@ -162,6 +162,21 @@ pub fn max_pool2x2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 /// the fused tensor-op version, or CubeCL kernels) takes that instead: the same numbers in a
 /// fraction of the kernel launches.
 pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    batch_norm_then(bn, x, false)
+}
+
+/// `relu(batch_norm(bn, x))`, the pattern of every IB-INN subnet: a registered batch-norm step
+/// applies the ReLU itself (the CubeCL kernels in the same launches), everywhere else it is
+/// [`relu`] after [`batch_norm`].
+pub fn batch_norm_relu<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    batch_norm_then(bn, x, true)
+}
+
+fn batch_norm_then<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    then_relu: bool,
+) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let device = x.device();
     let training = !is_inference::<B>(&device);
@@ -174,6 +189,7 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
             running_var: bn.running_var.value_sync().to_device(&device),
             epsilon: bn.epsilon,
             momentum: bn.momentum,
+            relu: then_relu,
         });
         bn.running_mean.update(out.running_mean.detach());
         bn.running_var.update(out.running_var.detach());
@@ -207,7 +223,8 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
     };
     let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
     let shift = bn.beta.val() - mean * scale.clone();
-    x * crate::ops::per_channel(scale, n) + crate::ops::per_channel(shift, n)
+    let y = x * crate::ops::per_channel(scale, n) + crate::ops::per_channel(shift, n);
+    if then_relu { relu(y) } else { y }
 }
 
 /// Folds a batch's statistics (already outside the graph) into the running ones, as burn's

@@ -4,7 +4,7 @@ use burn::nn::{
 };
 use burn::prelude::*;
 
-use super::mode::{batch_norm, dropout, relu};
+use super::mode::{batch_norm_relu, dropout, relu};
 use super::{Dropout2d, conv2d, kaiming_normal, torch_default_bias};
 
 /// IB-INN's coupling subnetwork (`basic_residual_block` / `strided_residual_block` in the
@@ -78,8 +78,8 @@ impl ConvSubnetConfig {
 impl<B: Backend> ConvSubnet<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = if self.relu_first { relu(x) } else { x };
-        let x = relu(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
-        let x = relu(batch_norm(&self.bn2, conv2d(&self.conv2, x)));
+        let x = batch_norm_relu(&self.bn1, conv2d(&self.conv1, x));
+        let x = batch_norm_relu(&self.bn2, conv2d(&self.conv2, x));
         conv2d(&self.conv3, self.dropout.forward(x))
     }
 }

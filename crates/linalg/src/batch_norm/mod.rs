@@ -26,10 +26,14 @@ pub struct BatchNormStep<B: Backend> {
     pub epsilon: f64,
     /// burn's convention: `running ← (1 − momentum)·running + momentum·batch`.
     pub momentum: f64,
+    /// Whether a ReLU follows (as in every IB-INN subnet): `y = max(bn(x), 0)`, with ReLU's
+    /// gradient (zero where `bn(x) ≤ 0`). The kernels apply it in the same launches.
+    pub relu: bool,
 }
 
-/// `y = γ·(x − μ)/√(σ² + ε) + β` with the batch's mean and biased variance per channel, and
-/// the running statistics after this step (outside the autodiff graph).
+/// `y = γ·(x − μ)/√(σ² + ε) + β` (then ReLU, if asked) with the batch's mean and biased
+/// variance per channel, and the running statistics after this step (outside the autodiff
+/// graph).
 #[derive(Debug)]
 pub struct BatchNormStepOutput<B: Backend> {
     pub y: Tensor<B, 4>,
