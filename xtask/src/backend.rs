@@ -158,7 +158,6 @@ pub fn batch_norm_impl() -> BatchNormImpl {
 /// `Fusion<CubeBackend>`, whose tensors are not burn-cubecl's, so `gemm` falls back to burn's
 /// `conv2d` and batch norm to the fused tensor-op version.
 pub fn register_backend_ops(batch_norm: BatchNormImpl) {
-    use cfx_flows::nn::{PerChannel, register_fused_batch_norm};
     let _ = BATCH_NORM.set(batch_norm);
     /// The plain backend (inference) and its autodiff wrapper (training).
     #[cfg(all(any(feature = "cuda", feature = "wgpu"), not(feature = "fusion")))]
@@ -172,7 +171,9 @@ pub fn register_backend_ops(batch_norm: BatchNormImpl) {
                 BatchNormImpl::Kernels => cfx_flows::nn::register_batch_norm::<Autodiff<$b>>(
                     cfx_linalg::batch_norm::batch_norm_train_cube,
                 ),
-                BatchNormImpl::Fused => register_fused_batch_norm::<$b>(PerChannel::Broadcast),
+                BatchNormImpl::Fused => cfx_flows::nn::register_fused_batch_norm::<$b>(
+                    cfx_flows::nn::PerChannel::Broadcast,
+                ),
                 BatchNormImpl::Ops => {}
             }
         };
@@ -181,9 +182,15 @@ pub fn register_backend_ops(batch_norm: BatchNormImpl) {
     register_cube!(burn::backend::Cuda);
     #[cfg(all(feature = "wgpu", not(feature = "fusion")))]
     register_cube!(burn::backend::Wgpu);
-    if batch_norm == BatchNormImpl::Ops {
-        return;
+    if batch_norm != BatchNormImpl::Ops {
+        register_fused_batch_norms();
     }
+}
+
+/// The fused tensor-op batch norm for the backends without kernels.
+fn register_fused_batch_norms() {
+    #[allow(unused_imports)] // a build with only the cube backends registers none here
+    use cfx_flows::nn::{PerChannel, register_fused_batch_norm};
     // flex walks a broadcast operand element by element (`cfx_flows::ops::per_channel`).
     #[cfg(feature = "flex")]
     register_fused_batch_norm::<burn::backend::Flex>(PerChannel::Materialise);
