@@ -90,8 +90,11 @@ mod kernels {
     }
 
     /// The gradient `g` reaching the batch norm's output for input value `xv` of channel `c`:
-    /// with a ReLU after it, zero where the pre-activation `x·γ/σ + (β − μγ/σ)` (the forward's
-    /// expression, so the same rounding) is ≤ 0, as burn's `relu_backward` does.
+    /// with a ReLU after it, zero where the pre-activation `x·γ/σ + (β − μγ/σ)` is ≤ 0, as
+    /// burn's `relu_backward` does. It is the forward's expression; a compiler that contracts
+    /// it to a fused multiply-add in one kernel and not the other could flip the gate only
+    /// where the pre-activation is within a rounding of 0, where ReLU's gradient is a
+    /// convention anyway.
     #[cube]
     fn gate<F: Float>(g: F, xv: F, stats: &Tensor<F>, c: usize, #[comptime] relu: bool) -> F {
         let mut out = g;
