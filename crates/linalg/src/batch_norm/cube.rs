@@ -276,6 +276,17 @@ fn forward<R: CubeRuntime>(
     relu: bool,
 ) -> Forward<R> {
     let [n, c, h, w] = x.shape().dims::<4>();
+    // One cube per channel along a 1-D cube count, and a per-channel count the kernels take as
+    // u32: say so instead of launching what the device would refuse or miscount.
+    assert!(
+        c <= MAX_CUBES,
+        "batch norm kernels: {c} channels, at most {MAX_CUBES} (use CFX_BATCH_NORM=fused)"
+    );
+    assert!(
+        n * h * w <= u32::MAX as usize,
+        "batch norm kernels: {} values per channel, at most 2^32 − 1 (use CFX_BATCH_NORM=fused)",
+        n * h * w
+    );
     let (client, dtype) = (x.client.clone(), x.dtype);
     let stats = empty_like(&x, &[4, c]);
     let new_mean = empty_like(&x, &[c]);
