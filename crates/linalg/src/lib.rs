@@ -10,7 +10,7 @@ mod backend;
 pub mod batch_norm;
 #[cfg(feature = "cubecl")]
 pub mod conv_gemm;
-mod convert;
+pub mod convert;
 mod error;
 pub mod fasth;
 pub mod fid;

@@ -26,9 +26,9 @@ use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckp
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::FloatTensor;
 use cfx_linalg::batch_norm::{BatchNormStep, BatchNormStepOutput, BatchNormTrainFn};
+use cfx_linalg::convert::{primitive, tensor};
 
 /// How per-channel operands meet `[N, C, H, W]` tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,18 +69,6 @@ fn pc<B: Backend, const MATERIALISE: bool>(v: Tensor<B, 1>, n: usize) -> Tensor<
     }
 }
 
-/// `Σ t / M` per channel, as a product with a `[H·W, 1]` column of `1/M` and a sum over the
-/// batch: the column folds the division in, and the product's output is contiguous, which
-/// flex needs (the op-by-op version says why).
-fn channel_mean<B: Backend>(t: Tensor<B, 4>, weights: &Tensor<B, 2>) -> Tensor<B, 1> {
-    let [n, c, h, w] = t.dims();
-    t.reshape([n * c, h * w])
-        .matmul(weights.clone())
-        .reshape([n, c])
-        .sum_dim(0)
-        .reshape([c])
-}
-
 #[derive(Debug, Clone)]
 struct Saved<B: Backend> {
     /// `x̂ = (x − μ)/σ`.
@@ -104,10 +92,11 @@ fn forward<B: Backend, const MATERIALISE: bool>(
     epsilon: f64,
 ) -> Forward<B> {
     let [n, _, h, w] = x.dims();
+    // A column of 1/M folds the division into the product: the sums are means.
     let weights = Tensor::<B, 2>::full([h * w, 1], 1.0 / (n * h * w) as f64, &x.device());
-    let mean = channel_mean(x.clone(), &weights);
+    let mean = crate::ops::channel_sums(x.clone(), &weights);
     let centred = x - pc::<B, MATERIALISE>(mean.clone(), n);
-    let var = channel_mean(centred.clone() * centred.clone(), &weights);
+    let var = crate::ops::channel_sums(centred.clone() * centred.clone(), &weights);
     let inv_std = var.clone().add_scalar(epsilon).powf_scalar(-0.5);
     let normalised = centred * pc::<B, MATERIALISE>(inv_std.clone(), n);
     let y =
@@ -117,19 +106,15 @@ fn forward<B: Backend, const MATERIALISE: bool>(
         mean,
         var,
         saved: Saved {
-            normalised: normalised.into_primitive().tensor(),
-            scale: (gamma * inv_std).into_primitive().tensor(),
-            weights: weights.into_primitive().tensor(),
+            normalised: primitive(normalised),
+            scale: primitive(gamma * inv_std),
+            weights: primitive(weights),
         },
     }
 }
 
 #[derive(Debug)]
 struct FusedBatchNorm<const MATERIALISE: bool>;
-
-fn tensor<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(p))
-}
 
 impl<B: Backend, const MATERIALISE: bool> Backward<B, 3> for FusedBatchNorm<MATERIALISE> {
     type State = Saved<B>;
@@ -142,17 +127,14 @@ impl<B: Backend, const MATERIALISE: bool> Backward<B, 3> for FusedBatchNorm<MATE
         let normalised: Tensor<B, 4> = tensor(ops.state.normalised);
         let weights: Tensor<B, 2> = tensor(ops.state.weights);
         // Σdy/M and Σ(dy·x̂)/M per channel.
-        let mean_dy = channel_mean(dy.clone(), &weights);
-        let mean_dy_x = channel_mean(dy.clone() * normalised.clone(), &weights);
+        let mean_dy = crate::ops::channel_sums(dy.clone(), &weights);
+        let mean_dy_x = crate::ops::channel_sums(dy.clone() * normalised.clone(), &weights);
         if let Some(node) = node_beta {
-            grads.register::<B>(
-                node.id,
-                mean_dy.clone().mul_scalar(m).into_primitive().tensor(),
-            );
+            grads.register::<B>(node.id, primitive(mean_dy.clone().mul_scalar(m)));
         }
         if let Some(node) = node_gamma {
             let g = mean_dy_x.clone().mul_scalar(m);
-            grads.register::<B>(node.id, g.into_primitive().tensor());
+            grads.register::<B>(node.id, primitive(g));
         }
         if let Some(node) = node_x {
             let scale: Tensor<B, 1> = tensor(ops.state.scale);
@@ -161,7 +143,7 @@ impl<B: Backend, const MATERIALISE: bool> Backward<B, 3> for FusedBatchNorm<MATE
                 - normalised * pc::<B, MATERIALISE>(scale.clone() * mean_dy_x, n)
                 - pc::<B, MATERIALISE>(scale * mean_dy, n);
             debug_assert_eq!(dx.dims(), [n, c, h, w]);
-            grads.register::<B>(node.id, dx.into_primitive().tensor());
+            grads.register::<B>(node.id, primitive(dx));
         }
     }
 }
@@ -170,9 +152,9 @@ impl<B: Backend, const MATERIALISE: bool> Backward<B, 3> for FusedBatchNorm<MATE
 fn fused_batch_norm<B: Backend, C: CheckpointStrategy, const MATERIALISE: bool>(
     step: BatchNormStep<Autodiff<B, C>>,
 ) -> BatchNormStepOutput<Autodiff<B, C>> {
-    let xp = step.x.into_primitive().tensor();
-    let gp = step.gamma.into_primitive().tensor();
-    let bp = step.beta.into_primitive().tensor();
+    let xp = primitive(step.x);
+    let gp = primitive(step.gamma);
+    let bp = primitive(step.beta);
     let nodes = [xp.node.clone(), gp.node.clone(), bp.node.clone()];
     let out = forward::<B, MATERIALISE>(
         tensor(xp.primitive),
@@ -180,7 +162,7 @@ fn fused_batch_norm<B: Backend, C: CheckpointStrategy, const MATERIALISE: bool>(
         tensor(bp.primitive),
         step.epsilon,
     );
-    let y = out.y.into_primitive().tensor();
+    let y = primitive(out.y);
     let y = match FusedBatchNorm::<MATERIALISE>
         .prepare::<C>(nodes)
         .compute_bound()
@@ -191,7 +173,7 @@ fn fused_batch_norm<B: Backend, C: CheckpointStrategy, const MATERIALISE: bool>(
     };
     let m = step.momentum;
     let update = |old: Tensor<Autodiff<B, C>, 1>, batch: Tensor<B, 1>| {
-        Tensor::from_inner(old.inner().mul_scalar(1.0 - m) + batch.mul_scalar(m))
+        Tensor::from_inner(super::mode::running_update(old.inner(), batch, m))
     };
     let y = tensor(y);
     BatchNormStepOutput {
@@ -215,20 +197,6 @@ mod tests {
     use burn_flex::Flex;
 
     use crate::test_util::TAd as TB;
-
-    /// The step `mode::batch_norm` hands a registered function for layer `bn` and input `x`.
-    fn step_of(bn: &burn::nn::BatchNorm<TB>, x: Tensor<TB, 4>, relu: bool) -> BatchNormStep<TB> {
-        BatchNormStep {
-            x,
-            gamma: bn.gamma.val(),
-            beta: bn.beta.val(),
-            running_mean: bn.running_mean.value_sync(),
-            running_var: bn.running_var.value_sync(),
-            epsilon: bn.epsilon,
-            momentum: bn.momentum,
-            relu,
-        }
-    }
 
     /// The fused op against the op-by-op version (itself checked against burn's layer):
     /// output, running statistics and the gradients of x, γ and β under a loss that weights
@@ -261,7 +229,7 @@ mod tests {
                         PerChannel::Broadcast => fused_batch_norm::<Flex, NoCheckpointing, false>,
                         PerChannel::Materialise => fused_batch_norm::<Flex, NoCheckpointing, true>,
                     };
-                    let out = f(step_of(&bn, xx.clone(), relu));
+                    let out = f(crate::nn::mode::step_for(&bn, xx.clone(), relu));
                     bn.running_mean.update(out.running_mean);
                     bn.running_var.update(out.running_var);
                     out.y
@@ -285,7 +253,7 @@ mod tests {
         let step = BatchNormStep {
             gamma: bn.gamma.val().detach(),
             beta: bn.beta.val().detach(),
-            ..step_of(&bn, x.clone(), false)
+            ..crate::nn::mode::step_for(&bn, x.clone(), false)
         };
         let untracked = fused_batch_norm::<Flex, NoCheckpointing, false>(step);
         untracked.y.into_data().assert_approx_eq(&reference[0], tol);
