@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The CUDA training step before and after the launch-count work, in one short device call
 # (after `bash bench/gpu/setup.sh`): owed item 12 of docs/results.md.
-#   .gpu/xtask-cuda         this commit: flat optimiser, batch norm as CubeCL kernels
-#                           (CFX_BATCH_NORM=fused / ops: the tensor-op versions, same binary)
+#   .gpu/xtask-cuda         this commit: flat optimiser gathered by the pack kernel, batch norm
+#                           and the affine half-step as CubeCL kernels. Same binary: `affine`
+#                           runs the half-step with tensor ops (CFX_AFFINE=ops), `cat` also
+#                           gathers with `cat` (CFX_PACK=cat), `fused` / `ops` also run batch
+#                           norm with tensor ops (CFX_BATCH_NORM=fused / ops)
 #   .gpu/xtask-cuda-before  optional, a build of 1d89075 (per-tensor optimiser, op-by-op batch norm)
 # Each variant runs `bench step --backends cuda --breakdown` with CFX_CONV=gemm, in alternating
 # order over ROUNDS rounds [2], so that order effects show. Comes back as $OUT/step-ab.tar
@@ -15,24 +18,34 @@ W=/tmp/step-ab
 mkdir -p "$W"
 BIN=${BIN:-.gpu/xtask-cuda}
 BEFORE=${BEFORE:-.gpu/xtask-cuda-before}
-variants=(kernels fused ops)
+variants=(kernels affine cat fused ops)
 [ -x "$BEFORE" ] && variants+=(before)
 run() { # variant round
-  local bin=$BIN bn=$1
-  [ "$1" = before ] && bin=$BEFORE && bn=ops
+  # Each variant drops one more kernel: kernels → affine → cat → fused → ops.
+  local bin=$BIN bn=kernels pack=kernel affine=kernel
+  case $1 in
+    affine) affine=ops ;;
+    cat) affine=ops pack=cat ;;
+    fused) affine=ops pack=cat bn=fused ;;
+    ops | before) affine=ops pack=cat bn=ops ;;
+  esac
+  [ "$1" = before ] && bin=$BEFORE
   # shellcheck disable=SC2086 # EXTRA is a list of flags
-  CFX_CONV=gemm CFX_BATCH_NORM=$bn timeout "${BOX:-90}" "$bin" bench step \
+  CFX_CONV=gemm CFX_BATCH_NORM=$bn CFX_PACK=$pack CFX_AFFINE=$affine timeout "${BOX:-90}" "$bin" bench step \
     --backends "${BACKEND:-cuda}" --steps "${STEPS:-20}" --warmup "${WARMUP:-3}" --breakdown \
     --json "$W/$1-$2.json" ${EXTRA:-} >"$W/$1-$2.log" 2>&1
   echo "round $2 $1 (rc $?): $(grep -E 'ms/step|forward [0-9.]+ ms' "$W/$1-$2.log" | tr -s ' ' | tr '\n' ' ')"
 }
-# The batch-norm kernels' test first, when its binary is carried (`cargo test --release -p
-# cfx-linalg --features cuda --test batch_norm --no-run --target-dir target/cuda`, stripped and
-# xz'd into .gpu/batch_norm-test.xz like the others): the timings mean little if it fails.
-if [ -x .gpu/batch_norm-test ]; then
-  timeout "${BOX:-90}" .gpu/batch_norm-test >"$W/batch_norm-test.log" 2>&1
-  echo "batch_norm kernel test (rc $?): $(grep -E 'test result' "$W/batch_norm-test.log")"
-fi | tee "$W/test-summary.txt"
+# The kernels' tests first, when their binaries are carried (`cargo test --release -p
+# cfx-linalg --features cuda --test batch_norm --test pack --test affine --no-run --target-dir
+# target/cuda`, stripped and xz'd into .gpu/<name>-test.xz like the others): the timings mean
+# little if one fails.
+for t in batch_norm pack affine; do
+  if [ -x ".gpu/$t-test" ]; then
+    timeout "${BOX:-90}" ".gpu/$t-test" >"$W/$t-test.log" 2>&1
+    echo "$t kernel test (rc $?): $(grep -E 'test result' "$W/$t-test.log")"
+  fi
+done | tee "$W/test-summary.txt"
 for r in $(seq 1 "${ROUNDS:-2}"); do
   if [ $((r % 2)) = 1 ]; then order=("${variants[@]}"); else order=($(printf '%s\n' "${variants[@]}" | tac)); fi
   for v in "${order[@]}"; do run "$v" "$r"; done

@@ -12,5 +12,6 @@ pub mod helix;
 pub mod interrupt;
 pub mod inverse_trace;
 pub mod logdet;
+pub mod op_settings;
 pub mod tangent;
 pub mod train;

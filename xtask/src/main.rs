@@ -58,14 +58,9 @@ fn run(cli: Cli) -> Result<()> {
             .map_err(|e: String| anyhow::anyhow!("CFX_CONV: {e}"))?;
         cfx_flows::nn::set_conv_strategy(strategy);
     }
-    // How training batch norm runs: also only a speed setting.
-    let batch_norm = match std::env::var("CFX_BATCH_NORM") {
-        Ok(s) => s
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("CFX_BATCH_NORM: {e}"))?,
-        Err(_) => Default::default(),
-    };
-    xtask::backend::register_backend_ops(batch_norm);
+    // Which backend-specific ops run (training batch norm, the optimiser's gathering, the
+    // couplings' affine half-step): also only speed settings (xtask::op_settings).
+    xtask::op_settings::register_backend_ops(xtask::op_settings::OpSettings::from_env()?);
     if matches!(cli.command, Command::Train(_)) {
         xtask::interrupt::install()?;
     }

@@ -5,16 +5,20 @@
 //! Seed 004 (thesis ch. 2 and Papers 1–2) and `shared/docs/spec-fasth-fastfid.md` are the
 //! sources; where the code departs from them the doc comment says so.
 
+pub mod affine;
 mod autodiff;
 mod backend;
 pub mod batch_norm;
 #[cfg(feature = "cubecl")]
 pub mod conv_gemm;
 pub mod convert;
+#[cfg(feature = "cubecl")]
+mod cube_util;
 mod error;
 pub mod fasth;
 pub mod fid;
 pub mod layers;
+pub mod pack;
 #[cfg(test)]
 mod test_util;
 

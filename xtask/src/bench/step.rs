@@ -31,6 +31,10 @@ pub struct StepTiming {
     pub conv: String,
     /// Training batch norm: `kernels`, `fused` or `ops` (`CFX_BATCH_NORM`).
     pub batch_norm: String,
+    /// How the optimiser gathers its vectors: `kernel` or `cat` (`CFX_PACK`).
+    pub pack: String,
+    /// The couplings' affine half-step: `kernel` or `ops` (`CFX_AFFINE`).
+    pub affine: String,
     /// Medians of forward / backward / optimiser with a device sync after each
     /// (`--breakdown`; the syncs cost a little overlap, so their sum exceeds `median_ms`).
     pub breakdown_ms: Option<[f64; 3]>,
@@ -107,6 +111,8 @@ impl BackendJob for StepJob {
         });
         let median = super::upper_median(&mut times.clone());
         let n = self.batch.len();
+        use crate::op_settings::OpSetting;
+        let ops = crate::op_settings::op_settings();
         Ok(StepTiming {
             backend: backend.to_string(),
             batch_size: n,
@@ -116,10 +122,9 @@ impl BackendJob for StepJob {
             images_per_second: n as f64 / (median / 1e3),
             replicas: self.replicas,
             conv: cfx_flows::nn::conv_strategy().name().to_string(),
-            batch_norm: crate::backend::batch_norm_impl()
-                .on(backend)
-                .name()
-                .to_string(),
+            batch_norm: ops.batch_norm.on(backend).name().to_string(),
+            pack: ops.pack.on(backend).name().to_string(),
+            affine: ops.affine.on(backend).name().to_string(),
             breakdown_ms,
         })
     }
@@ -147,12 +152,14 @@ pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
         };
         let t = run_on(b, job)?;
         println!(
-            "{:<8} batch {:>4} replicas {} conv {} batch norm {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
+            "{:<8} batch {:>4} replicas {} conv {} batch norm {} pack {} affine {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
             t.backend,
             t.batch_size,
             t.replicas,
             t.conv,
             t.batch_norm,
+            t.pack,
+            t.affine,
             t.median_ms,
             t.mean_ms,
             t.images_per_second

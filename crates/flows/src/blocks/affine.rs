@@ -1,15 +1,41 @@
 //! The affine half-step shared by IB-INN's coupling blocks.
 
 use burn::prelude::*;
+use cfx_linalg::affine::{AffineFn, AffineStep};
 
 use crate::ops::sum_per_sample;
+
+/// Makes `f` the affine half-step of backend `B` (xtask registers
+/// `cfx_linalg::affine::affine_train_cube` for `Autodiff` over cuda and wgpu): the same numbers
+/// as the tensor ops below in a few kernel launches. It is not used under DeepLift's rescale
+/// rule, which changes the soft clamp's `tanh` ([`crate::nn::mode::rescale_pairs`]).
+pub fn register_affine<B: Backend>(f: AffineFn<B>) {
+    crate::nn::registry::register(f);
+}
 
 /// `y = x·exp(s) + t` with `s = clamp·tanh(pre·a_s)` and `[a_s, t] = a` split along channels.
 ///
 /// The soft clamp bounds each log-scale to `±clamp`, which keeps deep stacks of couplings
 /// from blowing up (FrEIA issue #38); `pre` is 0.1 in the all-in-one block and 0.2 in the
-/// downsampling block, as in the reference. Returns `(y, Σ s)`.
+/// downsampling block, as in the reference. Returns `(y, Σ s)`. A backend with a registered
+/// half-step ([`register_affine`]) takes that instead.
 pub(crate) fn affine_forward<B: Backend>(
+    x: Tensor<B, 4>,
+    a: Tensor<B, 4>,
+    clamp: f64,
+    pre: f64,
+) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    if !crate::nn::mode::is_rescale()
+        && let Some(f) = crate::nn::registry::registered::<AffineFn<B>>()
+    {
+        let out = f(AffineStep { x, a, clamp, pre });
+        return (out.y, out.log_det);
+    }
+    affine_by_ops(x, a, clamp, pre)
+}
+
+/// [`affine_forward`] with tensor ops, whatever is registered.
+fn affine_by_ops<B: Backend>(
     x: Tensor<B, 4>,
     a: Tensor<B, 4>,
     clamp: f64,
@@ -40,4 +66,50 @@ fn split_scale_shift<B: Backend>(
     let s = a.clone().narrow(1, 0, c).mul_scalar(pre);
     let s = crate::nn::mode::tanh(s).mul_scalar(clamp);
     (s, a.narrow(1, c, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Autodiff;
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    use burn_flex::Flex;
+    use cfx_linalg::affine::AffineStepOutput;
+    use std::cell::Cell;
+
+    /// The type the batch-norm registration test uses too: this test registers a half-step
+    /// that computes the same numbers as the tensor ops, so neither disturbs the other.
+    type Ad = Autodiff<Flex, BalancedCheckpointing>;
+
+    thread_local! {
+        // Per thread: the batch-norm test may run the half-step on another thread meanwhile.
+        static CALLS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn calls() -> usize {
+        CALLS.with(Cell::get)
+    }
+
+    fn counting(step: AffineStep<Ad>) -> AffineStepOutput<Ad> {
+        CALLS.with(|c| c.set(c.get() + 1));
+        let (y, log_det) = affine_by_ops(step.x, step.a, step.clamp, step.pre);
+        AffineStepOutput { y, log_det }
+    }
+
+    #[test]
+    fn a_registered_half_step_is_taken_except_under_the_rescale_rule() {
+        register_affine::<Ad>(counting);
+        let dev = Default::default();
+        let x = Tensor::<Ad, 4>::ones([2, 1, 2, 2], &dev);
+        let a = Tensor::<Ad, 4>::ones([2, 2, 2, 2], &dev);
+        let before = calls();
+        let (y, _) = affine_forward(x.clone(), a.clone(), 0.7, 0.1);
+        assert_eq!(calls(), before + 1);
+        let (want, _) = affine_by_ops(x.clone(), a.clone(), 0.7, 0.1);
+        y.into_data().assert_eq(&want.into_data(), true);
+        // DeepLift's rule rewrites the soft clamp's tanh: only the tensor ops know it.
+        let _guard = crate::nn::mode::rescale_pairs();
+        let _ = affine_forward(x, a, 0.7, 0.1);
+        assert_eq!(calls(), before + 1);
+    }
 }

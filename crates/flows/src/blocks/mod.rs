@@ -17,6 +17,7 @@ mod squeeze;
 mod svd_conv;
 
 pub use actnorm::{ActNorm, ActNormConfig};
+pub use affine::register_affine;
 pub use aio_coupling::{AllInOneCoupling, AllInOneCouplingConfig};
 pub use dct::DctPooling;
 pub use downsample_coupling::{DownsampleCoupling, DownsampleCouplingConfig};

@@ -7,7 +7,7 @@ mod dropout2d;
 mod fused_batch_norm;
 mod init;
 pub mod mode;
-mod registry;
+pub mod registry;
 mod subnet;
 
 pub use batch_norm::{

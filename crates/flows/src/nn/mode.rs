@@ -81,6 +81,11 @@ pub fn is_inference<B: Backend>(device: &B::Device) -> bool {
     mode().inference || !B::ad_enabled(device)
 }
 
+/// Whether DeepLift's rescale rule ([`rescale_pairs`]) is active.
+pub(crate) fn is_rescale() -> bool {
+    mode().rescale
+}
+
 const RESCALE_EPS: f64 = 1e-6;
 
 /// Applies `f` with the rescale rule when [`rescale_pairs`] is active; `df` is its derivative.

@@ -19,7 +19,7 @@ fn table() -> &'static Table {
 }
 
 /// Makes `f` the registered function of its type (a later call replaces it).
-pub(crate) fn register<F: Any + Send + Sync + Copy>(f: F) {
+pub fn register<F: Any + Send + Sync + Copy>(f: F) {
     table()
         .write()
         .unwrap_or_else(|e| e.into_inner())
@@ -27,7 +27,7 @@ pub(crate) fn register<F: Any + Send + Sync + Copy>(f: F) {
 }
 
 /// The function registered for type `F`, if any.
-pub(crate) fn registered<F: Any + Copy>() -> Option<F> {
+pub fn registered<F: Any + Copy>() -> Option<F> {
     table()
         .read()
         .unwrap_or_else(|e| e.into_inner())

@@ -38,35 +38,12 @@ use cubecl::prelude::{CubeCount, CubeDim, InputScalar};
 
 use super::{BatchNormStep, BatchNormStepOutput};
 use crate::convert::{empty_like, primitive, tensor};
+use crate::cube_util::{MAX_CUBES, UNITS, elementwise_cubes};
 use kernels::{apply_kernel, grad_input_kernel, grad_sums_kernel, stats_kernel};
 
-/// Units per cube; a power of two (the shared-memory reduction halves it).
-const UNITS: usize = 256;
-/// Cubes of the elementwise kernels at most (each unit then loops over its share).
-const MAX_CUBES: usize = 65_535;
-
 mod kernels {
+    use crate::cube_util::cube_sum;
     use cubecl::prelude::*;
-
-    /// The sum of `value` over the cube's units (all of them must call it).
-    #[cube]
-    fn cube_sum<F: Float>(shared: &mut SharedMemory<F>, value: F) -> F {
-        let u = UNIT_POS_X as usize;
-        shared[u] = value;
-        sync_cube();
-        let mut stride = CUBE_DIM_X as usize / 2;
-        while stride > 0 {
-            if u < stride {
-                shared[u] = shared[u] + shared[u + stride];
-            }
-            sync_cube();
-            stride /= 2;
-        }
-        let total = shared[0];
-        // Nobody may overwrite `shared` before every unit has read the total.
-        sync_cube();
-        total
-    }
 
     /// Where value `i` (of the `N·H·W`) of channel `c` of the `[N, C, H, W]` tensor `t` is, by
     /// `t`'s strides: burn-cubecl's direct convolution hands on its output as a permuted view,
@@ -250,11 +227,6 @@ mod kernels {
             i += step;
         }
     }
-}
-
-/// Cubes for an elementwise kernel over `n` values.
-fn elementwise_cubes(n: usize) -> CubeCount {
-    CubeCount::Static(n.div_ceil(UNITS).clamp(1, MAX_CUBES) as u32, 1, 1)
 }
 
 struct Forward<R: CubeRuntime> {

@@ -11,10 +11,11 @@
 //! two), and the IB-INN
 //! has 410 tensors, so on the GPU the optimiser was launch-bound ("Where the CUDA step time
 //! goes" in docs/results.md). Here the gradients and the parameters are each copied into one
-//! vector (one `cat`: a launch per tensor and per padding), the whole update is a dozen launches
-//! over that vector, and the new parameters are views of the result: each tensor's segment is
-//! padded to [`ALIGN`] elements so that burn-cubecl slices it without a copy. Measured in
-//! docs/results.md, "The optimiser as one flat vector".
+//! vector (`cfx_linalg::pack`: on the cube backends a kernel launch per 16 tensors, elsewhere
+//! one `cat`), the whole update is a dozen launches over that vector, and the new parameters
+//! are views of the result: each tensor's segment is padded to [`ALIGN`] elements so that
+//! burn-cubecl slices it without a copy. Measured in docs/results.md, "The optimiser as one
+//! flat vector" and "Gathering the optimiser's vectors in one kernel".
 //!
 //! The record keeps burn's format (one `OptimizerAdaptor<Sgd>` record per group, a velocity per
 //! parameter), so checkpoints written by the earlier per-tensor optimiser resume here and the
@@ -31,6 +32,9 @@ use burn::optim::{GradientsParams, Optimizer, Sgd, SgdState};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, Record};
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use cfx_linalg::convert::{primitive, tensor};
+use cfx_linalg::pack::{PackFn, pack_by_cat};
 
 /// Hyper-parameters of one group; `lr_factor` multiplies the scheduled learning rate.
 #[derive(Debug, Clone, Copy)]
@@ -140,7 +144,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupedSgd<B, M> {
         let Gather {
             slots, g, p, total, ..
         } = gather;
-        let Some(device) = g.first().map(Tensor::device) else {
+        let Some(device) = g.first().map(Inner::<B>::float_device) else {
             let device = model
                 .devices()
                 .into_iter()
@@ -148,8 +152,8 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupedSgd<B, M> {
                 .expect("model has a device");
             return (model, Tensor::zeros([1], &device));
         };
-        let g = pack(g, &slots, total, &device);
-        let p = pack(p, &slots, total, &device);
+        let g = pack(g, &slots, total);
+        let p = pack(p, &slots, total);
         let mut flat = self.flat_for(slots, total, &device);
 
         let norm = g.clone().square().sum().sqrt();
@@ -206,8 +210,9 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupedSgd<B, M> {
                     .filter(|v| v.dims()[0] == n)
                     .unwrap_or_else(|| Tensor::zeros([n], device))
             })
+            .map(primitive)
             .collect();
-        let velocity = pack(parts, &slots, total, device);
+        let velocity = pack(parts, &slots, total);
         let per_element = |f: &dyn Fn(&SgdGroup) -> f64| {
             let mut host = vec![0f32; total];
             for s in &slots {
@@ -268,29 +273,20 @@ fn group_of(groups: &[(Vec<ParamId>, SgdGroup)], id: ParamId) -> usize {
         .unwrap_or(0)
 }
 
-/// Lays `parts` (flattened tensors) out as `slots` in one zero-padded vector, with one `cat`:
-/// burn-cubecl's is one in-place copy per part or padding, and flex (burn 0.21) copies its
-/// whole destination on every `slice_assign`, which made filling a zeroed vector part by part
-/// cost 0.8 s per IB-INN step on the CPU.
-fn pack<IB: Backend>(
-    parts: Vec<Tensor<IB, 1>>,
-    slots: &[Slot],
-    total: usize,
-    device: &IB::Device,
-) -> Tensor<IB, 1> {
-    let filler = Tensor::<IB, 1>::zeros([ALIGN], device);
-    let mut pieces = Vec::with_capacity(2 * parts.len());
-    for (t, s) in parts.into_iter().zip(slots) {
-        let len = s.range().len();
-        pieces.push(t);
-        let pad = len.next_multiple_of(ALIGN) - len;
-        if pad > 0 {
-            pieces.push(filler.clone().slice(0..pad));
-        }
-    }
-    let flat = Tensor::cat(pieces, 0);
+/// Lays `parts` out as `slots` in one zero-padded vector: with the pack function registered
+/// for the backend (xtask registers `cfx_linalg::pack::pack_cube` for cuda and wgpu), else
+/// with one `cat` (`cfx_linalg::pack::pack_by_cat`).
+fn pack<IB: Backend>(parts: Vec<FloatTensor<IB>>, slots: &[Slot], total: usize) -> Tensor<IB, 1> {
+    let offsets: Vec<usize> = slots.iter().map(|s| s.offset).collect();
+    let f = cfx_flows::nn::registry::registered::<PackFn<IB>>().unwrap_or(pack_by_cat::<IB>);
+    let flat = tensor::<IB, 1>(f(parts, &offsets, total));
     debug_assert_eq!(flat.dims()[0], total);
     flat
+}
+
+/// Makes `f` the way [`GroupedSgd`] gathers its vectors on backend `IB` (see [`pack`]).
+pub fn register_pack<IB: Backend>(f: PackFn<IB>) {
+    cfx_flows::nn::registry::register(f);
 }
 
 /// Takes each parameter's gradient and value, flattened, and lays out their slots.
@@ -298,8 +294,10 @@ struct Gather<'a, IB: Backend> {
     grads: &'a mut GradientsParams,
     groups: &'a [(Vec<ParamId>, SgdGroup)],
     slots: Vec<Slot>,
-    g: Vec<Tensor<IB, 1>>,
-    p: Vec<Tensor<IB, 1>>,
+    /// Unflattened: a flattening `reshape` copies a tensor that is not contiguous, and the
+    /// pack kernel reads any layout.
+    g: Vec<FloatTensor<IB>>,
+    p: Vec<FloatTensor<IB>>,
     total: usize,
 }
 
@@ -323,8 +321,8 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B::InnerBackend> {
             shape,
             offset: self.total,
         });
-        self.g.push(g.reshape([n]));
-        self.p.push(value.reshape([n]));
+        self.g.push(primitive(g));
+        self.p.push(primitive(value));
         self.total += n.next_multiple_of(ALIGN);
     }
 }

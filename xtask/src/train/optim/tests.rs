@@ -11,7 +11,7 @@ struct Two<B: Backend> {
     b: Param<Tensor<B, 1>>,
 }
 
-fn model() -> Two<AB> {
+fn model<B: Backend>() -> Two<B> {
     let d = Default::default();
     Two {
         a: LinearConfig::new(2, 1).with_bias(false).init(&d),
@@ -27,9 +27,9 @@ fn values(m: &Two<AB>) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// loss = Σ a·x + 10·Σ b: ∂/∂a = x = (3, 4), ∂/∂b = (10, 10); ‖g‖ = √(9+16+200) = 15.
-fn grads(m: &Two<AB>) -> <AB as AutodiffBackend>::Gradients {
+fn grads<B: AutodiffBackend>(m: &Two<B>) -> B::Gradients {
     let d = Default::default();
-    let x = Tensor::<AB, 2>::from_floats([[3.0, 4.0]], &d);
+    let x = Tensor::<B, 2>::from_floats([[3.0, 4.0]], &d);
     (m.a.forward(x).sum() + m.b.val().sum().mul_scalar(10.0)).backward()
 }
 
@@ -57,6 +57,45 @@ fn clips_by_the_global_norm_and_applies_group_learning_rates() {
     assert!((a0[0] - a1[0] - 0.1 * 0.3).abs() < 1e-6, "{a0:?} {a1:?}");
     assert!((a0[1] - a1[1] - 0.1 * 0.4).abs() < 1e-6);
     assert!((b0[0] - b1[0] - 0.3 * 1.0).abs() < 1e-6, "{b0:?} {b1:?}");
+}
+
+/// Counts its calls and packs as the portable version does, so that it changes nothing for
+/// the other tests of this process that step on ndarray.
+#[cfg(feature = "ndarray")]
+fn counting_pack(
+    parts: Vec<FloatTensor<burn::backend::NdArray>>,
+    offsets: &[usize],
+    total: usize,
+) -> FloatTensor<burn::backend::NdArray> {
+    PACKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    pack_by_cat::<burn::backend::NdArray>(parts, offsets, total)
+}
+
+#[cfg(feature = "ndarray")]
+static PACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(feature = "ndarray")]
+#[test]
+fn a_registered_pack_gathers_the_vectors() {
+    type NB = Autodiff<burn::backend::NdArray>;
+    register_pack::<burn::backend::NdArray>(counting_pack);
+    let m = model::<NB>();
+    let a0: Vec<f32> = m.a.weight.val().into_data().to_vec().unwrap();
+    let plain = SgdGroup {
+        lr_factor: 1.0,
+        momentum: 0.0,
+        weight_decay: 0.0,
+    };
+    let mut opt = GroupedSgd::<NB, Two<NB>>::new(plain, None);
+    let before = PACKS.load(std::sync::atomic::Ordering::SeqCst);
+    let g = grads(&m);
+    let (m, _) = opt.step(0.1, m, g);
+    let calls = PACKS.load(std::sync::atomic::Ordering::SeqCst) - before;
+    // The velocities, the gradients and the parameters.
+    assert!(calls >= 3, "the registered pack ran {calls} times");
+    let a1: Vec<f32> = m.a.weight.val().into_data().to_vec().unwrap();
+    assert!((a0[0] - a1[0] - 0.3).abs() < 1e-6, "{a0:?} {a1:?}");
+    assert!((a0[1] - a1[1] - 0.4).abs() < 1e-6, "{a0:?} {a1:?}");
 }
 
 #[test]

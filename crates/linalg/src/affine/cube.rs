@@ -1,0 +1,319 @@
+//! The affine half-step on `Autodiff<CubeBackend>` (cuda, wgpu): one CubeCL kernel forward,
+//! two backward (plus the sum of their two gradients of `a`).
+//!
+//! * forward: one cube per sample walks its `C·H·W` values, writes `y = x·exp(s) + t` and
+//!   reduces `Σ s` in shared memory;
+//! * backward of `y`: one elementwise kernel writes `∂x = gy·exp(s)`, `∂t = gy` and
+//!   `∂a_s = gy·x·exp(s)·clamp·pre·(1 − tanh²)`;
+//! * backward of `log_det`: one elementwise kernel writes `∂a_s = g[n]·clamp·pre·(1 − tanh²)`
+//!   (and 0 for the shifts).
+//!
+//! `y` and `log_det` are two autodiff nodes because burn's custom ops have one output each;
+//! autodiff adds their two gradients of `a`. The kernels read `x`, `a` and the incoming
+//! gradients by their strides: `a` is a convolution's output (burn-cubecl's direct convolution
+//! hands on a channels-last view) and `x` a channel slice of the block's input. Every tensor a
+//! kernel writes is allocated contiguous (`crate::fasth::cube` says why).
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::TensorMetadata;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+use cubecl::prelude::{CubeCount, CubeDim, InputScalar};
+
+use super::{AffineStep, AffineStepOutput};
+use crate::convert::{empty_like, primitive, tensor};
+use crate::cube_util::{MAX_CUBES, UNITS, elementwise_cubes};
+use kernels::{forward_kernel, grad_a_kernel, grad_log_det_kernel};
+
+mod kernels {
+    use crate::cube_util::cube_sum;
+    use cubecl::prelude::*;
+
+    /// Where `[n, c, h, w]` is in `t`, by its strides.
+    #[cube]
+    fn at<F: Float>(t: &Tensor<F>, n: usize, c: usize, h: usize, w: usize) -> usize {
+        n * t.stride(0) + c * t.stride(1) + h * t.stride(2) + w * t.stride(3)
+    }
+
+    /// `clamp·tanh(pre·a)` and `clamp·pre·(1 − tanh²(pre·a))`, its derivative.
+    #[cube]
+    fn soft_clamp<F: Float>(a: F, clamp: F, pre: F) -> (F, F) {
+        let th = F::tanh(pre * a);
+        (clamp * th, clamp * pre * (F::new(1.0) - th * th))
+    }
+
+    /// One cube per sample.
+    #[cube(launch)]
+    pub(super) fn forward_kernel<F: Float>(
+        x: &Tensor<F>,           // [N, C, H, W]
+        a: &Tensor<F>,           // [N, 2C, H, W]
+        y: &mut Tensor<F>,       // [N, C, H, W], contiguous
+        log_det: &mut Tensor<F>, // [N]
+        clamp: InputScalar,
+        pre: InputScalar,
+        #[comptime] units: usize,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let n = CUBE_POS_X as usize;
+        let channels = x.shape(1);
+        let width = x.shape(3);
+        let hw = x.shape(2) * width;
+        let per_sample = channels * hw;
+        let clamp = clamp.get::<F>();
+        let pre = pre.get::<F>();
+        let mut shared = SharedMemory::<F>::new(units);
+        let mut sum = F::new(0.0);
+        let mut i = UNIT_POS_X as usize;
+        while i < per_sample {
+            let c = i / hw;
+            let p = i % hw;
+            let (h, w) = (p / width, p % width);
+            let (s, _) = soft_clamp::<F>(a[at::<F>(a, n, c, h, w)], clamp, pre);
+            let t = a[at::<F>(a, n, channels + c, h, w)];
+            y[n * per_sample + i] = x[at::<F>(x, n, c, h, w)] * F::exp(s) + t;
+            sum += s;
+            i += CUBE_DIM_X as usize;
+        }
+        let total = cube_sum::<F>(&mut shared, sum);
+        if UNIT_POS_X == 0 {
+            log_det[n] = total;
+        }
+    }
+
+    /// The coordinates of value `i` of a contiguous `[N, C, H, W]` tensor shaped like `t`.
+    #[cube]
+    fn coordinates<F: Float>(t: &Tensor<F>, i: usize) -> (usize, usize, usize, usize) {
+        let width = t.shape(3);
+        let hw = t.shape(2) * width;
+        let p = i % hw;
+        let c = (i / hw) % t.shape(1);
+        (i / (hw * t.shape(1)), c, p / width, p % width)
+    }
+
+    /// `∂x` and `∂a` from the gradient `gy` of `y`, elementwise over `x`'s values.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn grad_a_kernel<F: Float>(
+        x: &Tensor<F>,      // [N, C, H, W]
+        a: &Tensor<F>,      // [N, 2C, H, W]
+        gy: &Tensor<F>,     // [N, C, H, W]
+        dx: &mut Tensor<F>, // [N, C, H, W], contiguous
+        da: &mut Tensor<F>, // [N, 2C, H, W], contiguous
+        clamp: InputScalar,
+        pre: InputScalar,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let channels = x.shape(1);
+        let hw = x.shape(2) * x.shape(3);
+        let total = x.shape(0) * channels * hw;
+        let clamp = clamp.get::<F>();
+        let pre = pre.get::<F>();
+        let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+        let mut i = ABSOLUTE_POS_X as usize;
+        while i < total {
+            let (n, c, h, w) = coordinates::<F>(x, i);
+            let (s, ds_da) = soft_clamp::<F>(a[at::<F>(a, n, c, h, w)], clamp, pre);
+            let g = gy[at::<F>(gy, n, c, h, w)];
+            let e = F::exp(s);
+            dx[i] = g * e;
+            let base = n * 2 * channels * hw + c * hw + i % hw;
+            da[base] = g * x[at::<F>(x, n, c, h, w)] * e * ds_da;
+            da[base + channels * hw] = g;
+            i += step;
+        }
+    }
+
+    /// `∂a` from the gradient `g` of `log_det = Σ s`, elementwise over the log-scales.
+    #[cube(launch)]
+    pub(super) fn grad_log_det_kernel<F: Float>(
+        a: &Tensor<F>,      // [N, 2C, H, W]
+        g: &Tensor<F>,      // [N]
+        da: &mut Tensor<F>, // [N, 2C, H, W], contiguous
+        clamp: InputScalar,
+        pre: InputScalar,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let channels = a.shape(1) / 2;
+        let hw = a.shape(2) * a.shape(3);
+        let total = a.shape(0) * channels * hw;
+        let clamp = clamp.get::<F>();
+        let pre = pre.get::<F>();
+        let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
+        let mut i = ABSOLUTE_POS_X as usize;
+        while i < total {
+            let width = a.shape(3);
+            let p = i % hw;
+            let c = (i / hw) % channels;
+            let n = i / (hw * channels);
+            let (_, ds_da) = soft_clamp::<F>(a[at::<F>(a, n, c, p / width, p % width)], clamp, pre);
+            let base = n * 2 * channels * hw + c * hw + p;
+            da[base] = g[n * g.stride(0)] * ds_da;
+            da[base + channels * hw] = F::new(0.0);
+            i += step;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Saved<R: CubeRuntime> {
+    x: CubeTensor<R>,
+    a: CubeTensor<R>,
+    clamp: f64,
+    pre: f64,
+}
+
+#[derive(Debug)]
+struct AffineY;
+
+#[derive(Debug)]
+struct AffineLogDet;
+
+impl<R, F, I, BT> Backward<CubeBackend<R, F, I, BT>, 2> for AffineY
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    type State = Saved<R>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        type B<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+        let [node_x, node_a] = ops.parents;
+        let gy = grads.consume::<B<R, F, I, BT>>(&ops.node);
+        let Saved { x, a, clamp, pre } = ops.state;
+        let [n, c, h, w] = x.shape().dims::<4>();
+        let (client, dtype) = (x.client.clone(), x.dtype);
+        let dx = empty_like(&x, &[n, c, h, w]);
+        let da = empty_like(&x, &[n, 2 * c, h, w]);
+        grad_a_kernel::launch::<R>(
+            &client,
+            elementwise_cubes(n * c * h * w),
+            CubeDim::new_1d(UNITS as u32),
+            x.into_tensor_arg(),
+            a.into_tensor_arg(),
+            gy.into_tensor_arg(),
+            dx.clone().into_tensor_arg(),
+            da.clone().into_tensor_arg(),
+            InputScalar::new(clamp, dtype),
+            InputScalar::new(pre, dtype),
+            dtype.into(),
+        );
+        if let Some(node) = node_x {
+            grads.register::<B<R, F, I, BT>>(node.id, dx);
+        }
+        if let Some(node) = node_a {
+            grads.register::<B<R, F, I, BT>>(node.id, da);
+        }
+    }
+}
+
+impl<R, F, I, BT> Backward<CubeBackend<R, F, I, BT>, 1> for AffineLogDet
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    type State = Saved<R>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        type B<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+        let [node_a] = ops.parents;
+        let g = grads.consume::<B<R, F, I, BT>>(&ops.node);
+        let Some(node) = node_a else { return };
+        let Saved { a, clamp, pre, .. } = ops.state;
+        let [n, c2, h, w] = a.shape().dims::<4>();
+        let (client, dtype) = (a.client.clone(), a.dtype);
+        let da = empty_like(&a, &[n, c2, h, w]);
+        grad_log_det_kernel::launch::<R>(
+            &client,
+            elementwise_cubes(n * (c2 / 2) * h * w),
+            CubeDim::new_1d(UNITS as u32),
+            a.into_tensor_arg(),
+            g.into_tensor_arg(),
+            da.clone().into_tensor_arg(),
+            InputScalar::new(clamp, dtype),
+            InputScalar::new(pre, dtype),
+            dtype.into(),
+        );
+        grads.register::<B<R, F, I, BT>>(node.id, da);
+    }
+}
+
+type Ad<R, F, I, BT, C> = Autodiff<CubeBackend<R, F, I, BT>, C>;
+
+/// An affine half-step on `Autodiff<CubeBackend>`: the kernels above, with their backward
+/// passes. Registered by xtask for cuda and wgpu (`cfx_flows::blocks`).
+pub fn affine_train_cube<R, F, I, BT, C>(
+    step: AffineStep<Ad<R, F, I, BT, C>>,
+) -> AffineStepOutput<Ad<R, F, I, BT, C>>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+    C: CheckpointStrategy,
+{
+    let [n, c, h, w] = step.x.dims();
+    let a_dims = step.a.dims();
+    assert_eq!(
+        a_dims,
+        [n, 2 * c, h, w],
+        "affine kernels: a must be [N, 2C, H, W] for x of [N, C, H, W] = {:?}",
+        [n, c, h, w]
+    );
+    assert!(
+        n <= MAX_CUBES,
+        "affine kernels: {n} samples, at most {MAX_CUBES} (one cube each)"
+    );
+    let xp = primitive(step.x);
+    let ap = primitive(step.a);
+    let (x, a) = (xp.primitive, ap.primitive);
+    let (client, dtype) = (x.client.clone(), x.dtype);
+    let y = empty_like(&x, &[n, c, h, w]);
+    let log_det = empty_like(&x, &[n]);
+    forward_kernel::launch::<R>(
+        &client,
+        CubeCount::Static(n as u32, 1, 1),
+        CubeDim::new_1d(UNITS as u32),
+        x.clone().into_tensor_arg(),
+        a.clone().into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        log_det.clone().into_tensor_arg(),
+        InputScalar::new(step.clamp, dtype),
+        InputScalar::new(step.pre, dtype),
+        UNITS,
+        dtype.into(),
+    );
+    let saved = Saved {
+        x,
+        a,
+        clamp: step.clamp,
+        pre: step.pre,
+    };
+    let y = match AffineY
+        .prepare::<C>([xp.node, ap.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(saved.clone(), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    let log_det = match AffineLogDet
+        .prepare::<C>([ap.node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(saved, log_det),
+        OpsKind::UnTracked(prep) => prep.finish(log_det),
+    };
+    AffineStepOutput {
+        y: tensor(y),
+        log_det: tensor(log_det),
+    }
+}

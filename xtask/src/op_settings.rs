@@ -1,0 +1,216 @@
+//! The backend-specific ops the process registers (`cfx_flows::nn::registry`), and the speed
+//! settings that choose between them: environment variables rather than flags on every
+//! command, since none of them changes a result beyond float rounding.
+//!
+//! | variable | values (default first) | what it picks |
+//! | --- | --- | --- |
+//! | `CFX_BATCH_NORM` | `kernels`, `fused`, `ops` | training batch norm (`cfx_flows::nn::mode::batch_norm`) |
+//! | `CFX_PACK` | `kernel`, `cat` | how the optimiser gathers its vectors (`train::optim`) |
+//! | `CFX_AFFINE` | `kernel`, `ops` | the couplings' affine half-step in training |
+//!
+//! (`CFX_CONV`, the subnets' convolution, is read in `main` and kept by `cfx_flows`.) The
+//! kernels exist for cuda and wgpu only, and not under `fusion`, whose tensors are not
+//! burn-cubecl's: there each setting falls back as its [`OpSetting::on`] says.
+
+use anyhow::{Result, anyhow};
+#[cfg(all(any(feature = "cuda", feature = "wgpu"), not(feature = "fusion")))]
+use burn::backend::Autodiff;
+
+use crate::backend::BackendKind;
+
+/// One setting: its variable and its named values.
+pub trait OpSetting: Copy + Default + PartialEq + 'static {
+    const VAR: &'static str;
+    const ALL: &'static [Self];
+    /// The value that stands in for the kernels where there are none.
+    const WITHOUT_KERNELS: Self;
+
+    fn name(self) -> &'static str;
+
+    /// The value of [`Self::VAR`], or the default when it is not set.
+    fn from_env() -> Result<Self> {
+        let Ok(s) = std::env::var(Self::VAR) else {
+            return Ok(Self::default());
+        };
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|v| v.name()).collect();
+                anyhow!(
+                    "{}: unknown value {s:?}: expected one of {}",
+                    Self::VAR,
+                    names.join(", ")
+                )
+            })
+    }
+
+    /// What runs on `backend` under this setting: the default (the kernels) only where the
+    /// kernels exist.
+    fn on(self, backend: BackendKind) -> Self {
+        if self == Self::default() && !has_kernels(backend) {
+            Self::WITHOUT_KERNELS
+        } else {
+            self
+        }
+    }
+}
+
+/// Whether `backend` runs the CubeCL kernels of `cfx_linalg`.
+fn has_kernels(backend: BackendKind) -> bool {
+    matches!(backend, BackendKind::Cuda | BackendKind::Wgpu) && !cfg!(feature = "fusion")
+}
+
+/// Training batch norm (`CFX_BATCH_NORM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchNormImpl {
+    /// CubeCL kernels (`cfx_linalg::batch_norm`).
+    #[default]
+    Kernels,
+    /// One autodiff op with the closed-form backward, written with tensor ops.
+    Fused,
+    /// Autodiff through the tensor ops of the definition.
+    Ops,
+}
+
+impl OpSetting for BatchNormImpl {
+    const VAR: &'static str = "CFX_BATCH_NORM";
+    const ALL: &'static [Self] = &[Self::Kernels, Self::Fused, Self::Ops];
+    const WITHOUT_KERNELS: Self = Self::Fused;
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Kernels => "kernels",
+            Self::Fused => "fused",
+            Self::Ops => "ops",
+        }
+    }
+}
+
+/// How the optimiser gathers its flat vectors (`CFX_PACK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PackImpl {
+    /// `cfx_linalg::pack::pack_cube`: a launch per 16 tensors.
+    #[default]
+    Kernel,
+    /// One `cat` of the tensors and their paddings (a launch per piece on the cube backends).
+    Cat,
+}
+
+impl OpSetting for PackImpl {
+    const VAR: &'static str = "CFX_PACK";
+    const ALL: &'static [Self] = &[Self::Kernel, Self::Cat];
+    const WITHOUT_KERNELS: Self = Self::Cat;
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Kernel => "kernel",
+            Self::Cat => "cat",
+        }
+    }
+}
+
+/// The couplings' affine half-step in training (`CFX_AFFINE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AffineImpl {
+    /// `cfx_linalg::affine::affine_train_cube`: one launch forward, three backward.
+    #[default]
+    Kernel,
+    /// Autodiff through the tensor ops of the definition.
+    Ops,
+}
+
+impl OpSetting for AffineImpl {
+    const VAR: &'static str = "CFX_AFFINE";
+    const ALL: &'static [Self] = &[Self::Kernel, Self::Ops];
+    const WITHOUT_KERNELS: Self = Self::Ops;
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Kernel => "kernel",
+            Self::Ops => "ops",
+        }
+    }
+}
+
+/// All settings, as [`register_backend_ops`] registered them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OpSettings {
+    pub batch_norm: BatchNormImpl,
+    pub pack: PackImpl,
+    pub affine: AffineImpl,
+}
+
+impl OpSettings {
+    pub fn from_env() -> Result<Self> {
+        Ok(Self {
+            batch_norm: BatchNormImpl::from_env()?,
+            pack: PackImpl::from_env()?,
+            affine: AffineImpl::from_env()?,
+        })
+    }
+}
+
+static SETTINGS: std::sync::OnceLock<OpSettings> = std::sync::OnceLock::new();
+
+/// The settings [`register_backend_ops`] registered (the defaults before it ran).
+pub fn op_settings() -> OpSettings {
+    SETTINGS.get().copied().unwrap_or_default()
+}
+
+/// Registers the backend-specific ops of the backends compiled in: `cfx_linalg::conv_gemm` as
+/// the `CFX_CONV=gemm` convolution of the GPU backends, and for each setting the op it asks
+/// for on every backend.
+pub fn register_backend_ops(settings: OpSettings) {
+    let _ = SETTINGS.set(settings);
+    /// The plain backend (inference) and its autodiff wrapper (training).
+    #[cfg(all(any(feature = "cuda", feature = "wgpu"), not(feature = "fusion")))]
+    macro_rules! register_cube {
+        ($b:ty) => {
+            cfx_flows::nn::register_gemm_conv2d::<$b>(cfx_linalg::conv_gemm::conv2d_gemm);
+            cfx_flows::nn::register_gemm_conv2d::<Autodiff<$b>>(
+                cfx_linalg::conv_gemm::conv2d_gemm_autodiff,
+            );
+            match settings.batch_norm {
+                BatchNormImpl::Kernels => cfx_flows::nn::register_batch_norm::<Autodiff<$b>>(
+                    cfx_linalg::batch_norm::batch_norm_train_cube,
+                ),
+                BatchNormImpl::Fused => cfx_flows::nn::register_fused_batch_norm::<$b>(
+                    cfx_flows::nn::PerChannel::Broadcast,
+                ),
+                BatchNormImpl::Ops => {}
+            }
+            if settings.pack == PackImpl::Kernel {
+                crate::train::optim::register_pack::<$b>(cfx_linalg::pack::pack_cube);
+            }
+            if settings.affine == AffineImpl::Kernel {
+                cfx_flows::blocks::register_affine::<Autodiff<$b>>(
+                    cfx_linalg::affine::affine_train_cube,
+                );
+            }
+        };
+    }
+    #[cfg(all(feature = "cuda", not(feature = "fusion")))]
+    register_cube!(burn::backend::Cuda);
+    #[cfg(all(feature = "wgpu", not(feature = "fusion")))]
+    register_cube!(burn::backend::Wgpu);
+    if settings.batch_norm != BatchNormImpl::Ops {
+        register_fused_batch_norms();
+    }
+}
+
+/// The fused tensor-op batch norm for the backends without kernels.
+fn register_fused_batch_norms() {
+    #[allow(unused_imports)] // a build with only the cube backends registers none here
+    use cfx_flows::nn::{PerChannel, register_fused_batch_norm};
+    // flex walks a broadcast operand element by element (`cfx_flows::ops::per_channel`).
+    #[cfg(feature = "flex")]
+    register_fused_batch_norm::<burn::backend::Flex>(PerChannel::Materialise);
+    #[cfg(feature = "ndarray")]
+    register_fused_batch_norm::<burn::backend::NdArray>(PerChannel::Materialise);
+    #[cfg(all(feature = "cuda", feature = "fusion"))]
+    register_fused_batch_norm::<burn::backend::Cuda>(PerChannel::Broadcast);
+    #[cfg(all(feature = "wgpu", feature = "fusion"))]
+    register_fused_batch_norm::<burn::backend::Wgpu>(PerChannel::Broadcast);
+}
