@@ -55,30 +55,30 @@ fn by_definition<B: Backend>(step: BatchNormStep<B>) -> BatchNormStepOutput<B> {
 }
 
 /// Output, ∂x, ∂γ, ∂β, new running mean and variance, under the loss `Σ y·weights`.
-/// With `channels_last`, x and the loss weights are `[N, H, W, C]` tensors seen as
-/// `[N, C, H, W]` (the layout burn-cubecl's direct convolution hands on), and ∂x is read in
-/// that layout.
+/// With `channels_last`, x is an `[N, H, W, C]` tensor seen as `[N, C, H, W]` (the layout
+/// burn-cubecl's direct convolution hands on), and ∂x is read in that layout; with
+/// `weights_channels_last` the loss weights (the gradient reaching y) are too.
 fn run<B: AutodiffBackend>(
     shape: [usize; 4],
-    channels_last: bool,
+    (channels_last, weights_channels_last): (bool, bool),
     relu: bool,
     f: fn(BatchNormStep<B>) -> BatchNormStepOutput<B>,
 ) -> [Vec<f32>; 6] {
     let dev = Default::default();
     let [n, c, h, w] = shape;
-    let stored = if channels_last { [n, h, w, c] } else { shape };
-    let view = |t: Tensor<B, 4>| {
-        if channels_last {
-            t.permute([0, 3, 1, 2])
-        } else {
-            t
-        }
+    let stored = |last: bool| if last { [n, h, w, c] } else { shape };
+    let view = |t: Tensor<B, 4>, last: bool| {
+        if last { t.permute([0, 3, 1, 2]) } else { t }
     };
-    let leaf = Tensor::<B, 4>::from_data(data(stored, 1, 2.0, 0.7), &dev).require_grad();
-    let x = view(leaf.clone());
+    let leaf =
+        Tensor::<B, 4>::from_data(data(stored(channels_last), 1, 2.0, 0.7), &dev).require_grad();
+    let x = view(leaf.clone(), channels_last);
     let gamma = Tensor::<B, 1>::from_data(data([c], 2, 1.0, 1.0), &dev).require_grad();
     let beta = Tensor::<B, 1>::from_data(data([c], 3, 0.5, 0.0), &dev).require_grad();
-    let weights = view(Tensor::<B, 4>::from_data(data(stored, 4, 1.0, 0.0), &dev));
+    let weights = view(
+        Tensor::<B, 4>::from_data(data(stored(weights_channels_last), 4, 1.0, 0.0), &dev),
+        weights_channels_last,
+    );
     let step = BatchNormStep {
         x: x.clone(),
         gamma: gamma.clone(),
@@ -117,20 +117,86 @@ fn kernels_match_the_definition() {
         [128, 64, 7, 7],
         [7, 1, 3, 3],
     ] {
-        for (channels_last, relu) in [(false, false), (true, false), (false, true), (true, true)] {
-            let gpu = run::<Autodiff<Gpu>>(shape, channels_last, relu, batch_norm_train_cube);
-            let cpu = run::<Autodiff<Flex>>(shape, channels_last, relu, by_definition);
+        for (layouts, relu) in [
+            ((false, false), false),
+            ((true, true), false),
+            ((true, false), false),
+            ((false, true), false),
+            ((false, false), true),
+            ((true, true), true),
+            ((true, false), true),
+        ] {
+            let gpu = run::<Autodiff<Gpu>>(shape, layouts, relu, batch_norm_train_cube);
+            let cpu = run::<Autodiff<Flex>>(shape, layouts, relu, by_definition);
             let names = ["y", "dx", "dgamma", "dbeta", "running mean", "running var"];
             for (name, (a, b)) in names.iter().zip(gpu.iter().zip(&cpu)) {
                 let (err, scale) = max_error(a, b);
                 if err > 1e-4 * scale {
                     failures.push(format!(
-                        "{shape:?} channels-last {channels_last} relu {relu} {name}: max error \
-                         {err} (scale {scale})"
+                        "{shape:?} channels-last (x, dy) {layouts:?} relu {relu} {name}: max \
+                         error {err} (scale {scale})"
                     ));
                 }
             }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The output and ∂x take x's layout: channels-last from a convolution stays channels-last for
+/// the next one, which would otherwise copy it (docs/results.md, "Batch norm in its input's
+/// layout").
+#[test]
+fn output_and_input_gradient_keep_the_input_layout() {
+    let dev = Default::default();
+    let [n, c, h, w] = [3, 4, 5, 6];
+    for channels_last in [false, true] {
+        let stored = if channels_last {
+            [n, h, w, c]
+        } else {
+            [n, c, h, w]
+        };
+        let leaf =
+            Tensor::<Autodiff<Gpu>, 4>::from_data(data(stored, 1, 1.0, 0.0), &dev).require_grad();
+        let x = if channels_last {
+            leaf.clone().permute([0, 3, 1, 2])
+        } else {
+            leaf.clone()
+        };
+        let out = batch_norm_train_cube(BatchNormStep {
+            x,
+            gamma: Tensor::ones([c], &dev),
+            beta: Tensor::zeros([c], &dev),
+            running_mean: Tensor::zeros([c], &dev),
+            running_var: Tensor::ones([c], &dev),
+            epsilon: EPSILON,
+            momentum: MOMENTUM,
+            relu: false,
+        });
+        let want = if channels_last {
+            [h * w * c, 1, w * c, c]
+        } else {
+            [c * h * w, h * w, w, 1]
+        };
+        let y = out.y.clone().inner().into_primitive().tensor();
+        assert_eq!(
+            y.meta.strides()[..],
+            want,
+            "y, channels-last {channels_last}"
+        );
+        // ∂x in x's layout is, after permute's backward, contiguous in the leaf's.
+        let grads = out.y.sum().backward();
+        let dx = leaf.grad(&grads).unwrap().into_primitive().tensor();
+        let want_leaf = [
+            stored[1] * stored[2] * stored[3],
+            stored[2] * stored[3],
+            stored[3],
+            1,
+        ];
+        assert_eq!(
+            dx.meta.strides()[..],
+            want_leaf,
+            "dx, channels-last {channels_last}"
+        );
+    }
 }
