@@ -121,3 +121,34 @@ fn kernel_matches_cat() {
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A part longer than its share of one launch's cubes (4 095 cubes of 256 units): the units
+/// loop over the rest.
+#[test]
+fn a_part_longer_than_its_cubes_is_copied_whole() {
+    let n = 4095 * 256 + 1000;
+    let values = random_values(n, 9);
+    let gpu =
+        Tensor::<Gpu, 1>::from_data(TensorData::new(values.clone(), [n]), &Default::default());
+    let small = Tensor::<Gpu, 1>::from_data([1.0, 2.0], &Default::default());
+    let out = pack_cube(
+        vec![
+            small.into_primitive().tensor(),
+            gpu.into_primitive().tensor(),
+        ],
+        &[0, 5],
+        n + 8,
+    );
+    let got = Tensor::<Gpu, 1>::from_primitive(TensorPrimitive::Float(out))
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let mut want = vec![1.0, 2.0, 0.0, 0.0, 0.0];
+    want.extend(values);
+    want.extend([0.0; 3]);
+    assert!(
+        got == want,
+        "first difference at {:?}",
+        got.iter().zip(&want).position(|(a, b)| a != b)
+    );
+}

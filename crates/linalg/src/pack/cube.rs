@@ -2,19 +2,19 @@
 //! [`PARTS_PER_LAUNCH`] parts, and the zeros around them, per launch.
 //!
 //! A kernel takes its inputs as a comptime-sized `Sequence` of tensors, and a part can only
-//! be picked from it by a comptime index: so every unit walks the (unrolled) parts, reads
-//! from the one its output index falls in, and writes 0 where none does. That is a few
-//! comparisons per value; the point is the launch count, which is what a GPU IB-INN step's
-//! time is made of (docs/results.md, "Where the CUDA step time goes").
+//! be picked from it by a comptime index: so the kernel unrolls one branch per part, and cube
+//! row `k` takes branch `k` and writes part `k` with the zeros after it. The point is the
+//! launch count, which is what a GPU IB-INN step's time is made of (docs/results.md, "Where
+//! the CUDA step time goes").
 
 use burn::tensor::TensorMetadata;
 use burn_cubecl::CubeRuntime;
 use burn_cubecl::tensor::CubeTensor;
-use cubecl::prelude::{CubeDim, SequenceArg};
+use cubecl::prelude::{CubeCount, CubeDim, SequenceArg};
 
 use super::check_layout;
 use crate::convert::empty_like;
-use crate::cube_util::{UNITS, elementwise_cubes};
+use crate::cube_util::{MAX_CUBES, UNITS};
 
 /// Parts per launch at most: every part is a binding, and wgpu devices may allow as few as
 /// eight storage buffers per shader (the count is lowered to fit the device). More parts per
@@ -39,31 +39,46 @@ mod kernels {
         at
     }
 
-    /// Writes `out[start..end]`: part `k`'s values at `begins[k]..ends[k]`, 0 elsewhere.
+    /// Cubes `cube_starts[k]..cube_starts[k + 1]` write part `k`'s span
+    /// `out[span_starts[k]..span_ends[k]]`: the part's values at `begins[k]..ends[k]` and
+    /// zeros around them. Whole cubes per part keep every branch uniform across a cube, and
+    /// each part gets cubes in proportion to its span (none idle); `contiguous[k]` (1 or 0)
+    /// spares a contiguous part the stride arithmetic.
     #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn pack_kernel<F: Float>(
         parts: &Sequence<Tensor<F>>,
+        cube_starts: Sequence<usize>,
+        span_starts: Sequence<usize>,
         begins: Sequence<usize>,
         ends: Sequence<usize>,
+        span_ends: Sequence<usize>,
+        contiguous: Sequence<usize>,
         out: &mut Tensor<F>,
-        start: usize,
-        end: usize,
         #[define(F)] _dtype: StorageType,
     ) {
         let count = comptime![parts.len()];
-        let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
-        let mut i = start + ABSOLUTE_POS_X as usize;
-        while i < end {
-            let mut value = F::new(0.0);
-            #[unroll]
-            for k in 0..count {
-                if i >= begins[k] && i < ends[k] {
-                    let part = parts.index(k);
-                    value = part[strided::<F>(part, i - begins[k])];
+        let cube = CUBE_POS_X as usize;
+        let units = CUBE_DIM_X as usize;
+        #[unroll]
+        for k in 0..count {
+            if cube >= cube_starts[k] && cube < cube_starts[k + 1] {
+                let part = parts.index(k);
+                let step = (cube_starts[k + 1] - cube_starts[k]) * units;
+                let mut i = span_starts[k] + (cube - cube_starts[k]) * units + UNIT_POS_X as usize;
+                while i < span_ends[k] {
+                    let mut value = F::new(0.0);
+                    if i >= begins[k] && i < ends[k] {
+                        let mut at = i - begins[k];
+                        if contiguous[k] == 0 {
+                            at = strided::<F>(part, at);
+                        }
+                        value = part[at];
+                    }
+                    out[i] = value;
+                    i += step;
                 }
             }
-            out[i] = value;
-            i += step;
         }
     }
 }
@@ -90,33 +105,50 @@ pub fn pack_cube<R: CubeRuntime>(
     // The output and the kernel's metadata take bindings too.
     let max_bindings = client.properties().hardware.max_bindings as usize;
     let per_launch = PARTS_PER_LAUNCH.min(max_bindings.saturating_sub(4)).max(1);
-    let chunk_starts: Vec<usize> = (0..parts.len()).step_by(per_launch).collect();
+    let n = parts.len();
+    // Part k's span reaches from its offset (the vector's start, for the first part) to the
+    // next part's offset (the vector's end, for the last): every value once.
+    let span_start = |k: usize| if k == 0 { 0 } else { offsets[k] };
+    let span_end = |k: usize| if k + 1 < n { offsets[k + 1] } else { total };
     let mut parts = parts.into_iter();
-    for (c, &first_part) in chunk_starts.iter().enumerate() {
-        let last_part = (first_part + per_launch).min(lens.len());
-        // Each launch writes from its first part (the vector's start, for the first launch) to
-        // the next launch's first part (the vector's end, for the last): every value once.
-        let start = if c == 0 { 0 } else { offsets[first_part] };
-        let end = chunk_starts.get(c + 1).map_or(total, |&next| offsets[next]);
+    for first_part in (0..n).step_by(per_launch) {
+        let last_part = (first_part + per_launch).min(n);
         let mut inputs = SequenceArg::new();
+        let mut span_starts = SequenceArg::new();
         let mut begins = SequenceArg::new();
         let mut ends = SequenceArg::new();
+        let mut span_ends = SequenceArg::new();
+        let mut contiguous = SequenceArg::new();
+        let mut cube_starts = SequenceArg::new();
+        let mut cubes = 0;
+        cube_starts.push(cubes);
         for k in first_part..last_part {
             let part = parts.next().expect("one part per length");
+            contiguous.push(usize::from(part.is_contiguous()));
             inputs.push(part.into_tensor_arg());
+            span_starts.push(span_start(k));
             begins.push(offsets[k]);
             ends.push(offsets[k] + lens[k]);
+            span_ends.push(span_end(k));
+            // At least one cube, even for an empty span, and few enough that the launch's
+            // cubes stay within a 1-D count (its units then loop over the rest).
+            cubes += (span_end(k) - span_start(k))
+                .div_ceil(UNITS)
+                .clamp(1, MAX_CUBES / PARTS_PER_LAUNCH);
+            cube_starts.push(cubes);
         }
         kernels::pack_kernel::launch::<R>(
             &client,
-            elementwise_cubes(end - start),
+            CubeCount::Static(cubes as u32, 1, 1),
             CubeDim::new_1d(UNITS as u32),
             inputs,
+            cube_starts,
+            span_starts,
             begins,
             ends,
+            span_ends,
+            contiguous,
             out.clone().into_tensor_arg(),
-            start,
-            end,
             dtype.into(),
         );
     }
