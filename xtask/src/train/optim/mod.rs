@@ -15,7 +15,7 @@
 //! one `cat`), the whole update is a dozen launches over that vector, and the new parameters
 //! are views of the result: each tensor's segment is padded to [`ALIGN`] elements so that
 //! burn-cubecl slices it without a copy. Measured in docs/results.md, "The optimiser as one
-//! flat vector" and "Gathering the optimiser's vectors in one kernel".
+//! flat vector" and "The optimiser's gathering and the affine half-step as CubeCL kernels".
 //!
 //! The record keeps burn's format (one `OptimizerAdaptor<Sgd>` record per group, a velocity per
 //! parameter), so checkpoints written by the earlier per-tensor optimiser resume here and the
