@@ -13,6 +13,27 @@ use burn::tensor::ops::FloatTensor;
 use crate::convert::{primitive, tensor};
 use crate::{LinalgBackend, LinalgError};
 
+/// Ends a custom op whose forward has run and whose backward state is at hand: on the graph
+/// with `state` when a parent is tracked, as a plain output otherwise. (The batch-norm and
+/// affine kernels, and `cfx_flows`' fused batch norm, all end this way; FastH and FastFID
+/// compute their state only when tracked.)
+pub fn finish_stateful<B, C, O, S, const N: usize>(
+    kind: OpsKind<O, B, S, C, N>,
+    state: S,
+    output: FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>>
+where
+    B: Backend,
+    C: CheckpointStrategy,
+    S: Clone + Send + std::fmt::Debug + 'static,
+    O: Backward<B, N, State = S>,
+{
+    match kind {
+        OpsKind::Tracked(prep) => prep.finish(state, output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
 #[derive(Debug)]
 struct FastHProduct;
 

@@ -21,7 +21,7 @@
 
 use std::sync::Once;
 
-use burn::backend::autodiff::Autodiff;
+use crate::cube_util::Ad;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -155,8 +155,6 @@ where
         }
     }
 }
-
-type Ad<R, F, I, BT, C> = Autodiff<CubeBackend<R, F, I, BT>, C>;
 
 /// `conv2d(x, w, b)` on `Autodiff<CubeBackend>` (training), with the implicit-GEMM backward.
 /// The bias is added as an ordinary tracked op (its gradient is a sum, not a convolution).

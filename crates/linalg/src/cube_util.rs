@@ -1,7 +1,13 @@
-//! What the CubeCL kernels of batch norm, the affine half-step and pack share: the cube
-//! size, the grid of an elementwise kernel and the sum over a cube's units.
+//! What the CubeCL kernels of batch norm, the affine half-step, pack and the implicit-GEMM
+//! convolution share: their autodiff backend, the cube size, the grid of an elementwise
+//! kernel and the sum over a cube's units.
 
+use burn::backend::autodiff::Autodiff;
+use burn_cubecl::CubeBackend;
 use cubecl::prelude::*;
+
+/// The autodiff backend the cube kernels' custom ops are written for.
+pub(crate) type Ad<R, F, I, BT, C> = Autodiff<CubeBackend<R, F, I, BT>, C>;
 
 /// Units per cube; a power of two (the shared-memory reduction halves it).
 pub(crate) const UNITS: usize = 256;

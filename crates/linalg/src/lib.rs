@@ -22,6 +22,7 @@ pub mod pack;
 #[cfg(test)]
 mod test_util;
 
+pub use autodiff::finish_stateful;
 pub use backend::LinalgBackend;
 pub use error::LinalgError;
 pub use fasth::householder_product;

@@ -24,7 +24,7 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use cfx_linalg::batch_norm::{BatchNormStep, BatchNormStepOutput, BatchNormTrainFn};
@@ -163,14 +163,14 @@ fn fused_batch_norm<B: Backend, C: CheckpointStrategy, const MATERIALISE: bool>(
         step.epsilon,
     );
     let y = primitive(out.y);
-    let y = match FusedBatchNorm::<MATERIALISE>
-        .prepare::<C>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(out.saved, y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
+    let y = cfx_linalg::finish_stateful(
+        FusedBatchNorm::<MATERIALISE>
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful(),
+        out.saved,
+        y,
+    );
     let m = step.momentum;
     let update = |old: Tensor<Autodiff<B, C>, 1>, batch: Tensor<B, 1>| {
         Tensor::from_inner(super::mode::running_update(old.inner(), batch, m))

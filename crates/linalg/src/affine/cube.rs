@@ -14,11 +14,10 @@
 //! hands on a channels-last view) and `x` a channel slice of the block's input. Every tensor a
 //! kernel writes is allocated contiguous (`crate::fasth::cube` says why).
 
-use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::tensor::TensorMetadata;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
@@ -26,7 +25,8 @@ use cubecl::prelude::{CubeCount, CubeDim, InputScalar};
 
 use super::{AffineStep, AffineStepOutput};
 use crate::convert::{empty_like, primitive, tensor};
-use crate::cube_util::{MAX_CUBES, UNITS, elementwise_cubes};
+use crate::cube_util::{Ad, MAX_CUBES, UNITS, elementwise_cubes};
+use crate::finish_stateful;
 use kernels::{forward_kernel, grad_a_kernel, grad_log_det_kernel};
 
 mod kernels {
@@ -84,14 +84,22 @@ mod kernels {
         }
     }
 
-    /// The coordinates of value `i` of a contiguous `[N, C, H, W]` tensor shaped like `t`.
+    /// The coordinates of value `i` of a contiguous `[N, channels, height, width]` tensor.
     #[cube]
-    fn coordinates<F: Float>(t: &Tensor<F>, i: usize) -> (usize, usize, usize, usize) {
-        let width = t.shape(3);
-        let hw = t.shape(2) * width;
+    fn coordinates(
+        i: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+    ) -> (usize, usize, usize, usize) {
+        let hw = height * width;
         let p = i % hw;
-        let c = (i / hw) % t.shape(1);
-        (i / (hw * t.shape(1)), c, p / width, p % width)
+        (
+            i / (hw * channels),
+            (i / hw) % channels,
+            p / width,
+            p % width,
+        )
     }
 
     /// `∂x` and `∂a` from the gradient `gy` of `y`, elementwise over `x`'s values.
@@ -115,7 +123,7 @@ mod kernels {
         let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
         let mut i = ABSOLUTE_POS_X as usize;
         while i < total {
-            let (n, c, h, w) = coordinates::<F>(x, i);
+            let (n, c, h, w) = coordinates(i, channels, x.shape(2), x.shape(3));
             let (s, ds_da) = soft_clamp::<F>(a[at::<F>(a, n, c, h, w)], clamp, pre);
             let g = gy[at::<F>(gy, n, c, h, w)];
             let e = F::exp(s);
@@ -145,12 +153,9 @@ mod kernels {
         let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
         let mut i = ABSOLUTE_POS_X as usize;
         while i < total {
-            let width = a.shape(3);
-            let p = i % hw;
-            let c = (i / hw) % channels;
-            let n = i / (hw * channels);
-            let (_, ds_da) = soft_clamp::<F>(a[at::<F>(a, n, c, p / width, p % width)], clamp, pre);
-            let base = n * 2 * channels * hw + c * hw + p;
+            let (n, c, h, w) = coordinates(i, channels, a.shape(2), a.shape(3));
+            let (_, ds_da) = soft_clamp::<F>(a[at::<F>(a, n, c, h, w)], clamp, pre);
+            let base = n * 2 * channels * hw + c * hw + i % hw;
             da[base] = g[n * g.stride(0)] * ds_da;
             da[base + channels * hw] = F::new(0.0);
             i += step;
@@ -245,8 +250,6 @@ where
     }
 }
 
-type Ad<R, F, I, BT, C> = Autodiff<CubeBackend<R, F, I, BT>, C>;
-
 /// An affine half-step on `Autodiff<CubeBackend>`: the kernels above, with their backward
 /// passes. Registered by xtask for cuda and wgpu (`cfx_flows::blocks`).
 pub fn affine_train_cube<R, F, I, BT, C>(
@@ -296,22 +299,22 @@ where
         clamp: step.clamp,
         pre: step.pre,
     };
-    let y = match AffineY
-        .prepare::<C>([xp.node, ap.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(saved.clone(), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    let log_det = match AffineLogDet
-        .prepare::<C>([ap.node])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(saved, log_det),
-        OpsKind::UnTracked(prep) => prep.finish(log_det),
-    };
+    let y = finish_stateful(
+        AffineY
+            .prepare::<C>([xp.node, ap.node.clone()])
+            .compute_bound()
+            .stateful(),
+        saved.clone(),
+        y,
+    );
+    let log_det = finish_stateful(
+        AffineLogDet
+            .prepare::<C>([ap.node])
+            .compute_bound()
+            .stateful(),
+        saved,
+        log_det,
+    );
     AffineStepOutput {
         y: tensor(y),
         log_det: tensor(log_det),

@@ -24,11 +24,10 @@
 //! their strides, whatever their layout; every tensor a kernel writes is allocated contiguous
 //! (`crate::fasth::cube` says why).
 
-use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 use burn::tensor::TensorMetadata;
 use burn_cubecl::kernel::into_contiguous;
@@ -38,7 +37,8 @@ use cubecl::prelude::{CubeCount, CubeDim, InputScalar};
 
 use super::{BatchNormStep, BatchNormStepOutput};
 use crate::convert::{empty_like, primitive, tensor};
-use crate::cube_util::{MAX_CUBES, UNITS, elementwise_cubes};
+use crate::cube_util::{Ad, MAX_CUBES, UNITS, elementwise_cubes};
+use crate::finish_stateful;
 use kernels::{apply_kernel, grad_input_kernel, grad_sums_kernel, stats_kernel};
 
 mod kernels {
@@ -408,8 +408,6 @@ where
     }
 }
 
-type Ad<R, F, I, BT, C> = Autodiff<CubeBackend<R, F, I, BT>, C>;
-
 /// A training batch norm step on `Autodiff<CubeBackend>`: the kernels above, with their
 /// backward pass. Registered by xtask for cuda and wgpu (`cfx_flows::nn`).
 pub fn batch_norm_train_cube<R, F, I, BT, C>(
@@ -437,21 +435,19 @@ where
         step.momentum,
         step.relu,
     );
-    let y = match BatchNormKernels
-        .prepare::<C>(nodes)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            Saved {
-                x,
-                stats: out.stats,
-                relu: step.relu,
-            },
-            out.y,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(out.y),
+    let saved = Saved {
+        x,
+        stats: out.stats,
+        relu: step.relu,
     };
+    let y = finish_stateful(
+        BatchNormKernels
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful(),
+        saved,
+        out.y,
+    );
     BatchNormStepOutput {
         y: tensor(y),
         running_mean: Tensor::from_inner(tensor(out.new_mean)),
