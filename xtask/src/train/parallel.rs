@@ -7,7 +7,9 @@
 //! Each replica's loss is its shard's mean scaled by the shard's share of the batch, so the sum of
 //! the replicas' gradients is the gradient of the whole batch's mean loss. Batch norm is per shard
 //! (no synchronised statistics, as PyTorch's DDP without SyncBatchNorm); burn's `RunningState`
-//! averages the running statistics the replicas' threads report.
+//! averages the running statistics the replicas' threads report (each thread runs under
+//! `cfx_flows::nn::mode::replica`, so batch norm reports rather than stores them), folded in
+//! when the step's threads have joined.
 
 use anyhow::{Result, bail};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
@@ -123,7 +125,8 @@ impl<B: AutodiffBackend> Replicas<B> {
             };
             (grads, extra)
         };
-        let results: Vec<(GradientsParams, O)> = if work.len() == 1 {
+        let work_len = work.len();
+        let results: Vec<(GradientsParams, O)> = if work_len == 1 {
             work.into_iter().map(|w| one(0, w, main)).collect()
         } else {
             std::thread::scope(|s| {
@@ -131,7 +134,12 @@ impl<B: AutodiffBackend> Replicas<B> {
                     .into_iter()
                     .zip(&self.devices)
                     .enumerate()
-                    .map(|(i, (w, device))| s.spawn(move || one(i, w, device)))
+                    .map(|(i, (w, device))| {
+                        s.spawn(move || {
+                            let _replica = cfx_flows::nn::mode::replica();
+                            one(i, w, device)
+                        })
+                    })
                     .collect();
                 handles
                     .into_iter()
@@ -139,6 +147,9 @@ impl<B: AutodiffBackend> Replicas<B> {
                     .collect()
             })
         };
+        if work_len > 1 {
+            cfx_flows::nn::sync_running_statistics(model);
+        }
         let (grads, extras): (Vec<_>, Vec<_>) = results.into_iter().unzip();
         (sum_gradients::<B, M>(model, grads), extras)
     }
@@ -213,6 +224,48 @@ mod tests {
         }
         same::<2>(&grads, &full, model.weight.id);
         same::<1>(&grads, &full, model.bias.as_ref().unwrap().id);
+    }
+
+    /// Each step's replicas report their batch-norm running statistics, and the next step
+    /// reads their average (not a stale value, nor one replica's).
+    #[test]
+    fn replicas_average_their_running_statistics_at_every_step() {
+        use burn::nn::{BatchNorm, BatchNormConfig};
+        let device = Default::default();
+        AB::seed(&device, 4);
+        let m = 0.5;
+        let model: BatchNorm<AB> = BatchNormConfig::new(3).with_momentum(m).init(&device);
+        let x = Tensor::<AB, 4>::random([4, 3, 2, 2], burn::tensor::Distribution::Default, &device);
+        let shards = || vec![x.clone().slice(0..2), x.clone().slice(2..4)];
+        let channel_mean = |t: Tensor<AB, 4>| -> Vec<f32> {
+            let n = t.dims()[0] * 4;
+            let t = t.swap_dims(0, 1).reshape([3, n]).mean_dim(1);
+            t.into_data().to_vec().unwrap()
+        };
+        let batch: Vec<f32> = shards()
+            .into_iter()
+            .map(channel_mean)
+            .reduce(|a, b| a.iter().zip(&b).map(|(a, b)| (a + b) / 2.0).collect())
+            .unwrap();
+        let replicas = Replicas::<AB>::new(&device, 2).unwrap();
+        let mut expected = vec![0f32; 3];
+        for _step in 0..2 {
+            let _ = replicas.gradients(&model, shards(), |bn, part, dev| {
+                let y = cfx_flows::nn::mode::batch_norm(&bn, part.to_device(dev));
+                (y.square().sum().mul_scalar(0.5), ())
+            });
+            for (e, b) in expected.iter_mut().zip(&batch) {
+                *e = (1.0 - m as f32) * *e + m as f32 * b;
+            }
+            model
+                .running_mean
+                .value()
+                .into_data()
+                .assert_approx_eq::<f32>(
+                    &TensorData::new(expected.clone(), [3]),
+                    burn::tensor::Tolerance::absolute(1e-5),
+                );
+        }
     }
 
     #[test]

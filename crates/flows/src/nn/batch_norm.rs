@@ -36,6 +36,17 @@ pub fn calibrate_batch_norm_step<B: Backend, M: BatchNormLayers<B>>(model: &mut 
     model.visit_batch_norms(&mut |bn| bn.momentum = m);
 }
 
+/// Folds in the running statistics that replicas of a data-parallel step reported
+/// ([`crate::nn::mode::replica`]), as their average.
+///
+/// Why: burn's `RunningState` folds parked reports in only when a thread that reported reads
+/// again (or at `into_record`), and a data-parallel step's replica threads are new every step,
+/// so without this the next step would read stale statistics and the parked reports would pile
+/// up until the next checkpoint. `into_record` of a clone syncs them: clones share the state.
+pub fn sync_running_statistics<B: Backend, M: Module<B>>(model: &M) {
+    let _ = model.clone().into_record();
+}
+
 pub fn finish_batch_norm_calibration<B: Backend, M: BatchNormLayers<B>>(
     model: &mut M,
     momentum: Option<f64>,

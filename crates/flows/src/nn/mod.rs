@@ -12,7 +12,7 @@ mod subnet;
 
 pub use batch_norm::{
     BatchNormLayers, calibrate_batch_norm_step, finish_batch_norm_calibration,
-    start_batch_norm_calibration,
+    start_batch_norm_calibration, sync_running_statistics,
 };
 pub use cfx_linalg::batch_norm::{BatchNormStep, BatchNormStepOutput, BatchNormTrainFn};
 pub use conv::{

@@ -15,6 +15,7 @@
 
 use std::cell::Cell;
 
+use burn::module::{ModuleMapper, Param, RunningState};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::activation;
@@ -23,10 +24,17 @@ use burn::tensor::activation;
 struct Mode {
     inference: bool,
     rescale: bool,
+    replica: bool,
 }
 
 thread_local! {
-    static MODE: Cell<Mode> = const { Cell::new(Mode { inference: false, rescale: false }) };
+    static MODE: Cell<Mode> = const {
+        Cell::new(Mode {
+            inference: false,
+            rescale: false,
+            replica: false,
+        })
+    };
 }
 
 fn mode() -> Mode {
@@ -74,6 +82,14 @@ pub fn rescale_pairs() -> ModeGuard {
         m.inference = true;
         m.rescale = true;
     })
+}
+
+/// This thread is one of several replicas of a data-parallel step that share the model's
+/// running statistics: batch norm reports its new statistics to burn's `RunningState`, which
+/// averages the replicas' reports, instead of storing them in place (see
+/// [`store_running_statistics`]).
+pub fn replica() -> ModeGuard {
+    set(|m| m.replica = true)
 }
 
 /// Whether batch-dependent layers act as at test time.
@@ -190,8 +206,7 @@ fn batch_norm_then<B: Backend>(
         .flatten()
     {
         let out = step(step_for(bn, x, then_relu));
-        bn.running_mean.update(out.running_mean.detach());
-        bn.running_var.update(out.running_var.detach());
+        store_running_statistics(bn, out.running_mean, out.running_var);
         return out.y;
     }
     let (mean, var) = if !training {
@@ -248,12 +263,56 @@ pub(crate) fn running_update<B: Backend>(
 
 /// Folds a batch's statistics into the running ones ([`running_update`], outside the graph).
 fn update_running_statistics<B: Backend>(bn: &BatchNorm<B>, mean: Tensor<B, 1>, var: Tensor<B, 1>) {
-    let update = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: Tensor<B, 1>| {
+    let update = |state: &RunningState<Tensor<B, 1>>, batch: Tensor<B, 1>| {
         let old = state.value_sync().to_device(&batch.device());
-        state.update(running_update(old, batch.detach(), bn.momentum).detach());
+        running_update(old, batch.detach(), bn.momentum)
     };
-    update(&bn.running_mean, mean);
-    update(&bn.running_var, var);
+    let mean = update(&bn.running_mean, mean);
+    let var = update(&bn.running_var, var);
+    store_running_statistics(bn, mean, var);
+}
+
+/// Makes `mean` and `var` (detached) the layer's running statistics.
+///
+/// Why not `RunningState::update` alone: it parks the value per thread, and the next read
+/// folds the parked values in as their average, a `div_scalar` launch per statistic even when
+/// one thread reported (two per batch norm and step, 200 per step of the full IB-INN on the
+/// GPU: docs/results.md, "Running statistics stored in place"). A single thread stores the
+/// value in place through `Module::map`, which sets a running state's tensor (clones share it)
+/// and parks nothing, so the value is current at once. Replicas of a data-parallel step
+/// ([`replica`]) report through `update`, so their statistics are averaged as before.
+pub(crate) fn store_running_statistics<B: Backend>(
+    bn: &BatchNorm<B>,
+    mean: Tensor<B, 1>,
+    var: Tensor<B, 1>,
+) {
+    let store = |state: &RunningState<Tensor<B, 1>>, value: Tensor<B, 1>| {
+        let value = value.detach();
+        if mode().replica {
+            state.update(value);
+        } else {
+            // Whatever this thread parked before (none in a single-thread run) would otherwise
+            // be folded over the stored value at the next read.
+            let _ = state.value_sync();
+            let _ = state.clone().map(&mut Replace(Some(value)));
+        }
+    };
+    store(&bn.running_mean, mean);
+    store(&bn.running_var, var);
+}
+
+/// A mapper that hands its one rank-1 tensor to the first float it maps.
+struct Replace<B: Backend>(Option<Tensor<B, 1>>);
+
+impl<B: Backend> ModuleMapper<B> for Replace<B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, old, mapper) = param.consume();
+        let value = self.0.take().expect("one running state maps one tensor");
+        assert_eq!(D, 1, "running statistics are rank 1");
+        let value = Tensor::<B, D>::from_primitive(value.into_primitive());
+        debug_assert_eq!(value.dims(), old.dims());
+        Param::from_mapped_value(id, value, mapper)
+    }
 }
 
 /// burn's dropout, off in [`inference`] mode.
@@ -316,6 +375,61 @@ mod tests {
         let y = batch_norm(&inner, x.clone().inner());
         let expected = theirs.valid().forward(x.inner());
         y.into_data().assert_approx_eq(&expected.into_data(), tol);
+    }
+
+    /// One thread's training step leaves its running statistics current at once (burn's
+    /// `update` would leave `value()` one step behind until a synchronising read), and
+    /// replicas sharing a layer still get burn's average of their reports.
+    #[test]
+    fn running_statistics_are_stored_in_place_and_averaged_over_replicas() {
+        use burn::nn::BatchNormConfig;
+        use burn::tensor::{Distribution, Tolerance};
+        let device = Default::default();
+        TB::seed(&device, 5);
+        let make = || {
+            BatchNormConfig::new(3)
+                .with_momentum(0.3)
+                .init::<TB>(&device)
+        };
+        let xs: Vec<Tensor<TB, 4>> = (0..2)
+            .map(|k| Tensor::random([4, 3, 5, 2], Distribution::Normal(k as f64, 2.0), &device))
+            .collect();
+        let tol = Tolerance::<f32>::absolute(1e-5);
+        let stats = |bn: &BatchNorm<TB>| {
+            [bn.running_mean.value_sync(), bn.running_var.value_sync()].map(|t| t.into_data())
+        };
+
+        let alone: Vec<_> = xs
+            .iter()
+            .map(|x| {
+                let bn = make();
+                let _ = batch_norm_relu(&bn, x.clone());
+                let channel_mean = x.clone().swap_dims(0, 1).reshape([3, 40]).mean_dim(1);
+                bn.running_mean
+                    .value()
+                    .into_data()
+                    .assert_approx_eq(&(channel_mean.reshape([3]) * 0.3).into_data(), tol);
+                stats(&bn)
+            })
+            .collect();
+
+        let shared = make();
+        std::thread::scope(|s| {
+            for x in &xs {
+                let bn = shared.clone();
+                s.spawn(move || {
+                    let _replica = replica();
+                    let _ = batch_norm(&bn, x.clone());
+                });
+            }
+        });
+        crate::nn::sync_running_statistics(&shared);
+        for (k, got) in stats(&shared).iter().enumerate() {
+            let a = alone[0][k].to_vec::<f32>().unwrap();
+            let b = alone[1][k].to_vec::<f32>().unwrap();
+            let mean: Vec<f32> = a.iter().zip(&b).map(|(a, b)| (a + b) / 2.0).collect();
+            got.assert_approx_eq(&burn::tensor::TensorData::new(mean, [3]), tol);
+        }
     }
 
     #[test]
