@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The CUDA training step before and after the launch-count work, in one short device call
 # (after `bash bench/gpu/setup.sh`): owed item 12 of docs/results.md.
-#   .gpu/xtask-cuda         this commit: flat optimiser gathered by the pack kernel, batch norm
-#                           and the affine half-step as CubeCL kernels. Same binary: `affine`
-#                           runs the half-step with tensor ops (CFX_AFFINE=ops), `cat` also
-#                           gathers with `cat` (CFX_PACK=cat), `fused` / `ops` also run batch
-#                           norm with tensor ops (CFX_BATCH_NORM=fused / ops)
+#   .gpu/xtask-cuda         this commit: flat optimiser gathered by the pack kernel with the
+#                           convolution weights stored channels-last, batch norm and the affine
+#                           half-step as CubeCL kernels. Same binary: `standard` stores the
+#                           weights in burn's layout (CFX_WEIGHTS=standard), `affine` also runs
+#                           the half-step with tensor ops (CFX_AFFINE=ops), `cat` also gathers
+#                           with `cat` (CFX_PACK=cat), `fused` / `ops` also run batch norm with
+#                           tensor ops (CFX_BATCH_NORM=fused / ops)
 #   .gpu/xtask-cuda-before  optional, a build of 1d89075 (per-tensor optimiser, op-by-op batch norm)
 # Each variant runs `bench step --backends cuda --breakdown` with CFX_CONV=gemm, in alternating
 # order over ROUNDS rounds [2], so that order effects show. Comes back as $OUT/step-ab.tar
@@ -18,20 +20,21 @@ W=/tmp/step-ab
 mkdir -p "$W"
 BIN=${BIN:-.gpu/xtask-cuda}
 BEFORE=${BEFORE:-.gpu/xtask-cuda-before}
-variants=(kernels affine cat fused ops)
+variants=(kernels standard affine cat fused ops)
 [ -x "$BEFORE" ] && variants+=(before)
 run() { # variant round
-  # Each variant drops one more kernel: kernels → affine → cat → fused → ops.
-  local bin=$BIN bn=kernels pack=kernel affine=kernel
+  # Each variant drops one more speed-up: kernels → standard → affine → cat → fused → ops.
+  local bin=$BIN bn=kernels pack=kernel affine=kernel weights=channels-last
   case $1 in
-    affine) affine=ops ;;
-    cat) affine=ops pack=cat ;;
-    fused) affine=ops pack=cat bn=fused ;;
-    ops | before) affine=ops pack=cat bn=ops ;;
+    standard) weights=standard ;;
+    affine) weights=standard affine=ops ;;
+    cat) weights=standard affine=ops pack=cat ;;
+    fused) weights=standard affine=ops pack=cat bn=fused ;;
+    ops | before) weights=standard affine=ops pack=cat bn=ops ;;
   esac
   [ "$1" = before ] && bin=$BEFORE
   # shellcheck disable=SC2086 # EXTRA is a list of flags
-  CFX_CONV=gemm CFX_BATCH_NORM=$bn CFX_PACK=$pack CFX_AFFINE=$affine timeout "${BOX:-90}" "$bin" bench step \
+  CFX_CONV=gemm CFX_BATCH_NORM=$bn CFX_PACK=$pack CFX_AFFINE=$affine CFX_WEIGHTS=$weights timeout "${BOX:-90}" "$bin" bench step \
     --backends "${BACKEND:-cuda}" --steps "${STEPS:-20}" --warmup "${WARMUP:-3}" --breakdown \
     --json "$W/$1-$2.json" ${EXTRA:-} >"$W/$1-$2.log" 2>&1
   echo "round $2 $1 (rc $?): $(grep -E 'ms/step|forward [0-9.]+ ms' "$W/$1-$2.log" | tr -s ' ' | tr '\n' ' ')"

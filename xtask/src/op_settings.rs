@@ -7,6 +7,7 @@
 //! | `CFX_BATCH_NORM` | `kernels`, `fused`, `ops` | training batch norm (`cfx_flows::nn::mode::batch_norm`) |
 //! | `CFX_PACK` | `kernel`, `cat` | how the optimiser gathers its vectors (`train::optim`) |
 //! | `CFX_AFFINE` | `kernel`, `ops` | the couplings' affine half-step in training |
+//! | `CFX_WEIGHTS` | `channels-last`, `standard` | how the optimiser stores convolution weights (`train::optim`) |
 //!
 //! (`CFX_CONV`, the subnets' convolution, is read in `main` and kept by `cfx_flows`.) The
 //! kernels exist for cuda and wgpu only, and not under `fusion`, whose tensors are not
@@ -134,12 +135,37 @@ impl OpSetting for AffineImpl {
     }
 }
 
+/// How the optimiser lays out convolution weights in its flat vector (`CFX_WEIGHTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightLayout {
+    /// `[O, kH, kW, I]`, so the stepped weights are the channels-last views burn-cubecl's
+    /// convolutions read without a copy (`GroupedSgd::with_channels_last`).
+    #[default]
+    ChannelsLast,
+    /// burn's `[O, I, kH, kW]`.
+    Standard,
+}
+
+impl OpSetting for WeightLayout {
+    const VAR: &'static str = "CFX_WEIGHTS";
+    const ALL: &'static [Self] = &[Self::ChannelsLast, Self::Standard];
+    const WITHOUT_KERNELS: Self = Self::Standard;
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::ChannelsLast => "channels-last",
+            Self::Standard => "standard",
+        }
+    }
+}
+
 /// All settings, as [`register_backend_ops`] registered them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct OpSettings {
     pub batch_norm: BatchNormImpl,
     pub pack: PackImpl,
     pub affine: AffineImpl,
+    pub weights: WeightLayout,
 }
 
 impl OpSettings {
@@ -148,6 +174,7 @@ impl OpSettings {
             batch_norm: BatchNormImpl::from_env()?,
             pack: PackImpl::from_env()?,
             affine: AffineImpl::from_env()?,
+            weights: WeightLayout::from_env()?,
         })
     }
 }
@@ -183,6 +210,9 @@ pub fn register_backend_ops(settings: OpSettings) {
             }
             if settings.pack == PackImpl::Kernel {
                 crate::train::optim::register_pack::<$b>(cfx_linalg::pack::pack_cube);
+            }
+            if settings.weights == WeightLayout::ChannelsLast {
+                crate::train::optim::register_channels_last_weights::<$b>();
             }
             if settings.affine == AffineImpl::Kernel {
                 cfx_flows::blocks::register_affine::<Autodiff<$b>>(

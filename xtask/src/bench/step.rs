@@ -35,6 +35,9 @@ pub struct StepTiming {
     pub pack: String,
     /// The couplings' affine half-step: `kernel` or `ops` (`CFX_AFFINE`).
     pub affine: String,
+    /// How the optimiser stores convolution weights: `channels-last` or `standard`
+    /// (`CFX_WEIGHTS`).
+    pub weights: String,
     /// Medians of forward / backward / optimiser with a device sync after each
     /// (`--breakdown`; the syncs cost a little overlap, so their sum exceeds `median_ms`).
     pub breakdown_ms: Option<[f64; 3]>,
@@ -125,6 +128,7 @@ impl BackendJob for StepJob {
             batch_norm: ops.batch_norm.on(backend).name().to_string(),
             pack: ops.pack.on(backend).name().to_string(),
             affine: ops.affine.on(backend).name().to_string(),
+            weights: ops.weights.on(backend).name().to_string(),
             breakdown_ms,
         })
     }
@@ -152,7 +156,7 @@ pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
         };
         let t = run_on(b, job)?;
         println!(
-            "{:<8} batch {:>4} replicas {} conv {} batch norm {} pack {} affine {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
+            "{:<8} batch {:>4} replicas {} conv {} batch norm {} pack {} affine {} weights {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
             t.backend,
             t.batch_size,
             t.replicas,
@@ -160,6 +164,7 @@ pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
             t.batch_norm,
             t.pack,
             t.affine,
+            t.weights,
             t.median_ms,
             t.mean_ms,
             t.images_per_second

@@ -33,6 +33,7 @@ use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, Record};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use cfx_flows::nn::registry::registered;
 use cfx_linalg::convert::{primitive, tensor};
 use cfx_linalg::pack::{PackFn, pack_by_cat};
 
@@ -66,11 +67,51 @@ struct Slot {
     group: usize,
     shape: Vec<usize>,
     offset: usize,
+    /// Stored with the second axis last (`[O, I, kH, kW]` as `[O, kH, kW, I]`, see
+    /// [`GroupedSgd::with_channels_last`]).
+    channels_last: bool,
 }
 
 impl Slot {
     fn range(&self) -> std::ops::Range<usize> {
         self.offset..self.offset + self.shape.iter().product::<usize>()
+    }
+
+    /// The shape as stored in the flat vector.
+    fn stored_shape<const D: usize>(&self) -> [usize; D] {
+        let mut dims: [usize; D] = self.shape.clone().try_into().expect("slot of this rank");
+        if self.channels_last {
+            dims[1..].rotate_left(1);
+        }
+        dims
+    }
+
+    /// A tensor of this slot's shape in its stored axis order (a view where the backend has
+    /// strided tensors).
+    fn to_stored<IB: Backend, const D: usize>(&self, t: Tensor<IB, D>) -> Tensor<IB, D> {
+        if !self.channels_last {
+            return t;
+        }
+        let mut axes = [0isize; D];
+        for (k, a) in axes.iter_mut().enumerate().skip(1) {
+            *a = (k % (D - 1) + 1) as isize;
+        }
+        t.permute(axes)
+    }
+
+    /// The inverse of [`Slot::to_stored`]: this slot's values, stored from `flat`'s start,
+    /// with the slot's shape.
+    fn unstore<IB: Backend, const D: usize>(&self, flat: Tensor<IB, 1>) -> Tensor<IB, D> {
+        let t = flat.reshape(self.stored_shape::<D>());
+        if !self.channels_last {
+            return t;
+        }
+        let mut axes = [0isize; D];
+        axes[1] = D as isize - 1;
+        for (k, a) in axes.iter_mut().enumerate().skip(2) {
+            *a = k as isize - 1;
+        }
+        t.permute(axes)
     }
 }
 
@@ -92,6 +133,8 @@ pub struct GroupedSgd<B: AutodiffBackend, M: AutodiffModule<B>> {
     /// States outside `flat`: loaded from a record and not stepped since, or of parameters that
     /// had no gradient in the last step (burn's adaptor keeps those too).
     parked: HashMap<ParamId, ParamRecord<B>>,
+    /// Store rank-4 parameters channels-last ([`GroupedSgd::with_channels_last`]).
+    channels_last: bool,
     _module: PhantomData<M>,
 }
 
@@ -102,8 +145,24 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupedSgd<B, M> {
             max_grad_norm,
             flat: None,
             parked: HashMap::new(),
+            channels_last: registered::<ChannelsLastWeights<Inner<B>>>().is_some(),
             _module: PhantomData,
         }
+    }
+
+    /// Whether rank-4 parameters (convolution weights `[O, I, kH, kW]`) are stored in the flat
+    /// vector as `[O, kH, kW, I]`, so that the stepped weights are channels-last views.
+    ///
+    /// Why: burn-cubecl's convolutions work channels-last and copy every weight whose input
+    /// channels are not contiguous before each use, one launch per 3×3 convolution and step
+    /// (1×1 weights are channels-last either way); a weight that already is needs none. The
+    /// values are the same either way: only the order inside the flat vector changes, and the
+    /// record keeps burn's layout. The default is what the process registered for the backend
+    /// ([`register_channels_last_weights`]: xtask does for cuda and wgpu).
+    pub fn with_channels_last(mut self, on: bool) -> Self {
+        self.channels_last = on;
+        self.flat = None;
+        self
     }
 
     /// Gives the parameters `ids` their own hyper-parameters.
@@ -135,6 +194,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupedSgd<B, M> {
         let mut gather = Gather::<Inner<B>> {
             grads: &mut grads,
             groups: &self.groups,
+            channels_last: self.channels_last,
             slots: vec![],
             g: vec![],
             p: vec![],
@@ -194,9 +254,8 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupedSgd<B, M> {
                 return flat;
             }
             for s in &flat.slots {
-                let momentum = self.groups[s.group].1.momentum > 0.0;
-                let v = momentum.then(|| flat.velocity.clone().slice(s.range()));
-                self.parked.insert(s.id, record_of::<B>(&s.shape, v));
+                let record = self.record_of(s, &flat.velocity);
+                self.parked.insert(s.id, record);
             }
         }
         let parts = slots
@@ -208,6 +267,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupedSgd<B, M> {
                     .and_then(|r| velocity_of::<B>(r, device))
                     // A velocity of another size cannot be this tensor's: it starts from rest.
                     .filter(|v| v.dims()[0] == n)
+                    .map(|v| stored_order(s, v))
                     .unwrap_or_else(|| Tensor::zeros([n], device))
             })
             .map(primitive)
@@ -235,15 +295,19 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> GroupedSgd<B, M> {
             self.groups.iter().map(|_| Default::default()).collect();
         if let Some(flat) = &self.flat {
             for s in &flat.slots {
-                let momentum = self.groups[s.group].1.momentum > 0.0;
-                let v = momentum.then(|| flat.velocity.clone().slice(s.range()));
-                out[s.group].insert(s.id, record_of::<B>(&s.shape, v));
+                out[s.group].insert(s.id, self.record_of(s, &flat.velocity));
             }
         }
         for (id, r) in &self.parked {
             out[self.group_of(*id)].insert(*id, r.clone());
         }
         out
+    }
+
+    /// burn's record of slot `s`'s state in `velocity`.
+    fn record_of(&self, s: &Slot, velocity: &Tensor<Inner<B>, 1>) -> ParamRecord<B> {
+        let momentum = self.groups[s.group].1.momentum > 0.0;
+        record_of::<B>(s, momentum.then(|| velocity.clone().slice(s.range())))
     }
 
     pub fn load_record(mut self, record: GroupedSgdRecord<B, M>) -> anyhow::Result<Self> {
@@ -278,7 +342,7 @@ fn group_of(groups: &[(Vec<ParamId>, SgdGroup)], id: ParamId) -> usize {
 /// with one `cat` (`cfx_linalg::pack::pack_by_cat`).
 fn pack<IB: Backend>(parts: Vec<FloatTensor<IB>>, slots: &[Slot], total: usize) -> Tensor<IB, 1> {
     let offsets: Vec<usize> = slots.iter().map(|s| s.offset).collect();
-    let f = cfx_flows::nn::registry::registered::<PackFn<IB>>().unwrap_or(pack_by_cat::<IB>);
+    let f = registered::<PackFn<IB>>().unwrap_or(pack_by_cat::<IB>);
     let flat = tensor::<IB, 1>(f(parts, &offsets, total));
     debug_assert_eq!(flat.dims()[0], total);
     flat
@@ -289,10 +353,27 @@ pub fn register_pack<IB: Backend>(f: PackFn<IB>) {
     cfx_flows::nn::registry::register(f);
 }
 
+/// Registered for a backend whose [`GroupedSgd`]s store rank-4 parameters channels-last.
+struct ChannelsLastWeights<IB>(PhantomData<fn() -> IB>);
+
+// By hand: a derive would ask the backend to be `Copy`.
+impl<IB> Clone for ChannelsLastWeights<IB> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<IB> Copy for ChannelsLastWeights<IB> {}
+
+/// Makes [`GroupedSgd::with_channels_last`] the default on backend `IB`.
+pub fn register_channels_last_weights<IB: Backend>() {
+    cfx_flows::nn::registry::register(ChannelsLastWeights::<IB>(PhantomData));
+}
+
 /// Takes each parameter's gradient and value, flattened, and lays out their slots.
 struct Gather<'a, IB: Backend> {
     grads: &'a mut GradientsParams,
     groups: &'a [(Vec<ParamId>, SgdGroup)],
+    channels_last: bool,
     slots: Vec<Slot>,
     /// Unflattened: a flattening `reshape` copies a tensor that is not contiguous, and the
     /// pack kernel reads any layout.
@@ -315,14 +396,16 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B::InnerBackend> {
             value.to_device(&g.device())
         };
         let group = group_of(self.groups, param.id);
-        self.slots.push(Slot {
+        let slot = Slot {
             id: param.id,
             group,
             shape,
             offset: self.total,
-        });
-        self.g.push(primitive(g));
-        self.p.push(primitive(value));
+            channels_last: self.channels_last && D == 4,
+        };
+        self.g.push(primitive(slot.to_stored(g)));
+        self.p.push(primitive(slot.to_stored(value)));
+        self.slots.push(slot);
         self.total += n.next_multiple_of(ALIGN);
     }
 }
@@ -341,8 +424,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B::InnerBackend> {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let slot = &self.slots[k];
-        let dims: [usize; D] = slot.shape.clone().try_into().expect("slot of this rank");
-        let mut value = Tensor::from_inner(self.flat.clone().slice(slot.range()).reshape(dims));
+        let mut value = Tensor::from_inner(slot.unstore(self.flat.clone().slice(slot.range())));
         if tensor.is_require_grad() {
             value = value.require_grad();
         }
@@ -350,28 +432,43 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Scatter<'_, B::InnerBackend> {
     }
 }
 
-/// burn's record of one parameter's state: its velocity, or none in a group without momentum.
+/// burn's record of one parameter's state: its velocity (as stored in slot `s`), or none in a
+/// group without momentum.
 fn record_of<B: AutodiffBackend>(
-    shape: &[usize],
+    s: &Slot,
     velocity: Option<Tensor<Inner<B>, 1>>,
 ) -> ParamRecord<B> {
     fn rank<B: AutodiffBackend, const D: usize>(
-        shape: &[usize],
+        s: &Slot,
         velocity: Option<Tensor<Inner<B>, 1>>,
     ) -> ParamRecord<B> {
-        let dims: [usize; D] = shape.try_into().expect("shape of this rank");
-        let momentum = velocity.map(|v| MomentumState::new(v.reshape(dims)));
+        let momentum = velocity.map(|v| MomentumState::new(s.unstore::<_, D>(v)));
         AdaptorRecord::from_state::<D>(SgdState::new(momentum))
     }
-    match shape.len() {
-        1 => rank::<B, 1>(shape, velocity),
-        2 => rank::<B, 2>(shape, velocity),
-        3 => rank::<B, 3>(shape, velocity),
-        4 => rank::<B, 4>(shape, velocity),
-        5 => rank::<B, 5>(shape, velocity),
-        6 => rank::<B, 6>(shape, velocity),
+    match s.shape.len() {
+        1 => rank::<B, 1>(s, velocity),
+        2 => rank::<B, 2>(s, velocity),
+        3 => rank::<B, 3>(s, velocity),
+        4 => rank::<B, 4>(s, velocity),
+        5 => rank::<B, 5>(s, velocity),
+        6 => rank::<B, 6>(s, velocity),
         r => panic!("parameters of rank {r} are not supported"),
     }
+}
+
+/// A flattened velocity of slot `s` (burn's layout, as records hold it) in the slot's stored
+/// order.
+fn stored_order<IB: Backend>(s: &Slot, v: Tensor<IB, 1>) -> Tensor<IB, 1> {
+    if !s.channels_last {
+        return v;
+    }
+    let dims: [usize; 4] = s
+        .shape
+        .clone()
+        .try_into()
+        .expect("channels-last slots are rank 4");
+    let n = v.dims()[0];
+    s.to_stored(v.reshape(dims)).reshape([n])
 }
 
 /// The flattened velocity in a record, on `device` (none for a group without momentum).

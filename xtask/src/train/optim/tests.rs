@@ -166,7 +166,7 @@ fn mixed() -> Mixed<AB> {
     lin.bias = Some(Param::from_tensor(ramp([4], -0.3)));
     Mixed {
         lin,
-        conv: Param::from_tensor(ramp([2, 1, 2, 2], 1.0)),
+        conv: Param::from_tensor(ramp([2, 3, 2, 2], 1.0)),
         mu: Param::from_tensor(ramp([2, 3], 2.0)),
         phi: Param::from_tensor(ramp([2], 1.0)),
         unused: Param::from_tensor(ramp([3], 1.0)),
@@ -177,7 +177,7 @@ fn mixed() -> Mixed<AB> {
 fn mixed_grads(m: &Mixed<AB>, step: usize, with_phi: bool) -> <AB as AutodiffBackend>::Gradients {
     let x = ramp([5, 3], 1.0 + step as f32 * 0.3);
     let mut loss = m.lin.forward(x.clone()).tanh().sum().mul_scalar(3.0)
-        + m.conv.val().powf_scalar(2.0).sum()
+        + (m.conv.val().powf_scalar(2.0) + m.conv.val() * ramp([2, 3, 2, 2], 0.4)).sum()
         + (m.mu.val() * x.narrow(0, 0, 2)).sum();
     if with_phi {
         loss = loss + m.phi.val().exp().sum();
@@ -330,4 +330,39 @@ fn flat_record_after(start: &Mixed<AB>, steps: usize) -> GroupedSgdRecord<AB, Mi
         m = opt.step(0.1, m.clone(), g).0;
     }
     opt.to_record()
+}
+
+/// Convolution weights stored channels-last step exactly as in burn's layout, through layout
+/// changes (`phi` leaves and rejoins), and their records carry over both ways.
+#[test]
+fn channels_last_weights_step_and_record_as_burns_layout() {
+    let start = mixed();
+    let run = |channels_last: bool, from: usize, to: usize, m: Mixed<AB>, record| {
+        let mut opt = flat_sgd(&start).with_channels_last(channels_last);
+        if let Some(r) = record {
+            opt = opt.load_record(r).unwrap();
+        }
+        let mut m = m;
+        let mut trail = vec![];
+        for step in from..to {
+            let g = mixed_grads(&m, step, with_phi(step));
+            m = opt.step(0.1, m.clone(), g).0;
+            trail.push(mixed_values(&m));
+        }
+        (m, opt.to_record(), trail)
+    };
+    let (_, _, standard) = run(false, 0, 7, start.clone(), None);
+    let (_, _, last) = run(true, 0, 7, start.clone(), None);
+    for (step, (a, b)) in last.iter().zip(&standard).enumerate() {
+        assert_close(a, b, &format!("step {step}"));
+    }
+    for (first, second) in [(true, false), (false, true)] {
+        let (m, record, _) = run(first, 0, 3, start.clone(), None);
+        let (_, _, rest) = run(second, 3, 7, m, Some(record));
+        assert_close(
+            rest.last().unwrap(),
+            standard.last().unwrap(),
+            &format!("channels-last {first} → {second}"),
+        );
+    }
 }
