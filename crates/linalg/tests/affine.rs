@@ -28,20 +28,28 @@ fn data<const D: usize>(shape: [usize; D], seed: u64, scale: f32) -> TensorData 
 
 /// The definition, as `cfx_flows`'s couplings write it.
 fn by_definition<B: Backend>(step: AffineStep<B>) -> AffineStepOutput<B> {
-    let [n, c, _, _] = step.x.dims();
+    let [n, all, _, _] = step.x.dims();
+    let p = step.passive;
+    let c = all - p;
     let s = step.a.clone().narrow(1, 0, c).mul_scalar(step.pre);
     let s = s.tanh().mul_scalar(step.clamp);
     let t = step.a.narrow(1, c, c);
     let log_det = s.clone().reshape([n as i32, -1]).sum_dim(1).reshape([n]);
+    let y = step.x.clone().narrow(1, p, c) * s.exp() + t;
     AffineStepOutput {
-        y: step.x * s.exp() + t,
+        y: match p {
+            0 => y,
+            _ => Tensor::cat(vec![step.x.narrow(1, 0, p), y], 1),
+        },
         log_det,
     }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Layout {
-    /// x is the second half of the channels of a `[N, 2C, H, W]` tensor.
+    /// Channels of x in front of the coupled ones that pass through.
+    passive: usize,
+    /// x is the second half of the channels of a tensor twice its size.
     x_slice: bool,
     /// a is stored `[N, H, W, 2C]` and seen as `[N, 2C, H, W]`.
     a_channels_last: bool,
@@ -57,13 +65,14 @@ fn run<B: AutodiffBackend>(
 ) -> [Vec<f32>; 4] {
     let dev = Default::default();
     let [n, c, h, w] = shape;
+    let all = layout.passive + c;
     let x_leaf = if layout.x_slice {
-        Tensor::<B, 4>::from_data(data([n, 2 * c, h, w], 1, 2.0), &dev).require_grad()
+        Tensor::<B, 4>::from_data(data([n, 2 * all, h, w], 1, 2.0), &dev).require_grad()
     } else {
-        Tensor::<B, 4>::from_data(data(shape, 1, 2.0), &dev).require_grad()
+        Tensor::<B, 4>::from_data(data([n, all, h, w], 1, 2.0), &dev).require_grad()
     };
     let x = if layout.x_slice {
-        x_leaf.clone().narrow(1, c, c)
+        x_leaf.clone().narrow(1, all, all)
     } else {
         x_leaf.clone()
     };
@@ -80,11 +89,12 @@ fn run<B: AutodiffBackend>(
     };
     let out = f(AffineStep {
         x,
+        passive: layout.passive,
         a,
         clamp: CLAMP,
         pre: PRE,
     });
-    let wy = Tensor::<B, 4>::from_data(data(shape, 3, 1.0), &dev);
+    let wy = Tensor::<B, 4>::from_data(data([n, all, h, w], 3, 1.0), &dev);
     let wl = Tensor::<B, 1>::from_data(data([n], 4, 1.0), &dev);
     let loss = match layout.uses {
         (true, true) => (out.y.clone() * wy).sum() + (out.log_det.clone() * wl).sum(),
@@ -107,7 +117,8 @@ fn run<B: AutodiffBackend>(
 
 /// Shapes: tiny, one value per channel, more values per sample than a cube has units, and the
 /// IB-INN's two coupling shapes at batch 128; each with x contiguous or a channel slice, a
-/// contiguous or channels-last, and the loss reading both outputs or one.
+/// contiguous or channels-last, the loss reading both outputs or one, and no passive channels
+/// or as many as coupled ones (the all-in-one couplings) or one.
 #[test]
 fn kernels_match_the_definition() {
     let mut failures = vec![];
@@ -118,15 +129,22 @@ fn kernels_match_the_definition() {
         [128, 2, 14, 14],
         [128, 8, 7, 7],
     ] {
+        let c = shape[1];
         for layout in [
-            (false, false, (true, true)),
-            (true, false, (true, true)),
-            (false, true, (true, true)),
-            (true, true, (true, true)),
-            (false, true, (true, false)),
-            (true, true, (false, true)),
+            (0, false, false, (true, true)),
+            (0, true, false, (true, true)),
+            (0, false, true, (true, true)),
+            (0, true, true, (true, true)),
+            (0, false, true, (true, false)),
+            (0, true, true, (false, true)),
+            (c, false, false, (true, true)),
+            (c, false, true, (true, true)),
+            (c, true, true, (true, false)),
+            (1, true, true, (true, true)),
+            (1, false, true, (false, true)),
         ]
-        .map(|(x_slice, a_channels_last, uses)| Layout {
+        .map(|(passive, x_slice, a_channels_last, uses)| Layout {
+            passive,
             x_slice,
             a_channels_last,
             uses,

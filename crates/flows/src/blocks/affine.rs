@@ -14,6 +14,10 @@ pub fn register_affine<B: Backend>(f: AffineFn<B>) {
 }
 
 /// `y = x·exp(s) + t` with `s = clamp·tanh(pre·a_s)` and `[a_s, t] = a` split along channels.
+/// With `kept`, the leading channels of `x` (the caller's view of them, which conditions `a`)
+/// pass through and the rest is transformed: `y` has `x`'s shape. The registered half-step
+/// takes all of `x` at once; the tensor ops join `kept` to the transformed rest, so that their
+/// graph is what it was before there was a registered one.
 ///
 /// The soft clamp bounds each log-scale to `±clamp`, which keeps deep stacks of couplings
 /// from blowing up (FrEIA issue #38); `pre` is 0.1 in the all-in-one block and 0.2 in the
@@ -21,6 +25,7 @@ pub fn register_affine<B: Backend>(f: AffineFn<B>) {
 /// half-step ([`register_affine`]) takes that instead.
 pub(crate) fn affine_forward<B: Backend>(
     x: Tensor<B, 4>,
+    kept: Option<Tensor<B, 4>>,
     a: Tensor<B, 4>,
     clamp: f64,
     pre: f64,
@@ -28,19 +33,31 @@ pub(crate) fn affine_forward<B: Backend>(
     if !crate::nn::mode::is_rescale()
         && let Some(f) = crate::nn::registry::registered::<AffineFn<B>>()
     {
-        let out = f(AffineStep { x, a, clamp, pre });
+        let out = f(AffineStep {
+            x,
+            passive: kept.map_or(0, |k| k.dims()[1]),
+            a,
+            clamp,
+            pre,
+        });
         return (out.y, out.log_det);
     }
-    affine_by_ops(x, a, clamp, pre)
+    affine_by_ops(x, kept, a, clamp, pre)
 }
 
 /// [`affine_forward`] with tensor ops, whatever is registered.
 fn affine_by_ops<B: Backend>(
     x: Tensor<B, 4>,
+    kept: Option<Tensor<B, 4>>,
     a: Tensor<B, 4>,
     clamp: f64,
     pre: f64,
 ) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    if let Some(kept) = kept {
+        let (c, p) = (x.dims()[1], kept.dims()[1]);
+        let (y, log_det) = affine_by_ops(x.narrow(1, p, c - p), None, a, clamp, pre);
+        return (Tensor::cat(vec![kept, y], 1), log_det);
+    }
     let (s, t) = split_scale_shift(x.dims()[1], a, clamp, pre);
     let log_det = sum_per_sample(s.clone());
     (x * s.exp() + t, log_det)
@@ -92,7 +109,8 @@ mod tests {
 
     fn counting(step: AffineStep<Ad>) -> AffineStepOutput<Ad> {
         CALLS.with(|c| c.set(c.get() + 1));
-        let (y, log_det) = affine_by_ops(step.x, step.a, step.clamp, step.pre);
+        let kept = (step.passive > 0).then(|| step.x.clone().narrow(1, 0, step.passive));
+        let (y, log_det) = affine_by_ops(step.x, kept, step.a, step.clamp, step.pre);
         AffineStepOutput { y, log_det }
     }
 
@@ -100,16 +118,20 @@ mod tests {
     fn a_registered_half_step_is_taken_except_under_the_rescale_rule() {
         register_affine::<Ad>(counting);
         let dev = Default::default();
-        let x = Tensor::<Ad, 4>::ones([2, 1, 2, 2], &dev);
+        let x = Tensor::<Ad, 4>::ones([2, 3, 2, 2], &dev);
         let a = Tensor::<Ad, 4>::ones([2, 2, 2, 2], &dev);
+        let kept = || Some(x.clone().narrow(1, 0, 2));
         let before = calls();
-        let (y, _) = affine_forward(x.clone(), a.clone(), 0.7, 0.1);
+        let (y, _) = affine_forward(x.clone(), kept(), a.clone(), 0.7, 0.1);
         assert_eq!(calls(), before + 1);
-        let (want, _) = affine_by_ops(x.clone(), a.clone(), 0.7, 0.1);
-        y.into_data().assert_eq(&want.into_data(), true);
+        let (want, _) = affine_by_ops(x.clone(), kept(), a.clone(), 0.7, 0.1);
+        y.clone().into_data().assert_eq(&want.into_data(), true);
+        // The passive channels pass through; the coupled one moves.
+        let y = y.into_data().to_vec::<f32>().unwrap();
+        assert!(y[..8].iter().all(|&v| v == 1.0) && y[8..12].iter().all(|&v| v != 1.0));
         // DeepLift's rule rewrites the soft clamp's tanh: only the tensor ops know it.
         let _guard = crate::nn::mode::rescale_pairs();
-        let _ = affine_forward(x, a, 0.7, 0.1);
+        let _ = affine_forward(x.clone(), kept(), a, 0.7, 0.1);
         assert_eq!(calls(), before + 1);
     }
 }

@@ -57,12 +57,14 @@ impl<B: Backend> Flow<B> for DownsampleCoupling<B> {
         let x2 = x.narrow(1, self.split, c - self.split);
         let (y2, ld2) = affine_forward(
             space_to_depth(x2),
+            None,
             self.s_hi.forward(x1.clone()),
             self.clamp,
             PRE_SCALE,
         );
         let (y1, ld1) = affine_forward(
             space_to_depth(x1),
+            None,
             self.s_lo.forward(y2.clone()),
             self.clamp,
             PRE_SCALE,

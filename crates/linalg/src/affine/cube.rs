@@ -1,10 +1,10 @@
 //! The affine half-step on `Autodiff<CubeBackend>` (cuda, wgpu): one CubeCL kernel forward,
 //! two backward (plus the sum of their two gradients of `a`).
 //!
-//! * forward: one cube per sample walks its `C·H·W` values, writes `y = x·exp(s) + t` and
-//!   reduces `Σ s` in shared memory;
-//! * backward of `y`: one elementwise kernel writes `∂x = gy·exp(s)`, `∂t = gy` and
-//!   `∂a_s = gy·x·exp(s)·clamp·pre·(1 − tanh²)`;
+//! * forward: one cube per sample walks its `(P + C)·H·W` values, copies the `P` passive
+//!   channels, writes `y = x·exp(s) + t` for the others and reduces `Σ s` in shared memory;
+//! * backward of `y`: one elementwise kernel writes `∂x = gy` on the passive channels and
+//!   `gy·exp(s)` on the others, `∂t = gy` and `∂a_s = gy·x·exp(s)·clamp·pre·(1 − tanh²)`;
 //! * backward of `log_det`: one elementwise kernel writes `∂a_s = g[n]·clamp·pre·(1 − tanh²)`
 //!   (and 0 for the shifts).
 //!
@@ -49,9 +49,9 @@ mod kernels {
     /// One cube per sample.
     #[cube(launch)]
     pub(super) fn forward_kernel<F: Float>(
-        x: &Tensor<F>,           // [N, C, H, W]
+        x: &Tensor<F>,           // [N, P + C, H, W]
         a: &Tensor<F>,           // [N, 2C, H, W]
-        y: &mut Tensor<F>,       // [N, C, H, W], contiguous
+        y: &mut Tensor<F>,       // [N, P + C, H, W], contiguous
         log_det: &mut Tensor<F>, // [N]
         clamp: InputScalar,
         pre: InputScalar,
@@ -59,10 +59,11 @@ mod kernels {
         #[define(F)] _dtype: StorageType,
     ) {
         let n = CUBE_POS_X as usize;
-        let channels = x.shape(1);
+        let channels = a.shape(1) / 2;
+        let passive = x.shape(1) - channels;
         let width = x.shape(3);
         let hw = x.shape(2) * width;
-        let per_sample = channels * hw;
+        let per_sample = x.shape(1) * hw;
         let clamp = clamp.get::<F>();
         let pre = pre.get::<F>();
         let mut shared = SharedMemory::<F>::new(units);
@@ -72,10 +73,16 @@ mod kernels {
             let c = i / hw;
             let p = i % hw;
             let (h, w) = (p / width, p % width);
-            let (s, _) = soft_clamp::<F>(a[at::<F>(a, n, c, h, w)], clamp, pre);
-            let t = a[at::<F>(a, n, channels + c, h, w)];
-            y[n * per_sample + i] = x[at::<F>(x, n, c, h, w)] * F::exp(s) + t;
-            sum += s;
+            let xv = x[at::<F>(x, n, c, h, w)];
+            if c < passive {
+                y[n * per_sample + i] = xv;
+            } else {
+                let k = c - passive;
+                let (s, _) = soft_clamp::<F>(a[at::<F>(a, n, k, h, w)], clamp, pre);
+                let t = a[at::<F>(a, n, channels + k, h, w)];
+                y[n * per_sample + i] = xv * F::exp(s) + t;
+                sum += s;
+            }
             i += CUBE_DIM_X as usize;
         }
         let total = cube_sum::<F>(&mut shared, sum);
@@ -106,31 +113,37 @@ mod kernels {
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub(super) fn grad_a_kernel<F: Float>(
-        x: &Tensor<F>,      // [N, C, H, W]
+        x: &Tensor<F>,      // [N, P + C, H, W]
         a: &Tensor<F>,      // [N, 2C, H, W]
-        gy: &Tensor<F>,     // [N, C, H, W]
-        dx: &mut Tensor<F>, // [N, C, H, W], contiguous
+        gy: &Tensor<F>,     // [N, P + C, H, W]
+        dx: &mut Tensor<F>, // [N, P + C, H, W], contiguous
         da: &mut Tensor<F>, // [N, 2C, H, W], contiguous
         clamp: InputScalar,
         pre: InputScalar,
         #[define(F)] _dtype: StorageType,
     ) {
-        let channels = x.shape(1);
+        let channels = a.shape(1) / 2;
+        let passive = x.shape(1) - channels;
         let hw = x.shape(2) * x.shape(3);
-        let total = x.shape(0) * channels * hw;
+        let total = x.shape(0) * x.shape(1) * hw;
         let clamp = clamp.get::<F>();
         let pre = pre.get::<F>();
         let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
         let mut i = ABSOLUTE_POS_X as usize;
         while i < total {
-            let (n, c, h, w) = coordinates(i, channels, x.shape(2), x.shape(3));
-            let (s, ds_da) = soft_clamp::<F>(a[at::<F>(a, n, c, h, w)], clamp, pre);
+            let (n, c, h, w) = coordinates(i, x.shape(1), x.shape(2), x.shape(3));
             let g = gy[at::<F>(gy, n, c, h, w)];
-            let e = F::exp(s);
-            dx[i] = g * e;
-            let base = n * 2 * channels * hw + c * hw + i % hw;
-            da[base] = g * x[at::<F>(x, n, c, h, w)] * e * ds_da;
-            da[base + channels * hw] = g;
+            if c < passive {
+                dx[i] = g;
+            } else {
+                let k = c - passive;
+                let (s, ds_da) = soft_clamp::<F>(a[at::<F>(a, n, k, h, w)], clamp, pre);
+                let e = F::exp(s);
+                dx[i] = g * e;
+                let base = n * 2 * channels * hw + k * hw + i % hw;
+                da[base] = g * x[at::<F>(x, n, c, h, w)] * e * ds_da;
+                da[base + channels * hw] = g;
+            }
             i += step;
         }
     }
@@ -192,9 +205,10 @@ where
         let gy = grads.consume::<B<R, F, I, BT>>(&ops.node);
         let Saved { x, a, clamp, pre } = ops.state;
         let [n, c, h, w] = x.shape().dims::<4>();
+        let a_channels = a.shape().dims::<4>()[1];
         let (client, dtype) = (x.client.clone(), x.dtype);
         let dx = empty_like(&x, &[n, c, h, w]);
-        let da = empty_like(&x, &[n, 2 * c, h, w]);
+        let da = empty_like(&x, &[n, a_channels, h, w]);
         grad_a_kernel::launch::<R>(
             &client,
             elementwise_cubes(n * c * h * w),
@@ -264,11 +278,12 @@ where
 {
     let [n, c, h, w] = step.x.dims();
     let a_dims = step.a.dims();
-    assert_eq!(
-        a_dims,
-        [n, 2 * c, h, w],
-        "affine kernels: a must be [N, 2C, H, W] for x of [N, C, H, W] = {:?}",
-        [n, c, h, w]
+    assert!(
+        step.passive < c && a_dims == [n, 2 * (c - step.passive), h, w],
+        "affine kernels: a must be [N, 2C, H, W] for x of [N, P + C, H, W] = {:?} with P = {}, \
+         got {a_dims:?}",
+        [n, c, h, w],
+        step.passive
     );
     assert!(
         n <= MAX_CUBES,

@@ -14,17 +14,25 @@ mod cube;
 #[cfg(feature = "cubecl")]
 pub use cube::affine_train_cube;
 
-/// What one affine half-step takes: `x` of shape `[N, C, H, W]` and `a` of shape
-/// `[N, 2C, H, W]` (the log-scales' pre-activations, then the shifts).
+/// What one affine half-step takes: `x` of shape `[N, P + C, H, W]`, whose first `passive`
+/// (`P`) channels pass through unchanged, and `a` of shape `[N, 2C, H, W]` (the log-scales'
+/// pre-activations, then the shifts) for the other `C`.
+///
+/// Why the passive channels: a coupling's half-step transforms the second part of its input
+/// and keeps the first, which conditions it. Taking the whole input saves the `narrow` of the
+/// second part and the `cat` that joins the halves again, with their backward passes: about
+/// four launches per coupling on the cube backends.
 #[derive(Debug)]
 pub struct AffineStep<B: Backend> {
     pub x: Tensor<B, 4>,
+    pub passive: usize,
     pub a: Tensor<B, 4>,
     pub clamp: f64,
     pub pre: f64,
 }
 
-/// `y = x·exp(s) + t` and `log_det = Σ_{c,h,w} s` per sample.
+/// `y = [x_P, x_C·exp(s) + t]` (the passive channels, then the coupled ones) and
+/// `log_det = Σ_{c,h,w} s` per sample.
 #[derive(Debug)]
 pub struct AffineStepOutput<B: Backend> {
     pub y: Tensor<B, 4>,
