@@ -277,7 +277,8 @@ fn update_running_statistics<B: Backend>(bn: &BatchNorm<B>, mean: Tensor<B, 1>, 
 /// Why not `RunningState::update` alone: it parks the value per thread, and the next read
 /// folds the parked values in as their average, a `div_scalar` launch per statistic even when
 /// one thread reported (two per batch norm and step, 200 per step of the full IB-INN on the
-/// GPU: docs/results.md, "Running statistics stored in place"). A single thread stores the
+/// GPU: docs/results.md, "Running statistics stored in place, convolution weights stored
+/// channels-last"). A single thread stores the
 /// value in place through `Module::map`, which sets a running state's tensor (clones share it)
 /// and parks nothing, so the value is current at once. Replicas of a data-parallel step
 /// ([`replica`]) report through `update`, so their statistics are averaged as before.

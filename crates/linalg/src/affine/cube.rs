@@ -11,7 +11,7 @@
 //! `y` and `log_det` are two autodiff nodes because burn's custom ops have one output each;
 //! autodiff adds their two gradients of `a`. The kernels read `x`, `a` and the incoming
 //! gradients by their strides: `a` is a convolution's output (burn-cubecl's direct convolution
-//! hands on a channels-last view) and `x` a channel slice of the block's input. Every tensor a
+//! hands on a channels-last view) and `x` the block's input or a channel slice of it. Every tensor a
 //! kernel writes is allocated contiguous (`crate::fasth::cube` says why).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;

@@ -14,8 +14,11 @@
 //! vector (`cfx_linalg::pack`: on the cube backends a kernel launch per 16 tensors, elsewhere
 //! one `cat`), the whole update is a dozen launches over that vector, and the new parameters
 //! are views of the result: each tensor's segment is padded to [`ALIGN`] elements so that
-//! burn-cubecl slices it without a copy. Measured in docs/results.md, "The optimiser as one
-//! flat vector" and "The optimiser's gathering and the affine half-step as CubeCL kernels".
+//! burn-cubecl slices it without a copy. On the cube backends convolution weights are stored
+//! channels-last in it, so that their views are what the convolutions read
+//! ([`GroupedSgd::with_channels_last`]). Measured in docs/results.md, "The optimiser as one
+//! flat vector", "The optimiser's gathering and the affine half-step as CubeCL kernels" and
+//! "Running statistics stored in place, convolution weights stored channels-last".
 //!
 //! The record keeps burn's format (one `OptimizerAdaptor<Sgd>` record per group, a velocity per
 //! parameter), so checkpoints written by the earlier per-tensor optimiser resume here and the
