@@ -66,7 +66,9 @@ impl<B: Backend> Flow<B> for ActNorm<B> {
     fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 1>) {
         let [n, _, h, w] = x.dims();
         let ls = self.log_scale.val();
-        let log_det = ls.clone().sum().mul_scalar((h * w) as f64).expand([n]);
+        // `sum_dim` rather than `sum`: on the cube backends a full `sum` is two launches (a
+        // zero fill and the reduction), `sum_dim` one, and this runs in every coupling.
+        let log_det = ls.clone().sum_dim(0).mul_scalar((h * w) as f64).expand([n]);
         let y = x * per_channel(ls.exp(), n) + per_channel(self.offset.val(), n);
         (y, log_det)
     }
