@@ -30,6 +30,15 @@ pub(crate) fn affine_forward<B: Backend>(
     clamp: f64,
     pre: f64,
 ) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    if let Some(k) = &kept {
+        let ([n, c, h, w], [kn, p, kh, kw]) = (x.dims(), k.dims());
+        debug_assert!(
+            (kn, kh, kw) == (n, h, w) && p < c,
+            "kept {:?} is not a leading slice of x {:?}",
+            k.dims(),
+            x.dims()
+        );
+    }
     if !crate::nn::mode::is_rescale()
         && let Some(f) = crate::nn::registry::registered::<AffineFn<B>>()
     {
