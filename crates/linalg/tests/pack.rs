@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::FloatTensor;
 use burn_flex::Flex;
-use cfx_linalg::pack::{pack_by_cat, pack_cube};
+use cfx_linalg::pack::{ALIGN, pack_by_cat, pack_cube};
 
 mod common;
 
@@ -112,8 +112,8 @@ fn kernel_matches_cat() {
         (16, |k, end| end + k % 3, 1),
         (17, |_, end| end, 0),
         (41, |k, end| end + (k * 5) % 128, 127),
-        // The optimiser's layout: every part starts at a multiple of 128.
-        (40, |_, end| end.next_multiple_of(128), 100),
+        // The optimiser's layout: every part starts at a multiple of the alignment.
+        (40, |_, end| end.next_multiple_of(ALIGN), 100),
     ];
     let failures: Vec<String> = cases
         .iter()

@@ -18,6 +18,11 @@ mod cube;
 #[cfg(feature = "cubecl")]
 pub use cube::pack_cube;
 
+/// Values (`f32`) in burn-cubecl's offset alignment, 512 bytes under CUDA (256 under wgpu): a
+/// slice of a vector whose start and end are multiples of it is a view, any other a copy.
+/// Callers that lay parts out ([`PackFn`]'s offsets) and slice them back use it too.
+pub const ALIGN: usize = 128;
+
 /// Lays `parts` out in one vector of `total` values: part `k`'s values, in the row-major order
 /// of its shape (whatever its strides), at `offsets[k]..offsets[k] + len(k)`, and zeros in
 /// every gap between and after them.
@@ -79,11 +84,9 @@ pub fn pack_by_cat<B: Backend>(
         }
         gap.max(total - end)
     };
-    // 128 values (512 bytes) or a multiple: burn-cubecl copies a slice whose start or end is
-    // off the device's offset alignment (up to 512 bytes), so a filler of that length cut for a
-    // gap of a multiple of the alignment stays a view. (A filler of the largest gap's length
-    // cost llvmpipe a copy per gap.)
-    let filler = Tensor::<B, 1>::zeros([largest_gap.next_multiple_of(128).max(128)], &device);
+    // A multiple of [`ALIGN`], so that a filler cut for a gap of a multiple of it stays a view.
+    // (A filler of the largest gap's length cost llvmpipe a copy per gap.)
+    let filler = Tensor::<B, 1>::zeros([largest_gap.next_multiple_of(ALIGN).max(ALIGN)], &device);
     let mut pieces = Vec::with_capacity(2 * flat.len() + 1);
     let mut end = 0;
     for (t, &offset) in flat.into_iter().zip(offsets) {

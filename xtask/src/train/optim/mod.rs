@@ -13,8 +13,8 @@
 //! goes" in docs/results.md). Here the gradients and the parameters are each copied into one
 //! vector (`cfx_linalg::pack`: on the cube backends a kernel launch per 16 tensors, elsewhere
 //! one `cat`), the whole update is a dozen launches over that vector, and the new parameters
-//! are views of the result: each tensor's segment is padded to [`ALIGN`] elements so that
-//! burn-cubecl slices it without a copy. On the cube backends convolution weights are stored
+//! are views of the result: each tensor's segment is padded to `cfx_linalg::pack::ALIGN`
+//! elements so that burn-cubecl slices it without a copy. On the cube backends convolution weights are stored
 //! channels-last in it, so that their views are what the convolutions read
 //! ([`GroupedSgd::with_channels_last`]). Measured in docs/results.md, "The optimiser as one
 //! flat vector", "The optimiser's gathering and the affine half-step as CubeCL kernels" and
@@ -38,7 +38,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use cfx_flows::nn::registry::registered;
 use cfx_linalg::convert::{primitive, tensor};
-use cfx_linalg::pack::{PackFn, pack_by_cat};
+use cfx_linalg::pack::{ALIGN, PackFn, pack_by_cat};
 
 /// Hyper-parameters of one group; `lr_factor` multiplies the scheduled learning rate.
 #[derive(Debug, Clone, Copy)]
@@ -47,10 +47,6 @@ pub struct SgdGroup {
     pub momentum: f64,
     pub weight_decay: f64,
 }
-
-/// Elements each tensor's segment of the flat vector is padded to: 512 bytes of `f32`, the
-/// offset alignment burn-cubecl needs under CUDA (256 under wgpu) to slice without a copy.
-const ALIGN: usize = 128;
 
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 
