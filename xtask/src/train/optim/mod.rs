@@ -88,30 +88,32 @@ impl Slot {
     /// A tensor of this slot's shape in its stored axis order (a view where the backend has
     /// strided tensors).
     fn to_stored<IB: Backend, const D: usize>(&self, t: Tensor<IB, D>) -> Tensor<IB, D> {
-        if !self.channels_last {
-            return t;
+        match self.channels_last {
+            true => t.permute(second_axis_moved::<D>(true)),
+            false => t,
         }
-        let mut axes = [0isize; D];
-        for (k, a) in axes.iter_mut().enumerate().skip(1) {
-            *a = (k % (D - 1) + 1) as isize;
-        }
-        t.permute(axes)
     }
 
     /// The inverse of [`Slot::to_stored`]: this slot's values, stored from `flat`'s start,
     /// with the slot's shape.
     fn unstore<IB: Backend, const D: usize>(&self, flat: Tensor<IB, 1>) -> Tensor<IB, D> {
         let t = flat.reshape(self.stored_shape::<D>());
-        if !self.channels_last {
-            return t;
+        match self.channels_last {
+            true => t.permute(second_axis_moved::<D>(false)),
+            false => t,
         }
-        let mut axes = [0isize; D];
-        axes[1] = D as isize - 1;
-        for (k, a) in axes.iter_mut().enumerate().skip(2) {
-            *a = k as isize - 1;
-        }
-        t.permute(axes)
     }
+}
+
+/// The axes that move the second axis last (`to_last`: what [`Slot::stored_shape`] does to the
+/// shape) or the last axis back to second.
+fn second_axis_moved<const D: usize>(to_last: bool) -> [isize; D] {
+    let mut axes: [isize; D] = std::array::from_fn(|k| k as isize);
+    match to_last {
+        true => axes[1..].rotate_left(1),
+        false => axes[1..].rotate_right(1),
+    }
+    axes
 }
 
 /// The state of the parameters stepped last, laid out as `slots`.
