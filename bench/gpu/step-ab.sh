@@ -2,8 +2,10 @@
 # The CUDA training step before and after the launch-count work, in one short device call
 # (after `bash bench/gpu/setup.sh`): owed item 12 of docs/results.md.
 #   .gpu/xtask-cuda         this commit: flat optimiser gathered by the pack kernel with the
-#                           convolution weights stored channels-last, batch norm and the affine
-#                           half-step as CubeCL kernels. Same binary: `standard` stores the
+#                           convolution weights stored channels-last, batch norm, the affine
+#                           half-step and the subnet input as CubeCL kernels. Same binary:
+#                           `input` builds the subnet input with tensor ops
+#                           (CFX_SUBNET_INPUT=ops), `standard` also stores the
 #                           weights in burn's layout (CFX_WEIGHTS=standard), `affine` also runs
 #                           the half-step with tensor ops (CFX_AFFINE=ops), `cat` also gathers
 #                           with `cat` (CFX_PACK=cat), `fused` / `ops` also run batch norm with
@@ -20,30 +22,32 @@ W=/tmp/step-ab
 mkdir -p "$W"
 BIN=${BIN:-.gpu/xtask-cuda}
 BEFORE=${BEFORE:-.gpu/xtask-cuda-before}
-variants=(kernels standard affine cat fused ops)
+variants=(kernels input standard affine cat fused ops)
 [ -x "$BEFORE" ] && variants+=(before)
 run() { # variant round
-  # Each variant drops one more speed-up: kernels → standard → affine → cat → fused → ops.
-  local bin=$BIN bn=kernels pack=kernel affine=kernel weights=channels-last
+  # Each variant drops one more speed-up: kernels → input → standard → affine → cat → fused
+  # → ops.
+  local bin=$BIN bn=kernels pack=kernel affine=kernel weights=channels-last input=kernel
   case $1 in
-    standard) weights=standard ;;
-    affine) weights=standard affine=ops ;;
-    cat) weights=standard affine=ops pack=cat ;;
-    fused) weights=standard affine=ops pack=cat bn=fused ;;
-    ops | before) weights=standard affine=ops pack=cat bn=ops ;;
+    input) input=ops ;;
+    standard) input=ops weights=standard ;;
+    affine) input=ops weights=standard affine=ops ;;
+    cat) input=ops weights=standard affine=ops pack=cat ;;
+    fused) input=ops weights=standard affine=ops pack=cat bn=fused ;;
+    ops | before) input=ops weights=standard affine=ops pack=cat bn=ops ;;
   esac
   [ "$1" = before ] && bin=$BEFORE
   # shellcheck disable=SC2086 # EXTRA is a list of flags
-  CFX_CONV=gemm CFX_BATCH_NORM=$bn CFX_PACK=$pack CFX_AFFINE=$affine CFX_WEIGHTS=$weights timeout "${BOX:-90}" "$bin" bench step \
+  CFX_CONV=gemm CFX_BATCH_NORM=$bn CFX_PACK=$pack CFX_AFFINE=$affine CFX_WEIGHTS=$weights CFX_SUBNET_INPUT=$input timeout "${BOX:-90}" "$bin" bench step \
     --backends "${BACKEND:-cuda}" --steps "${STEPS:-20}" --warmup "${WARMUP:-3}" --breakdown \
     --json "$W/$1-$2.json" ${EXTRA:-} >"$W/$1-$2.log" 2>&1
   echo "round $2 $1 (rc $?): $(grep -E 'ms/step|forward [0-9.]+ ms' "$W/$1-$2.log" | tr -s ' ' | tr '\n' ' ')"
 }
 # The kernels' tests first, when their binaries are carried (`cargo test --release -p
-# cfx-linalg --features cuda --test batch_norm --test pack --test affine --no-run --target-dir
-# target/cuda`, stripped and xz'd into .gpu/<name>-test.xz like the others): the timings mean
-# little if one fails.
-for t in batch_norm pack affine; do
+# cfx-linalg --features cuda --test batch_norm --test pack --test affine --test subnet_input
+# --no-run --target-dir target/cuda`, stripped and xz'd into .gpu/<name>-test.xz like the
+# others): the timings mean little if one fails.
+for t in batch_norm pack affine subnet_input; do
   if [ -x ".gpu/$t-test" ]; then
     timeout "${BOX:-90}" ".gpu/$t-test" >"$W/$t-test.log" 2>&1
     echo "$t kernel test (rc $?): $(grep -E 'test result' "$W/$t-test.log")"

@@ -8,6 +8,7 @@
 //! | `CFX_PACK` | `kernel`, `cat` | how the optimiser gathers its vectors (`train::optim`) |
 //! | `CFX_AFFINE` | `kernel`, `ops` | the couplings' affine half-step in training |
 //! | `CFX_WEIGHTS` | `channels-last`, `standard` | how the optimiser stores convolution weights (`train::optim`) |
+//! | `CFX_SUBNET_INPUT` | `kernel`, `ops` | the couplings' subnet input (leading channels, ReLU) in training |
 //!
 //! (`CFX_CONV`, the subnets' convolution, is read in `main` and kept by `cfx_flows`.) The
 //! kernels exist for cuda and wgpu only, and not under `fusion`, whose tensors are not
@@ -112,28 +113,50 @@ impl OpSetting for PackImpl {
     }
 }
 
-/// The couplings' affine half-step in training (`CFX_AFFINE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AffineImpl {
-    /// `cfx_linalg::affine::affine_train_cube`: one launch forward, three backward.
-    #[default]
-    Kernel,
-    /// Autodiff through the tensor ops of the definition.
-    Ops,
-}
-
-impl OpSetting for AffineImpl {
-    const VAR: &'static str = "CFX_AFFINE";
-    const ALL: &'static [Self] = &[Self::Kernel, Self::Ops];
-    const WITHOUT_KERNELS: Self = Self::Ops;
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Kernel => "kernel",
-            Self::Ops => "ops",
+/// A setting that picks a CubeCL kernel (`kernel`, the default) or the tensor ops of the
+/// definition (`ops`).
+macro_rules! kernel_or_ops {
+    ($(#[$doc:meta])* $name:ident, $var:literal, $(#[$kernel:meta])*) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        pub enum $name {
+            $(#[$kernel])*
+            #[default]
+            Kernel,
+            /// Autodiff through the tensor ops of the definition.
+            Ops,
         }
-    }
+
+        impl OpSetting for $name {
+            const VAR: &'static str = $var;
+            const ALL: &'static [Self] = &[Self::Kernel, Self::Ops];
+            const WITHOUT_KERNELS: Self = Self::Ops;
+
+            fn name(self) -> &'static str {
+                match self {
+                    Self::Kernel => "kernel",
+                    Self::Ops => "ops",
+                }
+            }
+        }
+    };
 }
+
+kernel_or_ops!(
+    /// The couplings' affine half-step in training (`CFX_AFFINE`).
+    AffineImpl,
+    "CFX_AFFINE",
+    /// `cfx_linalg::affine::affine_train_cube`: one launch forward, three backward.
+);
+
+kernel_or_ops!(
+    /// The all-in-one couplings' subnet input in training (`CFX_SUBNET_INPUT`): the ops are a
+    /// slice and a ReLU.
+    SubnetInputImpl,
+    "CFX_SUBNET_INPUT",
+    /// `cfx_linalg::subnet_input::subnet_input_cube`: one launch forward, one backward, the
+    /// output channels-last.
+);
 
 /// How the optimiser lays out convolution weights in its flat vector (`CFX_WEIGHTS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -166,6 +189,7 @@ pub struct OpSettings {
     pub pack: PackImpl,
     pub affine: AffineImpl,
     pub weights: WeightLayout,
+    pub subnet_input: SubnetInputImpl,
 }
 
 impl OpSettings {
@@ -175,6 +199,7 @@ impl OpSettings {
             pack: PackImpl::from_env()?,
             affine: AffineImpl::from_env()?,
             weights: WeightLayout::from_env()?,
+            subnet_input: SubnetInputImpl::from_env()?,
         })
     }
 }
@@ -217,6 +242,11 @@ pub fn register_backend_ops(settings: OpSettings) {
             if settings.affine == AffineImpl::Kernel {
                 cfx_flows::blocks::register_affine::<Autodiff<$b>>(
                     cfx_linalg::affine::affine_train_cube,
+                );
+            }
+            if settings.subnet_input == SubnetInputImpl::Kernel {
+                cfx_flows::nn::register_subnet_input::<Autodiff<$b>>(
+                    cfx_linalg::subnet_input::subnet_input_cube,
                 );
             }
         };

@@ -20,6 +20,14 @@ pub(crate) fn elementwise_cubes(n: usize) -> CubeCount {
     CubeCount::Static(n.div_ceil(UNITS).clamp(1, MAX_CUBES) as u32, 1, 1)
 }
 
+/// Where `[n, c, h, w]` is in the rank-4 tensor `t`, by its strides: the kernels read their
+/// inputs where they lie (a convolution's channels-last output, a channel slice) instead of
+/// copying them first.
+#[cube]
+pub(crate) fn at<F: Float>(t: &Tensor<F>, n: usize, c: usize, h: usize, w: usize) -> usize {
+    n * t.stride(0) + c * t.stride(1) + h * t.stride(2) + w * t.stride(3)
+}
+
 /// The sum of `value` over the cube's units (all of them must call it), in `shared` of one
 /// slot per unit.
 #[cube]

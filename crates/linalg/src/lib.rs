@@ -19,6 +19,7 @@ pub mod fasth;
 pub mod fid;
 pub mod layers;
 pub mod pack;
+pub mod subnet_input;
 #[cfg(test)]
 mod test_util;
 

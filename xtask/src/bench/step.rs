@@ -38,6 +38,8 @@ pub struct StepTiming {
     /// How the optimiser stores convolution weights: `channels-last` or `standard`
     /// (`CFX_WEIGHTS`).
     pub weights: String,
+    /// The all-in-one couplings' subnet input: `kernel` or `ops` (`CFX_SUBNET_INPUT`).
+    pub subnet_input: String,
     /// Medians of forward / backward / optimiser with a device sync after each
     /// (`--breakdown`; the syncs cost a little overlap, so their sum exceeds `median_ms`).
     pub breakdown_ms: Option<[f64; 3]>,
@@ -129,6 +131,7 @@ impl BackendJob for StepJob {
             pack: ops.pack.on(backend).name().to_string(),
             affine: ops.affine.on(backend).name().to_string(),
             weights: ops.weights.on(backend).name().to_string(),
+            subnet_input: ops.subnet_input.on(backend).name().to_string(),
             breakdown_ms,
         })
     }
@@ -156,7 +159,7 @@ pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
         };
         let t = run_on(b, job)?;
         println!(
-            "{:<8} batch {:>4} replicas {} conv {} batch norm {} pack {} affine {} weights {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
+            "{:<8} batch {:>4} replicas {} conv {} batch norm {} pack {} affine {} weights {} subnet input {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
             t.backend,
             t.batch_size,
             t.replicas,
@@ -165,6 +168,7 @@ pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
             t.pack,
             t.affine,
             t.weights,
+            t.subnet_input,
             t.median_ms,
             t.mean_ms,
             t.images_per_second

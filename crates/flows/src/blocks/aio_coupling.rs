@@ -67,7 +67,7 @@ impl<B: Backend> Flow<B> for AllInOneCoupling<B> {
         // The half-step takes the whole input and passes the conditioning channels through,
         // which spares a narrow and a cat (`cfx_linalg::affine::AffineStep` says why).
         let x1 = x.clone().narrow(1, 0, self.split);
-        let a = self.subnet.forward(x1.clone());
+        let a = self.subnet.forward_leading(x.clone(), x1.clone());
         let (y, ld_coupling) = affine_forward(x, Some(x1), a, self.clamp, PRE_SCALE);
         let (y, _) = self.rotation.forward(y);
         let (y, ld_act) = self.act_norm.forward(y);

@@ -25,4 +25,4 @@ pub use fused_batch_norm::{
     PerChannel, register_batch_norm, register_fused_batch_norm, registered_batch_norm,
 };
 pub use init::{kaiming_normal, torch_default_bias};
-pub use subnet::{ConvSubnet, ConvSubnetConfig, FcSubnet, FcSubnetConfig};
+pub use subnet::{ConvSubnet, ConvSubnetConfig, FcSubnet, FcSubnetConfig, register_subnet_input};

@@ -3,6 +3,7 @@ use burn::nn::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
 };
 use burn::prelude::*;
+use cfx_linalg::subnet_input::{SubnetInput, SubnetInputFn};
 
 use super::mode::{batch_norm_relu, dropout, relu};
 use super::{Dropout2d, conv2d, kaiming_normal, torch_default_bias};
@@ -75,9 +76,41 @@ impl ConvSubnetConfig {
     }
 }
 
+/// Makes `f` the subnet input of backend `B` (xtask registers
+/// `cfx_linalg::subnet_input::subnet_input_cube` for `Autodiff` over cuda and wgpu): the
+/// leading channels of a coupling's input through the first ReLU, in one launch each way
+/// instead of about seven. It is not used under DeepLift's rescale rule, which changes the
+/// ReLU ([`super::mode::rescale_pairs`]).
+pub fn register_subnet_input<B: Backend>(f: SubnetInputFn<B>) {
+    super::registry::register(f);
+}
+
 impl<B: Backend> ConvSubnet<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = if self.relu_first { relu(x) } else { x };
+        self.body(x)
+    }
+
+    /// [`Self::forward`] of the first channels of `x`, of which `leading` is the caller's view
+    /// (the conditioning half of a coupling's input). A backend with a registered subnet input
+    /// ([`register_subnet_input`]) takes all of `x` and skips the slice; otherwise this is
+    /// `forward(leading)`, the graph it was before there was a registered one.
+    pub fn forward_leading(&self, x: Tensor<B, 4>, leading: Tensor<B, 4>) -> Tensor<B, 4> {
+        if !super::mode::is_rescale()
+            && let Some(f) = super::registry::registered::<SubnetInputFn<B>>()
+        {
+            let channels = leading.dims()[1];
+            return self.body(f(SubnetInput {
+                x,
+                channels,
+                relu: self.relu_first,
+            }));
+        }
+        self.forward(leading)
+    }
+
+    /// Everything after the first ReLU.
+    fn body(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = batch_norm_relu(&self.bn1, conv2d(&self.conv1, x));
         let x = batch_norm_relu(&self.bn2, conv2d(&self.conv2, x));
         conv2d(&self.conv3, self.dropout.forward(x))
@@ -126,5 +159,62 @@ impl<B: Backend> FcSubnet<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         self.fc2
             .forward(dropout(&self.dropout, relu(self.fc1.forward(x))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Autodiff;
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    use burn_flex::Flex;
+    use std::cell::Cell;
+
+    /// The type the batch-norm and affine registration tests use too: this test registers a
+    /// subnet input that computes the same numbers as the tensor ops, so none disturbs another.
+    type Ad = Autodiff<Flex, BalancedCheckpointing>;
+
+    thread_local! {
+        // Per thread: another test may run a coupling on this backend meanwhile.
+        static CALLS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn calls() -> usize {
+        CALLS.with(Cell::get)
+    }
+
+    fn counting(input: SubnetInput<Ad>) -> Tensor<Ad, 4> {
+        CALLS.with(|c| c.set(c.get() + 1));
+        let x = input.x.narrow(1, 0, input.channels);
+        if input.relu { relu(x) } else { x }
+    }
+
+    #[test]
+    fn a_registered_subnet_input_is_taken_except_under_the_rescale_rule() {
+        register_subnet_input::<Ad>(counting);
+        let dev = Default::default();
+        let subnet = ConvSubnetConfig::new(2, 4, 3).init::<Ad>(&dev);
+        let x = Tensor::<Ad, 4>::from_data(
+            TensorData::new(
+                (0..60).map(|i| (i as f32 - 29.5) / 7.0).collect(),
+                [2, 5, 3, 2],
+            ),
+            &dev,
+        );
+        let leading = || x.clone().narrow(1, 0, 2);
+        let before = calls();
+        let a = subnet.forward_leading(x.clone(), leading());
+        assert_eq!(calls(), before + 1);
+        assert_eq!(a.dims(), [2, 4, 3, 2]);
+        // Not bit for bit: the batch-norm test may register its fused op for `Ad` meanwhile.
+        let want = subnet.forward(leading());
+        let scale: f64 = want.clone().abs().max().into_scalar().elem();
+        let err = crate::testing::max_abs_diff(a, want);
+        assert!(err <= 1e-5 * scale.max(1.0), "{err} (scale {scale})");
+        // DeepLift's rule rewrites the ReLU: only the tensor ops know it. Its batch is inputs
+        // and as many references.
+        let _guard = crate::nn::mode::rescale_pairs();
+        let _ = subnet.forward_leading(x.clone(), leading());
+        assert_eq!(calls(), before + 1);
     }
 }

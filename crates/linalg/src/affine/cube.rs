@@ -30,14 +30,8 @@ use crate::finish_stateful;
 use kernels::{forward_kernel, grad_a_kernel, grad_log_det_kernel};
 
 mod kernels {
-    use crate::cube_util::cube_sum;
+    use crate::cube_util::{at, cube_sum};
     use cubecl::prelude::*;
-
-    /// Where `[n, c, h, w]` is in `t`, by its strides.
-    #[cube]
-    fn at<F: Float>(t: &Tensor<F>, n: usize, c: usize, h: usize, w: usize) -> usize {
-        n * t.stride(0) + c * t.stride(1) + h * t.stride(2) + w * t.stride(3)
-    }
 
     /// `clamp·tanh(pre·a)` and `clamp·pre·(1 − tanh²(pre·a))`, its derivative.
     #[cube]
