@@ -8,7 +8,7 @@ use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn_flex::Flex;
-use cfx_linalg::affine::{AffineStep, AffineStepOutput, affine_train_cube};
+use cfx_linalg::affine::{AffineStep, AffineStepOutput, ConstantLogDet, affine_train_cube};
 
 mod common;
 
@@ -35,6 +35,10 @@ fn by_definition<B: Backend>(step: AffineStep<B>) -> AffineStepOutput<B> {
     let s = s.tanh().mul_scalar(step.clamp);
     let t = step.a.narrow(1, c, c);
     let log_det = s.clone().reshape([n as i32, -1]).sum_dim(1).reshape([n]);
+    let log_det = match step.constant {
+        Some(k) => log_det + k.values.sum().mul_scalar(k.weight),
+        None => log_det,
+    };
     let y = step.x.clone().narrow(1, p, c) * s.exp() + t;
     AffineStepOutput {
         y: match p {
@@ -55,6 +59,8 @@ struct Layout {
     a_channels_last: bool,
     /// The loss reads `y` and `log_det` (or only `y`, or only `log_det`).
     uses: (bool, bool),
+    /// A constant log-det term (a fixed act-norm's, five scales over the H·W pixels).
+    constant: bool,
 }
 
 /// y, log_det, ∂x, ∂a under the loss `Σ y·wy + Σ log_det·wl` (the terms `uses` keeps).
@@ -87,12 +93,17 @@ fn run<B: AutodiffBackend>(
     } else {
         a_leaf.clone()
     };
+    let constant = layout.constant.then(|| ConstantLogDet {
+        values: Tensor::<B, 1>::from_data(data([5], 5, 0.5), &dev),
+        weight: (h * w) as f64,
+    });
     let out = f(AffineStep {
         x,
         passive: layout.passive,
         a,
         clamp: CLAMP,
         pre: PRE,
+        constant,
     });
     let wy = Tensor::<B, 4>::from_data(data([n, all, h, w], 3, 1.0), &dev);
     let wl = Tensor::<B, 1>::from_data(data([n], 4, 1.0), &dev);
@@ -117,8 +128,9 @@ fn run<B: AutodiffBackend>(
 
 /// Shapes: tiny, one value per channel, more values per sample than a cube has units, and the
 /// IB-INN's two coupling shapes at batch 128; each with x contiguous or a channel slice, a
-/// contiguous or channels-last, the loss reading both outputs or one, and no passive channels
-/// or as many as coupled ones (the all-in-one couplings) or one.
+/// contiguous or channels-last, the loss reading both outputs or one, no passive channels
+/// or as many as coupled ones (the all-in-one couplings) or one, and a constant log-det term
+/// or none.
 #[test]
 fn kernels_match_the_definition() {
     let mut failures = vec![];
@@ -143,12 +155,24 @@ fn kernels_match_the_definition() {
             (1, true, true, (true, true)),
             (1, false, true, (false, true)),
         ]
-        .map(|(passive, x_slice, a_channels_last, uses)| Layout {
-            passive,
-            x_slice,
-            a_channels_last,
-            uses,
-        }) {
+        .map(|(passive, x_slice, a_channels_last, uses)| {
+            (passive, x_slice, a_channels_last, uses, false)
+        })
+        .into_iter()
+        // With a constant term: the all-in-one couplings' case, and one that reads only log_det.
+        .chain([
+            (c, true, true, (true, true), true),
+            (0, false, false, (false, true), true),
+        ])
+        .map(
+            |(passive, x_slice, a_channels_last, uses, constant)| Layout {
+                passive,
+                x_slice,
+                a_channels_last,
+                uses,
+                constant,
+            },
+        ) {
             let gpu = run::<Autodiff<Gpu>>(shape, layout, affine_train_cube);
             let cpu = run::<Autodiff<Flex>>(shape, layout, by_definition);
             for (name, (a, b)) in ["y", "log_det", "dx", "da"]

@@ -1,5 +1,6 @@
 use burn::module::Param;
 use burn::prelude::*;
+use cfx_linalg::affine::ConstantLogDet;
 
 use crate::flow::Flow;
 use crate::ops::per_channel;
@@ -62,15 +63,37 @@ impl<B: Backend> ActNorm<B> {
     }
 }
 
+impl<B: Backend> ActNorm<B> {
+    /// The map, without its log-determinant.
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let n = x.dims()[0];
+        x * per_channel(self.log_scale.val().exp(), n) + per_channel(self.offset.val(), n)
+    }
+
+    /// The log-determinant on inputs of `hw` pixels per channel as a term the same for every
+    /// sample and without gradient, when it is one: the scales are fixed (IB-INN's), or the
+    /// backend computes no gradients. An all-in-one coupling hands it to its affine half-step,
+    /// which adds it for free.
+    pub fn constant_log_det(&self, hw: usize) -> Option<ConstantLogDet<B>> {
+        (!self.log_scale.is_require_grad()).then(|| ConstantLogDet {
+            values: self.log_scale.val(),
+            weight: hw as f64,
+        })
+    }
+}
+
 impl<B: Backend> Flow<B> for ActNorm<B> {
     fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 1>) {
         let [n, _, h, w] = x.dims();
-        let ls = self.log_scale.val();
         // `sum_dim` rather than `sum`: on the cube backends a full `sum` is two launches (a
-        // zero fill and the reduction), `sum_dim` one, and this runs in every coupling.
-        let log_det = ls.clone().sum_dim(0).mul_scalar((h * w) as f64).expand([n]);
-        let y = x * per_channel(ls.exp(), n) + per_channel(self.offset.val(), n);
-        (y, log_det)
+        // zero fill and the reduction), `sum_dim` one.
+        let log_det = self
+            .log_scale
+            .val()
+            .sum_dim(0)
+            .mul_scalar((h * w) as f64)
+            .expand([n]);
+        (self.apply(x), log_det)
     }
 
     fn inverse(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {

@@ -1,7 +1,7 @@
 //! The affine half-step shared by IB-INN's coupling blocks.
 
 use burn::prelude::*;
-use cfx_linalg::affine::{AffineFn, AffineStep};
+use cfx_linalg::affine::{AffineFn, AffineStep, ConstantLogDet};
 
 use crate::ops::sum_per_sample;
 
@@ -21,14 +21,16 @@ pub fn register_affine<B: Backend>(f: AffineFn<B>) {
 ///
 /// The soft clamp bounds each log-scale to `±clamp`, which keeps deep stacks of couplings
 /// from blowing up (FrEIA issue #38); `pre` is 0.1 in the all-in-one block and 0.2 in the
-/// downsampling block, as in the reference. Returns `(y, Σ s)`. A backend with a registered
-/// half-step ([`register_affine`]) takes that instead.
+/// downsampling block, as in the reference. Returns `(y, Σ s)`, plus `constant`'s term
+/// when given (a fixed act-norm's log-determinant). A backend with a registered half-step
+/// ([`register_affine`]) takes that instead.
 pub(crate) fn affine_forward<B: Backend>(
     x: Tensor<B, 4>,
     kept: Option<Tensor<B, 4>>,
     a: Tensor<B, 4>,
     clamp: f64,
     pre: f64,
+    constant: Option<ConstantLogDet<B>>,
 ) -> (Tensor<B, 4>, Tensor<B, 1>) {
     if let Some(k) = &kept {
         let ([n, c, h, w], [kn, p, kh, kw]) = (x.dims(), k.dims());
@@ -48,13 +50,26 @@ pub(crate) fn affine_forward<B: Backend>(
             a,
             clamp,
             pre,
+            constant,
         });
         return (out.y, out.log_det);
     }
-    affine_by_ops(x, kept, a, clamp, pre)
+    let (y, log_det) = affine_by_ops(x, kept, a, clamp, pre);
+    (y, with_constant(log_det, constant))
 }
 
-/// [`affine_forward`] with tensor ops, whatever is registered.
+/// `log_det` plus `constant`'s term, with tensor ops.
+fn with_constant<B: Backend>(
+    log_det: Tensor<B, 1>,
+    constant: Option<ConstantLogDet<B>>,
+) -> Tensor<B, 1> {
+    match constant {
+        Some(c) => log_det + c.values.sum_dim(0).mul_scalar(c.weight),
+        None => log_det,
+    }
+}
+
+/// [`affine_forward`] with tensor ops, whatever is registered, without a constant term.
 fn affine_by_ops<B: Backend>(
     x: Tensor<B, 4>,
     kept: Option<Tensor<B, 4>>,
@@ -120,6 +135,7 @@ mod tests {
         CALLS.with(|c| c.set(c.get() + 1));
         let kept = (step.passive > 0).then(|| step.x.clone().narrow(1, 0, step.passive));
         let (y, log_det) = affine_by_ops(step.x, kept, step.a, step.clamp, step.pre);
+        let log_det = with_constant(log_det, step.constant);
         AffineStepOutput { y, log_det }
     }
 
@@ -131,7 +147,7 @@ mod tests {
         let a = Tensor::<Ad, 4>::ones([2, 2, 2, 2], &dev);
         let kept = || Some(x.clone().narrow(1, 0, 2));
         let before = calls();
-        let (y, _) = affine_forward(x.clone(), kept(), a.clone(), 0.7, 0.1);
+        let (y, _) = affine_forward(x.clone(), kept(), a.clone(), 0.7, 0.1, None);
         assert_eq!(calls(), before + 1);
         let (want, _) = affine_by_ops(x.clone(), kept(), a.clone(), 0.7, 0.1);
         y.clone().into_data().assert_eq(&want.into_data(), true);
@@ -140,7 +156,7 @@ mod tests {
         assert!(y[..8].iter().all(|&v| v == 1.0) && y[8..12].iter().all(|&v| v != 1.0));
         // DeepLift's rule rewrites the soft clamp's tanh: only the tensor ops know it.
         let _guard = crate::nn::mode::rescale_pairs();
-        let _ = affine_forward(x.clone(), kept(), a, 0.7, 0.1);
+        let _ = affine_forward(x.clone(), kept(), a, 0.7, 0.1, None);
         assert_eq!(calls(), before + 1);
     }
 }

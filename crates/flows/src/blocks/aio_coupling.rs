@@ -64,14 +64,21 @@ const PRE_SCALE: f64 = 0.1;
 
 impl<B: Backend> Flow<B> for AllInOneCoupling<B> {
     fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 1>) {
+        let [_, _, h, w] = x.dims();
         // The half-step takes the whole input and passes the conditioning channels through,
-        // which spares a narrow and a cat (`cfx_linalg::affine::AffineStep` says why).
+        // which spares a narrow and a cat (`cfx_linalg::affine::AffineStep` says why), and
+        // adds a fixed act-norm's log-det (`cfx_linalg::affine::ConstantLogDet` says why).
         let x1 = x.clone().narrow(1, 0, self.split);
         let a = self.subnet.forward_leading(x.clone(), x1.clone());
-        let (y, ld_coupling) = affine_forward(x, Some(x1), a, self.clamp, PRE_SCALE);
+        let constant = self.act_norm.constant_log_det(h * w);
+        let fixed = constant.is_some();
+        let (y, log_det) = affine_forward(x, Some(x1), a, self.clamp, PRE_SCALE, constant);
         let (y, _) = self.rotation.forward(y);
+        if fixed {
+            return (self.act_norm.apply(y), log_det);
+        }
         let (y, ld_act) = self.act_norm.forward(y);
-        (y, ld_coupling + ld_act)
+        (y, log_det + ld_act)
     }
 
     fn inverse(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -121,6 +128,30 @@ mod tests {
             // 1/sqrt(eps) where the pair nearly agrees (see the IB-INN model test).
             check_flow(&block, x, 1e-4, 1e-3);
         }
+    }
+
+    /// A learnable act-norm's log-det takes the tensor-op path instead of the half-step's
+    /// constant term; both are checked against the Jacobian (the fixed one above).
+    #[test]
+    fn a_learnable_act_norm_keeps_its_log_det_and_its_gradient() {
+        let d = Default::default();
+        let block = AllInOneCouplingConfig::new(4, 8)
+            .with_learnable_act_norm(true)
+            .init::<TAd>(&d);
+        assert!(block.act_norm.constant_log_det(4).is_none());
+        let x = random_on::<TAd, 4>([8, 4, 2, 2], 5);
+        check_flow(&block, x.clone(), 1e-4, 1e-3);
+        let grads = block.forward(x).1.sum().backward();
+        let g: Vec<f32> = block
+            .act_norm
+            .log_scale
+            .grad(&grads)
+            .expect("the log-det reaches the learnable scales")
+            .into_data()
+            .to_vec()
+            .unwrap();
+        // ∂(Σ_n log_det)/∂log_scale_c = N·H·W.
+        assert!(g.iter().all(|&v| (v - 32.0).abs() < 1e-4), "{g:?}");
     }
 
     #[test]

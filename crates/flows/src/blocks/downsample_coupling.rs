@@ -61,6 +61,7 @@ impl<B: Backend> Flow<B> for DownsampleCoupling<B> {
             self.s_hi.forward(x1.clone()),
             self.clamp,
             PRE_SCALE,
+            None,
         );
         let (y1, ld1) = affine_forward(
             space_to_depth(x1),
@@ -68,6 +69,7 @@ impl<B: Backend> Flow<B> for DownsampleCoupling<B> {
             self.s_lo.forward(y2.clone()),
             self.clamp,
             PRE_SCALE,
+            None,
         );
         (Tensor::cat(vec![y1, y2], 1), ld1 + ld2)
     }

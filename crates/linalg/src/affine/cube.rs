@@ -2,7 +2,8 @@
 //! two backward (plus the sum of their two gradients of `a`).
 //!
 //! * forward: one cube per sample walks its `(P + C)·H·W` values, copies the `P` passive
-//!   channels, writes `y = x·exp(s) + t` for the others and reduces `Σ s` in shared memory;
+//!   channels, writes `y = x·exp(s) + t` for the others and reduces `Σ s` in shared memory,
+//!   adding the constant term ([`super::ConstantLogDet`]) when there is one;
 //! * backward of `y`: one elementwise kernel writes `∂x = gy` on the passive channels and
 //!   `gy·exp(s)` on the others, `∂t = gy` and `∂a_s = gy·x·exp(s)·clamp·pre·(1 − tanh²)`;
 //! * backward of `log_det`: one elementwise kernel writes `∂a_s = g[n]·clamp·pre·(1 − tanh²)`
@@ -23,7 +24,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::{CubeCount, CubeDim, InputScalar};
 
-use super::{AffineStep, AffineStepOutput};
+use super::{AffineStep, AffineStepOutput, ConstantLogDet};
 use crate::convert::{empty_like, primitive, tensor};
 use crate::cube_util::{Ad, MAX_CUBES, UNITS, elementwise_cubes};
 use crate::finish_stateful;
@@ -40,15 +41,19 @@ mod kernels {
         (clamp * th, clamp * pre * (F::new(1.0) - th * th))
     }
 
-    /// One cube per sample.
+    /// One cube per sample. With `constant`, `weight·Σ values` is added to each log-det.
     #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_kernel<F: Float>(
         x: &Tensor<F>,           // [N, P + C, H, W]
         a: &Tensor<F>,           // [N, 2C, H, W]
+        values: &Tensor<F>,      // [K] (any tensor when not `constant`)
         y: &mut Tensor<F>,       // [N, P + C, H, W], contiguous
         log_det: &mut Tensor<F>, // [N]
         clamp: InputScalar,
         pre: InputScalar,
+        weight: InputScalar,
+        #[comptime] constant: bool,
         #[comptime] units: usize,
         #[define(F)] _dtype: StorageType,
     ) {
@@ -81,7 +86,14 @@ mod kernels {
         }
         let total = cube_sum::<F>(&mut shared, sum);
         if UNIT_POS_X == 0 {
-            log_det[n] = total;
+            let mut extra = F::new(0.0);
+            if constant {
+                for k in 0..values.shape(0) {
+                    extra += values[k * values.stride(0)];
+                }
+                extra *= weight.get::<F>();
+            }
+            log_det[n] = total + extra;
         }
     }
 
@@ -283,22 +295,36 @@ where
         n <= MAX_CUBES,
         "affine kernels: {n} samples, at most {MAX_CUBES} (one cube each)"
     );
+    if let Some(constant) = &step.constant {
+        assert!(
+            !constant.values.is_require_grad(),
+            "affine kernels: the constant log-det term must not require a gradient"
+        );
+    }
     let xp = primitive(step.x);
     let ap = primitive(step.a);
     let (x, a) = (xp.primitive, ap.primitive);
     let (client, dtype) = (x.client.clone(), x.dtype);
     let y = empty_like(&x, &[n, c, h, w]);
     let log_det = empty_like(&x, &[n]);
+    let (values, weight) = match step.constant {
+        Some(ConstantLogDet { values, weight }) => (Some(primitive(values).primitive), weight),
+        None => (None, 0.0),
+    };
     forward_kernel::launch::<R>(
         &client,
         CubeCount::Static(n as u32, 1, 1),
         CubeDim::new_1d(UNITS as u32),
         x.clone().into_tensor_arg(),
         a.clone().into_tensor_arg(),
+        // Read only when there is a constant term: `x` stands in for it otherwise.
+        values.as_ref().unwrap_or(&x).clone().into_tensor_arg(),
         y.clone().into_tensor_arg(),
         log_det.clone().into_tensor_arg(),
         InputScalar::new(step.clamp, dtype),
         InputScalar::new(step.pre, dtype),
+        InputScalar::new(weight, dtype),
+        values.is_some(),
         UNITS,
         dtype.into(),
     );

@@ -29,10 +29,25 @@ pub struct AffineStep<B: Backend> {
     pub a: Tensor<B, 4>,
     pub clamp: f64,
     pub pre: f64,
+    /// Added to every sample's log-determinant.
+    pub constant: Option<ConstantLogDet<B>>,
+}
+
+/// `weight·Σ values`, a log-determinant term that is the same for every sample and takes no
+/// gradient (`values` must not require one).
+///
+/// Why: the all-in-one coupling ends with a fixed act-norm, whose log-determinant
+/// `H·W·Σ log_scale` is such a term. As tensor ops it is a reduction, a scaling and an add to
+/// the half-step's log-determinant, three launches per coupling for a number that never
+/// changes; the half-step's kernel adds it where it writes its own sum.
+#[derive(Debug)]
+pub struct ConstantLogDet<B: Backend> {
+    pub values: Tensor<B, 1>,
+    pub weight: f64,
 }
 
 /// `y = [x_P, x_C·exp(s) + t]` (the passive channels, then the coupled ones) and
-/// `log_det = Σ_{c,h,w} s` per sample.
+/// `log_det = Σ_{c,h,w} s` per sample (plus the constant term, if any).
 #[derive(Debug)]
 pub struct AffineStepOutput<B: Backend> {
     pub y: Tensor<B, 4>,
