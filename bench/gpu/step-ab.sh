@@ -3,9 +3,10 @@
 # (after `bash bench/gpu/setup.sh`): owed item 12 of docs/results.md.
 #   .gpu/xtask-cuda         this commit: flat optimiser gathered by the pack kernel with the
 #                           convolution weights stored channels-last, batch norm, the affine
-#                           half-step and the subnet input as CubeCL kernels. Same binary:
-#                           `input` builds the subnet input with tensor ops
-#                           (CFX_SUBNET_INPUT=ops), `standard` also stores the
+#                           half-step, the subnet input and the fixed act-norm as CubeCL
+#                           kernels. Same binary: `actnorm` runs the act-norm with tensor ops
+#                           (CFX_ACT_NORM=ops), `input` also builds the subnet input with
+#                           tensor ops (CFX_SUBNET_INPUT=ops), `standard` also stores the
 #                           weights in burn's layout (CFX_WEIGHTS=standard), `affine` also runs
 #                           the half-step with tensor ops (CFX_AFFINE=ops), `cat` also gathers
 #                           with `cat` (CFX_PACK=cat), `fused` / `ops` also run batch norm with
@@ -22,32 +23,33 @@ W=/tmp/step-ab
 mkdir -p "$W"
 BIN=${BIN:-.gpu/xtask-cuda}
 BEFORE=${BEFORE:-.gpu/xtask-cuda-before}
-variants=(kernels input standard affine cat fused ops)
+variants=(kernels actnorm input standard affine cat fused ops)
 [ -x "$BEFORE" ] && variants+=(before)
 run() { # variant round
-  # Each variant drops one more speed-up: kernels → input → standard → affine → cat → fused
-  # → ops.
-  local bin=$BIN bn=kernels pack=kernel affine=kernel weights=channels-last input=kernel
+  # Each variant drops one more speed-up: kernels → actnorm → input → standard → affine → cat
+  # → fused → ops.
+  local bin=$BIN bn=kernels pack=kernel affine=kernel weights=channels-last input=kernel an=kernel
   case $1 in
-    input) input=ops ;;
-    standard) input=ops weights=standard ;;
-    affine) input=ops weights=standard affine=ops ;;
-    cat) input=ops weights=standard affine=ops pack=cat ;;
-    fused) input=ops weights=standard affine=ops pack=cat bn=fused ;;
-    ops | before) input=ops weights=standard affine=ops pack=cat bn=ops ;;
+    actnorm) an=ops ;;
+    input) an=ops input=ops ;;
+    standard) an=ops input=ops weights=standard ;;
+    affine) an=ops input=ops weights=standard affine=ops ;;
+    cat) an=ops input=ops weights=standard affine=ops pack=cat ;;
+    fused) an=ops input=ops weights=standard affine=ops pack=cat bn=fused ;;
+    ops | before) an=ops input=ops weights=standard affine=ops pack=cat bn=ops ;;
   esac
   [ "$1" = before ] && bin=$BEFORE
   # shellcheck disable=SC2086 # EXTRA is a list of flags
-  CFX_CONV=gemm CFX_BATCH_NORM=$bn CFX_PACK=$pack CFX_AFFINE=$affine CFX_WEIGHTS=$weights CFX_SUBNET_INPUT=$input timeout "${BOX:-90}" "$bin" bench step \
+  CFX_CONV=gemm CFX_BATCH_NORM=$bn CFX_PACK=$pack CFX_AFFINE=$affine CFX_WEIGHTS=$weights CFX_SUBNET_INPUT=$input CFX_ACT_NORM=$an timeout "${BOX:-90}" "$bin" bench step \
     --backends "${BACKEND:-cuda}" --steps "${STEPS:-20}" --warmup "${WARMUP:-3}" --breakdown \
     --json "$W/$1-$2.json" ${EXTRA:-} >"$W/$1-$2.log" 2>&1
   echo "round $2 $1 (rc $?): $(grep -E 'ms/step|forward [0-9.]+ ms' "$W/$1-$2.log" | tr -s ' ' | tr '\n' ' ')"
 }
 # The kernels' tests first, when their binaries are carried (`cargo test --release -p
 # cfx-linalg --features cuda --test batch_norm --test pack --test affine --test subnet_input
-# --no-run --target-dir target/cuda`, stripped and xz'd into .gpu/<name>-test.xz like the
+# --test channel_affine --no-run --target-dir target/cuda`, stripped and xz'd into .gpu/<name>-test.xz like the
 # others): the timings mean little if one fails.
-for t in batch_norm pack affine subnet_input; do
+for t in batch_norm pack affine subnet_input channel_affine; do
   if [ -x ".gpu/$t-test" ]; then
     timeout "${BOX:-90}" ".gpu/$t-test" >"$W/$t-test.log" 2>&1
     echo "$t kernel test (rc $?): $(grep -E 'test result' "$W/$t-test.log")"

@@ -9,6 +9,7 @@
 //! | `CFX_AFFINE` | `kernel`, `ops` | the couplings' affine half-step in training |
 //! | `CFX_WEIGHTS` | `channels-last`, `standard` | how the optimiser stores convolution weights (`train::optim`) |
 //! | `CFX_SUBNET_INPUT` | `kernel`, `ops` | the couplings' subnet input (leading channels, ReLU) in training |
+//! | `CFX_ACT_NORM` | `kernel`, `ops` | the couplings' fixed act-norm in training |
 //!
 //! (`CFX_CONV`, the subnets' convolution, is read in `main` and kept by `cfx_flows`.) The
 //! kernels exist for cuda and wgpu only, and not under `fusion`, whose tensors are not
@@ -158,6 +159,13 @@ kernel_or_ops!(
     /// output channels-last.
 );
 
+kernel_or_ops!(
+    /// The all-in-one couplings' fixed act-norm in training (`CFX_ACT_NORM`).
+    ActNormImpl,
+    "CFX_ACT_NORM",
+    /// `cfx_linalg::channel_affine::channel_affine_cube`: one launch forward, one backward.
+);
+
 /// How the optimiser lays out convolution weights in its flat vector (`CFX_WEIGHTS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightLayout {
@@ -190,6 +198,7 @@ pub struct OpSettings {
     pub affine: AffineImpl,
     pub weights: WeightLayout,
     pub subnet_input: SubnetInputImpl,
+    pub act_norm: ActNormImpl,
 }
 
 impl OpSettings {
@@ -200,6 +209,7 @@ impl OpSettings {
             affine: AffineImpl::from_env()?,
             weights: WeightLayout::from_env()?,
             subnet_input: SubnetInputImpl::from_env()?,
+            act_norm: ActNormImpl::from_env()?,
         })
     }
 }
@@ -247,6 +257,11 @@ pub fn register_backend_ops(settings: OpSettings) {
             if settings.subnet_input == SubnetInputImpl::Kernel {
                 cfx_flows::nn::register_subnet_input::<Autodiff<$b>>(
                     cfx_linalg::subnet_input::subnet_input_cube,
+                );
+            }
+            if settings.act_norm == ActNormImpl::Kernel {
+                cfx_flows::blocks::register_channel_affine::<Autodiff<$b>>(
+                    cfx_linalg::channel_affine::channel_affine_cube,
                 );
             }
         };

@@ -28,6 +28,25 @@ pub(crate) fn at<F: Float>(t: &Tensor<F>, n: usize, c: usize, h: usize, w: usize
     n * t.stride(0) + c * t.stride(1) + h * t.stride(2) + w * t.stride(3)
 }
 
+/// The coordinates `(n, c, h, w)` of value `i` of a contiguous `[N, channels, height, width]`
+/// tensor.
+#[cube]
+pub(crate) fn coordinates(
+    i: usize,
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> (usize, usize, usize, usize) {
+    let hw = height * width;
+    let p = i % hw;
+    (
+        i / (hw * channels),
+        (i / hw) % channels,
+        p / width,
+        p % width,
+    )
+}
+
 /// The sum of `value` over the cube's units (all of them must call it), in `shared` of one
 /// slot per unit.
 #[cube]

@@ -9,6 +9,7 @@ pub mod affine;
 mod autodiff;
 mod backend;
 pub mod batch_norm;
+pub mod channel_affine;
 #[cfg(feature = "cubecl")]
 pub mod conv_gemm;
 pub mod convert;

@@ -40,6 +40,8 @@ pub struct StepTiming {
     pub weights: String,
     /// The all-in-one couplings' subnet input: `kernel` or `ops` (`CFX_SUBNET_INPUT`).
     pub subnet_input: String,
+    /// The all-in-one couplings' fixed act-norm: `kernel` or `ops` (`CFX_ACT_NORM`).
+    pub act_norm: String,
     /// Medians of forward / backward / optimiser with a device sync after each
     /// (`--breakdown`; the syncs cost a little overlap, so their sum exceeds `median_ms`).
     pub breakdown_ms: Option<[f64; 3]>,
@@ -132,6 +134,7 @@ impl BackendJob for StepJob {
             affine: ops.affine.on(backend).name().to_string(),
             weights: ops.weights.on(backend).name().to_string(),
             subnet_input: ops.subnet_input.on(backend).name().to_string(),
+            act_norm: ops.act_norm.on(backend).name().to_string(),
             breakdown_ms,
         })
     }
@@ -159,7 +162,7 @@ pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
         };
         let t = run_on(b, job)?;
         println!(
-            "{:<8} batch {:>4} replicas {} conv {} batch norm {} pack {} affine {} weights {} subnet input {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
+            "{:<8} batch {:>4} replicas {} conv {} batch norm {} pack {} affine {} weights {} subnet input {} act-norm {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
             t.backend,
             t.batch_size,
             t.replicas,
@@ -169,6 +172,7 @@ pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
             t.affine,
             t.weights,
             t.subnet_input,
+            t.act_norm,
             t.median_ms,
             t.mean_ms,
             t.images_per_second

@@ -1,6 +1,7 @@
 use burn::module::Param;
 use burn::prelude::*;
 use cfx_linalg::affine::ConstantLogDet;
+use cfx_linalg::channel_affine::{ChannelAffine, ChannelAffineFn};
 
 use crate::flow::Flow;
 use crate::ops::per_channel;
@@ -63,9 +64,27 @@ impl<B: Backend> ActNorm<B> {
     }
 }
 
+/// Makes `f` the fixed per-channel affine map of backend `B` (xtask registers
+/// `cfx_linalg::channel_affine::channel_affine_cube` for `Autodiff` over cuda and wgpu):
+/// [`ActNorm::apply`] takes it when neither scales nor offsets are trained, one launch each way
+/// instead of three forward.
+pub fn register_channel_affine<B: Backend>(f: ChannelAffineFn<B>) {
+    crate::nn::registry::register(f);
+}
+
 impl<B: Backend> ActNorm<B> {
     /// The map, without its log-determinant.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        if !self.log_scale.is_require_grad()
+            && !self.offset.is_require_grad()
+            && let Some(f) = crate::nn::registry::registered::<ChannelAffineFn<B>>()
+        {
+            return f(ChannelAffine {
+                x,
+                log_scale: self.log_scale.val(),
+                offset: self.offset.val(),
+            });
+        }
         let n = x.dims()[0];
         x * per_channel(self.log_scale.val().exp(), n) + per_channel(self.offset.val(), n)
     }
@@ -120,6 +139,40 @@ mod tests {
             .with_init_log_scale(0.8f64.ln())
             .init::<TAd>(&d);
         check_flow(&an, random_on::<TAd, 4>([2, 3, 2, 2], 1), 1e-5, 1e-4);
+    }
+
+    /// The type the other registration tests use: this one registers a map that computes the
+    /// same numbers as the tensor ops, so none disturbs another.
+    type AdB = burn::backend::Autodiff<
+        burn_flex::Flex,
+        burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing,
+    >;
+
+    thread_local! {
+        static CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    fn counting(map: ChannelAffine<AdB>) -> Tensor<AdB, 4> {
+        CALLS.with(|c| c.set(c.get() + 1));
+        let n = map.x.dims()[0];
+        map.x * per_channel(map.log_scale.exp(), n) + per_channel(map.offset, n)
+    }
+
+    #[test]
+    fn a_registered_map_is_taken_for_fixed_scales_only() {
+        register_channel_affine::<AdB>(counting);
+        let d = Default::default();
+        let calls = || CALLS.with(std::cell::Cell::get);
+        let x = random_on::<AdB, 4>([2, 3, 2, 2], 6);
+        let config = ActNormConfig::new(3).with_init_log_scale(0.8f64.ln());
+        let before = calls();
+        let fixed = config.init::<AdB>(&d);
+        let y = fixed.apply(x.clone());
+        assert_eq!(calls(), before + 1);
+        let want = x.clone().mul_scalar(0.8);
+        assert!(crate::testing::max_abs_diff(y, want) < 1e-6);
+        let _ = config.with_learnable(true).init::<AdB>(&d).apply(x);
+        assert_eq!(calls(), before + 1);
     }
 
     #[test]

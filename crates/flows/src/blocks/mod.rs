@@ -16,7 +16,7 @@ mod sequence;
 mod squeeze;
 mod svd_conv;
 
-pub use actnorm::{ActNorm, ActNormConfig};
+pub use actnorm::{ActNorm, ActNormConfig, register_channel_affine};
 pub use affine::register_affine;
 pub use aio_coupling::{AllInOneCoupling, AllInOneCouplingConfig};
 pub use dct::DctPooling;

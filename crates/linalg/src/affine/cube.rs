@@ -31,7 +31,7 @@ use crate::finish_stateful;
 use kernels::{forward_kernel, grad_a_kernel, grad_log_det_kernel};
 
 mod kernels {
-    use crate::cube_util::{at, cube_sum};
+    use crate::cube_util::{at, coordinates, cube_sum};
     use cubecl::prelude::*;
 
     /// `clamp·tanh(pre·a)` and `clamp·pre·(1 − tanh²(pre·a))`, its derivative.
@@ -95,24 +95,6 @@ mod kernels {
             }
             log_det[n] = total + extra;
         }
-    }
-
-    /// The coordinates of value `i` of a contiguous `[N, channels, height, width]` tensor.
-    #[cube]
-    fn coordinates(
-        i: usize,
-        channels: usize,
-        height: usize,
-        width: usize,
-    ) -> (usize, usize, usize, usize) {
-        let hw = height * width;
-        let p = i % hw;
-        (
-            i / (hw * channels),
-            (i / hw) % channels,
-            p / width,
-            p % width,
-        )
     }
 
     /// `∂x` and `∂a` from the gradient `gy` of `y`, elementwise over `x`'s values.

@@ -28,7 +28,7 @@ use crate::finish_stateful;
 use kernels::{forward_kernel, grad_kernel};
 
 mod kernels {
-    use crate::cube_util::at;
+    use crate::cube_util::{at, coordinates};
     use cubecl::prelude::*;
 
     #[cube(launch)]
@@ -65,17 +65,13 @@ mod kernels {
         #[comptime] relu: bool,
         #[define(F)] _dtype: StorageType,
     ) {
-        let (channels, height, width) = (x.shape(1), x.shape(2), x.shape(3));
         let leading = gy.shape(1);
-        let hw = height * width;
-        let total = x.shape(0) * channels * hw;
+        let total = x.shape(0) * x.shape(1) * x.shape(2) * x.shape(3);
         let step = (CUBE_COUNT_X * CUBE_DIM_X) as usize;
         let mut i = ABSOLUTE_POS_X as usize;
         while i < total {
-            let c = (i / hw) % channels;
+            let (n, c, h, w) = coordinates(i, x.shape(1), x.shape(2), x.shape(3));
             if c < leading {
-                let n = i / (hw * channels);
-                let (h, w) = ((i % hw) / width, i % width);
                 if relu && x[at::<F>(x, n, c, h, w)] <= F::new(0.0) {
                     dx[i] = F::new(0.0);
                 } else {
