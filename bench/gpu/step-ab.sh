@@ -13,7 +13,8 @@
 #                           tensor ops (CFX_BATCH_NORM=fused / ops)
 #   .gpu/xtask-cuda-before  optional, a build of 1d89075 (per-tensor optimiser, op-by-op batch norm)
 # Each variant runs `bench step --backends cuda --breakdown` with CFX_CONV=gemm, in alternating
-# order over ROUNDS rounds [2], so that order effects show. Comes back as $OUT/step-ab.tar
+# order over ROUNDS rounds [2], so that order effects show; then the launches per step are
+# counted (bench/count-launches.sh). Comes back as $OUT/step-ab.tar
 # (one JSON and log per run, summary.txt, and the kernel test's log when carried).
 # BOX: time box of each run [90 s]; STEPS [20], WARMUP [3]. BIN, BEFORE, BACKEND [cuda] and
 # EXTRA (more `bench step` flags) let it run elsewhere, e.g. `OUT=/tmp/o BIN=target/release/xtask BACKEND=cpu EXTRA=--small`.
@@ -59,4 +60,8 @@ for r in $(seq 1 "${ROUNDS:-2}"); do
   if [ $((r % 2)) = 1 ]; then order=("${variants[@]}"); else order=($(printf '%s\n' "${variants[@]}" | tac)); fi
   for v in "${order[@]}"; do run "$v" "$r"; done
 done | tee "$W/summary.txt"
+# Launches per step of this commit's binary under the implicit-GEMM convolution, the count
+# llvmpipe cannot make (docs/results.md, "The subnet input and the fixed act-norm as kernels").
+CFX_CONV=gemm BACKEND="${BACKEND:-cuda}" timeout "${BOX:-90}" bash bench/count-launches.sh "$BIN" \
+  --steps 3 --breakdown ${EXTRA:-} 2>&1 | tee "$W/launches.txt"
 tar -cf "$OUT/step-ab.tar" -C "$W" . && echo "packed step-ab"

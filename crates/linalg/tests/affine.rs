@@ -190,3 +190,26 @@ fn kernels_match_the_definition() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The gradient of `a`, the sum of the two kernels' gradients, lies channels-last: burn-cubecl's
+/// convolution gradients take it without a copy. (Also checks that autodiff's sum of the two
+/// keeps their layout.)
+#[test]
+fn the_gradient_of_a_lies_channels_last() {
+    let dev = Default::default();
+    let [n, c, h, w] = [3, 2, 4, 5];
+    let x = Tensor::<Autodiff<Gpu>, 4>::from_data(data([n, 2 * c, h, w], 1, 2.0), &dev);
+    let a =
+        Tensor::<Autodiff<Gpu>, 4>::from_data(data([n, 2 * c, h, w], 2, 30.0), &dev).require_grad();
+    let out = affine_train_cube(AffineStep {
+        x,
+        passive: c,
+        a: a.clone(),
+        clamp: CLAMP,
+        pre: PRE,
+        constant: None,
+    });
+    let g = (out.y.sum() + out.log_det.sum()).backward();
+    let da = a.grad(&g).unwrap().into_primitive().tensor();
+    assert_eq!(da.meta.strides()[..], [h * w * 2 * c, 1, w * 2 * c, 2 * c]);
+}

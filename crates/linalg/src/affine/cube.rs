@@ -13,7 +13,8 @@
 //! autodiff adds their two gradients of `a`. The kernels read `x`, `a` and the incoming
 //! gradients by their strides: `a` is a convolution's output (burn-cubecl's direct convolution
 //! hands on a channels-last view) and `x` the block's input or a channel slice of it. Every tensor a
-//! kernel writes is allocated contiguous (`crate::fasth::cube` says why).
+//! kernel writes is allocated contiguous (`crate::fasth::cube` says why), the gradients of `a`
+//! in channels-last order ([`channels_last`] says why).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -105,7 +106,7 @@ mod kernels {
         a: &Tensor<F>,      // [N, 2C, H, W]
         gy: &Tensor<F>,     // [N, P + C, H, W]
         dx: &mut Tensor<F>, // [N, P + C, H, W], contiguous
-        da: &mut Tensor<F>, // [N, 2C, H, W], contiguous
+        da: &mut Tensor<F>, // [N, H, W, 2C], contiguous
         clamp: InputScalar,
         pre: InputScalar,
         #[define(F)] _dtype: StorageType,
@@ -128,9 +129,9 @@ mod kernels {
                 let (s, ds_da) = soft_clamp::<F>(a[at::<F>(a, n, k, h, w)], clamp, pre);
                 let e = F::exp(s);
                 dx[i] = g * e;
-                let base = n * 2 * channels * hw + k * hw + i % hw;
+                let base = (n * hw + i % hw) * 2 * channels + k;
                 da[base] = g * x[at::<F>(x, n, c, h, w)] * e * ds_da;
-                da[base + channels * hw] = g;
+                da[base + channels] = g;
             }
             i += step;
         }
@@ -141,7 +142,7 @@ mod kernels {
     pub(super) fn grad_log_det_kernel<F: Float>(
         a: &Tensor<F>,      // [N, 2C, H, W]
         g: &Tensor<F>,      // [N]
-        da: &mut Tensor<F>, // [N, 2C, H, W], contiguous
+        da: &mut Tensor<F>, // [N, H, W, 2C], contiguous
         clamp: InputScalar,
         pre: InputScalar,
         #[define(F)] _dtype: StorageType,
@@ -156,12 +157,21 @@ mod kernels {
         while i < total {
             let (n, c, h, w) = coordinates(i, channels, a.shape(2), a.shape(3));
             let (_, ds_da) = soft_clamp::<F>(a[at::<F>(a, n, c, h, w)], clamp, pre);
-            let base = n * 2 * channels * hw + c * hw + i % hw;
+            let base = (n * hw + i % hw) * 2 * channels + c;
             da[base] = g[n * g.stride(0)] * ds_da;
-            da[base + channels * hw] = F::new(0.0);
+            da[base + channels] = F::new(0.0);
             i += step;
         }
     }
+}
+
+/// An uninitialised `[N, C, H, W]` tensor on `like`'s device, stored contiguous in
+/// `[N, H, W, C]` order. The gradient of `a` is one: `a` is a convolution's output, and
+/// burn-cubecl's convolution gradients permute their incoming gradient to channels-last and
+/// copy it unless its channels are already its innermost dimension (cubek-convolution's
+/// `has_valid_layout`), once for the data gradient and once for the weight gradient.
+fn channels_last<R: CubeRuntime>(like: &CubeTensor<R>, [n, c, h, w]: [usize; 4]) -> CubeTensor<R> {
+    burn_cubecl::ops::permute(empty_like(like, &[n, h, w, c]), &[0, 3, 1, 2])
 }
 
 #[derive(Debug, Clone)]
@@ -196,7 +206,7 @@ where
         let a_channels = a.shape().dims::<4>()[1];
         let (client, dtype) = (x.client.clone(), x.dtype);
         let dx = empty_like(&x, &[n, c, h, w]);
-        let da = empty_like(&x, &[n, a_channels, h, w]);
+        let da = channels_last(&x, [n, a_channels, h, w]);
         grad_a_kernel::launch::<R>(
             &client,
             elementwise_cubes(n * c * h * w),
@@ -236,7 +246,7 @@ where
         let Saved { a, clamp, pre, .. } = ops.state;
         let [n, c2, h, w] = a.shape().dims::<4>();
         let (client, dtype) = (a.client.clone(), a.dtype);
-        let da = empty_like(&a, &[n, c2, h, w]);
+        let da = channels_last(&a, [n, c2, h, w]);
         grad_log_det_kernel::launch::<R>(
             &client,
             elementwise_cubes(n * (c2 / 2) * h * w),
