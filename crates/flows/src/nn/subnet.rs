@@ -96,13 +96,19 @@ impl<B: Backend> ConvSubnet<B> {
     /// ([`register_subnet_input`]) takes all of `x` and skips the slice; otherwise this is
     /// `forward(leading)`, the graph it was before there was a registered one.
     pub fn forward_leading(&self, x: Tensor<B, 4>, leading: Tensor<B, 4>) -> Tensor<B, 4> {
+        let ([n, c, h, w], [ln, p, lh, lw]) = (x.dims(), leading.dims());
+        debug_assert!(
+            (ln, lh, lw) == (n, h, w) && p <= c,
+            "leading {:?} is not a leading slice of x {:?}",
+            leading.dims(),
+            x.dims()
+        );
         if !super::mode::is_rescale()
             && let Some(f) = super::registry::registered::<SubnetInputFn<B>>()
         {
-            let channels = leading.dims()[1];
             return self.body(f(SubnetInput {
                 x,
-                channels,
+                channels: p,
                 relu: self.relu_first,
             }));
         }
