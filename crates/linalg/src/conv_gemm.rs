@@ -22,13 +22,14 @@
 use std::sync::Once;
 
 use crate::cube_util::Ad;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::TensorMetadata;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::ops::{ConvOptions, FloatTensorOps};
 use burn_cubecl::kernel::conv::{
     ConvStrategy, conv_data_backward, conv_forward, conv_weight_backward,
 };
@@ -132,32 +133,104 @@ where
     type State = Saved<R>;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        type B<R, F, I, BT> = CubeBackend<R, F, I, BT>;
         let [node_x, node_w] = ops.parents;
+        let grad = grads.consume::<CubeBackend<R, F, I, BT>>(&ops.node);
+        register_conv_grads::<R, F, I, BT>(
+            ops.state,
+            grad,
+            node_x.map(|n| n.id),
+            node_w.map(|n| n.id),
+            grads,
+        );
+    }
+}
+
+/// [`ConvGemm`] with a bias, added by the convolution kernel.
+#[derive(Debug)]
+struct ConvGemmBias;
+
+impl<R, F, I, BT> Backward<CubeBackend<R, F, I, BT>, 3> for ConvGemmBias
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    type State = Saved<R>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        type B<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+        let [node_x, node_w, node_b] = ops.parents;
         let grad = grads.consume::<B<R, F, I, BT>>(&ops.node);
-        let Saved { x, w, options } = ops.state;
-        if let Some(node) = node_w {
-            let run = |s| {
-                conv_weight_backward::<R, 2>(x.clone(), grad.clone(), w.shape(), options.clone(), s)
-            };
-            let gw = if weight_gemm_is_exact(&w.shape()) {
-                gemm_or_direct(&WEIGHT_FALLBACK, "weight gradient", run)
-            } else {
-                direct("weight gradient", run)
-            };
-            grads.register::<B<R, F, I, BT>>(node.id, gw);
+        if let Some(node) = node_b {
+            grads.register::<B<R, F, I, BT>>(node.id, bias_grad::<R, F, I, BT>(grad.clone()));
         }
-        if let Some(node) = node_x {
-            let gx = gemm_or_direct(&DATA_FALLBACK, "input gradient", |s| {
-                conv_data_backward::<R, 2>(grad.clone(), w.clone(), x.shape(), options.clone(), s)
-            });
-            grads.register::<B<R, F, I, BT>>(node.id, gx);
-        }
+        register_conv_grads::<R, F, I, BT>(
+            ops.state,
+            grad,
+            node_x.map(|n| n.id),
+            node_w.map(|n| n.id),
+            grads,
+        );
+    }
+}
+
+/// The bias gradient, `Σ_{n,h,w} grad` per channel. The convolution kernels hand on their
+/// output, and so receive its gradient, channels-last; permuted to `[N, H, W, C]` the gradient
+/// is then contiguous and its reshape to `[N·H·W, C]` a view: one reduction, where autodiff
+/// through a broadcast add of the bias took three (one per summed axis).
+fn bias_grad<R, F, I, BT>(grad: CubeTensor<R>) -> CubeTensor<R>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    type B<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let [n, c, h, w] = grad.shape().dims::<4>();
+    let g = B::<R, F, I, BT>::float_permute(grad, &[0, 2, 3, 1]);
+    let g = B::<R, F, I, BT>::float_reshape(g, Shape::new([n * h * w, c]));
+    let g = B::<R, F, I, BT>::float_sum_dim(g, 0);
+    B::<R, F, I, BT>::float_reshape(g, Shape::new([c]))
+}
+
+/// Registers the input and weight gradients of a convolution whose output gradient is `grad`.
+fn register_conv_grads<R, F, I, BT>(
+    saved: Saved<R>,
+    grad: CubeTensor<R>,
+    node_x: Option<NodeId>,
+    node_w: Option<NodeId>,
+    grads: &mut Gradients,
+) where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    type B<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let Saved { x, w, options } = saved;
+    if let Some(id) = node_w {
+        let run = |s| {
+            conv_weight_backward::<R, 2>(x.clone(), grad.clone(), w.shape(), options.clone(), s)
+        };
+        let gw = if weight_gemm_is_exact(&w.shape()) {
+            gemm_or_direct(&WEIGHT_FALLBACK, "weight gradient", run)
+        } else {
+            direct("weight gradient", run)
+        };
+        grads.register::<B<R, F, I, BT>>(id, gw);
+    }
+    if let Some(id) = node_x {
+        let gx = gemm_or_direct(&DATA_FALLBACK, "input gradient", |s| {
+            conv_data_backward::<R, 2>(grad.clone(), w.clone(), x.shape(), options.clone(), s)
+        });
+        grads.register::<B<R, F, I, BT>>(id, gx);
     }
 }
 
 /// `conv2d(x, w, b)` on `Autodiff<CubeBackend>` (training), with the implicit-GEMM backward.
-/// The bias is added as an ordinary tracked op (its gradient is a sum, not a convolution).
+/// The bias is added by the convolution kernel, and its gradient is one reduction
+/// ([`bias_grad`]).
 #[allow(clippy::type_complexity)] // the signature must be `cfx_flows::nn::GemmConv2d`'s
 pub fn conv2d_gemm_autodiff<R, F, I, BT, C>(
     x: Tensor<Ad<R, F, I, BT, C>, 4>,
@@ -174,33 +247,47 @@ where
 {
     let xp = primitive(x);
     let wp = primitive(w);
-    let out = match ConvGemm
-        .prepare::<C>([xp.node.clone(), wp.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
+    let saved = |x: &CubeTensor<R>, w: &CubeTensor<R>| Saved {
+        x: x.clone(),
+        w: w.clone(),
+        options: options.clone(),
+    };
+    let out = match b {
+        None => match ConvGemm
+            .prepare::<C>([xp.node, wp.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = forward(
+                    xp.primitive.clone(),
+                    wp.primitive.clone(),
+                    None,
+                    options.clone(),
+                );
+                prep.finish(saved(&xp.primitive, &wp.primitive), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(forward(xp.primitive, wp.primitive, None, options))
+            }
+        },
+        Some(b) => {
+            let bp = primitive(b);
             let out = forward(
                 xp.primitive.clone(),
                 wp.primitive.clone(),
-                None,
+                Some(bp.primitive),
                 options.clone(),
             );
-            let saved = Saved {
-                x: xp.primitive,
-                w: wp.primitive,
-                options,
-            };
-            prep.finish(saved, out)
+            match ConvGemmBias
+                .prepare::<C>([xp.node, wp.node, bp.node])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(saved(&xp.primitive, &wp.primitive), out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            }
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(xp.primitive, wp.primitive, None, options)),
     };
-    let y: Tensor<Ad<R, F, I, BT, C>, 4> = tensor(out);
-    match b {
-        Some(b) => {
-            let c = b.dims()[0];
-            y + b.reshape([1, c, 1, 1])
-        }
-        None => y,
-    }
+    tensor(out)
 }
