@@ -7,6 +7,15 @@ use rand_distr::{Distribution, StandardNormal};
 pub type TB = burn::backend::Flex;
 pub type TAd = burn::backend::Autodiff<TB>;
 
+/// The backend of the tests that register a backend-specific op (`crate::nn::registry`),
+/// which no other test of this crate trains: a registration is process-wide, so each of those
+/// tests registers a function that computes the tensor ops' numbers, and none disturbs another
+/// or the rest. (It also runs the ops under burn's other checkpointing strategy.)
+pub type RegistryAd = burn::backend::Autodiff<
+    TB,
+    burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing,
+>;
+
 /// A standard-normal tensor from a seeded host RNG (independent of backend RNG state).
 pub fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<TB, D> {
     random_on::<TB, D>(shape, seed)

@@ -141,12 +141,7 @@ mod tests {
         check_flow(&an, random_on::<TAd, 4>([2, 3, 2, 2], 1), 1e-5, 1e-4);
     }
 
-    /// The type the other registration tests use: this one registers a map that computes the
-    /// same numbers as the tensor ops, so none disturbs another.
-    type AdB = burn::backend::Autodiff<
-        burn_flex::Flex,
-        burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing,
-    >;
+    use crate::test_util::RegistryAd as AdB;
 
     thread_local! {
         static CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };

@@ -112,15 +112,9 @@ fn split_scale_shift<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Autodiff;
-    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-    use burn_flex::Flex;
+    use crate::test_util::RegistryAd as Ad;
     use cfx_linalg::affine::AffineStepOutput;
     use std::cell::Cell;
-
-    /// The type the batch-norm registration test uses too: this test registers a half-step
-    /// that computes the same numbers as the tensor ops, so neither disturbs the other.
-    type Ad = Autodiff<Flex, BalancedCheckpointing>;
 
     thread_local! {
         // Per thread: the batch-norm test may run the half-step on another thread meanwhile.

@@ -300,14 +300,13 @@ mod tests {
 
     /// End to end through the tiny IB-INN (its twelve batch norms, with couplings,
     /// downsampling and the FC coupling around them): registering the fused op changes the loss
-    /// and the input gradient by float rounding only. Runs on `Autodiff<Flex, BalancedCheckpointing>`, which no other test
-    /// of this crate trains, because the registration is process-wide (and so also covers the
-    /// op under burn's other checkpointing strategy).
+    /// and the input gradient by float rounding only. Runs on `crate::test_util::RegistryAd`,
+    /// because the registration is process-wide.
     #[test]
     fn registered_op_leaves_the_ibinn_loss_and_gradient_unchanged() {
         use crate::ibinn::IbInnConfig;
+        use crate::test_util::RegistryAd as Ad;
         use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-        type Ad = Autodiff<Flex, BalancedCheckpointing>;
         let device = Default::default();
         Ad::seed(&device, 3);
         let model = IbInnConfig::tiny().init::<Ad>(&device);

@@ -171,14 +171,8 @@ impl<B: Backend> FcSubnet<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Autodiff;
-    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-    use burn_flex::Flex;
+    use crate::test_util::RegistryAd as Ad;
     use std::cell::Cell;
-
-    /// The type the batch-norm and affine registration tests use too: this test registers a
-    /// subnet input that computes the same numbers as the tensor ops, so none disturbs another.
-    type Ad = Autodiff<Flex, BalancedCheckpointing>;
 
     thread_local! {
         // Per thread: another test may run a coupling on this backend meanwhile.
