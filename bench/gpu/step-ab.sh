@@ -25,23 +25,22 @@ mkdir -p "$W"
 BIN=${BIN:-.gpu/xtask-cuda}
 BEFORE=${BEFORE:-.gpu/xtask-cuda-before}
 variants=(kernels actnorm input standard affine cat fused ops)
+# What each variant after `kernels` drops, in order: a variant drops its own and all earlier
+# ones (`ops` overrides `fused`); `before`, the old build, runs with all of them dropped.
+drops=(CFX_ACT_NORM=ops CFX_SUBNET_INPUT=ops CFX_WEIGHTS=standard CFX_AFFINE=ops CFX_PACK=cat
+  CFX_BATCH_NORM=fused CFX_BATCH_NORM=ops)
 [ -x "$BEFORE" ] && variants+=(before)
 run() { # variant round
-  # Each variant drops one more speed-up: kernels → actnorm → input → standard → affine → cat
-  # → fused → ops.
-  local bin=$BIN bn=kernels pack=kernel affine=kernel weights=channels-last input=kernel an=kernel
-  case $1 in
-    actnorm) an=ops ;;
-    input) an=ops input=ops ;;
-    standard) an=ops input=ops weights=standard ;;
-    affine) an=ops input=ops weights=standard affine=ops ;;
-    cat) an=ops input=ops weights=standard affine=ops pack=cat ;;
-    fused) an=ops input=ops weights=standard affine=ops pack=cat bn=fused ;;
-    ops | before) an=ops input=ops weights=standard affine=ops pack=cat bn=ops ;;
-  esac
+  local bin=$BIN i
+  local settings=(CFX_BATCH_NORM=kernels CFX_PACK=kernel CFX_AFFINE=kernel
+    CFX_WEIGHTS=channels-last CFX_SUBNET_INPUT=kernel CFX_ACT_NORM=kernel)
+  for i in "${!variants[@]}"; do
+    [ "${variants[$i]}" = "$1" ] && break
+    [ -n "${drops[$i]:-}" ] && settings+=("${drops[$i]}")
+  done
   [ "$1" = before ] && bin=$BEFORE
   # shellcheck disable=SC2086 # EXTRA is a list of flags
-  CFX_CONV=gemm CFX_BATCH_NORM=$bn CFX_PACK=$pack CFX_AFFINE=$affine CFX_WEIGHTS=$weights CFX_SUBNET_INPUT=$input CFX_ACT_NORM=$an timeout "${BOX:-90}" "$bin" bench step \
+  env CFX_CONV=gemm "${settings[@]}" timeout "${BOX:-90}" "$bin" bench step \
     --backends "${BACKEND:-cuda}" --steps "${STEPS:-20}" --warmup "${WARMUP:-3}" --breakdown \
     --json "$W/$1-$2.json" ${EXTRA:-} >"$W/$1-$2.log" 2>&1
   echo "round $2 $1 (rc $?): $(grep -E 'ms/step|forward [0-9.]+ ms' "$W/$1-$2.log" | tr -s ' ' | tr '\n' ' ')"
