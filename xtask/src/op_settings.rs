@@ -10,6 +10,7 @@
 //! | `CFX_WEIGHTS` | `channels-last`, `standard` | how the optimiser stores convolution weights (`train::optim`) |
 //! | `CFX_SUBNET_INPUT` | `kernel`, `ops` | the couplings' subnet input (leading channels, ReLU) in training |
 //! | `CFX_ACT_NORM` | `kernel`, `ops` | the couplings' fixed act-norm in training |
+//! | `CFX_CONV_NARROW` | `padded`, `direct` | under `CFX_CONV=gemm`, the weight gradient of convolutions with fewer or unaligned input channels (`cfx_linalg::conv_gemm::NarrowWeightGrad`) |
 //!
 //! (`CFX_CONV`, the subnets' convolution, is read in `main` and kept by `cfx_flows`.) The
 //! kernels exist for cuda and wgpu only, and not under `fusion`, whose tensors are not
@@ -166,6 +167,30 @@ kernel_or_ops!(
     /// `cfx_linalg::channel_affine::channel_affine_cube`: one launch forward, one backward.
 );
 
+/// Under `CFX_CONV=gemm`, the weight gradient of the convolutions whose input channels are not
+/// a multiple of 8 (`CFX_CONV_NARROW`; `cfx_linalg::conv_gemm::NarrowWeightGrad`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NarrowConvImpl {
+    /// The input zero-padded to 8 channels and the implicit-GEMM kernel.
+    #[default]
+    Padded,
+    /// burn-cubecl's direct kernel.
+    Direct,
+}
+
+impl OpSetting for NarrowConvImpl {
+    const VAR: &'static str = "CFX_CONV_NARROW";
+    const ALL: &'static [Self] = &[Self::Padded, Self::Direct];
+    const WITHOUT_KERNELS: Self = Self::Direct;
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Padded => "padded",
+            Self::Direct => "direct",
+        }
+    }
+}
+
 /// How the optimiser lays out convolution weights in its flat vector (`CFX_WEIGHTS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightLayout {
@@ -199,6 +224,7 @@ pub struct OpSettings {
     pub weights: WeightLayout,
     pub subnet_input: SubnetInputImpl,
     pub act_norm: ActNormImpl,
+    pub conv_narrow: NarrowConvImpl,
 }
 
 impl OpSettings {
@@ -210,6 +236,7 @@ impl OpSettings {
             weights: WeightLayout::from_env()?,
             subnet_input: SubnetInputImpl::from_env()?,
             act_norm: ActNormImpl::from_env()?,
+            conv_narrow: NarrowConvImpl::from_env()?,
         })
     }
 }
@@ -231,9 +258,17 @@ pub fn register_backend_ops(settings: OpSettings) {
     macro_rules! register_cube {
         ($b:ty) => {
             cfx_flows::nn::register_gemm_conv2d::<$b>(cfx_linalg::conv_gemm::conv2d_gemm);
-            cfx_flows::nn::register_gemm_conv2d::<Autodiff<$b>>(
-                cfx_linalg::conv_gemm::conv2d_gemm_autodiff,
-            );
+            {
+                use cfx_linalg::conv_gemm::{NarrowWeightGrad, conv2d_gemm_autodiff_with};
+                cfx_flows::nn::register_gemm_conv2d::<Autodiff<$b>>(match settings.conv_narrow {
+                    NarrowConvImpl::Padded => {
+                        |x, w, b, o| conv2d_gemm_autodiff_with(x, w, b, o, NarrowWeightGrad::Padded)
+                    }
+                    NarrowConvImpl::Direct => {
+                        |x, w, b, o| conv2d_gemm_autodiff_with(x, w, b, o, NarrowWeightGrad::Direct)
+                    }
+                });
+            }
             match settings.batch_norm {
                 BatchNormImpl::Kernels => cfx_flows::nn::register_batch_norm::<Autodiff<$b>>(
                     cfx_linalg::batch_norm::batch_norm_train_cube,

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn_flex::Flex;
-use cfx_linalg::conv_gemm::{conv2d_gemm, conv2d_gemm_autodiff};
+use cfx_linalg::conv_gemm::{NarrowWeightGrad, conv2d_gemm, conv2d_gemm_autodiff_with};
 
 mod common;
 
@@ -82,23 +82,34 @@ fn pass<B: burn::tensor::backend::AutodiffBackend>(case: &Case, f: Conv<B>) -> [
 }
 
 /// Every shape is run and every mismatch listed, so that one failing shape does not hide the
-/// others on a GPU session that has minutes to spend.
+/// others on a GPU session that has minutes to spend. Both ways of the narrow (2-channel)
+/// weight gradients are run: the padded implicit GEMM (the default) and the direct kernel.
 #[test]
 fn training_convolution_matches_burns_on_the_cpu() {
+    let ways: [(&str, Conv<Autodiff<Gpu>>); 2] = [
+        ("padded", |x, w, b, o| {
+            conv2d_gemm_autodiff_with(x, w, b, o, NarrowWeightGrad::Padded)
+        }),
+        ("direct", |x, w, b, o| {
+            conv2d_gemm_autodiff_with(x, w, b, o, NarrowWeightGrad::Direct)
+        }),
+    ];
     let mut failures = vec![];
     for shape in SHAPES {
         let case = Case::new(shape);
-        let gpu = pass::<Autodiff<Gpu>>(&case, conv2d_gemm_autodiff);
         let cpu = pass::<Autodiff<Flex>>(&case, conv2d);
-        for (name, (a, b)) in ["output", "dX", "dW", "db"]
-            .iter()
-            .zip(gpu.iter().zip(&cpu))
-        {
-            let (err, scale) = max_error(a, b);
-            if err > MATMUL_TOL * scale {
-                failures.push(format!(
-                    "{shape:?} (c_in, c_out, size, kernel, stride): {name} differs by {err} (scale {scale})"
-                ));
+        for (way, f) in ways {
+            let gpu = pass::<Autodiff<Gpu>>(&case, f);
+            for (name, (a, b)) in ["output", "dX", "dW", "db"]
+                .iter()
+                .zip(gpu.iter().zip(&cpu))
+            {
+                let (err, scale) = max_error(a, b);
+                if err > MATMUL_TOL * scale {
+                    failures.push(format!(
+                        "{shape:?} (c_in, c_out, size, kernel, stride), narrow weight gradient {way}: {name} differs by {err} (scale {scale})"
+                    ));
+                }
             }
         }
     }

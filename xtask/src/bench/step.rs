@@ -42,6 +42,9 @@ pub struct StepTiming {
     pub subnet_input: String,
     /// The all-in-one couplings' fixed act-norm: `kernel` or `ops` (`CFX_ACT_NORM`).
     pub act_norm: String,
+    /// Under `CFX_CONV=gemm`, the narrow convolutions' weight gradient: `padded` or `direct`
+    /// (`CFX_CONV_NARROW`).
+    pub conv_narrow: String,
     /// Medians of forward / backward / optimiser with a device sync after each
     /// (`--breakdown`; the syncs cost a little overlap, so their sum exceeds `median_ms`).
     pub breakdown_ms: Option<[f64; 3]>,
@@ -135,6 +138,7 @@ impl BackendJob for StepJob {
             weights: ops.weights.on(backend).name().to_string(),
             subnet_input: ops.subnet_input.on(backend).name().to_string(),
             act_norm: ops.act_norm.on(backend).name().to_string(),
+            conv_narrow: ops.conv_narrow.on(backend).name().to_string(),
             breakdown_ms,
         })
     }
@@ -162,7 +166,7 @@ pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
         };
         let t = run_on(b, job)?;
         println!(
-            "{:<8} batch {:>4} replicas {} conv {} batch norm {} pack {} affine {} weights {} subnet input {} act-norm {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
+            "{:<8} batch {:>4} replicas {} conv {} batch norm {} pack {} affine {} weights {} subnet input {} act-norm {} narrow conv {}: median {:>9.1} ms/step, mean {:>9.1} ms, {:>8.1} images/s",
             t.backend,
             t.batch_size,
             t.replicas,
@@ -173,6 +177,7 @@ pub fn step(args: &StepBenchArgs) -> Result<Vec<StepTiming>> {
             t.weights,
             t.subnet_input,
             t.act_norm,
+            t.conv_narrow,
             t.median_ms,
             t.mean_ms,
             t.images_per_second
