@@ -308,6 +308,10 @@ pub fn register_backend_ops(settings: OpSettings) {
     if settings.batch_norm != BatchNormImpl::Ops {
         register_fused_batch_norms();
     }
+    // flex's default convolution (CFX_CONV=auto) with matrix-product gradients
+    // (cfx_flows::nn::conv_grads; `CFX_CONV=burn` for burn's).
+    #[cfg(feature = "flex")]
+    cfx_flows::nn::register_auto_conv2d::<burn::backend::Flex>();
 }
 
 /// The fused tensor-op batch norm for the backends without kernels.

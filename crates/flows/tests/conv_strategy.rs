@@ -1,11 +1,11 @@
-//! The IB-INN computes the same latents, log-determinants and input gradients with either
+//! The IB-INN computes the same latents, log-determinants and input gradients with every
 //! convolution strategy. Its own test binary: the strategy is process-wide, and no other test
 //! may run while it is switched.
 
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use cfx_flows::ibinn::IbInnConfig;
-use cfx_flows::nn::{ConvStrategy, set_conv_strategy};
+use cfx_flows::nn::{ConvStrategy, register_auto_conv2d, set_conv_strategy};
 
 type B = Autodiff<Flex>;
 
@@ -30,10 +30,16 @@ fn ibinn_is_the_same_function_with_either_convolution() {
     };
     let (z1, l1, g1) = run(ConvStrategy::Burn);
     let (z2, l2, g2) = run(ConvStrategy::Unfold);
+    // The CPU's default: the convolution with matrix-product gradients (`conv_grads`).
+    register_auto_conv2d::<Flex>();
+    let (z3, l3, g3) = run(ConvStrategy::Auto);
     for (name, a, b) in [
-        ("latents", z1, z2),
-        ("log-dets", l1, l2),
-        ("input gradients", g1, g2),
+        ("latents", z1.clone(), z2),
+        ("log-dets", l1.clone(), l2),
+        ("input gradients", g1.clone(), g2),
+        ("latents (auto)", z1, z3),
+        ("log-dets (auto)", l1, l3),
+        ("input gradients (auto)", g1, g3),
     ] {
         let scale: f32 = a.clone().abs().max().into_scalar();
         let diff: f32 = (a - b).abs().max().into_scalar();

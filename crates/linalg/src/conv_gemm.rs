@@ -295,7 +295,7 @@ where
 /// `conv2d(x, w, b)` on `Autodiff<CubeBackend>` (training), with the implicit-GEMM backward.
 /// The bias is added by the convolution kernel, and its gradient is one reduction
 /// ([`bias_grad`]). Narrow weight gradients as [`NarrowWeightGrad::default`].
-#[allow(clippy::type_complexity)] // the signature must be `cfx_flows::nn::GemmConv2d`'s
+#[allow(clippy::type_complexity)] // the signature must be `cfx_flows::nn::Conv2dFn`'s
 pub fn conv2d_gemm_autodiff<R, F, I, BT, C>(
     x: Tensor<Ad<R, F, I, BT, C>, 4>,
     w: Tensor<Ad<R, F, I, BT, C>, 4>,

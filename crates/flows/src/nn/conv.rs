@@ -1,6 +1,7 @@
 //! How the subnets' convolutions are computed: burn's `conv2d`, unfold + matrix product
-//! ([`crate::ops::conv2d_unfold`]), or a backend's implicit-GEMM kernels registered by the
-//! process ([`register_gemm_conv2d`]). All compute the same function with the same parameters;
+//! ([`crate::ops::conv2d_unfold`]), a backend's implicit-GEMM kernels registered by the
+//! process ([`register_gemm_conv2d`]), or by default the convolution registered as the
+//! backend's best ([`super::register_auto_conv2d`]: flex's matrix-product gradients). All compute the same function with the same parameters;
 //! which is faster depends on the backend (`cargo xtask bench conv`), like cuDNN's algorithm
 //! choice in PyTorch, so it is one process-wide setting rather than a field of every model
 //! config: it changes no result beyond float rounding and no saved model.
@@ -20,8 +21,11 @@ static STRATEGY: AtomicU8 = AtomicU8::new(0);
 /// The convolution algorithm of [`conv2d`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvStrategy {
-    /// burn's `conv2d` (the backend's own kernels).
+    /// The convolution registered for the backend as its default ([`AutoConv2d`]), burn's
+    /// `conv2d` on a backend without one.
     #[default]
+    Auto,
+    /// burn's `conv2d` (the backend's own kernels).
     Burn,
     /// [`crate::ops::conv2d_unfold`].
     Unfold,
@@ -31,11 +35,12 @@ pub enum ConvStrategy {
 }
 
 impl ConvStrategy {
-    const ALL: [Self; 3] = [Self::Burn, Self::Unfold, Self::Gemm];
+    const ALL: [Self; 4] = [Self::Auto, Self::Burn, Self::Unfold, Self::Gemm];
 
     /// The name `CFX_CONV` takes and reports print.
     pub fn name(self) -> &'static str {
         match self {
+            Self::Auto => "auto",
             Self::Burn => "burn",
             Self::Unfold => "unfold",
             Self::Gemm => "gemm",
@@ -51,7 +56,7 @@ impl std::str::FromStr for ConvStrategy {
             .into_iter()
             .find(|c| c.name() == s)
             .ok_or_else(|| {
-                format!("unknown convolution strategy {s:?}: expected burn, unfold or gemm")
+                format!("unknown convolution strategy {s:?}: expected auto, burn, unfold or gemm")
             })
     }
 }
@@ -65,22 +70,39 @@ pub fn conv_strategy() -> ConvStrategy {
 }
 
 /// A convolution `(x, weight, bias, options) → y` for one backend type.
-pub type GemmConv2d<B> =
+pub type Conv2dFn<B> =
     fn(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>, ConvOptions<2>) -> Tensor<B, 4>;
 
 /// Makes `f` the [`ConvStrategy::Gemm`] convolution of backend `B` (a later call replaces it).
-pub fn register_gemm_conv2d<B: Backend>(f: GemmConv2d<B>) {
+pub fn register_gemm_conv2d<B: Backend>(f: Conv2dFn<B>) {
     super::registry::register(f);
 }
 
 /// The function registered for `B`, if any.
-pub fn gemm_conv2d<B: Backend>() -> Option<GemmConv2d<B>> {
-    super::registry::registered::<GemmConv2d<B>>()
+pub fn gemm_conv2d<B: Backend>() -> Option<Conv2dFn<B>> {
+    super::registry::registered::<Conv2dFn<B>>()
+}
+
+/// The [`ConvStrategy::Auto`] convolution of backend `B`: a type of its own, so that its
+/// registry key differs from the [`ConvStrategy::Gemm`] one's.
+pub struct AutoConv2d<B: Backend>(pub Conv2dFn<B>);
+
+impl<B: Backend> Clone for AutoConv2d<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for AutoConv2d<B> {}
+
+/// The function registered for `B` by [`super::register_auto_conv2d`], if any.
+pub fn auto_conv2d<B: Backend>() -> Option<Conv2dFn<B>> {
+    super::registry::registered::<AutoConv2d<B>>().map(|f| f.0)
 }
 
 /// `conv.forward(x)` by the current [`ConvStrategy`]. Layers the unfold does not cover
 /// (groups, dilation, non-square kernels or asymmetric padding) always take burn's way, and
-/// so do layers with asymmetric or `Same` padding under `Gemm`.
+/// so do layers with asymmetric or `Same` padding under `Gemm` and `Auto`.
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     conv2d_by(conv, x, conv_strategy())
 }
@@ -105,15 +127,21 @@ fn conv2d_by<B: Backend>(
             conv.stride[0],
             p,
         ),
-        (ConvStrategy::Gemm, Some(p)) => match gemm_conv2d::<B>() {
-            Some(f) => f(
-                x,
-                conv.weight.val(),
-                conv.bias.as_ref().map(|b| b.val()),
-                ConvOptions::new(conv.stride, [p, p], conv.dilation, conv.groups),
-            ),
-            None => conv.forward(x),
-        },
+        (ConvStrategy::Gemm | ConvStrategy::Auto, Some(p)) => {
+            let registered = match strategy {
+                ConvStrategy::Gemm => gemm_conv2d::<B>(),
+                _ => auto_conv2d::<B>(),
+            };
+            match registered {
+                Some(f) => f(
+                    x,
+                    conv.weight.val(),
+                    conv.bias.as_ref().map(|b| b.val()),
+                    ConvOptions::new(conv.stride, [p, p], conv.dilation, conv.groups),
+                ),
+                None => conv.forward(x),
+            }
+        }
         _ => conv.forward(x),
     }
 }

@@ -2,6 +2,7 @@
 
 mod batch_norm;
 mod conv;
+mod conv_grads;
 mod coupling_net;
 mod dropout2d;
 mod fused_batch_norm;
@@ -16,8 +17,11 @@ pub use batch_norm::{
 };
 pub use cfx_linalg::batch_norm::{BatchNormStep, BatchNormStepOutput, BatchNormTrainFn};
 pub use conv::{
-    ConvStrategy, GemmConv2d, conv_strategy, conv2d, gemm_conv2d, register_gemm_conv2d,
-    set_conv_strategy,
+    AutoConv2d, Conv2dFn, ConvStrategy, auto_conv2d, conv_strategy, conv2d, gemm_conv2d,
+    register_gemm_conv2d, set_conv_strategy,
+};
+pub use conv_grads::{
+    NARROW_PATCH, SHIFTED_MIN_PIXELS, WIDE_INPUT, conv2d_lean, register_auto_conv2d, ways,
 };
 pub use coupling_net::{CouplingNet, CouplingNetConfig};
 pub use dropout2d::Dropout2d;
