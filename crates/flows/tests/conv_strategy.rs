@@ -1,6 +1,6 @@
 //! The IB-INN computes the same latents, log-determinants and input gradients with every
 //! convolution strategy. Its own test binary: the strategy is process-wide, and no other test
-//! may run while it is switched.
+//! may run while it is switched (the two here take turns).
 
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
@@ -9,8 +9,12 @@ use cfx_flows::nn::{ConvStrategy, register_auto_conv2d, set_conv_strategy};
 
 type B = Autodiff<Flex>;
 
+/// Held by each test while it switches the process-wide strategy.
+static SWITCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn ibinn_is_the_same_function_with_either_convolution() {
+    let _switching = SWITCHING.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     B::seed(&device, 3);
     let model = IbInnConfig::tiny().init::<B>(&device);
@@ -41,11 +45,80 @@ fn ibinn_is_the_same_function_with_either_convolution() {
         ("log-dets (auto)", l1, l3),
         ("input gradients (auto)", g1, g3),
     ] {
-        let scale: f32 = a.clone().abs().max().into_scalar();
-        let diff: f32 = (a - b).abs().max().into_scalar();
-        assert!(
-            diff <= 1e-4 * scale.max(1.0),
-            "{name} differ by {diff} (largest {scale})"
+        assert_same(name, a, b);
+    }
+}
+
+/// `a` and `b` agree to 1e-4 of `a`'s largest entry (at least 1).
+fn assert_same(what: &str, a: Tensor<Flex, 2>, b: Tensor<Flex, 2>) {
+    let scale: f32 = a.clone().abs().max().into_scalar();
+    let diff: f32 = (a - b).abs().max().into_scalar();
+    assert!(
+        diff <= 1e-4 * scale.max(1.0),
+        "{what} differ by {diff} (largest {scale})"
+    );
+}
+
+/// RealNVP's and Glow's coupling nets take the registered default convolution too
+/// (`conv2d_default`): same latents, log-dets and input gradients as burn's.
+#[test]
+fn realnvp_and_glow_are_the_same_function_with_the_default_convolution() {
+    let _switching = SWITCHING.lock().unwrap_or_else(|e| e.into_inner());
+    use cfx_flows::Flow;
+    use cfx_flows::glow::GlowConfig;
+    use cfx_flows::realnvp::RealNvpConfig;
+    let device = Default::default();
+    B::seed(&device, 4);
+    register_auto_conv2d::<Flex>();
+    // Freshly made, their coupling nets end in zero convolutions, which would pass any
+    // gradient through the nets as zero: every parameter gets some noise first.
+    let realnvp = RealNvpConfig::tiny().init::<B>(&device).map(&mut Perturb);
+    let glow = GlowConfig::tiny().init::<B>(&device).map(&mut Perturb);
+    let flows: [(&str, &dyn Flow<B>, [usize; 3]); 2] = [
+        ("RealNVP", &realnvp, realnvp.input_shape()),
+        ("Glow", &glow, glow.input_shape()),
+    ];
+    for (model, flow, [c, h, w]) in flows {
+        let uniform = burn::tensor::Distribution::Uniform(0.0, 1.0);
+        let x = Tensor::<B, 4>::random([3, c, h, w], uniform, &device).require_grad();
+        let run = |s: ConvStrategy| {
+            set_conv_strategy(s);
+            let (z, log_det) = flow.forward(x.clone());
+            let grads = (z.clone().square().sum() - log_det.clone().sum()).backward();
+            let dx = x.grad(&grads).expect("input gradient");
+            set_conv_strategy(ConvStrategy::Burn);
+            (
+                z.inner().reshape([3, c * h * w]),
+                log_det.inner().unsqueeze_dim::<2>(1),
+                dx.reshape([3, c * h * w]),
+            )
+        };
+        let (z1, l1, g1) = run(ConvStrategy::Burn);
+        let (z2, l2, g2) = run(ConvStrategy::Auto);
+        for (name, a, b) in [
+            ("latents", z1, z2),
+            ("log-dets", l1, l2),
+            ("input gradients", g1, g2),
+        ] {
+            assert_same(&format!("{model}: {name}"), a, b);
+        }
+    }
+}
+
+/// Adds N(0, 0.1²) noise to every float parameter.
+struct Perturb;
+
+impl burn::module::ModuleMapper<B> for Perturb {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<B, D>>,
+    ) -> burn::module::Param<Tensor<B, D>> {
+        let (id, t, mapper) = param.consume();
+        let noise = Tensor::random(
+            t.shape(),
+            burn::tensor::Distribution::Normal(0.0, 0.1),
+            &t.device(),
         );
+        burn::module::Param::from_mapped_value(id, Tensor::from_inner(t.inner() + noise), mapper)
     }
 }

@@ -107,6 +107,16 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     conv2d_by(conv, x, conv_strategy())
 }
 
+/// `conv.forward(x)` by the backend's registered default ([`ConvStrategy::Auto`]) unless the
+/// process chose burn's: for the coupling nets of RealNVP and Glow, whose shapes the opt-in
+/// strategies (`unfold`, `gemm`) were not checked at, so those keep burn's `conv2d` there.
+pub fn conv2d_default<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    match conv_strategy() {
+        ConvStrategy::Burn => conv.forward(x),
+        _ => conv2d_by(conv, x, ConvStrategy::Auto),
+    }
+}
+
 fn conv2d_by<B: Backend>(
     conv: &Conv2d<B>,
     x: Tensor<B, 4>,

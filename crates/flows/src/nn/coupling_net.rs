@@ -12,7 +12,7 @@ use burn::tensor::activation::leaky_relu;
 use serde::{Deserialize, Serialize};
 
 use super::mode::{batch_norm_relu, relu};
-use super::{BatchNormLayers, kaiming_normal};
+use super::{BatchNormLayers, conv2d_default, kaiming_normal};
 
 /// Which conditioner, with its size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,11 +199,14 @@ pub struct ResNet<B: Backend> {
 
 impl<B: Backend> ResNet<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = self.blocks.iter().fold(self.input.forward(x), |x, b| {
-            let y = b.conv1.forward(batch_norm_relu(&b.bn1, x.clone()));
-            x + b.conv2.forward(batch_norm_relu(&b.bn2, y))
-        });
-        self.out.forward(batch_norm_relu(&self.bn_out, x))
+        let x = self
+            .blocks
+            .iter()
+            .fold(conv2d_default(&self.input, x), |x, b| {
+                let y = conv2d_default(&b.conv1, batch_norm_relu(&b.bn1, x.clone()));
+                x + conv2d_default(&b.conv2, batch_norm_relu(&b.bn2, y))
+            });
+        conv2d_default(&self.out, batch_norm_relu(&self.bn_out, x))
     }
 }
 
@@ -216,7 +219,7 @@ pub struct GlowNet<B: Backend> {
 
 impl<B: Backend> GlowNet<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = relu(self.conv1.forward(x));
-        self.out.forward(relu(self.conv2.forward(x)))
+        let x = relu(conv2d_default(&self.conv1, x));
+        conv2d_default(&self.out, relu(conv2d_default(&self.conv2, x)))
     }
 }
