@@ -1,10 +1,11 @@
 //! How the subnets' convolutions are computed: burn's `conv2d`, unfold + matrix product
 //! ([`crate::ops::conv2d_unfold`]), a backend's implicit-GEMM kernels registered by the
 //! process ([`register_gemm_conv2d`]), or by default the convolution registered as the
-//! backend's best ([`super::register_auto_conv2d`]: flex's matrix-product gradients). All compute the same function with the same parameters;
-//! which is faster depends on the backend (`cargo xtask bench conv`), like cuDNN's algorithm
-//! choice in PyTorch, so it is one process-wide setting rather than a field of every model
-//! config: it changes no result beyond float rounding and no saved model.
+//! backend's best ([`super::register_auto_conv2d`]: flex's matrix-product gradients). All
+//! compute the same function with the same parameters; which is faster depends on the
+//! backend (`cargo xtask bench conv`), like cuDNN's algorithm choice in PyTorch, so it is one
+//! process-wide setting rather than a field of every model config: it changes no result beyond
+//! float rounding and no saved model.
 //!
 //! The implicit-GEMM way is registered by the process for the backends that have such kernels
 //! (`cfx_linalg::conv_gemm`), rather than a method of a backend trait (`super::registry`).
