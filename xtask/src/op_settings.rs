@@ -66,154 +66,105 @@ fn has_kernels(backend: BackendKind) -> bool {
     matches!(backend, BackendKind::Cuda | BackendKind::Wgpu) && !cfg!(feature = "fusion")
 }
 
-/// Training batch norm (`CFX_BATCH_NORM`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BatchNormImpl {
-    /// CubeCL kernels (`cfx_linalg::batch_norm`).
-    #[default]
-    Kernels,
-    /// One autodiff op with the closed-form backward, written with tensor ops.
-    Fused,
-    /// Autodiff through the tensor ops of the definition.
-    Ops,
-}
-
-impl OpSetting for BatchNormImpl {
-    const VAR: &'static str = "CFX_BATCH_NORM";
-    const ALL: &'static [Self] = &[Self::Kernels, Self::Fused, Self::Ops];
-    const WITHOUT_KERNELS: Self = Self::Fused;
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Kernels => "kernels",
-            Self::Fused => "fused",
-            Self::Ops => "ops",
-        }
-    }
-}
-
-/// How the optimiser gathers its flat vectors (`CFX_PACK`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PackImpl {
-    /// `cfx_linalg::pack::pack_cube`: a launch per 16 tensors.
-    #[default]
-    Kernel,
-    /// One `cat` of the tensors and their paddings (a launch per piece on the cube backends).
-    Cat,
-}
-
-impl OpSetting for PackImpl {
-    const VAR: &'static str = "CFX_PACK";
-    const ALL: &'static [Self] = &[Self::Kernel, Self::Cat];
-    const WITHOUT_KERNELS: Self = Self::Cat;
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Kernel => "kernel",
-            Self::Cat => "cat",
-        }
-    }
-}
-
-/// A setting that picks a CubeCL kernel (`kernel`, the default) or the tensor ops of the
-/// definition (`ops`).
-macro_rules! kernel_or_ops {
-    ($(#[$doc:meta])* $name:ident, $var:literal, $(#[$kernel:meta])*) => {
+/// One setting: an enum of named values, the first the default, and its [`OpSetting`] impl.
+macro_rules! op_setting {
+    (
+        $(#[$doc:meta])* $name:ident, $var:literal, without kernels $without:ident,
+        $(#[$first_doc:meta])* $first:ident = $first_name:literal,
+        $($(#[$other_doc:meta])* $other:ident = $other_name:literal),+ $(,)?
+    ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
         pub enum $name {
-            $(#[$kernel])*
+            $(#[$first_doc])*
             #[default]
-            Kernel,
-            /// Autodiff through the tensor ops of the definition.
-            Ops,
+            $first,
+            $($(#[$other_doc])* $other,)+
         }
 
         impl OpSetting for $name {
             const VAR: &'static str = $var;
-            const ALL: &'static [Self] = &[Self::Kernel, Self::Ops];
-            const WITHOUT_KERNELS: Self = Self::Ops;
+            const ALL: &'static [Self] = &[Self::$first, $(Self::$other),+];
+            const WITHOUT_KERNELS: Self = Self::$without;
 
             fn name(self) -> &'static str {
                 match self {
-                    Self::Kernel => "kernel",
-                    Self::Ops => "ops",
+                    Self::$first => $first_name,
+                    $(Self::$other => $other_name,)+
                 }
             }
         }
     };
 }
 
-kernel_or_ops!(
-    /// The couplings' affine half-step in training (`CFX_AFFINE`).
-    AffineImpl,
-    "CFX_AFFINE",
-    /// `cfx_linalg::affine::affine_train_cube`: one launch forward, three backward.
+op_setting!(
+    /// Training batch norm (`CFX_BATCH_NORM`).
+    BatchNormImpl, "CFX_BATCH_NORM", without kernels Fused,
+    /// CubeCL kernels (`cfx_linalg::batch_norm`).
+    Kernels = "kernels",
+    /// One autodiff op with the closed-form backward, written with tensor ops.
+    Fused = "fused",
+    /// Autodiff through the tensor ops of the definition.
+    Ops = "ops",
 );
 
-kernel_or_ops!(
+op_setting!(
+    /// How the optimiser gathers its flat vectors (`CFX_PACK`).
+    PackImpl, "CFX_PACK", without kernels Cat,
+    /// `cfx_linalg::pack::pack_cube`: a launch per 16 tensors.
+    Kernel = "kernel",
+    /// One `cat` of the tensors and their paddings (a launch per piece on the cube backends).
+    Cat = "cat",
+);
+
+op_setting!(
+    /// The couplings' affine half-step in training (`CFX_AFFINE`).
+    AffineImpl, "CFX_AFFINE", without kernels Ops,
+    /// `cfx_linalg::affine::affine_train_cube`: one launch forward, three backward.
+    Kernel = "kernel",
+    /// Autodiff through the tensor ops of the definition.
+    Ops = "ops",
+);
+
+op_setting!(
     /// The all-in-one couplings' subnet input in training (`CFX_SUBNET_INPUT`): the ops are a
     /// slice and a ReLU.
-    SubnetInputImpl,
-    "CFX_SUBNET_INPUT",
+    SubnetInputImpl, "CFX_SUBNET_INPUT", without kernels Ops,
     /// `cfx_linalg::subnet_input::subnet_input_cube`: one launch forward, one backward, the
     /// output channels-last.
+    Kernel = "kernel",
+    /// Autodiff through the tensor ops of the definition.
+    Ops = "ops",
 );
 
-kernel_or_ops!(
+op_setting!(
     /// The all-in-one couplings' fixed act-norm in training (`CFX_ACT_NORM`).
-    ActNormImpl,
-    "CFX_ACT_NORM",
+    ActNormImpl, "CFX_ACT_NORM", without kernels Ops,
     /// `cfx_linalg::channel_affine::channel_affine_cube`: one launch forward, one backward.
+    Kernel = "kernel",
+    /// Autodiff through the tensor ops of the definition.
+    Ops = "ops",
 );
 
-/// Under `CFX_CONV=gemm`, the weight gradient of the convolutions whose input channels are not
-/// a multiple of 8 (`CFX_CONV_NARROW`; `cfx_linalg::conv_gemm::NarrowWeightGrad`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NarrowConvImpl {
+op_setting!(
+    /// Under `CFX_CONV=gemm`, the weight gradient of the convolutions whose input channels are
+    /// not a multiple of 8 (`CFX_CONV_NARROW`; `cfx_linalg::conv_gemm::NarrowWeightGrad`).
+    NarrowConvImpl, "CFX_CONV_NARROW", without kernels Direct,
     /// The input zero-padded to 8 channels and the implicit-GEMM kernel.
-    #[default]
-    Padded,
+    Padded = "padded",
     /// burn-cubecl's direct kernel.
-    Direct,
-}
+    Direct = "direct",
+);
 
-impl OpSetting for NarrowConvImpl {
-    const VAR: &'static str = "CFX_CONV_NARROW";
-    const ALL: &'static [Self] = &[Self::Padded, Self::Direct];
-    const WITHOUT_KERNELS: Self = Self::Direct;
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Padded => "padded",
-            Self::Direct => "direct",
-        }
-    }
-}
-
-/// How the optimiser lays out convolution weights in its flat vector (`CFX_WEIGHTS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WeightLayout {
+op_setting!(
+    /// How the optimiser lays out convolution weights in its flat vector (`CFX_WEIGHTS`).
+    WeightLayout, "CFX_WEIGHTS", without kernels Standard,
     /// `[O, kH, kW, I]`, so the stepped weights are the channels-last views burn-cubecl's
     /// convolutions read without a copy (`GroupedSgd::with_channels_last`).
-    #[default]
-    ChannelsLast,
+    ChannelsLast = "channels-last",
     /// burn's `[O, I, kH, kW]`.
-    Standard,
-}
-
-impl OpSetting for WeightLayout {
-    const VAR: &'static str = "CFX_WEIGHTS";
-    const ALL: &'static [Self] = &[Self::ChannelsLast, Self::Standard];
-    const WITHOUT_KERNELS: Self = Self::Standard;
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::ChannelsLast => "channels-last",
-            Self::Standard => "standard",
-        }
-    }
-}
+    Standard = "standard",
+);
 
 /// All settings, as [`register_backend_ops`] registered them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
