@@ -12,11 +12,7 @@ use cfx_linalg::channel_affine::{ChannelAffine, channel_affine_cube};
 
 mod common;
 
-use common::{Gpu, max_error, random_values};
-
-fn data<const D: usize>(shape: [usize; D], seed: u64) -> TensorData {
-    TensorData::new(random_values(shape.iter().product(), seed), shape)
-}
+use common::{Gpu, data, max_error, strided_input};
 
 /// The definition, as `cfx_flows`'s act-norm writes it.
 fn by_definition<B: Backend>(map: ChannelAffine<B>) -> Tensor<B, 4> {
@@ -34,18 +30,7 @@ fn run<B: AutodiffBackend>(
 ) -> [Vec<f32>; 2] {
     let dev = Default::default();
     let [n, c, h, w] = shape;
-    let c_leaf = if slice { 2 * c } else { c };
-    let leaf = if channels_last {
-        Tensor::<B, 4>::from_data(data([n, h, w, c_leaf], 1), &dev).require_grad()
-    } else {
-        Tensor::<B, 4>::from_data(data([n, c_leaf, h, w], 1), &dev).require_grad()
-    };
-    let x = if channels_last {
-        leaf.clone().permute([0, 3, 1, 2])
-    } else {
-        leaf.clone()
-    };
-    let x = if slice { x.narrow(1, c, c) } else { x };
+    let (leaf, x) = strided_input::<B>(shape, channels_last, slice, 1);
     let y = f(ChannelAffine {
         x,
         log_scale: Tensor::from_data(data([c], 2), &dev),

@@ -12,11 +12,7 @@ use cfx_linalg::subnet_input::{SubnetInput, subnet_input_cube};
 
 mod common;
 
-use common::{Gpu, max_error, random_values};
-
-fn data<const D: usize>(shape: [usize; D], seed: u64) -> TensorData {
-    TensorData::new(random_values(shape.iter().product(), seed), shape)
-}
+use common::{Gpu, data, max_error, strided_input};
 
 /// The definition, as `cfx_flows`'s subnet computes it without a registered op.
 fn by_definition<B: Backend>(input: SubnetInput<B>) -> Tensor<B, 4> {
@@ -48,19 +44,7 @@ fn run<B: AutodiffBackend>(
 ) -> [Vec<f32>; 2] {
     let dev = Default::default();
     let [n, c, h, w] = shape;
-    let leaf_shape = match (case.x_slice, case.x_channels_last) {
-        (false, false) => [n, c, h, w],
-        (true, false) => [n, 2 * c, h, w],
-        (false, true) => [n, h, w, c],
-        (true, true) => [n, h, w, 2 * c],
-    };
-    let leaf = Tensor::<B, 4>::from_data(data(leaf_shape, 1), &dev).require_grad();
-    let x = if case.x_channels_last {
-        leaf.clone().permute([0, 3, 1, 2])
-    } else {
-        leaf.clone()
-    };
-    let x = if case.x_slice { x.narrow(1, c, c) } else { x };
+    let (leaf, x) = strided_input::<B>(shape, case.x_channels_last, case.x_slice, 1);
     let y = f(SubnetInput {
         x: x.clone(),
         channels: case.channels,

@@ -1,5 +1,5 @@
-//! What the GPU kernel tests (`cube_kernels.rs`, `conv_gemm.rs`) share: the backend under test,
-//! its matmul tolerance, fixed pseudo-random inputs and the error measure.
+//! What the GPU kernel tests share: the backend under test, its matmul tolerance, fixed
+//! pseudo-random inputs (also as strided views) and the error measure.
 #![allow(dead_code)] // each test binary uses its own part of this
 
 use burn::prelude::*;
@@ -31,6 +31,37 @@ pub fn random_values(len: usize, seed: u64) -> Vec<f32> {
             ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
         })
         .collect()
+}
+
+/// [`random_values`] of any shape.
+pub fn data<const D: usize>(shape: [usize; D], seed: u64) -> TensorData {
+    TensorData::new(random_values(shape.iter().product(), seed), shape)
+}
+
+/// A leaf tensor of values from `seed` and the `[N, C, H, W]` view of it a kernel under test
+/// gets: with `channels_last` the leaf is stored `[N, H, W, C]` and permuted; with `slice` the
+/// view is the second half of the channels of a leaf twice its size. Gradients are read from
+/// the leaf.
+pub fn strided_input<B: burn::tensor::backend::AutodiffBackend>(
+    [n, c, h, w]: [usize; 4],
+    channels_last: bool,
+    slice: bool,
+    seed: u64,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let c_leaf = if slice { 2 * c } else { c };
+    let stored = if channels_last {
+        [n, h, w, c_leaf]
+    } else {
+        [n, c_leaf, h, w]
+    };
+    let leaf = Tensor::<B, 4>::from_data(data(stored, seed), &Default::default()).require_grad();
+    let x = if channels_last {
+        leaf.clone().permute([0, 3, 1, 2])
+    } else {
+        leaf.clone()
+    };
+    let x = if slice { x.narrow(1, c, c) } else { x };
+    (leaf, x)
 }
 
 pub fn random(shape: [usize; 2], seed: u64) -> TensorData {
