@@ -127,13 +127,15 @@ fn weight_grad<B: Backend>(
     let [_, c_in, kh, kw] = w.dims();
     let [_, _, ho, wo] = dy.dims();
     let pointwise = kh * kw == 1 && options.padding == [0, 0];
-    if plain(options) && (pointwise || c_in * kh * kw <= NARROW_PATCH) {
-        return ways::weight_grad_patches(x, dy, [kh, kw], options.padding);
+    if !plain(options) {
+        ways::weight_grad_burn(x, w, dy, options)
+    } else if pointwise || c_in * kh * kw <= NARROW_PATCH {
+        ways::weight_grad_patches(x, dy, [kh, kw], options.padding)
+    } else if ho * wo >= SHIFTED_MIN_PIXELS {
+        ways::weight_grad_shifted(x, dy, [kh, kw], options.padding)
+    } else {
+        ways::weight_grad_burn(x, w, dy, options)
     }
-    if plain(options) && ho * wo >= SHIFTED_MIN_PIXELS {
-        return ways::weight_grad_shifted(x, dy, [kh, kw], options.padding);
-    }
-    ways::weight_grad_burn(x, w, dy, options)
 }
 
 /// Each way of computing the gradients, on the inner backend, for `examples/conv_grads.rs`
