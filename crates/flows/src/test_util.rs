@@ -16,6 +16,15 @@ pub type RegistryAd = burn::backend::Autodiff<
     burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing,
 >;
 
+/// Held by every test that registers an op for [`RegistryAd`] or runs a model on it, so that
+/// no registration lands in the middle of another such test's comparison (the registrations
+/// compute the same numbers, but a check for "is one registered" made twice in one forward
+/// pass could see two answers).
+pub fn registry_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A standard-normal tensor from a seeded host RNG (independent of backend RNG state).
 pub fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<TB, D> {
     random_on::<TB, D>(shape, seed)

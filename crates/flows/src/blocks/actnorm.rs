@@ -155,6 +155,7 @@ mod tests {
 
     #[test]
     fn a_registered_map_is_taken_for_fixed_scales_only() {
+        let _registry = crate::test_util::registry_lock();
         register_channel_affine::<AdB>(counting);
         let d = Default::default();
         let calls = || CALLS.with(std::cell::Cell::get);

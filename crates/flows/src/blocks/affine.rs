@@ -135,6 +135,7 @@ mod tests {
 
     #[test]
     fn a_registered_half_step_is_taken_except_under_the_rescale_rule() {
+        let _registry = crate::test_util::registry_lock();
         register_affine::<Ad>(counting);
         let dev = Default::default();
         let x = Tensor::<Ad, 4>::ones([2, 3, 2, 2], &dev);

@@ -304,6 +304,7 @@ mod tests {
     /// because the registration is process-wide.
     #[test]
     fn registered_op_leaves_the_ibinn_loss_and_gradient_unchanged() {
+        let _registry = crate::test_util::registry_lock();
         use crate::ibinn::IbInnConfig;
         use crate::test_util::RegistryAd as Ad;
         use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;

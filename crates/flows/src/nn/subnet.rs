@@ -191,6 +191,7 @@ mod tests {
 
     #[test]
     fn a_registered_subnet_input_is_taken_except_under_the_rescale_rule() {
+        let _registry = crate::test_util::registry_lock();
         register_subnet_input::<Ad>(counting);
         let dev = Default::default();
         let subnet = ConvSubnetConfig::new(2, 4, 3).init::<Ad>(&dev);
