@@ -835,6 +835,10 @@ pub struct GanArgs {
     /// dcgan: generator and discriminator width (ngf = ndf) [default: 64, the reference's].
     #[arg(long)]
     pub width: Option<usize>,
+    /// gan-encoder: weight of the latent term `(E(G(z)) − z)²` beside the image term
+    /// `|G(E(x)) − x|` [default: 0; runs made before 2026-12-05 used 1].
+    #[arg(long)]
+    pub latent_weight: Option<f64>,
 }
 
 impl GanArgs {
@@ -872,6 +876,7 @@ impl GanArgs {
             let extra = [
                 ("--weight-decay", self.weight_decay.is_some()),
                 ("--width", self.width.is_some()),
+                ("--latent-weight", self.latent_weight.is_some()),
             ];
             let cfg = if encoder {
                 let cfg = a.resumed_config(&root, &extra, |c: &mut EncoderTrainConfig| {
@@ -909,6 +914,14 @@ impl GanArgs {
             }
             (Some(0), false) => bail!("--width must be positive"),
             (Some(w), false) => (cfg.model.ngf, cfg.model.ndf) = (w, w),
+            (None, _) => {}
+        }
+        match (self.latent_weight, encoder) {
+            (Some(_), false) => bail!("--latent-weight belongs to `train gan-encoder`"),
+            (Some(w), true) if !(w >= 0.0 && w.is_finite()) => {
+                bail!("--latent-weight must be a finite number ≥ 0, not {w}")
+            }
+            (Some(w), true) => cfg.latent_weight = w,
             (None, _) => {}
         }
         apply_common_flags!(a, cfg);
@@ -1719,17 +1732,20 @@ mod tests {
         );
     }
 
+    /// `train gan-encoder --runs-dir RUNS --name enc EXTRA…`.
+    fn encoder_args(runs: &str, extra: &[&str]) -> GanArgs {
+        let mut argv = vec!["t", "--runs-dir", runs, "--name", "enc"];
+        argv.extend_from_slice(extra);
+        Gan::try_parse_from(argv).unwrap().args
+    }
+
     /// A resumed encoder run takes its GAN from config.toml: --gan may be left out or
     /// repeated, not changed.
     #[test]
     fn resuming_an_encoder_keeps_its_gan() {
         let dir = tempfile::tempdir().unwrap();
         let runs = dir.path().to_str().unwrap();
-        let parse = |extra: &[&str]| {
-            let mut argv = vec!["t", "--runs-dir", runs, "--name", "enc"];
-            argv.extend_from_slice(extra);
-            Gan::try_parse_from(argv).unwrap().args
-        };
+        let parse = |extra: &[&str]| encoder_args(runs, extra);
         let (cfg, root) = parse(&["--gan", "runs/g1"]).config(true).unwrap();
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("config.toml"), toml::to_string(&cfg).unwrap()).unwrap();
@@ -1753,5 +1769,53 @@ mod tests {
             e.contains("--gan runs/g2 cannot change when resuming"),
             "{e}"
         );
+    }
+    /// `--latent-weight` sets the encoder's latent term, belongs to the encoder alone, is
+    /// checked, and an encoder config.toml written before it existed still resumes (weight 1).
+    #[test]
+    fn the_encoders_latent_weight() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().to_str().unwrap();
+        let parse = |extra: &[&str]| encoder_args(runs, extra);
+        let (cfg, root) = parse(&["--gan", "runs/g", "--latent-weight", "0.25"])
+            .config(true)
+            .unwrap();
+        assert_eq!(cfg.train.latent_weight, 0.25);
+        let (cfg0, _) = parse(&["--gan", "runs/g"]).config(true).unwrap();
+        assert_eq!(cfg0.train.latent_weight, 0.0);
+        for bad in ["-1", "NaN", "inf"] {
+            let flag = format!("--latent-weight={bad}");
+            let e = parse(&["--gan", "runs/g", &flag])
+                .config(true)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--latent-weight must be"), "{bad}: {e}");
+        }
+        let e = parse(&["--latent-weight", "0"])
+            .config(false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("belongs to `train gan-encoder`"), "{e}");
+
+        std::fs::create_dir_all(&root).unwrap();
+        let old: String = toml::to_string(&cfg)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("latent_weight"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(
+            old,
+            toml::to_string(&cfg).unwrap(),
+            "the field was in the file"
+        );
+        std::fs::write(root.join("config.toml"), old).unwrap();
+        let (resumed, _) = parse(&["--resume"]).config(true).unwrap();
+        assert_eq!(resumed.train.latent_weight, 1.0);
+        let e = parse(&["--resume", "--latent-weight", "0.5"])
+            .config(true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--latent-weight"), "{e}");
     }
 }
