@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Training runs longer than a session, on a development machine that may be kept between
+# sessions (or may not: a run here is never the only copy of a result, and its checkpoints let
+# any later session on the same machine continue it).
+#
+#   bash bench/marathon.sh start NAME TRAIN-ARGS…   # detached `xtask train TRAIN-ARGS… --name NAME`;
+#                                                   # if runs/NAME has a checkpoint, `--resume` instead
+#   bash bench/marathon.sh pause NAME               # SIGSTOP: frees the cores for this session's work
+#   bash bench/marathon.sh continue NAME            # SIGCONT
+#   bash bench/marathon.sh status NAME              # alive or not, the log's last lines, last epoch
+#
+# `start` copies the release binary to runs/.marathon/NAME-xtask first, so that rebuilding
+# target/ while the run goes on changes nothing under it. With a checkpoint present it runs
+# `train KIND --name NAME --resume` plus any extra args given after KIND (e.g. --replicas 2:
+# a resumed run keeps its saved config and refuses changed flags, see `train --help`).
+set -euo pipefail
+cmd="${1:?start|pause|continue|status}"; name="${2:?run name}"; shift 2
+R="${RUNS:-runs}"
+dir="$R/.marathon"; mkdir -p "$dir"
+pidf="$dir/$name.pid"; log="$dir/$name.log"
+
+# A finished run can linger as a zombie where nothing reaps it: that is not alive.
+alive() {
+  [ -f "$pidf" ] || return 1
+  local st; st=$(ps -o stat= -p "$(cat "$pidf")" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "${st#Z}" = "$st" ]
+}
+
+case "$cmd" in
+  start)
+    if alive; then echo "$name is already running (pid $(cat "$pidf"))"; exit 1; fi
+    kind="${1:?train kind, e.g. ib-inn}"; shift
+    bin="$dir/$name-xtask"
+    cp target/release/xtask "$bin"
+    if compgen -G "$R/$name/checkpoints/*" >/dev/null; then
+      args=(train "$kind" --runs-dir "$R" --name "$name" --resume "$@")
+    else
+      args=(train "$kind" --runs-dir "$R" --name "$name" "$@")
+    fi
+    echo "== $(date -u +%FT%TZ) ${args[*]}" >>"$log"
+    setsid nohup "$bin" "${args[@]}" >>"$log" 2>&1 </dev/null &
+    echo $! >"$pidf"
+    echo "$name started (pid $!), log $log"
+    ;;
+  pause | continue)
+    alive || { echo "$name is not running"; exit 1; }
+    sig=STOP; [ "$cmd" = continue ] && sig=CONT
+    kill -"$sig" "$(cat "$pidf")"
+    echo "$name: SIG$sig sent"
+    ;;
+  status)
+    if alive; then
+      state=$(ps -o stat= -p "$(cat "$pidf")")
+      echo "$name: running (pid $(cat "$pidf"), state $state)"
+    else
+      echo "$name: not running"
+    fi
+    [ -f "$log" ] && tail -n 5 "$log" | tr '\r' '\n' | tail -n 5
+    [ -f "$R/$name/metrics.csv" ] && tail -n 1 "$R/$name/metrics.csv"
+    ls "$R/$name/checkpoints" 2>/dev/null | tail -n 1
+    ;;
+  *) echo "unknown command $cmd"; exit 2 ;;
+esac
