@@ -894,6 +894,7 @@ impl GanArgs {
             } else {
                 EncoderTrainConfig {
                     gan,
+                    latent_weight: EncoderTrainConfig::DEFAULT_LATENT_WEIGHT,
                     train: a
                         .resumed_config(&root, &extra, |c: &mut GanTrainConfig| &mut c.epochs)?,
                 }
@@ -916,19 +917,23 @@ impl GanArgs {
             (Some(w), false) => (cfg.model.ngf, cfg.model.ndf) = (w, w),
             (None, _) => {}
         }
-        match (self.latent_weight, encoder) {
+        let latent_weight = match (self.latent_weight, encoder) {
             (Some(_), false) => bail!("--latent-weight belongs to `train gan-encoder`"),
             (Some(w), true) if !(w >= 0.0 && w.is_finite()) => {
                 bail!("--latent-weight must be a finite number ≥ 0, not {w}")
             }
-            (Some(w), true) => cfg.latent_weight = w,
-            (None, _) => {}
-        }
+            (w, _) => w.unwrap_or(EncoderTrainConfig::DEFAULT_LATENT_WEIGHT),
+        };
         apply_common_flags!(a, cfg);
         cfg.weight_decay = self.weight_decay;
         cfg.classes = self.classes.clone();
         cfg.validate()?;
-        Ok((EncoderTrainConfig { gan, train: cfg }, root))
+        let cfg = EncoderTrainConfig {
+            gan,
+            latent_weight,
+            train: cfg,
+        };
+        Ok((cfg, root))
     }
 }
 
@@ -1770,6 +1775,7 @@ mod tests {
             "{e}"
         );
     }
+
     /// `--latent-weight` sets the encoder's latent term, belongs to the encoder alone, is
     /// checked, and an encoder config.toml written before it existed still resumes (weight 1).
     #[test]
@@ -1780,9 +1786,9 @@ mod tests {
         let (cfg, root) = parse(&["--gan", "runs/g", "--latent-weight", "0.25"])
             .config(true)
             .unwrap();
-        assert_eq!(cfg.train.latent_weight, 0.25);
+        assert_eq!(cfg.latent_weight, 0.25);
         let (cfg0, _) = parse(&["--gan", "runs/g"]).config(true).unwrap();
-        assert_eq!(cfg0.train.latent_weight, 0.0);
+        assert_eq!(cfg0.latent_weight, 0.0);
         for bad in ["-1", "NaN", "inf"] {
             let flag = format!("--latent-weight={bad}");
             let e = parse(&["--gan", "runs/g", &flag])
@@ -1811,7 +1817,7 @@ mod tests {
         );
         std::fs::write(root.join("config.toml"), old).unwrap();
         let (resumed, _) = parse(&["--resume"]).config(true).unwrap();
-        assert_eq!(resumed.train.latent_weight, 1.0);
+        assert_eq!(resumed.latent_weight, 1.0);
         let e = parse(&["--resume", "--latent-weight", "0.5"])
             .config(true)
             .unwrap_err()

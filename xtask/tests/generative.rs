@@ -79,6 +79,7 @@ fn dcgan_encoder_and_c3lt_train_resume_and_explain() {
     let enc_job = |dataset| EncoderTrainJob {
         cfg: EncoderTrainConfig {
             gan: gan.clone(),
+            latent_weight: EncoderTrainConfig::DEFAULT_LATENT_WEIGHT,
             train: GanTrainConfig {
                 classes: vec![4, 9],
                 dataset,

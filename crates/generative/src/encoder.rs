@@ -45,10 +45,10 @@ impl<B: Backend> GanEncoder<B> {
 /// encoders pretrained and does not say how they were made. `G(E(x))` reconstructs data, and
 /// with `λ = latent_weight > 0` `E` also inverts `G` on its own samples:
 /// `mean |G(E(x)) − x| + λ·mean (E(G(z)) − z)²`, `z ~ N(0, I)`, images in unit space
-/// (`train gan-encoder` takes λ = 0 unless told otherwise). The image term is the floor of C3LT's proximity (its counterfactuals are
-/// `G(g(E(x)))`); at the reference width the latent term made it 1.6 times worse (test
-/// `|G(E(x)) − x|` 0.0605 with λ = 1 against 0.0383 with λ = 0 after 4 epochs, docs/results.md
-/// "C3LT at the reference width on the CPU").
+/// (`train gan-encoder` takes λ = 0 unless told otherwise). The image term is the floor of
+/// C3LT's proximity (its counterfactuals are `G(g(E(x)))`); at the reference width the latent
+/// term made it 1.6 times worse (test `|G(E(x)) − x|` 0.0605 with λ = 1 against 0.0383 with
+/// λ = 0 after 4 epochs, docs/results.md "C3LT at the reference width on the CPU").
 ///
 /// Only the generator runs in inference mode (running statistics). The encoder's batch norms
 /// normalise each batch, real and generated, by its own statistics, as in any training step;

@@ -58,14 +58,6 @@ pub struct GanTrainConfig {
     pub classes: Vec<usize>,
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
-    /// The encoder's weight of its latent term ([`encoder_loss`]); the DCGAN ignores it. A
-    /// config.toml without it is an encoder run from before the weight existed, trained with 1.
-    #[serde(default = "one")]
-    pub latent_weight: f64,
-}
-
-fn one() -> f64 {
-    1.0
 }
 
 impl GanTrainConfig {
@@ -83,20 +75,16 @@ impl GanTrainConfig {
             classes: vec![],
             train_limit: None,
             test_limit: None,
-            latent_weight: 1.0,
         }
     }
 
-    /// The encoder's settings: Adam 1e-3 and no latent term (ours; the C3LT code ships its
-    /// encoders trained). Without the latent term the encoder reconstructs test images better,
-    /// which is what C3LT's proximity needs ([`encoder_loss`]).
+    /// The encoder's settings: Adam 1e-3 (ours; the C3LT code ships its encoders trained).
     pub fn encoder(dataset: DatasetKind) -> Self {
         Self {
             epochs: 10,
             batch_size: 128,
             lr: 1e-3,
             beta1: 0.9,
-            latent_weight: 0.0,
             ..Self::dcgan(dataset)
         }
     }
@@ -327,12 +315,27 @@ pub struct EncoderEpoch {
 #[serde(deny_unknown_fields)]
 pub struct EncoderTrainConfig {
     pub gan: PathBuf,
+    /// The weight of the latent term of [`encoder_loss`]. A config.toml without it is an
+    /// encoder run from before the weight existed, trained with 1.
+    #[serde(default = "EncoderTrainConfig::weight_before_2026_12_05")]
+    pub latent_weight: f64,
     #[serde(flatten)]
     pub train: GanTrainConfig,
 }
 
+impl EncoderTrainConfig {
+    /// No latent term: without it the encoder reconstructs test images better, which is what
+    /// C3LT's proximity needs ([`encoder_loss`]).
+    pub const DEFAULT_LATENT_WEIGHT: f64 = 0.0;
+
+    fn weight_before_2026_12_05() -> f64 {
+        1.0
+    }
+}
+
 struct EncoderTrainer<B: AutodiffBackend> {
     cfg: GanTrainConfig,
+    latent_weight: f64,
     device: B::Device,
     train: ImageSet,
     test: ImageSet,
@@ -381,7 +384,7 @@ impl<B: AutodiffBackend> EpochTrainer for EncoderTrainer<B> {
             let x = HostBatch::from_set(&self.train, idx, &Augmentation::UNIT, &mut rng)
                 .to_device::<B>(&self.device)
                 .images;
-            let (loss, ..) = encoder_loss(&self.e, &self.g, x, self.cfg.latent_weight);
+            let (loss, ..) = encoder_loss(&self.e, &self.g, x, self.latent_weight);
             sum += loss.clone().into_scalar().elem::<f64>() * idx.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &self.e);
             self.e = self.opt.step(self.cfg.lr, self.e.clone(), grads);
@@ -453,6 +456,7 @@ impl BackendJob for EncoderTrainJob {
     ) -> Result<EncoderEpoch> {
         let EncoderTrainConfig {
             gan,
+            latent_weight,
             train: mut cfg,
         } = self.cfg.clone();
         let model = match read_gan_run(&gan)? {
@@ -472,6 +476,7 @@ impl BackendJob for EncoderTrainJob {
         B::seed(&device, cfg.seed);
         let g = load_generator::<B>(&cfg.model, &gan, &device)?.no_grad();
         let mut trainer = EncoderTrainer::<B> {
+            latent_weight,
             e: cfg.model.init_encoder(&device),
             opt: cfg.adam(),
             train: cfg.load(Split::Train)?,
