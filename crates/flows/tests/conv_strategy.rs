@@ -20,18 +20,7 @@ fn ibinn_is_the_same_function_with_either_convolution() {
     let model = IbInnConfig::tiny().init::<B>(&device);
     let uniform = burn::tensor::Distribution::Uniform(-1.0, 1.0);
     let x = Tensor::<B, 4>::random([4, 1, 28, 28], uniform, &device).require_grad();
-    let run = |s: ConvStrategy| {
-        set_conv_strategy(s);
-        let (z, log_det) = model.encode(x.clone());
-        let grads = (z.clone().square().sum() - log_det.clone().sum()).backward();
-        let dx = x.grad(&grads).expect("input gradient");
-        set_conv_strategy(ConvStrategy::Burn);
-        (
-            z.inner(),
-            log_det.inner().unsqueeze_dim::<2>(1),
-            dx.reshape([4, 784]),
-        )
-    };
+    let run = |s: ConvStrategy| outputs(s, &x, |x| model.encode(x));
     let (z1, l1, g1) = run(ConvStrategy::Burn);
     let (z2, l2, g2) = run(ConvStrategy::Unfold);
     // The CPU's default: the convolution with matrix-product gradients (`conv_grads`).
@@ -47,6 +36,27 @@ fn ibinn_is_the_same_function_with_either_convolution() {
     ] {
         assert_same(name, a, b);
     }
+}
+
+/// With strategy `s` for the pass (burn's again after it): the latents `[N, D]` and
+/// log-determinants `[N, 1]` that `f` gives for `x`, and the input gradient `[N, C·H·W]` of
+/// `Σ z² − Σ log-det`.
+fn outputs(
+    s: ConvStrategy,
+    x: &Tensor<B, 4>,
+    f: impl Fn(Tensor<B, 4>) -> (Tensor<B, 2>, Tensor<B, 1>),
+) -> (Tensor<Flex, 2>, Tensor<Flex, 2>, Tensor<Flex, 2>) {
+    set_conv_strategy(s);
+    let (z, log_det) = f(x.clone());
+    let grads = (z.clone().square().sum() - log_det.clone().sum()).backward();
+    let dx = x.grad(&grads).expect("input gradient");
+    set_conv_strategy(ConvStrategy::Burn);
+    let [n, c, h, w] = x.dims();
+    (
+        z.inner(),
+        log_det.inner().unsqueeze_dim::<2>(1),
+        dx.reshape([n, c * h * w]),
+    )
 }
 
 /// `a` and `b` agree to 1e-4 of `a`'s largest entry (at least 1).
@@ -82,16 +92,10 @@ fn realnvp_and_glow_are_the_same_function_with_the_default_convolution() {
         let uniform = burn::tensor::Distribution::Uniform(0.0, 1.0);
         let x = Tensor::<B, 4>::random([3, c, h, w], uniform, &device).require_grad();
         let run = |s: ConvStrategy| {
-            set_conv_strategy(s);
-            let (z, log_det) = flow.forward(x.clone());
-            let grads = (z.clone().square().sum() - log_det.clone().sum()).backward();
-            let dx = x.grad(&grads).expect("input gradient");
-            set_conv_strategy(ConvStrategy::Burn);
-            (
-                z.inner().reshape([3, c * h * w]),
-                log_det.inner().unsqueeze_dim::<2>(1),
-                dx.reshape([3, c * h * w]),
-            )
+            outputs(s, &x, |x| {
+                let (z, log_det) = flow.forward(x);
+                (z.reshape([3, c * h * w]), log_det)
+            })
         };
         let (z1, l1, g1) = run(ConvStrategy::Burn);
         let (z2, l2, g2) = run(ConvStrategy::Auto);
