@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Training runs longer than a session, on a development machine that may be kept between
-# sessions (or may not: a run here is never the only copy of a result, and its checkpoints let
-# any later session on the same machine continue it).
+# Training runs longer than a session, as a chain of resumes. The process ends with the session
+# that started it (detaching does not save it), but the disk may be kept: each later session on
+# the same machine runs `start` again, which continues from the last checkpoint.
 #
 #   bash bench/marathon.sh start NAME TRAIN-ARGS…   # detached `xtask train TRAIN-ARGS… --name NAME`;
 #                                                   # if runs/NAME has a checkpoint, `--resume` instead
