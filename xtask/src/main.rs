@@ -222,7 +222,7 @@ fn run(cli: Cli) -> Result<()> {
             let r = run_on(args.backend.kind(), job)?;
             for v in &r.variants {
                 println!(
-                    "{} {}: {} counterfactuals, validity {:.2}%{}{}",
+                    "{} {}: {} counterfactuals, validity {:.2}%{}{}{}",
                     args.model.display(),
                     v.name,
                     v.counterfactuals,
@@ -238,6 +238,12 @@ fn run(cli: Cli) -> Result<()> {
                     },
                     v.mean_alpha
                         .map(|a| format!(", mean α {a:.3}"))
+                        .unwrap_or_default(),
+                    v.change_ratio_outside_column0
+                        .map(|r| format!(
+                            ", change outside the label column {:.2}% of the change in it",
+                            100.0 * r
+                        ))
                         .unwrap_or_default()
                 );
                 if let Some(f) = v.out_of_range.filter(|&f| f > 0.0) {

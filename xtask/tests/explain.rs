@@ -89,10 +89,12 @@ fn ecinn_explains_a_tiny_model_end_to_end_and_caches_its_means() {
     assert_eq!(r.variants.len(), 2);
     assert_eq!(r.variants[0].name, "alpha0");
     assert_eq!(r.records.len(), 18);
-    assert!(
-        r.variants[0].mean_change_column0.is_some(),
-        "FakeMNIST locality is measured"
-    );
+    for v in &r.variants {
+        let (c, e) = (v.mean_change_column0, v.mean_change_elsewhere);
+        let ratio = v.change_ratio_outside_column0;
+        assert!(c.is_some() && e.is_some(), "FakeMNIST locality is measured");
+        assert_eq!(ratio, Some(e.unwrap() / c.unwrap()), "{}", v.name);
+    }
     // ECINN reports how many of its inverse passes left the pixel range (the flag itself is
     // tested in cfx-counterfactual); a whole number of the 18 queries.
     for v in &r.variants {

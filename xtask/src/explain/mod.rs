@@ -132,6 +132,9 @@ pub struct VariantSummary {
     /// FakeMNIST: mean |x̂ − x| per pixel in column 0 (the label pixels) and elsewhere.
     pub mean_change_column0: Option<f64>,
     pub mean_change_elsewhere: Option<f64>,
+    /// FakeMNIST: `mean_change_elsewhere / mean_change_column0`, the locality measure of the
+    /// counterfactual issue's acceptance (< 0.1: the change stays in the label column).
+    pub change_ratio_outside_column0: Option<f64>,
     /// ECINN: the fraction whose inverse pass put a pixel more than half the pixel range
     /// outside `[0, 1]` before any 8-bit step (`cfx_counterfactual::ecinn::PIXEL_SLACK`): the
     /// inverse is unstable there, and they are scored all the same; `cargo xtask
@@ -490,6 +493,10 @@ impl Stats {
             mean_alpha: (self.alpha_n > 0).then(|| self.alpha_sum / self.alpha_n as f64),
             mean_change_column0: mean(self.col0),
             mean_change_elsewhere: mean(self.rest),
+            change_ratio_outside_column0: mean(self.col0)
+                .zip(mean(self.rest))
+                .filter(|&(c, _)| c > 0.0)
+                .map(|(c, r)| r / c),
             misses: count_misses(&self.misses),
             out_of_range: self.out_of_range.map(frac),
             name: self.name,
@@ -630,5 +637,36 @@ impl ExplainJob {
             written.push(name);
         }
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locality_is_the_change_elsewhere_over_the_change_in_column_0() {
+        // 2×3 image: column 0 is pixels 0 and 3. |Δ| there 0.4 and 0.2 (mean 0.3); elsewhere
+        // 0.03, 0, 0.06, 0.03 (mean 0.03).
+        let x = [0.0f32, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let cf = [0.4f32, 0.03, 0.0, -0.2, 0.06, -0.03];
+        let mut s = Stats::new("alpha1");
+        s.add(true, None, false, Some(1.0));
+        s.add_locality(&x, &cf, [1, 2, 3]);
+        let v = s.finish();
+        assert!((v.mean_change_column0.unwrap() - 0.3).abs() < 1e-6);
+        assert!((v.mean_change_elsewhere.unwrap() - 0.03).abs() < 1e-6);
+        assert!((v.change_ratio_outside_column0.unwrap() - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn no_change_in_column_0_gives_no_ratio() {
+        let mut s = Stats::new("alpha1");
+        s.add_locality(&[0.0, 0.0], &[0.0, 0.5], [1, 1, 2]);
+        assert_eq!(s.finish().change_ratio_outside_column0, None);
+        assert_eq!(
+            Stats::new("alpha0").finish().change_ratio_outside_column0,
+            None
+        );
     }
 }
