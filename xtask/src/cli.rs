@@ -890,6 +890,8 @@ impl GanArgs {
                         cfg.gan.display()
                     );
                 }
+                cfg.validate()
+                    .with_context(|| format!("{}", root.join("config.toml").display()))?;
                 cfg
             } else {
                 EncoderTrainConfig {
@@ -919,20 +921,17 @@ impl GanArgs {
         }
         let latent_weight = match (self.latent_weight, encoder) {
             (Some(_), false) => bail!("--latent-weight belongs to `train gan-encoder`"),
-            (Some(w), true) if !(w >= 0.0 && w.is_finite()) => {
-                bail!("--latent-weight must be a finite number ≥ 0, not {w}")
-            }
             (w, _) => w.unwrap_or(EncoderTrainConfig::DEFAULT_LATENT_WEIGHT),
         };
         apply_common_flags!(a, cfg);
         cfg.weight_decay = self.weight_decay;
         cfg.classes = self.classes.clone();
-        cfg.validate()?;
         let cfg = EncoderTrainConfig {
             gan,
             latent_weight,
             train: cfg,
         };
+        cfg.validate()?;
         Ok((cfg, root))
     }
 }
@@ -1795,7 +1794,7 @@ mod tests {
                 .config(true)
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains("--latent-weight must be"), "{bad}: {e}");
+            assert!(e.contains("(--latent-weight) must be"), "{bad}: {e}");
         }
         let e = parse(&["--latent-weight", "0"])
             .config(false)
@@ -1823,5 +1822,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--latent-weight"), "{e}");
+
+        // A hand-edited weight is refused on resume, naming the file.
+        let edited = toml::to_string(&cfg)
+            .unwrap()
+            .replace("latent_weight = 0.25", "latent_weight = -1.0");
+        assert!(edited.contains("latent_weight = -1.0"));
+        std::fs::write(root.join("config.toml"), edited).unwrap();
+        let e = format!("{:#}", parse(&["--resume"]).config(true).unwrap_err());
+        assert!(
+            e.contains("config.toml") && e.contains("must be a finite number ≥ 0, not -1"),
+            "{e}"
+        );
     }
 }

@@ -331,6 +331,16 @@ impl EncoderTrainConfig {
     fn weight_before_2026_12_05() -> f64 {
         1.0
     }
+
+    /// Checked here, not only at the flag, because a resumed run reads the weight from its
+    /// `config.toml`, which may have been edited by hand.
+    pub fn validate(&self) -> Result<()> {
+        let w = self.latent_weight;
+        if !(w >= 0.0 && w.is_finite()) {
+            bail!("latent_weight (--latent-weight) must be a finite number ≥ 0, not {w}");
+        }
+        self.train.validate()
+    }
 }
 
 struct EncoderTrainer<B: AutodiffBackend> {
@@ -454,21 +464,21 @@ impl BackendJob for EncoderTrainJob {
         device: B::Device,
         _backend: BackendKind,
     ) -> Result<EncoderEpoch> {
-        let EncoderTrainConfig {
-            gan,
-            latent_weight,
-            train: mut cfg,
-        } = self.cfg.clone();
-        let model = match read_gan_run(&gan)? {
+        let mut full = self.cfg.clone();
+        full.train.model = match read_gan_run(&full.gan)? {
             GanRun::Dcgan(m) => m,
             GanRun::GanEncoder(_) => bail!(
                 "{} is an encoder run; --gan takes a `train dcgan` run",
-                gan.display()
+                full.gan.display()
             ),
         };
-        require_run_dataset("--gan", &gan, cfg.dataset, "this encoder run")?;
-        cfg.model = model;
-        cfg.validate()?;
+        require_run_dataset("--gan", &full.gan, full.train.dataset, "this encoder run")?;
+        full.validate()?;
+        let EncoderTrainConfig {
+            gan,
+            latent_weight,
+            train: cfg,
+        } = full;
         let run = RunDir::open(&self.run_root, self.resume)?;
         if !self.resume {
             run.write_toml("config.toml", &self.cfg)?;
