@@ -303,6 +303,10 @@ pub struct EvaluateArgs {
     /// levels), as the authors' code stores counterfactuals. The PNG figures are always 8-bit.
     #[arg(long, default_value = "raw")]
     pub pixels: cfx_counterfactual::EcinnPixels,
+    /// ECINN: which α to decode, as `explain --alpha` takes it: alpha1 (0.8 + α0/2, Paper 4's),
+    /// alpha0, bmvc, bmvc:T or a number.
+    #[arg(long, default_value = "alpha1")]
+    pub alpha: String,
     /// COUT's insertion steps T.
     #[arg(long, default_value_t = 20)]
     pub cout_steps: usize,
@@ -362,6 +366,7 @@ impl EvaluateArgs {
             diffeo_config: self.diffeo_config.clone(),
             pixel_config: self.pixel_config.clone(),
             pixels: self.pixels,
+            alpha: parse_alpha(&self.alpha)?,
             cout_steps: self.cout_steps,
             knn: self.knn,
             gallery: self.gallery,

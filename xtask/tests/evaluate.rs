@@ -47,6 +47,7 @@ fn job(suite: &Path, ibinn: &Path, out: &Path) -> EvaluateJob {
         diffeo_config: None,
         pixel_config: None,
         pixels: Default::default(),
+        alpha: cfx_counterfactual::AlphaChoice::Convincing(Default::default()),
         cout_steps: 5,
         knn: 3,
         gallery: 4,
@@ -271,7 +272,30 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     assert!(!img.methods[0].from_cache);
     assert_eq!((r.ecinn_pixels, img.ecinn_pixels), ("raw", "image"));
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
-    assert!(md.contains("image pixels"), "{md}");
+    assert!(md.contains("image pixels, alpha1)"), "{md}");
+    // Another α is another set too; the report names it, and the counterfactuals move
+    // further from their inputs at α = 1.5 than at α1 (< 1.5 wherever α0 < 1.4).
+    // GB's counterfactuals do not depend on it: they come from the cache.
+    let mut j = job(&suite, &ibinn, &out);
+    j.pixels = cfx_counterfactual::EcinnPixels::Image;
+    j.alpha = cfx_counterfactual::AlphaChoice::Fixed { value: 1.5 };
+    let far = run_on(BackendKind::Flex, j).unwrap();
+    assert_eq!(far.methods[0].method, Method::Ecinn);
+    assert!(!far.methods[0].from_cache);
+    let gb = far.methods.iter().find(|m| m.method == Method::Gb).unwrap();
+    assert!(gb.from_cache);
+    assert_eq!(far.ecinn_alpha, "alpha=1.5");
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("image pixels, alpha=1.5)"), "{md}");
+    let en = |r: &xtask::evaluate::EvaluationReport| {
+        r.methods[0]
+            .metrics
+            .iter()
+            .find(|m| m.metric == "EN")
+            .and_then(|m| m.mean)
+            .expect("EN over some valid counterfactuals")
+    };
+    assert!(en(&far) > en(&img), "{} vs {}", en(&far), en(&img));
 
     // --pair 4,9 --one-way: the first fours of the test set, each sent to 9.
     let mut j = job(&suite, &ibinn, &dir.path().join("one-way"));

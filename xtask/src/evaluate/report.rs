@@ -90,7 +90,7 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
         "# Counterfactual evaluation: {}\n\n\
          - data range: {} (every evaluation model was trained in it)\n\
          - test images: the first {} (GB/GL may use fewer: column n; rows \"same n inputs\" score another method again on just those), one random target each, seed {}; GB and GL: {}\n\
-         - evaluation models: `{}`{}; IB-INN: `{}` (ECINN's counterfactuals: {} pixels)\n\
+         - evaluation models: `{}`{}; IB-INN: `{}` (ECINN's counterfactuals: {} pixels, {})\n\
          - backend: {}; total time {:.1} s\n\
          - mean (95 % CI = 1.96·σ/√n); TCV and Val over all samples, the rest over valid ones (class changed)\n",
         r.dataset,
@@ -109,6 +109,7 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
         },
         r.ibinn.as_deref().unwrap_or("–"),
         r.ecinn_pixels,
+        r.ecinn_alpha,
         r.backend,
         r.total_seconds
     )?;
