@@ -249,9 +249,9 @@ fn run(cli: Cli) -> Result<()> {
                 if let Some(f) = v.out_of_range.filter(|&f| f > 0.0) {
                     println!(
                         "  warning: the inverse pass put {:.2}% of these more than half the pixel \
-                         range outside [0, 1] (the model's inverse is unstable there; they are \
-                         scored all the same, and `cargo xtask inverse-trace --model {}` shows \
-                         at which block)",
+                         range outside [0, 1] (they are scored all the same; `cargo xtask \
+                         inverse-trace --model {}` shows whether the inverse leaves its range \
+                         inside the model, and at which block, or only at the image)",
                         100.0 * f,
                         args.model.display()
                     );

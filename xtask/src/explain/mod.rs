@@ -136,9 +136,10 @@ pub struct VariantSummary {
     /// counterfactual issue's acceptance (< 0.1: the change stays in the label column).
     pub change_ratio_outside_column0: Option<f64>,
     /// ECINN: the fraction whose inverse pass put a pixel more than half the pixel range
-    /// outside `[0, 1]` before any 8-bit step (`cfx_counterfactual::ecinn::PIXEL_SLACK`): the
-    /// inverse is unstable there, and they are scored all the same; `cargo xtask
-    /// inverse-trace` shows at which block.
+    /// outside `[0, 1]` before any 8-bit step (`cfx_counterfactual::ecinn::PIXEL_SLACK`); they
+    /// are scored all the same. `cargo xtask inverse-trace` tells an inverse that leaves its
+    /// range inside the model (the rebuilt FakeMNIST model, docs/results.md) from strokes that
+    /// only overshoot at the image (the tiny MNIST model under the paper's schedule).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out_of_range: Option<f64>,
     /// Queries without a counterfactual, by why ([`Miss`]'s names).
