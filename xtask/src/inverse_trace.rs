@@ -65,6 +65,11 @@ pub struct InverseTraceReport {
     pub images: usize,
     pub queries: usize,
     pub diverged: usize,
+    /// Queries whose counterfactual has a pixel more than half the pixel range outside
+    /// `[0, 1]`: `explain`'s `out_of_range` flag. Unlike `diverged` it does not depend on how
+    /// much a counterfactual of the dataset should change (one pixel on FakeMNIST, a stroke on
+    /// MNIST).
+    pub out_of_range_at_image: usize,
     /// Diverged queries whose inverse never left the envelope by `factor` before the image.
     pub diverged_in_range: usize,
     pub factor: f64,
@@ -154,6 +159,7 @@ impl BackendJob for InverseTraceJob {
         let mut envelope = vec![0f64; n_blocks];
         let mut back: Vec<Vec<f64>> = vec![Vec::new(); n_blocks];
         let mut change: Vec<f64> = Vec::new();
+        let mut out_of_range_at_image = 0;
         // `All` draws no random target; the generator only fills the signature.
         let mut rng = StdRng::seed_from_u64(0);
         for batch in ordered_batches(&test, self.batch_size, Augmentation::UNIT, 0) {
@@ -174,6 +180,11 @@ impl BackendJob for InverseTraceJob {
             }
             let [_, c, h, w] = unit.dims();
             let x_hat = classifier.to_unit(x_hat.reshape([q, c, h, w]));
+            out_of_range_at_image += cfx_counterfactual::pixels_out_of_range(x_hat.clone())
+                .int()
+                .sum()
+                .into_scalar()
+                .elem::<i64>() as usize;
             let rows: Vec<i64> = queries.iter().map(|q| q.input as i64).collect();
             let rows = Tensor::<B::InnerBackend, 1, Int>::from_ints(rows.as_slice(), &device);
             let per_pixel = (x_hat - unit.select(0, rows))
@@ -231,6 +242,7 @@ impl BackendJob for InverseTraceJob {
             images: test.len(),
             queries,
             diverged: diverged.iter().filter(|&&d| d).count(),
+            out_of_range_at_image,
             diverged_in_range,
             factor: self.factor,
             diverged_change: self.diverged_change,

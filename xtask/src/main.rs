@@ -374,12 +374,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::InverseTrace(args) => {
             let r = run_on(args.backend.kind(), args.job())?;
             println!(
-                "{} ({}, {} test images, {} α1 queries): {} diverged (mean |x̂ − x| > {} per pixel), \
+                "{} ({}, {} test images, {} α1 queries): {} with a pixel more than half the \
+                 pixel range outside [0, 1]; {} diverged (mean |x̂ − x| > {} per pixel), \
                  {} of them without leaving the forward envelope by {}×; {}\n\n{}",
                 r.model,
                 r.dataset,
                 r.images,
                 r.queries,
+                r.out_of_range_at_image,
                 r.diverged,
                 r.diverged_change,
                 r.diverged_in_range,

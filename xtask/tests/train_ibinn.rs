@@ -194,8 +194,10 @@ fn learns_and_resumes_from_the_same_step() {
         run_on(BackendKind::Flex, job).unwrap()
     };
     let n_blocks = model.inn.blocks.len();
+    let mut at_image = vec![];
     for (factor, at_last, in_range) in [(0.0, 180, 0), (f64::INFINITY, 0, 180)] {
         let t = trace(factor);
+        at_image.push(t.out_of_range_at_image);
         assert_eq!((t.images, t.queries, t.diverged), (20, 180, 180), "{t:?}");
         assert_eq!(t.blocks.len(), n_blocks);
         assert_eq!(t.blocks[n_blocks - 1].first_out_of_range, at_last);
@@ -210,6 +212,11 @@ fn learns_and_resumes_from_the_same_step() {
         );
     }
     assert!(a.join("inverse-trace.json").exists());
+    // The image's own flag does not depend on the envelope's factor.
+    assert!(
+        at_image[0] == at_image[1] && at_image[0] <= 180,
+        "{at_image:?}"
+    );
 
     // Without the test.json written beside model.mpk it says what is missing.
     std::fs::rename(a.join("test.json"), a.join("old.json")).unwrap();

@@ -26,7 +26,7 @@ pub use c3lt::{C3lt, C3ltMaps, C3ltWeights};
 pub use diffeo::{AscentOutput, AscentSpace, Diffeo, DiffeoConfig, LatentModel};
 pub use ecinn::{
     Alpha1Rule, AlphaChoice, ClassMeans, ClassMeansBuilder, DeltaMeans, Ecinn, EcinnOutput,
-    EcinnPixels, MeansCacheKey, alpha0, alpha1,
+    EcinnPixels, MeansCacheKey, alpha0, alpha1, pixels_out_of_range,
 };
 pub use error::ExplainError;
 pub use explainer::{Explainer, Explanation, Miss, Query, TargetClass, check_queries, timed};

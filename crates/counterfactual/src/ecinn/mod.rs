@@ -101,6 +101,20 @@ pub struct EcinnOutput<B: Backend> {
 /// against 20.6 % diverged by mean change (the flag also catches excursions of a few pixels).
 pub const PIXEL_SLACK: f64 = 0.5;
 
+/// Per image of `unit` (`[N, C, H, W]`, unit scale): a pixel lies more than [`PIXEL_SLACK`]
+/// outside `[0, 1]`, or is NaN. `[N]`.
+pub fn pixels_out_of_range<B: Backend>(unit: Tensor<B, 4>) -> Tensor<B, 1, Bool> {
+    let n = unit.dims()[0];
+    let reach = unit
+        .sub_scalar(0.5)
+        .abs()
+        .reshape([n as i32, -1])
+        .max_dim(1)
+        .reshape([n]);
+    // `≤` is false for NaN, so a NaN row counts as out of range.
+    reach.lower_equal_elem(0.5 + PIXEL_SLACK).bool_not()
+}
+
 impl<B: Backend> Ecinn<B> {
     pub fn new(classifier: IbInnClassifier<B>, means: &ClassMeans) -> Result<Self, ExplainError> {
         let (k, d) = (classifier.model.n_classes(), classifier.model.dim());
@@ -254,16 +268,7 @@ impl<B: Backend> Ecinn<B> {
         let raw = map_chunks(z, self.decode_batch, |part| {
             self.classifier.to_unit(self.classifier.model.decode(part))
         });
-        let n = raw.dims()[0];
-        let reach = raw
-            .clone()
-            .sub_scalar(0.5)
-            .abs()
-            .reshape([n as i32, -1])
-            .max_dim(1)
-            .reshape([n]);
-        // `≤` is false for NaN, so a NaN row counts as out of range.
-        let out = reach.lower_equal_elem(0.5 + PIXEL_SLACK).bool_not();
+        let out = pixels_out_of_range(raw.clone());
         (self.pixels.apply(raw), out)
     }
 

@@ -403,3 +403,19 @@ fn rows_whose_inverse_leaves_the_pixel_range_are_flagged() {
         }
     }
 }
+
+/// The flag's edge is half the pixel range beyond either end of `[0, 1]`, and NaN is out.
+#[test]
+fn pixels_out_of_range_flags_beyond_half_the_range() {
+    let rows = [
+        [0.0, 1.0, 0.5, 0.2],
+        [1.49, -0.49, 0.0, 1.0],
+        [1.51, 0.0, 0.0, 0.0],
+        [0.0, -0.51, 0.0, 0.0],
+        [0.0, f32::NAN, 0.0, 0.0],
+    ];
+    let v: Vec<f32> = rows.iter().flatten().copied().collect();
+    let x = Tensor::<TB, 4>::from_data(TensorData::new(v, [5, 1, 2, 2]), &Default::default());
+    let flags: Vec<bool> = pixels_out_of_range(x).into_data().to_vec().unwrap();
+    assert_eq!(flags, [false, false, true, true, true]);
+}
