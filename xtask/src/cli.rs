@@ -306,7 +306,7 @@ pub struct EvaluateArgs {
     #[arg(long, default_value = "raw")]
     pub pixels: cfx_counterfactual::EcinnPixels,
     /// ECINN: which α to decode, as `explain --alpha` takes it: alpha1 (0.8 + α0/2, Paper 4's),
-    /// alpha0, bmvc, bmvc:T or a number.
+    /// alpha0, bmvc, bmvc:T or a number. ECINNh's heatmaps keep Paper 4's α1.
     #[arg(long, default_value = "alpha1")]
     pub alpha: String,
     /// COUT's insertion steps T.
@@ -700,10 +700,10 @@ pub struct ExplainArgs {
     pub backend: BackendArg,
 }
 
-/// `alpha0`, `alpha1`, `bmvc`, `bmvc:T` or a number.
+/// `alpha0`, `alpha1`, `bmvc`, `bmvc:T` or a finite number.
 pub fn parse_alpha(s: &str) -> Result<cfx_counterfactual::AlphaChoice> {
     use cfx_counterfactual::{Alpha1Rule, AlphaChoice};
-    Ok(match s.trim() {
+    let choice = match s.trim() {
         "alpha0" | "a0" => AlphaChoice::Tipping,
         "alpha1" | "a1" => AlphaChoice::Convincing(Alpha1Rule::ArxivCode),
         "bmvc" => AlphaChoice::Convincing(Alpha1Rule::Bmvc { t: 0.8 }),
@@ -720,7 +720,16 @@ pub fn parse_alpha(s: &str) -> Result<cfx_counterfactual::AlphaChoice> {
                 })?,
             },
         },
-    })
+    };
+    // A NaN or infinite α would decode every counterfactual to NaN without a word.
+    let finite = match choice {
+        AlphaChoice::Fixed { value: v } | AlphaChoice::Convincing(Alpha1Rule::Bmvc { t: v }) => {
+            v.is_finite()
+        }
+        _ => true,
+    };
+    anyhow::ensure!(finite, "--alpha {s:?}: the number must be finite");
+    Ok(choice)
 }
 
 /// What `explain` was asked for.

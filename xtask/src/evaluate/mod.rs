@@ -741,6 +741,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--alpha \"far\""), "{e}");
+        for bad in ["NaN", "inf", "bmvc:nan"] {
+            let argv = ["t", "--suite", "s", "--methods", "ecinn", "--alpha", bad];
+            let e = Evaluate::try_parse_from(argv)
+                .unwrap()
+                .args
+                .job()
+                .unwrap_err();
+            assert!(e.to_string().contains("must be finite"), "{bad}: {e}");
+        }
     }
 
     /// Pixel ascent reads `--pixel-config` when given, else `--diffeo-config`, so commands
