@@ -733,22 +733,16 @@ mod tests {
         assert_eq!(spec(&one), vec![AlphaChoice::Fixed { value: 1.0 }]);
         let bmvc = job(&["--alpha", "bmvc:0.6"]).alpha;
         assert_eq!(bmvc, AlphaChoice::Convincing(Alpha1Rule::Bmvc { t: 0.6 }));
-        let argv = ["t", "--suite", "s", "--methods", "ecinn", "--alpha", "far"];
-        let e = Evaluate::try_parse_from(argv)
-            .unwrap()
-            .args
-            .job()
-            .unwrap_err()
-            .to_string();
+        let refused = |alpha: &str| {
+            let argv = ["t", "--suite", "s", "--methods", "ecinn", "--alpha", alpha];
+            let args = Evaluate::try_parse_from(argv).unwrap().args;
+            args.job().unwrap_err().to_string()
+        };
+        let e = refused("far");
         assert!(e.contains("--alpha \"far\""), "{e}");
         for bad in ["NaN", "inf", "bmvc:nan"] {
-            let argv = ["t", "--suite", "s", "--methods", "ecinn", "--alpha", bad];
-            let e = Evaluate::try_parse_from(argv)
-                .unwrap()
-                .args
-                .job()
-                .unwrap_err();
-            assert!(e.to_string().contains("must be finite"), "{bad}: {e}");
+            let e = refused(bad);
+            assert!(e.contains("must be finite"), "{bad}: {e}");
         }
     }
 
