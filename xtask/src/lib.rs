@@ -13,5 +13,6 @@ pub mod interrupt;
 pub mod inverse_trace;
 pub mod logdet;
 pub mod op_settings;
+pub mod progress;
 pub mod tangent;
 pub mod train;

@@ -34,7 +34,6 @@ use cfx_metrics::{
     Fid256, Im1, Im2, Lvs, Metric, NearestNeighbours, Oracle, Proximity, Summary, Tcv, Val,
     evaluate_all,
 };
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
@@ -42,6 +41,7 @@ use serde::Serialize;
 use crate::backend::{BackendJob, BackendKind};
 use crate::explain::Method;
 use crate::explain::runner::{MethodSettings, RunnerSpec, run_dataset};
+use crate::progress::Work;
 use crate::train::ibinn::load_trained;
 use crate::train::suite::{MemberScore, SuiteManifest};
 use crate::train::supervised::{load_autoencoder, load_classifier};
@@ -331,12 +331,7 @@ impl EvaluateJob {
             None => crate::explain::TargetMode::Random,
         };
         let mut rng = StdRng::seed_from_u64(self.seed);
-        let bar = ProgressBar::new(n as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed}<{eta})")
-                .expect("valid template"),
-        );
-        bar.set_message(format!("{method:?}").to_lowercase());
+        let mut bar = Work::new(&format!("{method:?}").to_lowercase(), n, "inputs");
         let mut seconds = 0.0;
         let mut misses = Vec::with_capacity(n);
         let b = self.batch_size.max(1);
@@ -370,9 +365,9 @@ impl EvaluateJob {
             }
             set.predicted.extend(&res.predicted);
             set.counterfactuals.extend_from_slice(px);
-            bar.inc((end - start) as u64);
+            bar.inc(end - start);
         }
-        bar.finish_and_clear();
+        bar.finish();
         Ok(Cached {
             set,
             key,

@@ -16,12 +16,12 @@ use cfx_classifiers::predictions;
 use cfx_counterfactual::{AlphaChoice, DeltaMeans, Ecinn, EcinnPixels, Miss, Query};
 use cfx_datasets::{DatasetKind, Split};
 use cfx_linalg::LinalgBackend;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::backend::{BackendJob, BackendKind};
+use crate::progress::Work;
 use figures::{Cell, Grid};
 use inputs::{Input, Selection};
 use runner::{Runner, RunnerSpec, host, run_dataset};
@@ -300,12 +300,11 @@ impl BackendJob for ExplainJob {
         let mut kept: Vec<Kept> = vec![];
         let mut seconds = 0.0;
         let mut n_queries = 0;
-        let bar = ProgressBar::new(inputs.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} inputs ({elapsed}<{eta})")
-                .expect("valid template"),
+        let mut bar = Work::new(
+            &format!("{:?}", self.method).to_lowercase(),
+            inputs.len(),
+            "inputs",
         );
-        bar.set_message(format!("{:?}", self.method).to_lowercase());
         let fake = dataset == DatasetKind::FakeMnist;
         for (chunk_no, chunk) in inputs.chunks(self.batch_size.max(1)).enumerate() {
             let base = chunk_no * self.batch_size.max(1);
@@ -318,7 +317,7 @@ impl BackendJob for ExplainJob {
             let (queries, skip) = self.target.queries(&predicted, k, &mut rng);
             skipped.extend(skip.into_iter().map(|i| chunk[i].source.clone()));
             if queries.is_empty() {
-                bar.inc(chunk.len() as u64);
+                bar.inc(chunk.len());
                 continue;
             }
             let res = runner.run(x, &queries)?;
@@ -384,9 +383,9 @@ impl BackendJob for ExplainJob {
                     }
                 }
             }
-            bar.inc(chunk.len() as u64);
+            bar.inc(chunk.len());
         }
-        bar.finish_and_clear();
+        bar.finish();
 
         let names: Vec<String> = stats.iter().map(|s| s.name.clone()).collect();
         let mut figures = vec![];

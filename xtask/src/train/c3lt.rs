@@ -34,11 +34,11 @@ use serde::{Deserialize, Serialize};
 
 use super::epochs::{EpochTrainer, read_checkpoint_record, record_bytes, run_epochs, write_model};
 use super::gan::{GanRun, load_discriminator, load_gan, read_gan_run};
-use super::progress::epoch_bar;
 use super::run::{RunDir, read_toml};
 use super::supervised::load_classifier;
 use crate::backend::{BackendJob, BackendKind};
 use crate::explain::runner::require_run_dataset;
+use crate::progress::epoch_bar;
 
 /// Settings of `train c3lt`; the defaults are the reference's `args.py`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

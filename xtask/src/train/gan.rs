@@ -23,10 +23,10 @@ use cfx_linalg::LinalgBackend;
 use serde::{Deserialize, Serialize};
 
 use super::epochs::{EpochTrainer, read_checkpoint_record, record_bytes, run_epochs, write_model};
-use super::progress::epoch_bar;
 use super::run::{RunDir, read_toml};
 use crate::backend::{BackendJob, BackendKind};
 use crate::explain::runner::require_run_dataset;
+use crate::progress::epoch_bar;
 
 /// What a run folder of this module holds (its `model.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -23,10 +23,10 @@ use serde::{Deserialize, Serialize};
 use super::epochs::read_checkpoint_record;
 use super::optim::{GroupedSgd, SgdGroup};
 use super::parallel::Replicas;
-use super::progress::epoch_bar;
 use super::run::{Rec, RunDir};
 use crate::backend::{BackendJob, BackendKind};
 use crate::checkpoint::CheckpointStore;
+use crate::progress::epoch_bar;
 
 /// Everything that defines an IB-INN training run; saved as `runs/<name>/config.toml`.
 ///

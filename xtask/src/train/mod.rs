@@ -7,7 +7,6 @@ pub mod gan;
 pub mod ibinn;
 pub mod optim;
 pub mod parallel;
-pub mod progress;
 pub mod run;
 pub mod suite;
 pub mod supervised;

@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use super::epochs::{EpochTrainer, read_checkpoint_record, record_bytes, run_epochs, write_model};
 use super::parallel::Replicas;
-use super::progress::epoch_bar;
 use super::run::{RunDir, read_model_record};
 use crate::backend::{BackendJob, BackendKind};
+use crate::progress::epoch_bar;
 
 /// Which model, with its architecture: the auxiliary models, and the flows RealNVP and Glow,
 /// which train by the same loop (one model, one loss, Adam, a checkpoint per epoch).
