@@ -134,6 +134,54 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
         assert!(out.join(f).is_file(), "{f}");
     }
     assert!(r.files.iter().any(|f| f.contains("cout-curves")));
+    // samples.csv: ECINN's 8 inputs and GB's 2 (not the shared rows again), each per-sample
+    // metric's scores averaging to the report's mean over the samples it saw; FID has none.
+    let mut rd = csv::Reader::from_path(out.join("samples.csv")).unwrap();
+    let head: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        head[..6],
+        [
+            "method",
+            "test_index",
+            "predicted",
+            "target",
+            "cf_class",
+            "valid"
+        ]
+    );
+    assert!(head.iter().any(|h| h == "Oracle") && !head.iter().any(|h| h == "FID256"));
+    let recs: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
+    let of = |m: &'static str| recs.iter().filter(move |r| &r[0] == m);
+    assert_eq!(
+        (of("ecinn").count(), of("gb").count(), recs.len()),
+        (8, 2, 10)
+    );
+    for (k, m) in [("ecinn", &r.methods[0]), ("gb", &r.methods[2])] {
+        for s in &m.metrics {
+            let Some(c) = head.iter().position(|h| *h == s.metric) else {
+                continue;
+            };
+            let v: Vec<f64> = of(k)
+                .filter(|r| !r[c].is_empty())
+                .map(|r| r[c].parse().unwrap())
+                .collect();
+            assert_eq!(v.len(), s.n, "{k} {}", s.metric);
+            let mean = (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+            assert!(
+                match (mean, s.mean) {
+                    (Some(a), Some(b)) => (a - b).abs() < 1e-9 * b.abs().max(1.0),
+                    (a, b) => a == b,
+                },
+                "{k} {}: {mean:?} against {:?}",
+                s.metric,
+                s.mean
+            );
+        }
+    }
+    assert!(
+        of("gb").all(|r| &r[5] == "false" && r[4].is_empty()),
+        "GB found none"
+    );
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
         md.contains("[-0.5, 0.5]") && md.contains("| GEN (ECINN), same 2 inputs | 2 |"),

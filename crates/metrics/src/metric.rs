@@ -89,6 +89,12 @@ pub struct Summary {
     pub ci95: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub curves: Vec<Curve>,
+    /// Each sample's score with its row in the set given to [`evaluate_all`], so that methods
+    /// can be compared input by input (a paired test needs more than two means); empty for a
+    /// population metric and where no rows were kept. Kept out of the JSON reports, which
+    /// stay one line per aggregate.
+    #[serde(skip)]
+    pub scores: Vec<(usize, f64)>,
 }
 
 /// Mean and `1.96·σ/√n` of `values` (`None` for an empty slice).
@@ -109,26 +115,30 @@ pub fn evaluate_all<B: Backend>(
     ctx: &EvalContext<B>,
 ) -> Result<Vec<Summary>> {
     set.validate()?;
-    let valid = set.subset(&set.valid_indices());
+    let valid_rows = set.valid_indices();
+    let valid = set.subset(&valid_rows);
+    let all_rows: Vec<usize> = (0..set.len()).collect();
     metrics
         .iter()
         .map(|m| {
-            let scoped = match m.scope() {
-                Scope::All => set,
-                Scope::Valid => &valid,
+            let (scoped, rows) = match m.scope() {
+                Scope::All => (set, &all_rows),
+                Scope::Valid => (&valid, &valid_rows),
             };
             let value = if scoped.is_empty() {
                 None
             } else {
                 Some(m.evaluate(scoped, ctx)?)
             };
-            Ok(summarise(
-                m.name(),
-                m.direction(),
-                m.scope(),
-                scoped.len(),
-                value,
-            ))
+            let scores = match &value {
+                Some(MetricValue::PerSample(v) | MetricValue::WithCurves(v, _)) => {
+                    rows.iter().copied().zip(v.iter().copied()).collect()
+                }
+                _ => vec![],
+            };
+            let mut s = summarise(m.name(), m.direction(), m.scope(), scoped.len(), value);
+            s.scores = scores;
+            Ok(s)
         })
         .collect()
 }
@@ -165,6 +175,7 @@ pub fn summarise(
         mean,
         ci95,
         curves,
+        scores: vec![],
     }
 }
 

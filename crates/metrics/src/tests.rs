@@ -79,6 +79,12 @@ fn tcv_counts_failures_and_val_asks_for_the_target() {
     let s = evaluate_all(&metrics, &set, &c).unwrap();
     assert_eq!((s[0].n, s[0].mean), (4, Some(50.0)));
     assert_eq!((s[1].n, s[1].mean, s[1].ci95), (2, Some(6.0), Some(0.0)));
+    // Each score keeps its row of the whole set, also where only the valid rows were scored.
+    assert_eq!(
+        s[0].scores,
+        vec![(0, 100.0), (1, 0.0), (2, 0.0), (3, 100.0)]
+    );
+    assert_eq!(s[1].scores, vec![(0, 6.0), (3, 6.0)]);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! ```text
 //! <out>/<method>/counterfactuals.safetensors   the cache (regenerated when its key changes)
 //! <out>/results.md | results.csv | results.json
+//! <out>/samples.csv                             every method's per-sample scores, input by input
 //! <out>/charts/<metric>.png                     bars with 95 % whiskers, one per metric
 //! <out>/charts/cout-curves.png                  COUT's mean perturbation curves
 //! <out>/gallery.png                             inputs (top row), then each method's counterfactuals (blank: none)
@@ -687,6 +688,7 @@ impl BackendJob for EvaluateJob {
         report.files = report::write_figures(&self.out, &report, &sets, self.gallery)?;
         report.total_seconds = started.elapsed().as_secs_f64();
         report::write_tables(&self.out, &report)?;
+        report::write_samples(&self.out, &report, &sets)?;
         Ok(report)
     }
 }

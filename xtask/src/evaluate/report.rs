@@ -240,6 +240,70 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
     crate::fsutil::write_json(&out.join("results.json"), r)
 }
 
+/// `samples.csv`: one row per method and input (its test-set index, f(x), the target, f(x′),
+/// whether it is valid) with each per-sample metric's score, blank where the metric did not
+/// see the sample (failures under Paper 4's valid-only rule). With it two methods can be
+/// compared input by input, e.g. a paired test of their Oracle agreement on shared inputs,
+/// which the means and intervals of `results.csv` cannot give. Population metrics (FID) have
+/// no per-sample score and no column.
+pub(super) fn write_samples(
+    out: &Path,
+    r: &EvaluationReport,
+    sets: &[(Method, CounterfactualSet)],
+) -> Result<()> {
+    let full: Vec<(&MethodResult, &CounterfactualSet)> = r
+        .methods
+        .iter()
+        .filter(|m| !m.shared_inputs)
+        .filter_map(|m| {
+            sets.iter()
+                .find(|(k, _)| *k == m.method)
+                .map(|(_, s)| (m, s))
+        })
+        .collect();
+    let mut columns: Vec<&str> = vec![];
+    for s in full.iter().flat_map(|(m, _)| &m.metrics) {
+        if !s.scores.is_empty() && !columns.contains(&s.metric.as_str()) {
+            columns.push(&s.metric);
+        }
+    }
+    let mut w = csv::Writer::from_writer(vec![]);
+    let head = [
+        "method",
+        "test_index",
+        "predicted",
+        "target",
+        "cf_class",
+        "valid",
+    ];
+    w.write_record(head.iter().copied().chain(columns.iter().copied()))?;
+    for (m, set) in full {
+        let name = format!("{:?}", m.method).to_lowercase();
+        let mut cells = vec![vec![String::new(); columns.len()]; set.len()];
+        for s in &m.metrics {
+            if let Some(c) = columns.iter().position(|&c| c == s.metric) {
+                for &(row, v) in &s.scores {
+                    cells[row][c] = v.to_string();
+                }
+            }
+        }
+        for (row, scores) in cells.into_iter().enumerate() {
+            let fixed = [
+                name.clone(),
+                set.ids[row].to_string(),
+                set.predicted[row].to_string(),
+                set.targets[row].to_string(),
+                set.cf_predicted[row]
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+                set.is_valid(row).to_string(),
+            ];
+            w.write_record(fixed.into_iter().chain(scores))?;
+        }
+    }
+    crate::fsutil::write_atomic(&out.join("samples.csv"), &w.into_inner()?)
+}
+
 /// Deletion / insertion (and label-column mass) per explained model and heatmap method.
 fn heatmap_table(md: &mut String, r: &EvaluationReport) -> std::fmt::Result {
     let names: Vec<(String, String)> = r.heatmaps[0]
