@@ -240,6 +240,24 @@ fn a_tiny_suite_scores_ecinn_and_gb_on_every_metric() {
     let valid = (0..2).filter(|&i| ecinn.set.is_valid(i)).count();
     assert_eq!(r.methods[1].valid, valid);
     assert_eq!(r.methods[1].metrics[0].mean, Some(50.0 * valid as f64));
+    // Paired differences on the 2 shared inputs: TCV's is ECINN's 100 or 0 against GB's 0 per
+    // input; GB has no valid sample, so no valid-only metric (Oracle) has a pair.
+    let tcv = match valid {
+        0 => "0.0000 (0.0000)",
+        1 => "50.000 (69.296)",
+        _ => "100.00 (0.00)",
+    };
+    let paired = md
+        .split("## Paired differences")
+        .nth(1)
+        .expect("paired table");
+    let paired = paired.split("\n## ").next().unwrap();
+    assert!(paired.contains("| metric | GEN (ECINN) − GB |"), "{paired}");
+    assert!(
+        paired.contains(&format!("| TCV ↑ | {tcv}, n 2 |")),
+        "{paired}"
+    );
+    assert!(!paired.contains("| Oracle"), "{paired}");
     // GB ran at alibi's default, any class but the predicted one, and is scored against the
     // class it reached.
     assert_eq!(r.baseline_target, cfx_counterfactual::TargetClass::Other);

@@ -687,7 +687,7 @@ impl BackendJob for EvaluateJob {
         };
         report.files = report::write_figures(&self.out, &report, &sets, self.gallery)?;
         report.total_seconds = started.elapsed().as_secs_f64();
-        report::write_tables(&self.out, &report)?;
+        report::write_tables(&self.out, &report, &sets)?;
         report::write_samples(&self.out, &report, &sets)?;
         Ok(report)
     }

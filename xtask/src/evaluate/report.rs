@@ -1,10 +1,11 @@
 //! The tables, charts and gallery of an evaluation.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Result;
-use cfx_metrics::{CounterfactualSet, Summary};
+use cfx_metrics::{CounterfactualSet, Summary, mean_ci};
 
 use super::charts::{Bar, bar_chart, curves};
 use super::{EvaluationReport, MemberScore, MethodResult};
@@ -44,7 +45,11 @@ fn classifiers_line(scores: &[MemberScore]) -> String {
 
 /// `mean (ci)` with a precision that suits the magnitude.
 fn cell(s: &Summary) -> String {
-    let Some(m) = s.mean else {
+    mean_cell(s.mean, s.ci95)
+}
+
+fn mean_cell(mean: Option<f64>, ci95: Option<f64>) -> String {
+    let Some(m) = mean else {
         return "–".into();
     };
     let digits = if m.abs() >= 100.0 {
@@ -54,7 +59,7 @@ fn cell(s: &Summary) -> String {
     } else {
         4
     };
-    match s.ci95 {
+    match ci95 {
         Some(c) => format!("{m:.digits$} ({c:.digits$})"),
         None => format!("{m:.digits$}"),
     }
@@ -77,7 +82,11 @@ fn metric_names(r: &EvaluationReport) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
+pub fn write_tables(
+    out: &Path,
+    r: &EvaluationReport,
+    sets: &[(Method, CounterfactualSet)],
+) -> Result<()> {
     let names = metric_names(r);
     let paper: Vec<&(String, String)> = names
         .iter()
@@ -133,6 +142,7 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
     };
     table("Paper 4 metrics", &paper)?;
     table("C3LT and nearest-neighbour metrics", &other)?;
+    paired_table(&mut md, r, sets)?;
     writeln!(
         md,
         "## Time\n\n| method | s per counterfactual (generation) | metrics (s) | cached |\n|---|---:|---:|---|"
@@ -240,6 +250,84 @@ pub fn write_tables(out: &Path, r: &EvaluationReport) -> Result<()> {
     crate::fsutil::write_json(&out.join("results.json"), r)
 }
 
+/// Each method's result over all its inputs (not the rows that score it again on another
+/// method's fewer inputs) with its counterfactual set.
+fn full_sets<'a>(
+    r: &'a EvaluationReport,
+    sets: &'a [(Method, CounterfactualSet)],
+) -> Vec<(&'a MethodResult, &'a CounterfactualSet)> {
+    r.methods
+        .iter()
+        .filter(|m| !m.shared_inputs)
+        .filter_map(|m| {
+            sets.iter()
+                .find(|(k, _)| *k == m.method)
+                .map(|(_, s)| (m, s))
+        })
+        .collect()
+}
+
+/// Each per-sample metric's paired difference A − B between every two methods: the mean and
+/// `1.96·σ/√n` of the per-input differences over the test images both scored (for a metric
+/// over valid samples, those valid for both). The two methods share each input's difficulty,
+/// so where this interval leaves out 0 their order is not the draw of inputs, even when the
+/// two means' own intervals overlap.
+fn paired_table(
+    md: &mut String,
+    r: &EvaluationReport,
+    sets: &[(Method, CounterfactualSet)],
+) -> std::fmt::Result {
+    let full = full_sets(r, sets);
+    let pairs: Vec<(usize, usize)> = (0..full.len())
+        .flat_map(|a| (a + 1..full.len()).map(move |b| (a, b)))
+        .collect();
+    let by_input = |k: usize, metric: &str| -> Option<BTreeMap<usize, f64>> {
+        let (m, set) = full[k];
+        let s = m.metrics.iter().find(|s| s.metric == metric)?;
+        (!s.scores.is_empty()).then(|| s.scores.iter().map(|&(row, v)| (set.ids[row], v)).collect())
+    };
+    let mut rows = vec![];
+    for (name, head) in metric_names(r) {
+        let cells: Vec<Option<String>> = pairs
+            .iter()
+            .map(|&(a, b)| {
+                let (x, y) = (by_input(a, &name)?, by_input(b, &name)?);
+                let d: Vec<f64> = x
+                    .iter()
+                    .filter_map(|(id, v)| y.get(id).map(|w| v - w))
+                    .collect();
+                let (m, c) = mean_ci(&d)?;
+                Some(format!("{}, n {}", mean_cell(Some(m), Some(c)), d.len()))
+            })
+            .collect();
+        if cells.iter().any(Option::is_some) {
+            rows.push((head, cells));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "## Paired differences\n\nA − B over the inputs both methods scored (for metrics over \
+         valid samples: valid for both); mean (1.96·σ/√n of the differences), n inputs. An \
+         interval that leaves out 0 orders the two methods on these inputs.\n"
+    )?;
+    write!(md, "| metric |")?;
+    for &(a, b) in &pairs {
+        write!(md, " {} − {} |", full[a].0.label(), full[b].0.label())?;
+    }
+    writeln!(md, "\n|---|{}", "---:|".repeat(pairs.len()))?;
+    for (head, cells) in rows {
+        write!(md, "| {head} |")?;
+        for c in cells {
+            write!(md, " {} |", c.as_deref().unwrap_or("–"))?;
+        }
+        writeln!(md)?;
+    }
+    writeln!(md)
+}
+
 /// `samples.csv`: one row per method and input (its test-set index, f(x), the target, f(x′),
 /// whether it is valid) with each per-sample metric's score, blank where the metric did not
 /// see the sample (failures under Paper 4's valid-only rule). With it two methods can be
@@ -251,16 +339,7 @@ pub(super) fn write_samples(
     r: &EvaluationReport,
     sets: &[(Method, CounterfactualSet)],
 ) -> Result<()> {
-    let full: Vec<(&MethodResult, &CounterfactualSet)> = r
-        .methods
-        .iter()
-        .filter(|m| !m.shared_inputs)
-        .filter_map(|m| {
-            sets.iter()
-                .find(|(k, _)| *k == m.method)
-                .map(|(_, s)| (m, s))
-        })
-        .collect();
+    let full = full_sets(r, sets);
     let mut columns: Vec<&str> = vec![];
     for s in full.iter().flat_map(|(m, _)| &m.metrics) {
         if !s.scores.is_empty() && !columns.contains(&s.metric.as_str()) {
