@@ -804,7 +804,7 @@ impl ExplainArgs {
 
     fn job(&self, method: crate::explain::Method) -> Result<crate::explain::ExplainJob> {
         let selection = self.selection();
-        let name = format!("{method:?}").to_lowercase();
+        let name = method.name();
         Ok(crate::explain::ExplainJob {
             method,
             model: self.model.clone(),

@@ -332,7 +332,7 @@ impl EvaluateJob {
             None => crate::explain::TargetMode::Random,
         };
         let mut rng = StdRng::seed_from_u64(self.seed);
-        let mut bar = Work::new(&format!("{method:?}").to_lowercase(), n, "inputs");
+        let mut bar = Work::new(method.name(), n, "inputs");
         let mut seconds = 0.0;
         let mut misses = Vec::with_capacity(n);
         let b = self.batch_size.max(1);
@@ -389,7 +389,7 @@ impl EvaluateJob {
         device: &B::Device,
     ) -> Result<(Cached, bool, Option<String>)> {
         let n = self.sample_count(method, selection.len());
-        let dir = self.out.join(format!("{method:?}").to_lowercase());
+        let dir = self.out.join(method.name());
         let file = dir.join("counterfactuals.safetensors");
         let spec = self.spec(method)?;
         // One rule per run, so that the report's header is true of every row.

@@ -220,10 +220,10 @@ pub fn write_tables(
         .methods
         .iter()
         .map(|m| {
-            let name = format!("{:?}", m.method).to_lowercase();
+            let name = m.method.name();
             let name = match m.shared_inputs {
                 true => format!("{name}:first{}", m.samples),
-                false => name,
+                false => name.to_string(),
             };
             (name, &m.metrics)
         })
@@ -357,7 +357,7 @@ pub(super) fn write_samples(
     ];
     w.write_record(head.iter().copied().chain(columns.iter().copied()))?;
     for (m, set) in full {
-        let name = format!("{:?}", m.method).to_lowercase();
+        let name = m.method.name().to_string();
         let mut cells = vec![vec![String::new(); columns.len()]; set.len()];
         for s in &m.metrics {
             if let Some(c) = columns.iter().position(|&c| c == s.metric) {
@@ -437,7 +437,7 @@ pub fn write_figures(
                 Some(Bar {
                     // The table's label of a shared-inputs row is too wide for a bar.
                     label: match m.shared_inputs {
-                        true => format!("{:?}, same {}", m.method, m.samples).to_lowercase(),
+                        true => format!("{}, same {}", m.method.name(), m.samples),
                         false => m.label(),
                     },
                     mean: s.mean?,

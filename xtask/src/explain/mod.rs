@@ -40,6 +40,21 @@ pub enum Method {
     C3lt,
 }
 
+impl Method {
+    /// The method as `--method` spells it, which also names its cache folder and its rows in
+    /// `evaluate`'s CSV files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ecinn => "ecinn",
+            Self::Gb => "gb",
+            Self::Gl => "gl",
+            Self::Diffeo => "diffeo",
+            Self::Pixel => "pixel",
+            Self::C3lt => "c3lt",
+        }
+    }
+}
+
 /// Which classes to send each input to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum TargetMode {
@@ -300,11 +315,7 @@ impl BackendJob for ExplainJob {
         let mut kept: Vec<Kept> = vec![];
         let mut seconds = 0.0;
         let mut n_queries = 0;
-        let mut bar = Work::new(
-            &format!("{:?}", self.method).to_lowercase(),
-            inputs.len(),
-            "inputs",
-        );
+        let mut bar = Work::new(self.method.name(), inputs.len(), "inputs");
         let fake = dataset == DatasetKind::FakeMnist;
         for (chunk_no, chunk) in inputs.chunks(self.batch_size.max(1)).enumerate() {
             let base = chunk_no * self.batch_size.max(1);
@@ -643,6 +654,17 @@ impl ExplainJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A method's name is the word `--method` takes, which old cache folders were named by.
+    #[test]
+    fn method_names_are_the_flag_values() {
+        use clap::ValueEnum;
+        for m in Method::value_variants() {
+            let flag = m.to_possible_value().unwrap();
+            assert_eq!(m.name(), flag.get_name());
+            assert_eq!(m.name(), format!("{m:?}").to_lowercase());
+        }
+    }
 
     #[test]
     fn locality_is_the_change_elsewhere_over_the_change_in_column_0() {

@@ -129,7 +129,7 @@ impl RunnerSpec {
                     .as_deref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
-                format!("{:?}", self.method).to_lowercase(),
+                self.method.name(),
                 self.baseline_target,
             );
         }
