@@ -281,17 +281,23 @@ fn paired_table(
     let pairs: Vec<(usize, usize)> = (0..full.len())
         .flat_map(|a| (a + 1..full.len()).map(move |b| (a, b)))
         .collect();
-    let by_input = |k: usize, metric: &str| -> Option<BTreeMap<usize, f64>> {
-        let (m, set) = full[k];
+    let by_input = |(m, set): (&MethodResult, &CounterfactualSet), metric: &str| {
         let s = m.metrics.iter().find(|s| s.metric == metric)?;
-        (!s.scores.is_empty()).then(|| s.scores.iter().map(|&(row, v)| (set.ids[row], v)).collect())
+        (!s.scores.is_empty()).then(|| {
+            s.scores
+                .iter()
+                .map(|&(row, v)| (set.ids[row], v))
+                .collect::<BTreeMap<usize, f64>>()
+        })
     };
     let mut rows = vec![];
     for (name, head) in metric_names(r) {
+        // Each method's scores by test image, once per metric rather than once per pair.
+        let scores: Vec<_> = full.iter().map(|&f| by_input(f, &name)).collect();
         let cells: Vec<Option<String>> = pairs
             .iter()
             .map(|&(a, b)| {
-                let (x, y) = (by_input(a, &name)?, by_input(b, &name)?);
+                let (x, y) = (scores[a].as_ref()?, scores[b].as_ref()?);
                 let d: Vec<f64> = x
                     .iter()
                     .filter_map(|(id, v)| y.get(id).map(|w| v - w))
