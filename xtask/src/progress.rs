@@ -32,10 +32,7 @@ pub struct Work {
     bar: ProgressBar,
     label: String,
     unit: String,
-    len: u64,
-    pos: u64,
     plain: bool,
-    start: Instant,
     last_line: Instant,
     last_line_pos: u64,
 }
@@ -50,36 +47,27 @@ impl Work {
             .expect("valid template"),
         );
         bar.set_message(label.to_string());
+        // indicatif keeps the position and the clock even where it draws nothing.
         let plain = bar.is_hidden();
-        let now = Instant::now();
         Work {
             bar,
             label: label.into(),
             unit: unit.into(),
-            len: len as u64,
-            pos: 0,
             plain,
-            start: now,
-            last_line: now,
+            last_line: Instant::now(),
             last_line_pos: 0,
         }
     }
 
     /// `n` more items done.
     pub fn inc(&mut self, n: usize) {
-        self.pos = (self.pos + n as u64).min(self.len);
-        self.bar.set_position(self.pos);
-        if self.plain
-            && due(
-                self.pos,
-                self.last_line_pos,
-                self.len,
-                self.last_line.elapsed(),
-            )
-        {
-            eprintln!("{}", self.line(self.start.elapsed()));
+        let len = self.len();
+        let pos = (self.bar.position() + n as u64).min(len);
+        self.bar.set_position(pos);
+        if self.plain && due(pos, self.last_line_pos, len, self.last_line.elapsed()) {
+            eprintln!("{}", self.line(self.bar.elapsed()));
             self.last_line = Instant::now();
-            self.last_line_pos = self.pos;
+            self.last_line_pos = pos;
         }
     }
 
@@ -87,16 +75,18 @@ impl Work {
         self.bar.finish_and_clear();
     }
 
+    fn len(&self) -> u64 {
+        self.bar.length().unwrap_or(0)
+    }
+
     fn line(&self, elapsed: Duration) -> String {
         let s = elapsed.as_secs_f64();
-        let head = format!(
-            "{}: {}/{} {} after {s:.0} s",
-            self.label, self.pos, self.len, self.unit
-        );
-        match (self.pos, self.pos < self.len) {
+        let (pos, len) = (self.bar.position(), self.len());
+        let head = format!("{}: {pos}/{len} {} after {s:.0} s", self.label, self.unit);
+        match (pos, pos < len) {
             (0, _) | (_, false) => head,
             (p, true) => {
-                let left = s * (self.len - p) as f64 / p as f64;
+                let left = s * (len - p) as f64 / p as f64;
                 format!("{head}, about {left:.0} s left")
             }
         }
@@ -139,7 +129,7 @@ mod tests {
             "gb: 40/100 inputs after 200 s, about 300 s left"
         );
         w.inc(100);
-        assert_eq!(w.pos, 100, "clamped to the length");
+        assert_eq!(w.bar.position(), 100, "clamped to the length");
         assert_eq!(
             w.line(Duration::from_secs(500)),
             "gb: 100/100 inputs after 500 s"
