@@ -300,8 +300,20 @@ mod tests {
 
     /// End to end through the tiny IB-INN (its twelve batch norms, with couplings,
     /// downsampling and the FC coupling around them): registering the fused op changes the loss
-    /// and the input gradient by float rounding only. Runs on `crate::test_util::RegistryAd`,
-    /// because the registration is process-wide.
+    /// by float rounding only, and the input gradient too, except where rounding moves a value
+    /// across a ReLU's kink. Runs on `crate::test_util::RegistryAd`, because the registration
+    /// is process-wide.
+    ///
+    /// Why three draws and the best one: a pre-activation within ~1e-7 of zero lands on the
+    /// other side of a ReLU in one version, and that image's gradient then differs by the
+    /// unit's whole contribution. Measured over 40 seeds run alone: 38 draws differ by
+    /// 0.8e-6 to 3.9e-6 of the gradient's largest entry, 2 by 7e-3 and 1.3e-2, the whole excess
+    /// in one image of sixteen (the others 1e-4, through the batch statistics). CI failed on
+    /// a single draw that way (4e-3 of 1.14), and most likely once before (0.10 of 0.82), when
+    /// it was put down to a registration race. The data come from the backend's process-wide RNG,
+    /// which tests running beside this one also draw from, so which draw hits a kink varies
+    /// from run to run; all three hit one in about 1 run in 8 000 (0.05³), and a wrong
+    /// backward pass moves all three.
     #[test]
     fn registered_op_leaves_the_ibinn_loss_and_gradient_unchanged() {
         let _registry = crate::test_util::registry_lock();
@@ -310,9 +322,18 @@ mod tests {
         use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
         let device = Default::default();
         Ad::seed(&device, 3);
-        let model = IbInnConfig::tiny().init::<Ad>(&device);
-        let x = Tensor::<Ad, 4>::random([16, 1, 28, 28], Distribution::Uniform(-1.0, 1.0), &device);
-        let run = || {
+        let draws: Vec<_> = (0..3)
+            .map(|_| {
+                let model = IbInnConfig::tiny().init::<Ad>(&device);
+                let x = Tensor::<Ad, 4>::random(
+                    [16, 1, 28, 28],
+                    Distribution::Uniform(-1.0, 1.0),
+                    &device,
+                );
+                (model, x)
+            })
+            .collect();
+        let run = |(model, x): &(crate::ibinn::IbInn<Ad>, Tensor<Ad, 4>)| {
             let xx = x.clone().detach().require_grad();
             let (z, log_det) = model.encode(xx.clone());
             let loss = ((z.clone() * z).sum_dim(1).reshape([16]).mul_scalar(0.5) - log_det).mean();
@@ -320,22 +341,24 @@ mod tests {
             (loss.into_data(), xx.grad(&grads).unwrap())
         };
         assert!(registered_batch_norm::<Ad>().is_none());
-        let (loss_ops, grad_ops) = run();
+        let by_ops: Vec<_> = draws.iter().map(run).collect();
         register_batch_norm::<Ad>(fused_batch_norm::<Flex, BalancedCheckpointing, true>);
         assert!(registered_batch_norm::<Ad>().is_some());
-        let (loss_fused, grad_fused) = run();
-        loss_fused.assert_approx_eq::<f32>(&loss_ops, Tolerance::relative(1e-4));
-        // Against the gradient's scale, not entry by entry: the data come from the backend's
-        // process-wide RNG, which tests running beside this one also draw from, so they vary
-        // from run to run, and an entry near zero can move by more than itself after rounding
-        // (largest entries about 1; differences about 1.5e-6 when run alone, and in one CI run
-        // above 1e-5 on 280 entries, one of them 1.1e-5 on an entry of 3.6e-6, which failed
-        // the entrywise bound this replaced).
-        let scale: f64 = grad_ops.clone().abs().max().into_scalar().elem();
-        let err = crate::testing::max_abs_diff(grad_fused, grad_ops);
+        let fused: Vec<_> = draws.iter().map(run).collect();
+        let mut relative = Vec::new();
+        for ((loss_ops, grad_ops), (loss_fused, grad_fused)) in by_ops.into_iter().zip(fused) {
+            loss_fused.assert_approx_eq::<f32>(&loss_ops, Tolerance::relative(1e-4));
+            // Against the gradient's scale, not entry by entry: an entry near zero can move by
+            // more than itself after rounding.
+            let scale: f64 = grad_ops.clone().abs().max().into_scalar().elem();
+            assert!(scale > 0.0);
+            relative.push(crate::testing::max_abs_diff(grad_fused, grad_ops) / scale);
+        }
+        let best = relative.iter().copied().fold(f64::INFINITY, f64::min);
         assert!(
-            scale > 0.0 && err <= 1e-3 * scale,
-            "input gradient changed by {err} (largest entry {scale})"
+            best <= 1e-4,
+            "input gradient changed in every draw, by at least {best:e} of its largest entry \
+             ({relative:?})"
         );
     }
 }
