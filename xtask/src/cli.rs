@@ -34,17 +34,87 @@ macro_rules! apply_common_flags {
     }};
 }
 
-/// `--resume` keeps the run's config.toml: a flag that would change it is an error naming the
-/// flag, not silently ignored. `changed` pairs each such flag with whether it was given.
-fn refuse_changes_on_resume(changed: &[(&str, bool)]) -> Result<()> {
-    let given: Vec<&str> = changed.iter().filter(|c| c.1).map(|c| c.0).collect();
-    if !given.is_empty() {
-        bail!(
-            "{} cannot change when resuming (the run keeps its config.toml); only --epochs can extend it",
-            given.join(", ")
-        );
+/// A flag as `--resume` checks it against the run's saved config.toml: repeating a saved
+/// setting is fine (the same command line with `--resume` added resumes), a different value is
+/// a change and refused.
+#[derive(Clone)]
+struct Given<'a> {
+    flag: &'a str,
+    given: bool,
+    /// The dotted key the flag sets in config.toml and the value it would set; `None` for a flag
+    /// the file keeps no key for (`--small`, `--config`: starting points, not settings), which
+    /// is refused whenever given.
+    sets: Option<(&'a str, toml::Value)>,
+}
+
+impl<'a> Given<'a> {
+    /// `flag V`, which sets `key` to V.
+    fn value<T: serde::Serialize>(flag: &'a str, key: &'a str, v: Option<T>) -> Self {
+        let value = v.map(|v| toml::Value::try_from(v).ok());
+        Self {
+            flag,
+            given: value.is_some(),
+            sets: value.flatten().map(|v| (key, v)),
+        }
     }
-    Ok(())
+
+    /// A switch that sets `key` to `to` when given (`--no-bn-calibration`:
+    /// `calibrate_batch_norm = false`).
+    fn switch(flag: &'a str, key: &'a str, given: bool, to: bool) -> Self {
+        Self {
+            flag,
+            given,
+            sets: Some((key, toml::Value::Boolean(to))),
+        }
+    }
+
+    /// A flag that config.toml cannot tell apart from another value: refused whenever given.
+    fn any(flag: &'a str, given: bool) -> Self {
+        Self {
+            flag,
+            given,
+            sets: None,
+        }
+    }
+
+    /// The saved value it would replace, `None` where the file has none.
+    fn saved<'t>(&self, saved: &'t toml::Table) -> Option<&'t toml::Value> {
+        let (key, _) = self.sets.as_ref()?;
+        let mut parts = key.split('.');
+        let first = saved.get(parts.next()?)?;
+        parts.try_fold(first, |v, k| v.get(k))
+    }
+
+    fn changes(&self, saved: &toml::Table) -> bool {
+        self.given
+            && match &self.sets {
+                Some((_, v)) => self.saved(saved) != Some(v),
+                None => true,
+            }
+    }
+}
+
+/// `--resume` keeps the run's config.toml (`saved`): a flag that would change it is an error
+/// naming the flag and the saved value, not silently ignored.
+fn refuse_changes_on_resume(saved: &toml::Table, flags: &[Given]) -> Result<()> {
+    let changed: Vec<&Given> = flags.iter().filter(|g| g.changes(saved)).collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = changed.iter().map(|g| g.flag).collect();
+    let kept: Vec<String> = changed
+        .iter()
+        .filter_map(|g| Some(format!("{} = {}", g.sets.as_ref()?.0, g.saved(saved)?)))
+        .collect();
+    let kept = if kept.is_empty() {
+        String::new()
+    } else {
+        format!(", which has {}", kept.join(", "))
+    };
+    bail!(
+        "{} cannot change when resuming (the run keeps its config.toml{kept}); only --epochs can extend it",
+        names.join(", ")
+    );
 }
 
 #[derive(Parser, Debug)]
@@ -467,22 +537,17 @@ impl C3ltArgs {
         let root = a.runs_dir.join(name);
         if a.resume {
             let cfg = a.resumed_config(&root, &[], |c: &mut C3ltTrainConfig| &mut c.epochs)?;
-            // Repeating a saved setting is fine; only a different value is a change.
-            refuse_changes_on_resume(&[
-                ("--pair", pair.is_some_and(|p| p != cfg.pair)),
-                (
-                    "--classifier",
-                    self.classifier
-                        .as_ref()
-                        .is_some_and(|p| *p != cfg.classifier),
-                ),
-                ("--gan", self.gan.as_ref().is_some_and(|p| *p != cfg.gan)),
-                (
-                    "--encoder",
-                    self.encoder.as_ref().is_some_and(|p| *p != cfg.encoder),
-                ),
-                ("--n-steps", self.n_steps.is_some_and(|n| n != cfg.n_steps)),
-            ])?;
+            let saved = toml::Table::try_from(&cfg)?;
+            refuse_changes_on_resume(
+                &saved,
+                &[
+                    Given::value("--pair", "pair", pair),
+                    Given::value("--classifier", "classifier", self.classifier.as_ref()),
+                    Given::value("--gan", "gan", self.gan.as_ref()),
+                    Given::value("--encoder", "encoder", self.encoder.as_ref()),
+                    Given::value("--n-steps", "n_steps", self.n_steps),
+                ],
+            )?;
             return Ok((cfg, root));
         }
         let required = |p: &Option<PathBuf>, flag: &str| {
@@ -890,9 +955,9 @@ impl GanArgs {
         if a.resume {
             // --classes stays allowed: the default run name is made from it.
             let extra = [
-                ("--weight-decay", self.weight_decay.is_some()),
-                ("--width", self.width.is_some()),
-                ("--latent-weight", self.latent_weight.is_some()),
+                Given::value("--weight-decay", "weight_decay", self.weight_decay),
+                Given::value("--width", "model.ngf", self.width),
+                Given::value("--latent-weight", "latent_weight", self.latent_weight),
             ];
             let cfg = if encoder {
                 let cfg = a.resumed_config(&root, &extra, |c: &mut EncoderTrainConfig| {
@@ -1009,10 +1074,16 @@ impl FlowArgs {
     pub fn model(&self, glow: bool) -> Result<crate::train::supervised::AuxModel> {
         use crate::train::supervised::AuxModel;
         if self.common.resume {
-            let mut given = self.glow_flags().to_vec();
-            given.push(("--res-blocks", self.res_blocks.is_some()));
-            given.push(("--image-size", self.image_size.is_some()));
-            refuse_changes_on_resume(&given)?;
+            // Refused whenever given: they are checked before the saved config is read, and
+            // the saved model is a tagged enum whose keys differ between the two flows.
+            let mut given: Vec<Given> = self
+                .glow_flags()
+                .into_iter()
+                .map(|(flag, given)| Given::any(flag, given))
+                .collect();
+            given.push(Given::any("--res-blocks", self.res_blocks.is_some()));
+            given.push(Given::any("--image-size", self.image_size.is_some()));
+            refuse_changes_on_resume(&toml::Table::new(), &given)?;
         }
         let native = self.common.dataset.native_shape();
         let shape = match (native, self.image_size) {
@@ -1076,14 +1147,16 @@ impl AuxArgs {
     /// The saved `config.toml` of the run at `root` when resuming: flags that would change it
     /// are refused ([`AuxArgs::refuse_changes_on_resume`], plus `extra`), and `--epochs`
     /// extends it through `epochs`.
-    fn resumed_config<T: serde::de::DeserializeOwned>(
+    fn resumed_config<T: serde::de::DeserializeOwned + serde::Serialize>(
         &self,
         root: &std::path::Path,
-        extra: &[(&str, bool)],
+        extra: &[Given],
         epochs: impl FnOnce(&mut T) -> &mut usize,
     ) -> Result<T> {
-        self.refuse_changes_on_resume(extra)?;
         let mut cfg: T = read_toml(&root.join("config.toml"))?;
+        // Written back rather than read as it is, so that a key an older file lacks compares
+        // as the default it loads with.
+        self.refuse_changes_on_resume(&toml::Table::try_from(&cfg)?, extra)?;
         if let Some(e) = self.epochs {
             *epochs(&mut cfg) = e;
         }
@@ -1091,20 +1164,20 @@ impl AuxArgs {
     }
 
     /// [`refuse_changes_on_resume`] for the flags every `AuxArgs` command shares, plus `extra`.
-    fn refuse_changes_on_resume(&self, extra: &[(&str, bool)]) -> Result<()> {
-        let mut changed = vec![
-            ("--data-dir", self.data_dir.is_some()),
-            ("--batch-size", self.batch_size.is_some()),
-            ("--lr", self.lr.is_some()),
-            ("--seed", self.seed.is_some()),
-            ("--only-class", self.only_class.is_some()),
-            ("--second-label", self.second_label),
-            ("--train-limit", self.train_limit.is_some()),
-            ("--test-limit", self.test_limit.is_some()),
-            ("--small", self.small),
+    fn refuse_changes_on_resume(&self, saved: &toml::Table, extra: &[Given]) -> Result<()> {
+        let mut flags = vec![
+            Given::value("--data-dir", "data_dir", self.data_dir.as_ref()),
+            Given::value("--batch-size", "batch_size", self.batch_size),
+            Given::value("--lr", "lr", self.lr),
+            Given::value("--seed", "seed", self.seed),
+            Given::value("--only-class", "only_class", self.only_class),
+            Given::switch("--second-label", "second_label", self.second_label, true),
+            Given::value("--train-limit", "train_limit", self.train_limit),
+            Given::value("--test-limit", "test_limit", self.test_limit),
+            Given::any("--small", self.small),
         ];
-        changed.extend_from_slice(extra);
-        refuse_changes_on_resume(&changed)
+        flags.extend(extra.iter().cloned());
+        refuse_changes_on_resume(saved, &flags)
     }
 
     /// The config of a new run (defaults per kind, then flags) or the saved one when resuming.
@@ -1397,19 +1470,27 @@ impl IbInnArgs {
     /// The configuration of a resumed run: the saved one; only `--epochs` (longer) and
     /// `--milestones` (the schedule ahead) may change it.
     pub fn resumed_config(&self, saved: IbInnTrainConfig) -> Result<IbInnTrainConfig> {
-        refuse_changes_on_resume(&[
-            ("--config", self.config.is_some()),
-            ("--small", self.small),
-            ("--batch-size", self.batch_size.is_some()),
-            ("--lr", self.lr.is_some()),
-            ("--beta", self.beta.is_some()),
-            ("--train-limit", self.train_limit.is_some()),
-            ("--test-limit", self.test_limit.is_some()),
-            ("--val-size", self.val_size.is_some()),
-            ("--seed", self.seed.is_some()),
-            ("--data-dir", self.data_dir.is_some()),
-            ("--no-bn-calibration", self.no_bn_calibration),
-        ])?;
+        refuse_changes_on_resume(
+            &toml::Table::try_from(&saved)?,
+            &[
+                Given::any("--config", self.config.is_some()),
+                Given::any("--small", self.small),
+                Given::value("--batch-size", "batch_size", self.batch_size),
+                Given::value("--lr", "lr", self.lr),
+                Given::value("--beta", "beta", self.beta),
+                Given::value("--train-limit", "train_limit", self.train_limit),
+                Given::value("--test-limit", "test_limit", self.test_limit),
+                Given::value("--val-size", "val_size", self.val_size),
+                Given::value("--seed", "seed", self.seed),
+                Given::value("--data-dir", "data_dir", self.data_dir.as_ref()),
+                Given::switch(
+                    "--no-bn-calibration",
+                    "calibrate_batch_norm",
+                    self.no_bn_calibration,
+                    false,
+                ),
+            ],
+        )?;
         let mut cfg = saved;
         if let Some(e) = self.epochs {
             cfg.epochs = e;
@@ -1536,6 +1617,19 @@ mod tests {
             e.contains("--lr, --small cannot change when resuming"),
             "{e}"
         );
+        assert!(e.contains(&format!("which has lr = {}", cfg.lr)), "{e}");
+        // The first command line again with --resume: the same values are no change.
+        let (lr, seed) = (cfg.lr.to_string(), cfg.seed.to_string());
+        let (resumed, _) = parse(&["--resume", "--epochs", "2", "--lr", &lr, "--seed", &seed])
+            .config(false, None)
+            .unwrap();
+        assert_eq!(resumed, cfg);
+        let other_seed = (cfg.seed + 1).to_string();
+        let e = parse(&["--resume", "--seed", &other_seed])
+            .config(false, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--seed cannot change"), "{e}");
         let (resumed, _) = parse(&["--resume", "--epochs", "5"])
             .config(false, None)
             .unwrap();
@@ -1577,10 +1671,26 @@ mod tests {
 
         let e = parse(&["--resume", "--lr", "0.1"])
             .unwrap()
-            .resumed_config(saved)
+            .resumed_config(saved.clone())
             .unwrap_err()
             .to_string();
         assert!(e.contains("--lr"), "{e}");
+        let same_lr = saved.lr.to_string();
+        let same_seed = saved.seed.to_string();
+        let repeated = parse(&["--resume", "--lr", &same_lr, "--seed", &same_seed])
+            .unwrap()
+            .resumed_config(saved.clone())
+            .unwrap();
+        assert_eq!(repeated, saved);
+        let e = parse(&["--resume", "--no-bn-calibration"])
+            .unwrap()
+            .resumed_config(saved)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--no-bn-calibration") && e.contains("calibrate_batch_norm = true"),
+            "{e}"
+        );
         assert!(parse(&["--resume", "--test-only"]).is_err());
         assert!(parse(&["--milestones", "50,x"]).is_err());
     }
@@ -1832,6 +1942,11 @@ mod tests {
         );
         std::fs::write(root.join("config.toml"), old).unwrap();
         let (resumed, _) = parse(&["--resume"]).config(true).unwrap();
+        assert_eq!(resumed.latent_weight, 1.0);
+        // The weight the old file loads with, repeated, is no change.
+        let (resumed, _) = parse(&["--resume", "--latent-weight", "1"])
+            .config(true)
+            .unwrap();
         assert_eq!(resumed.latent_weight, 1.0);
         let e = parse(&["--resume", "--latent-weight", "0.5"])
             .config(true)
