@@ -516,7 +516,7 @@ impl C3ltArgs {
     pub fn config(&self) -> Result<(crate::train::c3lt::C3ltTrainConfig, PathBuf)> {
         use crate::train::c3lt::C3ltTrainConfig;
         let a = &self.common;
-        if a.only_class.is_some() || a.second_label || a.range != Default::default() || a.small {
+        if a.only_class.is_some() || a.second_label || a.range.is_some() || a.small {
             bail!(
                 "c3lt takes none of --only-class, --second-label, --range, --small (the maps' size follows the DCGAN)"
             );
@@ -664,9 +664,10 @@ pub struct AuxArgs {
     /// Train on the second label (FakeMNIST: the original digit, for LVS's digit oracle).
     #[arg(long)]
     pub second_label: bool,
-    /// Pixel range the model works in: centred ([-0.5, 0.5], Paper 4's default) or unit ([0, 1]).
-    #[arg(long, default_value = "centred")]
-    pub range: cfx_classifiers::DataRange,
+    /// Pixel range a classifier or autoencoder works in: centred ([-0.5, 0.5], Paper 4's
+    /// default) or unit ([0, 1]) [default: centred].
+    #[arg(long)]
+    pub range: Option<cfx_classifiers::DataRange>,
     #[arg(long)]
     pub train_limit: Option<usize>,
     #[arg(long)]
@@ -931,7 +932,7 @@ impl GanArgs {
     ) -> Result<(crate::train::gan::EncoderTrainConfig, PathBuf)> {
         use crate::train::gan::{EncoderTrainConfig, GanTrainConfig};
         let a = &self.common;
-        if a.only_class.is_some() || a.second_label || a.range != Default::default() {
+        if a.only_class.is_some() || a.second_label || a.range.is_some() {
             bail!("the GAN takes --classes, not --only-class, --second-label or --range");
         }
         // A resumed encoder run keeps the GAN of its config.toml; --gan may repeat it.
@@ -1199,9 +1200,21 @@ impl AuxArgs {
             .clone()
             .unwrap_or_else(|| format!("{prefix}-{}", self.dataset));
         let root = self.runs_dir.join(name);
+        if let (Some(_), Some(m)) = (self.range, &flow) {
+            bail!(
+                "--range belongs to `train classifier` and `train autoencoder`, not `train {}`",
+                m.kind()
+            );
+        }
         if self.resume {
-            let cfg =
-                self.resumed_config(&root, &[], |c: &mut SupervisedTrainConfig| &mut c.epochs)?;
+            let range = Given::value(
+                "--range",
+                "model.input_offset",
+                self.range.map(|r| r.offset()),
+            );
+            let cfg = self.resumed_config(&root, &[range], |c: &mut SupervisedTrainConfig| {
+                &mut c.epochs
+            })?;
             return Ok((cfg, root));
         }
         let mut cfg = match flow {
@@ -1215,7 +1228,7 @@ impl AuxArgs {
         apply_common_flags!(self, cfg);
         cfg.only_class = self.only_class;
         cfg.second_label = self.second_label;
-        cfg.set_range(self.range);
+        cfg.set_range(self.range.unwrap_or_default());
         cfg.validate()?;
         Ok((cfg, root))
     }
@@ -1630,6 +1643,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--seed cannot change"), "{e}");
+        // --range is saved as the model's input offset.
+        parse(&["--resume", "--range", "centred"])
+            .config(false, None)
+            .unwrap();
+        let e = parse(&["--resume", "--range", "unit"])
+            .config(false, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--range cannot change") && e.contains("model.input_offset = 0.5"),
+            "{e}"
+        );
+        let vae = crate::train::supervised::AuxModel::Vae(Default::default());
+        let e = parse(&["--range", "unit"])
+            .config(false, Some(vae))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--range belongs to"), "{e}");
         let (resumed, _) = parse(&["--resume", "--epochs", "5"])
             .config(false, None)
             .unwrap();
