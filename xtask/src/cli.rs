@@ -1398,7 +1398,8 @@ pub struct IbInnArgs {
     pub val_size: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Also checkpoint every N steps inside epochs.
+    /// Also checkpoint every N steps inside epochs (with --resume it replaces the saved
+    /// interval: how often to save changes nothing the run computes).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
     /// Stop (with a checkpoint) after N steps of this invocation; --resume continues.
@@ -1480,8 +1481,8 @@ impl IbInnArgs {
         Ok(cfg)
     }
 
-    /// The configuration of a resumed run: the saved one; only `--epochs` (longer) and
-    /// `--milestones` (the schedule ahead) may change it.
+    /// The configuration of a resumed run: the saved one; only `--epochs` (longer),
+    /// `--milestones` (the schedule ahead) and `--checkpoint-every` may change it.
     pub fn resumed_config(&self, saved: IbInnTrainConfig) -> Result<IbInnTrainConfig> {
         refuse_changes_on_resume(
             &toml::Table::try_from(&saved)?,
@@ -1510,6 +1511,9 @@ impl IbInnArgs {
         }
         if let Some(m) = &self.milestones {
             cfg.milestones = m.clone();
+        }
+        if self.checkpoint_every.is_some() {
+            cfg.checkpoint_every_steps = self.checkpoint_every;
         }
         Ok(cfg)
     }
@@ -1713,6 +1717,11 @@ mod tests {
             .resumed_config(saved.clone())
             .unwrap();
         assert_eq!(repeated, saved);
+        let every = parse(&["--resume", "--checkpoint-every", "50"])
+            .unwrap()
+            .resumed_config(saved.clone())
+            .unwrap();
+        assert_eq!(every.checkpoint_every_steps, Some(50));
         let e = parse(&["--resume", "--no-bn-calibration"])
             .unwrap()
             .resumed_config(saved)

@@ -335,8 +335,8 @@ fn train<B: AutodiffBackend>(
     let run = RunDir::open(&run_root, resume)?;
     let store = run.checkpoints(cfg.keep_checkpoints);
     if resume {
-        // `--epochs` and `--milestones` may change a resumed run; the saved config follows, so
-        // a later plain `--resume` keeps the new schedule.
+        // `--epochs`, `--milestones` and `--checkpoint-every` may change a resumed run; the
+        // saved config follows, so a later plain `--resume` keeps them.
         let saved: IbInnTrainConfig = run.read_toml("config.toml")?;
         if saved.epochs != cfg.epochs || saved.milestones != cfg.milestones {
             let msg = format!(
