@@ -1489,6 +1489,7 @@ impl IbInnArgs {
             &[
                 Given::any("--config", self.config.is_some()),
                 Given::any("--small", self.small),
+                Given::value("--dataset", "dataset", self.dataset),
                 Given::value("--batch-size", "batch_size", self.batch_size),
                 Given::value("--lr", "lr", self.lr),
                 Given::value("--beta", "beta", self.beta),
@@ -1722,6 +1723,18 @@ mod tests {
             .resumed_config(saved.clone())
             .unwrap();
         assert_eq!(every.checkpoint_every_steps, Some(50));
+        let dataset = |d: &str| {
+            parse(&["--resume", "--dataset", d])
+                .unwrap()
+                .resumed_config(saved.clone())
+                .map_err(|e| e.to_string())
+        };
+        assert!(dataset("mnist").is_ok());
+        let e = dataset("fashion-mnist").unwrap_err();
+        assert!(
+            e.contains("--dataset") && e.contains("dataset = \"mnist\""),
+            "{e}"
+        );
         let e = parse(&["--resume", "--no-bn-calibration"])
             .unwrap()
             .resumed_config(saved)
