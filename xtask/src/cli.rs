@@ -35,8 +35,8 @@ macro_rules! apply_common_flags {
 }
 
 /// A flag as `--resume` checks it against the run's saved config.toml: repeating a saved
-/// setting is fine (the same command line with `--resume` added resumes), a different value is
-/// a change and refused.
+/// setting is fine (a command line repeated with `--resume` added resumes, unless it has a
+/// flag of the [`Given::any`] kind), a different value is a change and refused.
 #[derive(Clone)]
 struct Given<'a> {
     flag: &'a str,
