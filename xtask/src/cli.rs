@@ -536,18 +536,15 @@ impl C3ltArgs {
         };
         let root = a.runs_dir.join(name);
         if a.resume {
-            let cfg = a.resumed_config(&root, &[], |c: &mut C3ltTrainConfig| &mut c.epochs)?;
-            let saved = toml::Table::try_from(&cfg)?;
-            refuse_changes_on_resume(
-                &saved,
-                &[
-                    Given::value("--pair", "pair", pair),
-                    Given::value("--classifier", "classifier", self.classifier.as_ref()),
-                    Given::value("--gan", "gan", self.gan.as_ref()),
-                    Given::value("--encoder", "encoder", self.encoder.as_ref()),
-                    Given::value("--n-steps", "n_steps", self.n_steps),
-                ],
-            )?;
+            let networks = [
+                Given::value("--pair", "pair", pair),
+                Given::value("--classifier", "classifier", self.classifier.as_ref()),
+                Given::value("--gan", "gan", self.gan.as_ref()),
+                Given::value("--encoder", "encoder", self.encoder.as_ref()),
+                Given::value("--n-steps", "n_steps", self.n_steps),
+            ];
+            let cfg =
+                a.resumed_config(&root, &networks, |c: &mut C3ltTrainConfig| &mut c.epochs)?;
             return Ok((cfg, root));
         }
         let required = |p: &Option<PathBuf>, flag: &str| {
@@ -954,8 +951,15 @@ impl GanArgs {
         }
         let root = a.runs_dir.join(name);
         if a.resume {
-            // --classes stays allowed: the default run name is made from it.
+            // --classes and --gan may repeat the saved ones (the default run name is made from
+            // --classes).
             let extra = [
+                Given::value("--gan", "gan", self.gan.as_ref()),
+                Given::value(
+                    "--classes",
+                    "classes",
+                    (!self.classes.is_empty()).then_some(&self.classes),
+                ),
                 Given::value("--weight-decay", "weight_decay", self.weight_decay),
                 Given::value("--width", "model.ngf", self.width),
                 Given::value("--latent-weight", "latent_weight", self.latent_weight),
@@ -964,14 +968,6 @@ impl GanArgs {
                 let cfg = a.resumed_config(&root, &extra, |c: &mut EncoderTrainConfig| {
                     &mut c.train.epochs
                 })?;
-                if self.gan.is_some() && cfg.gan != gan {
-                    bail!(
-                        "--gan {} cannot change when resuming: {} was trained against {}",
-                        gan.display(),
-                        root.display(),
-                        cfg.gan.display()
-                    );
-                }
                 cfg.validate()
                     .with_context(|| format!("{}", root.join("config.toml").display()))?;
                 cfg
@@ -1949,9 +1945,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("--gan runs/g2 cannot change when resuming"),
+            e.contains("--gan cannot change when resuming") && e.contains("gan = \"runs/g1\""),
             "{e}"
         );
+        // The run was trained on every class.
+        let e = parse(&["--resume", "--classes", "4,9"])
+            .config(true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--classes") && e.contains("classes = []"), "{e}");
     }
 
     /// `--latent-weight` sets the encoder's latent term, belongs to the encoder alone, is
