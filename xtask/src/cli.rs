@@ -95,8 +95,9 @@ impl<'a> Given<'a> {
 }
 
 /// `--resume` keeps the run's config.toml (`saved`): a flag that would change it is an error
-/// naming the flag and the saved value, not silently ignored.
-fn refuse_changes_on_resume(saved: &toml::Table, flags: &[Given]) -> Result<()> {
+/// naming the flag and the saved value, not silently ignored. `may_change` lists the flags
+/// that trainer does take on resume, for the message.
+fn refuse_changes_on_resume(saved: &toml::Table, flags: &[Given], may_change: &str) -> Result<()> {
     let changed: Vec<&Given> = flags.iter().filter(|g| g.changes(saved)).collect();
     if changed.is_empty() {
         return Ok(());
@@ -112,7 +113,7 @@ fn refuse_changes_on_resume(saved: &toml::Table, flags: &[Given]) -> Result<()> 
         format!(", which has {}", kept.join(", "))
     };
     bail!(
-        "{} cannot change when resuming (the run keeps its config.toml{kept}); only --epochs can extend it",
+        "{} cannot change when resuming (the run keeps its config.toml{kept}); only {may_change} can",
         names.join(", ")
     );
 }
@@ -531,7 +532,7 @@ impl C3ltArgs {
         };
         let name = match (&a.name, pair) {
             (Some(n), _) => n.clone(),
-            (None, Some([c, c2])) => format!("c3lt-{}-{c}-{c2}", a.dataset),
+            (None, Some([c, c2])) => format!("c3lt-{}-{c}-{c2}", a.dataset()),
             (None, None) => bail!("--resume needs the run: --name, or --pair for the default name"),
         };
         let root = a.runs_dir.join(name);
@@ -552,7 +553,7 @@ impl C3ltArgs {
                 .with_context(|| format!("a new C3LT run needs {flag}"))
         };
         let mut cfg = C3ltTrainConfig::new(
-            a.dataset,
+            a.dataset(),
             pair.context("a new C3LT run needs --pair")?,
             required(&self.classifier, "--classifier")?,
             required(&self.gan, "--gan")?,
@@ -626,9 +627,10 @@ impl EvalSuiteArgs {
 #[derive(Args, Debug, Clone)]
 pub struct AuxArgs {
     /// mnist, fake-mnist, fashion-mnist, or image-folder (a folder of PNG/JPEG images given by
-    /// --data-dir: CelebA, one sub-folder per class, or flat; scaled to the model's size).
-    #[arg(long, value_parser = parse_dataset, default_value = "mnist")]
-    pub dataset: DatasetKind,
+    /// --data-dir: CelebA, one sub-folder per class, or flat; scaled to the model's size)
+    /// [default: mnist; when resuming, the run's own, which a given one must repeat].
+    #[arg(long, value_parser = parse_dataset)]
+    pub dataset: Option<DatasetKind>,
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Run name [default: <model>-<dataset>, e.g. cnn-mnist, ae-mnist, realnvp-mnist,
@@ -944,7 +946,7 @@ impl GanArgs {
         let mut name = a
             .name
             .clone()
-            .unwrap_or_else(|| format!("{prefix}-{}", a.dataset));
+            .unwrap_or_else(|| format!("{prefix}-{}", a.dataset()));
         if a.name.is_none() && !self.classes.is_empty() {
             let c: Vec<String> = self.classes.iter().map(|c| c.to_string()).collect();
             name = format!("{name}-{}", c.join("-"));
@@ -982,9 +984,9 @@ impl GanArgs {
             return Ok((cfg, root));
         }
         let mut cfg = if encoder {
-            GanTrainConfig::encoder(a.dataset)
+            GanTrainConfig::encoder(a.dataset())
         } else {
-            GanTrainConfig::dcgan(a.dataset)
+            GanTrainConfig::dcgan(a.dataset())
         };
         if a.small {
             cfg.model = cfx_generative::DcganConfig::tiny();
@@ -1080,13 +1082,13 @@ impl FlowArgs {
                 .collect();
             given.push(Given::any("--res-blocks", self.res_blocks.is_some()));
             given.push(Given::any("--image-size", self.image_size.is_some()));
-            refuse_changes_on_resume(&toml::Table::new(), &given)?;
+            refuse_changes_on_resume(&toml::Table::new(), &given, AuxArgs::MAY_CHANGE)?;
         }
-        let native = self.common.dataset.native_shape();
+        let native = self.common.dataset().native_shape();
         let shape = match (native, self.image_size) {
             (Some(_), Some(_)) => bail!(
                 "--image-size is for --dataset image-folder; {} images are 28×28",
-                self.common.dataset
+                self.common.dataset()
             ),
             (Some(native), None) => native,
             (None, size) => [3, size.unwrap_or(64), size.unwrap_or(64)],
@@ -1141,6 +1143,15 @@ impl FlowArgs {
 }
 
 impl AuxArgs {
+    /// What a resumed `train` run other than IB-INN takes.
+    const MAY_CHANGE: &str = "--epochs (to extend the run)";
+
+    /// `--dataset`, or MNIST when it is not given. Optional rather than defaulted so that
+    /// `--resume` can tell a given dataset (compared with the run's) from the default.
+    pub fn dataset(&self) -> DatasetKind {
+        self.dataset.unwrap_or(DatasetKind::Mnist)
+    }
+
     /// The saved `config.toml` of the run at `root` when resuming: flags that would change it
     /// are refused ([`AuxArgs::refuse_changes_on_resume`], plus `extra`), and `--epochs`
     /// extends it through `epochs`.
@@ -1163,6 +1174,7 @@ impl AuxArgs {
     /// [`refuse_changes_on_resume`] for the flags every `AuxArgs` command shares, plus `extra`.
     fn refuse_changes_on_resume(&self, saved: &toml::Table, extra: &[Given]) -> Result<()> {
         let mut flags = vec![
+            Given::value("--dataset", "dataset", self.dataset),
             Given::value("--data-dir", "data_dir", self.data_dir.as_ref()),
             Given::value("--batch-size", "batch_size", self.batch_size),
             Given::value("--lr", "lr", self.lr),
@@ -1174,7 +1186,7 @@ impl AuxArgs {
             Given::any("--small", self.small),
         ];
         flags.extend(extra.iter().cloned());
-        refuse_changes_on_resume(saved, &flags)
+        refuse_changes_on_resume(saved, &flags, Self::MAY_CHANGE)
     }
 
     /// The config of a new run (defaults per kind, then flags) or the saved one when resuming.
@@ -1194,7 +1206,7 @@ impl AuxArgs {
         let name = self
             .name
             .clone()
-            .unwrap_or_else(|| format!("{prefix}-{}", self.dataset));
+            .unwrap_or_else(|| format!("{prefix}-{}", self.dataset()));
         let root = self.runs_dir.join(name);
         if let (Some(_), Some(m)) = (self.range, &flow) {
             bail!(
@@ -1214,9 +1226,9 @@ impl AuxArgs {
             return Ok((cfg, root));
         }
         let mut cfg = match flow {
-            Some(m) => SupervisedTrainConfig::for_model(self.dataset, m),
-            None if autoencoder => SupervisedTrainConfig::autoencoder(self.dataset),
-            None => SupervisedTrainConfig::classifier(self.dataset),
+            Some(m) => SupervisedTrainConfig::for_model(self.dataset(), m),
+            None if autoencoder => SupervisedTrainConfig::autoencoder(self.dataset()),
+            None => SupervisedTrainConfig::classifier(self.dataset()),
         };
         if self.small {
             cfg.make_small();
@@ -1501,6 +1513,7 @@ impl IbInnArgs {
                     false,
                 ),
             ],
+            "--epochs, --milestones and --checkpoint-every",
         )?;
         let mut cfg = saved;
         if let Some(e) = self.epochs {
@@ -1644,6 +1657,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--seed cannot change"), "{e}");
+        // --name picks the run, so a --dataset beside it must be the run's, not be dropped.
+        parse(&["--resume", "--dataset", "mnist"])
+            .config(false, None)
+            .unwrap();
+        let e = parse(&["--resume", "--dataset", "fashion-mnist"])
+            .config(false, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--dataset cannot change") && e.contains("dataset = \"mnist\""),
+            "{e}"
+        );
+        assert!(e.contains("only --epochs (to extend the run) can"), "{e}");
         // --range is saved as the model's input offset.
         parse(&["--resume", "--range", "centred"])
             .config(false, None)
@@ -1729,6 +1755,10 @@ mod tests {
         let e = dataset("fashion-mnist").unwrap_err();
         assert!(
             e.contains("--dataset") && e.contains("dataset = \"mnist\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("only --epochs, --milestones and --checkpoint-every can"),
             "{e}"
         );
         let e = parse(&["--resume", "--no-bn-calibration"])
