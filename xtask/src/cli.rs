@@ -951,6 +951,17 @@ impl GanArgs {
             let c: Vec<String> = self.classes.iter().map(|c| c.to_string()).collect();
             name = format!("{name}-{}", c.join("-"));
         }
+        // Each trainer's own flags, refused for the other whether the run is new or resumed.
+        match (self.width, encoder) {
+            (Some(_), true) => {
+                bail!("--width belongs to `train dcgan`; the encoder follows its GAN")
+            }
+            (Some(0), false) => bail!("--width must be positive"),
+            _ => {}
+        }
+        if self.latent_weight.is_some() && !encoder {
+            bail!("--latent-weight belongs to `train gan-encoder`");
+        }
         let root = a.runs_dir.join(name);
         if a.resume {
             // --classes and --gan may repeat the saved ones (the default run name is made from
@@ -991,18 +1002,12 @@ impl GanArgs {
         if a.small {
             cfg.model = cfx_generative::DcganConfig::tiny();
         }
-        match (self.width, encoder) {
-            (Some(_), true) => {
-                bail!("--width belongs to `train dcgan`; the encoder follows its GAN")
-            }
-            (Some(0), false) => bail!("--width must be positive"),
-            (Some(w), false) => (cfg.model.ngf, cfg.model.ndf) = (w, w),
-            (None, _) => {}
+        if let Some(w) = self.width {
+            (cfg.model.ngf, cfg.model.ndf) = (w, w);
         }
-        let latent_weight = match (self.latent_weight, encoder) {
-            (Some(_), false) => bail!("--latent-weight belongs to `train gan-encoder`"),
-            (w, _) => w.unwrap_or(EncoderTrainConfig::DEFAULT_LATENT_WEIGHT),
-        };
+        let latent_weight = self
+            .latent_weight
+            .unwrap_or(EncoderTrainConfig::DEFAULT_LATENT_WEIGHT);
         apply_common_flags!(a, cfg);
         cfg.weight_decay = self.weight_decay;
         cfg.classes = self.classes.clone();
@@ -1984,6 +1989,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--classes") && e.contains("classes = []"), "{e}");
+        // The encoder's width is its GAN's, on resume as for a new run (the saved ngf
+        // repeated used to pass).
+        let ngf = cfg.train.model.ngf.to_string();
+        let e = parse(&["--resume", "--width", &ngf])
+            .config(true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--width belongs to `train dcgan`"), "{e}");
     }
 
     /// `--latent-weight` sets the encoder's latent term, belongs to the encoder alone, is
@@ -2008,6 +2021,12 @@ mod tests {
             assert!(e.contains("(--latent-weight) must be"), "{bad}: {e}");
         }
         let e = parse(&["--latent-weight", "0"])
+            .config(false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("belongs to `train gan-encoder`"), "{e}");
+        // Also when resuming a DCGAN run, which has no latent term to keep or change.
+        let e = parse(&["--resume", "--latent-weight", "0"])
             .config(false)
             .unwrap_err()
             .to_string();
