@@ -13,11 +13,15 @@
 //! | `CFX_CONV_NARROW` | `padded`, `direct` | under `CFX_CONV=gemm`, the weight gradient of convolutions with fewer or unaligned input channels (`cfx_linalg::conv_gemm::NarrowWeightGrad`) |
 //!
 //! (`CFX_CONV`, the subnets' convolution, is read in `main` and kept by `cfx_flows`.) The
-//! kernels exist for cuda and wgpu only, and not under `fusion`, whose tensors are not
-//! burn-cubecl's: there each setting falls back as its [`OpSetting::on`] says.
+//! kernels exist for cuda and wgpu, and not under `fusion`, whose tensors are not
+//! burn-cubecl's; flex has its own for batch norm alone: elsewhere each setting falls back as
+//! its [`OpSetting::on`] says.
 
 use anyhow::{Result, anyhow};
-#[cfg(all(any(feature = "cuda", feature = "wgpu"), not(feature = "fusion")))]
+#[cfg(any(
+    feature = "flex",
+    all(any(feature = "cuda", feature = "wgpu"), not(feature = "fusion"))
+))]
 use burn::backend::Autodiff;
 
 use crate::backend::BackendKind;
@@ -28,6 +32,8 @@ pub trait OpSetting: Copy + Default + PartialEq + 'static {
     const ALL: &'static [Self];
     /// The value that stands in for the kernels where there are none.
     const WITHOUT_KERNELS: Self;
+    /// Whether flex has kernels of its own for this op (Rust passes split over the cores).
+    const FLEX_KERNELS: bool = false;
 
     fn name(self) -> &'static str;
 
@@ -53,7 +59,8 @@ pub trait OpSetting: Copy + Default + PartialEq + 'static {
     /// What runs on `backend` under this setting: the default (the kernels) only where the
     /// kernels exist.
     fn on(self, backend: BackendKind) -> Self {
-        if self == Self::default() && !has_kernels(backend) {
+        let flex = matches!(backend, BackendKind::Cpu | BackendKind::Flex);
+        if self == Self::default() && !has_kernels(backend) && !(Self::FLEX_KERNELS && flex) {
             Self::WITHOUT_KERNELS
         } else {
             self
@@ -69,7 +76,8 @@ fn has_kernels(backend: BackendKind) -> bool {
 /// One setting: an enum of named values, the first the default, and its [`OpSetting`] impl.
 macro_rules! op_setting {
     (
-        $(#[$doc:meta])* $name:ident, $var:literal, without kernels $without:ident,
+        $(#[$doc:meta])* $name:ident, $var:literal, without kernels $without:ident
+        $(; flex kernels $flex:literal)?,
         $(#[$first_doc:meta])* $first:ident = $first_name:literal,
         $($(#[$other_doc:meta])* $other:ident = $other_name:literal),+ $(,)?
     ) => {
@@ -86,6 +94,7 @@ macro_rules! op_setting {
             const VAR: &'static str = $var;
             const ALL: &'static [Self] = &[Self::$first, $(Self::$other),+];
             const WITHOUT_KERNELS: Self = Self::$without;
+            $(const FLEX_KERNELS: bool = $flex;)?
 
             fn name(self) -> &'static str {
                 match self {
@@ -99,8 +108,8 @@ macro_rules! op_setting {
 
 op_setting!(
     /// Training batch norm (`CFX_BATCH_NORM`).
-    BatchNormImpl, "CFX_BATCH_NORM", without kernels Fused,
-    /// CubeCL kernels (`cfx_linalg::batch_norm`).
+    BatchNormImpl, "CFX_BATCH_NORM", without kernels Fused; flex kernels true,
+    /// CubeCL kernels on cuda and wgpu, parallel Rust passes on flex (`cfx_linalg::batch_norm`).
     Kernels = "kernels",
     /// One autodiff op with the closed-form backward, written with tensor ops.
     Fused = "fused",
@@ -259,6 +268,12 @@ pub fn register_backend_ops(settings: OpSettings) {
     if settings.batch_norm != BatchNormImpl::Ops {
         register_fused_batch_norms();
     }
+    #[cfg(feature = "flex")]
+    if settings.batch_norm == BatchNormImpl::Kernels {
+        cfx_flows::nn::register_batch_norm::<Autodiff<burn::backend::Flex>>(
+            cfx_linalg::batch_norm::batch_norm_train_flex,
+        );
+    }
     // flex's default convolution (CFX_CONV=auto) with matrix-product gradients
     // (cfx_flows::nn::conv_grads; `CFX_CONV=burn` for burn's).
     #[cfg(feature = "flex")]
@@ -278,4 +293,35 @@ fn register_fused_batch_norms() {
     register_fused_batch_norm::<burn::backend::Cuda>(PerChannel::Broadcast);
     #[cfg(all(feature = "wgpu", feature = "fusion"))]
     register_fused_batch_norm::<burn::backend::Wgpu>(PerChannel::Broadcast);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `bench step` reports as run: the kernels where a backend has them, the fallback
+    /// elsewhere; flex has batch norm's alone, and an explicit choice stands everywhere.
+    #[test]
+    fn each_setting_falls_back_where_there_are_no_kernels() {
+        for cpu in [BackendKind::Cpu, BackendKind::Flex] {
+            assert_eq!(BatchNormImpl::Kernels.on(cpu), BatchNormImpl::Kernels);
+            assert_eq!(PackImpl::Kernel.on(cpu), PackImpl::Cat);
+            assert_eq!(AffineImpl::Kernel.on(cpu), AffineImpl::Ops);
+        }
+        assert_eq!(
+            BatchNormImpl::Kernels.on(BackendKind::Ndarray),
+            BatchNormImpl::Fused
+        );
+        assert_eq!(
+            BatchNormImpl::Fused.on(BackendKind::Cpu),
+            BatchNormImpl::Fused
+        );
+        assert_eq!(BatchNormImpl::Ops.on(BackendKind::Flex), BatchNormImpl::Ops);
+        let gpu = if cfg!(feature = "fusion") {
+            BatchNormImpl::Fused
+        } else {
+            BatchNormImpl::Kernels
+        };
+        assert_eq!(BatchNormImpl::Kernels.on(BackendKind::Cuda), gpu);
+    }
 }

@@ -220,15 +220,11 @@ mod tests {
         let x = Tensor::<TB, 4>::random([4, 3, 5, 2], Distribution::Normal(1.0, 2.0), &device);
         let weights = Tensor::<TB, 4>::random([4, 3, 5, 2], Distribution::Default, &device);
         let tol = Tolerance::<f32>::absolute(1e-4);
-        let run = |fused: Option<PerChannel>, relu: bool| {
+        let run = |fused: Option<BatchNormTrainFn<TB>>, relu: bool| {
             let bn = make();
             let xx = x.clone().detach().require_grad();
             let y = match fused {
-                Some(mode) => {
-                    let f = match mode {
-                        PerChannel::Broadcast => fused_batch_norm::<Flex, NoCheckpointing, false>,
-                        PerChannel::Materialise => fused_batch_norm::<Flex, NoCheckpointing, true>,
-                    };
+                Some(f) => {
                     let out = f(crate::nn::mode::step_for(&bn, xx.clone(), relu));
                     bn.running_mean.update(out.running_mean);
                     bn.running_var.update(out.running_var);
@@ -239,10 +235,17 @@ mod tests {
             };
             crate::test_util::batch_norm_outcome(&bn, &xx, y, &weights)
         };
+        // Both per-channel modes, and flex's own passes (`cfx_linalg`), which only this test
+        // compares with the definition.
+        let versions: [BatchNormTrainFn<TB>; 3] = [
+            fused_batch_norm::<Flex, NoCheckpointing, false>,
+            fused_batch_norm::<Flex, NoCheckpointing, true>,
+            cfx_linalg::batch_norm::batch_norm_train_flex::<NoCheckpointing>,
+        ];
         for relu in [false, true] {
             let reference = run(None, relu);
-            for mode in [PerChannel::Broadcast, PerChannel::Materialise] {
-                for (a, b) in run(Some(mode), relu).iter().zip(&reference) {
+            for f in versions {
+                for (a, b) in run(Some(f), relu).iter().zip(&reference) {
                     a.assert_approx_eq(b, tol);
                 }
             }

@@ -3,8 +3,9 @@
 //! The models call batch norm through `cfx_flows::nn::mode::batch_norm`, which differentiates
 //! it op by op unless the process registered a faster version for its backend
 //! (`cfx_flows::nn::register_batch_norm`): the closed-form tensor-op version of
-//! `cfx_flows::nn` on any backend, or, on `CubeBackend`, [`batch_norm_train_cube`] (CubeCL
-//! kernels, two launches each way). The types live here, beside the kernels, so that both
+//! `cfx_flows::nn` on any backend, or, on `CubeBackend`, `batch_norm_train_cube` (CubeCL
+//! kernels, two launches each way), and on flex `batch_norm_train_flex` (two passes each
+//! way, split over the cores). The types live here, beside the kernels, so that both
 //! crates name the same function type.
 
 use burn::prelude::*;
@@ -13,6 +14,10 @@ use burn::prelude::*;
 mod cube;
 #[cfg(feature = "cubecl")]
 pub use cube::batch_norm_train_cube;
+#[cfg(feature = "flex")]
+mod flex;
+#[cfg(feature = "flex")]
+pub use flex::batch_norm_train_flex;
 
 /// What one training step of batch norm takes, for `x` of shape `[N, C, H, W]`.
 #[derive(Debug)]
