@@ -198,10 +198,10 @@ mod tests {
 
     use crate::test_util::TAd as TB;
 
-    /// The fused op against the op-by-op version (itself checked against burn's layer):
-    /// output, running statistics and the gradients of x, γ and β under a loss that weights
-    /// every output differently, in both per-channel modes, with and without a ReLU after it;
-    /// and the untracked case.
+    /// The fused op, in both per-channel modes, and flex's passes against the op-by-op version
+    /// (itself checked against burn's layer): output, running statistics and the gradients of
+    /// x, γ and β under a loss that weights every output differently, with and without a ReLU
+    /// after it; and the untracked case.
     #[test]
     fn fused_batch_norm_matches_the_op_by_op_version() {
         let device = Default::default();
@@ -235,8 +235,7 @@ mod tests {
             };
             crate::test_util::batch_norm_outcome(&bn, &xx, y, &weights)
         };
-        // Both per-channel modes, and flex's own passes (`cfx_linalg`), which only this test
-        // compares with the definition.
+        // flex's passes (`cfx_linalg`) are compared with the definition here alone.
         let versions: [BatchNormTrainFn<TB>; 3] = [
             fused_batch_norm::<Flex, NoCheckpointing, false>,
             fused_batch_norm::<Flex, NoCheckpointing, true>,
