@@ -268,11 +268,20 @@ pub fn register_backend_ops(settings: OpSettings) {
     if settings.batch_norm != BatchNormImpl::Ops {
         register_fused_batch_norms();
     }
+    // flex has kernels for batch norm alone, so it picks here between them and the fused op,
+    // as `register_cube!` does. The fused op materialises its per-channel operands: flex walks
+    // a broadcast one element by element (`cfx_flows::ops::per_channel`).
     #[cfg(feature = "flex")]
-    if settings.batch_norm == BatchNormImpl::Kernels {
-        cfx_flows::nn::register_batch_norm::<Autodiff<burn::backend::Flex>>(
-            cfx_linalg::batch_norm::batch_norm_train_flex,
-        );
+    match settings.batch_norm {
+        BatchNormImpl::Kernels => {
+            cfx_flows::nn::register_batch_norm::<Autodiff<burn::backend::Flex>>(
+                cfx_linalg::batch_norm::batch_norm_train_flex,
+            )
+        }
+        BatchNormImpl::Fused => cfx_flows::nn::register_fused_batch_norm::<burn::backend::Flex>(
+            cfx_flows::nn::PerChannel::Materialise,
+        ),
+        BatchNormImpl::Ops => {}
     }
     // flex's default convolution (CFX_CONV=auto) with matrix-product gradients
     // (cfx_flows::nn::conv_grads; `CFX_CONV=burn` for burn's).
@@ -280,13 +289,12 @@ pub fn register_backend_ops(settings: OpSettings) {
     cfx_flows::nn::register_auto_conv2d::<burn::backend::Flex>();
 }
 
-/// The fused tensor-op batch norm for the backends without kernels.
+/// The fused tensor-op batch norm for the backends without kernels (flex's is registered
+/// beside its kernels).
 fn register_fused_batch_norms() {
     #[allow(unused_imports)] // a build with only the cube backends registers none here
     use cfx_flows::nn::{PerChannel, register_fused_batch_norm};
-    // flex walks a broadcast operand element by element (`cfx_flows::ops::per_channel`).
-    #[cfg(feature = "flex")]
-    register_fused_batch_norm::<burn::backend::Flex>(PerChannel::Materialise);
+    // ndarray, like flex, is faster with materialised per-channel operands.
     #[cfg(feature = "ndarray")]
     register_fused_batch_norm::<burn::backend::NdArray>(PerChannel::Materialise);
     #[cfg(all(feature = "cuda", feature = "fusion"))]
