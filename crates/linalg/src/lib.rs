@@ -10,6 +10,8 @@ mod autodiff;
 mod backend;
 pub mod batch_norm;
 pub mod channel_affine;
+#[cfg(feature = "flex")]
+pub mod conv_flex;
 #[cfg(feature = "cubecl")]
 pub mod conv_gemm;
 pub mod convert;
@@ -18,6 +20,8 @@ mod cube_util;
 mod error;
 pub mod fasth;
 pub mod fid;
+#[cfg(feature = "flex")]
+mod flex_util;
 pub mod layers;
 pub mod pack;
 pub mod subnet_input;

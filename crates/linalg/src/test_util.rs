@@ -17,3 +17,12 @@ pub(crate) fn random<B: Backend, const D: usize>(
 pub(crate) fn max_abs_diff<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f64 {
     (a - b).abs().max().into_scalar().elem::<f64>()
 }
+
+/// [`random`] on `Autodiff<Flex>`, the backend of the ops written for flex.
+#[cfg(feature = "flex")]
+pub(crate) fn random_flex<const D: usize>(
+    shape: [usize; D],
+    seed: u64,
+) -> Tensor<burn::backend::Autodiff<burn_flex::Flex>, D> {
+    random(shape, seed, &Default::default())
+}

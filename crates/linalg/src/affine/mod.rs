@@ -4,7 +4,7 @@
 //! `[a_s, t] = a` split along channels, and the log-determinant `Σ s` per sample. Differentiated
 //! op by op that is about eight launches forward and twenty backward, for each of the IB-INN's
 //! 50 half-steps. On `CubeBackend` [`affine_train_cube`] does it in one kernel forward and
-//! three backward. The types live here, beside the kernels, so that both crates name the same
+//! three backward, and on flex `affine_train_flex` in one pass split over the cores each way. The types live here, beside the kernels, so that both crates name the same
 //! function type.
 
 use burn::prelude::*;
@@ -13,6 +13,10 @@ use burn::prelude::*;
 mod cube;
 #[cfg(feature = "cubecl")]
 pub use cube::affine_train_cube;
+#[cfg(feature = "flex")]
+mod flex;
+#[cfg(feature = "flex")]
+pub use flex::affine_train_flex;
 
 /// What one affine half-step takes: `x` of shape `[N, P + C, H, W]`, whose first `passive`
 /// (`P`) channels pass through unchanged, and `a` of shape `[N, 2C, H, W]` (the log-scales'

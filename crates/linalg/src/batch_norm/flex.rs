@@ -26,13 +26,13 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
-use burn::tensor::{Bytes, DType};
-use burn_flex::{Flex, FlexTensor, Layout};
+use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use super::{BatchNormStep, BatchNormStepOutput};
 use crate::convert::{primitive, tensor};
 use crate::finish_stateful;
+use crate::flex_util::{flex_tensor, values};
 
 /// Planes handed to one rayon task at least: a plane is only `H·W` values.
 const MIN_PLANES: usize = 8;
@@ -59,28 +59,8 @@ fn dims(t: &FlexTensor) -> [usize; 3] {
     [s[0], s[1], s[2] * s[3]]
 }
 
-/// `t` contiguous, as f32.
 fn f32_contiguous(t: FlexTensor, what: &str) -> FlexTensor {
-    assert!(
-        t.dtype() == DType::F32,
-        "batch norm on flex: {what} is {:?}; the flex batch norm takes f32 only \
-         (CFX_BATCH_NORM=fused handles any dtype)",
-        t.dtype()
-    );
-    t.to_contiguous()
-}
-
-fn values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("a contiguous f32 tensor has a slice")
-}
-
-fn flex_tensor(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(data),
-        Layout::contiguous(Shape::from(shape.to_vec())),
-        DType::F32,
-    )
+    crate::flex_util::f32_contiguous(t, "batch norm", what, "CFX_BATCH_NORM=fused")
 }
 
 /// `(Σ f(a, b).0, Σ f(a, b).1)` over two planes in eight lanes each, which the compiler keeps
