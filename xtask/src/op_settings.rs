@@ -10,12 +10,14 @@
 //! | `CFX_WEIGHTS` | `channels-last`, `standard` | how the optimiser stores convolution weights (`train::optim`) |
 //! | `CFX_SUBNET_INPUT` | `kernel`, `ops` | the couplings' subnet input (leading channels, ReLU) in training |
 //! | `CFX_ACT_NORM` | `kernel`, `ops` | the couplings' fixed act-norm in training |
+//! | `CFX_FLEX_CONV` | `per-sample`, `matmul-grads` | flex's convolution under `CFX_CONV=auto`: `cfx_linalg::conv_flex`, or burn's forward with `cfx_flows::nn::conv_grads`'s gradients |
 //! | `CFX_CONV_NARROW` | `padded`, `direct` | under `CFX_CONV=gemm`, the weight gradient of convolutions with fewer or unaligned input channels (`cfx_linalg::conv_gemm::NarrowWeightGrad`) |
 //!
 //! (`CFX_CONV`, the subnets' convolution, is read in `main` and kept by `cfx_flows`.) The
 //! kernels exist for cuda and wgpu, and not under `fusion`, whose tensors are not
-//! burn-cubecl's; flex has its own for batch norm alone: elsewhere each setting falls back as
-//! its [`OpSetting::on`] says.
+//! burn-cubecl's; flex has its own for batch norm and the affine half-step (Rust passes split
+//! over the cores), and its own convolution (`CFX_FLEX_CONV`): elsewhere each setting falls
+//! back as its [`OpSetting::on`] says.
 
 use anyhow::{Result, anyhow};
 #[cfg(any(
@@ -128,8 +130,9 @@ op_setting!(
 
 op_setting!(
     /// The couplings' affine half-step in training (`CFX_AFFINE`).
-    AffineImpl, "CFX_AFFINE", without kernels Ops,
-    /// `cfx_linalg::affine::affine_train_cube`: one launch forward, three backward.
+    AffineImpl, "CFX_AFFINE", without kernels Ops; flex kernels true,
+    /// `cfx_linalg::affine::affine_train_cube`: one launch forward, three backward; on flex
+    /// `affine_train_flex`, one pass split over the cores each way.
     Kernel = "kernel",
     /// Autodiff through the tensor ops of the definition.
     Ops = "ops",
@@ -166,6 +169,17 @@ op_setting!(
 );
 
 op_setting!(
+    /// flex's convolution under `CFX_CONV=auto` (`CFX_FLEX_CONV`); other backends have none of
+    /// their own there.
+    FlexConvImpl, "CFX_FLEX_CONV", without kernels MatmulGrads; flex kernels true,
+    /// `cfx_linalg::conv_flex`: one matrix product per sample, the samples over the cores.
+    PerSample = "per-sample",
+    /// burn's forward, the gradients as whichever of burn's and a matrix product flex runs
+    /// faster, shape by shape (`cfx_flows::nn::conv_grads`).
+    MatmulGrads = "matmul-grads",
+);
+
+op_setting!(
     /// How the optimiser lays out convolution weights in its flat vector (`CFX_WEIGHTS`).
     WeightLayout, "CFX_WEIGHTS", without kernels Standard,
     /// `[O, kH, kW, I]`, so the stepped weights are the channels-last views burn-cubecl's
@@ -185,6 +199,7 @@ pub struct OpSettings {
     pub subnet_input: SubnetInputImpl,
     pub act_norm: ActNormImpl,
     pub conv_narrow: NarrowConvImpl,
+    pub flex_conv: FlexConvImpl,
 }
 
 impl OpSettings {
@@ -197,6 +212,7 @@ impl OpSettings {
             subnet_input: SubnetInputImpl::from_env()?,
             act_norm: ActNormImpl::from_env()?,
             conv_narrow: NarrowConvImpl::from_env()?,
+            flex_conv: FlexConvImpl::from_env()?,
         })
     }
 }
@@ -268,7 +284,7 @@ pub fn register_backend_ops(settings: OpSettings) {
     if settings.batch_norm != BatchNormImpl::Ops {
         register_fused_batch_norms();
     }
-    // flex has kernels for batch norm alone, so it picks here between them and the fused op,
+    // flex picks here between its batch-norm passes and the fused op,
     // as `register_cube!` does. The fused op materialises its per-channel operands: flex walks
     // a broadcast one element by element (`cfx_flows::ops::per_channel`).
     #[cfg(feature = "flex")]
@@ -283,10 +299,20 @@ pub fn register_backend_ops(settings: OpSettings) {
         ),
         BatchNormImpl::Ops => {}
     }
-    // flex's default convolution (CFX_CONV=auto) with matrix-product gradients
-    // (cfx_flows::nn::conv_grads; `CFX_CONV=burn` for burn's).
     #[cfg(feature = "flex")]
-    cfx_flows::nn::register_auto_conv2d::<burn::backend::Flex>();
+    if settings.affine == AffineImpl::Kernel {
+        cfx_flows::blocks::register_affine::<Autodiff<burn::backend::Flex>>(
+            cfx_linalg::affine::affine_train_flex,
+        );
+    }
+    // flex's default convolution (CFX_CONV=auto; `CFX_CONV=burn` for burn's).
+    #[cfg(feature = "flex")]
+    match settings.flex_conv {
+        FlexConvImpl::PerSample => cfx_flows::nn::register_auto_conv2d_with::<
+            Autodiff<burn::backend::Flex>,
+        >(cfx_linalg::conv_flex::conv2d_flex),
+        FlexConvImpl::MatmulGrads => cfx_flows::nn::register_auto_conv2d::<burn::backend::Flex>(),
+    }
 }
 
 /// The fused tensor-op batch norm for the backends without kernels (flex's is registered
@@ -308,13 +334,14 @@ mod tests {
     use super::*;
 
     /// What `bench step` reports as run: the kernels where a backend has them, the fallback
-    /// elsewhere; flex has batch norm's alone, and an explicit choice stands everywhere.
+    /// elsewhere; flex has batch norm's and the affine half-step's, and an explicit choice
+    /// stands everywhere.
     #[test]
     fn each_setting_falls_back_where_there_are_no_kernels() {
         for cpu in [BackendKind::Cpu, BackendKind::Flex] {
             assert_eq!(BatchNormImpl::Kernels.on(cpu), BatchNormImpl::Kernels);
             assert_eq!(PackImpl::Kernel.on(cpu), PackImpl::Cat);
-            assert_eq!(AffineImpl::Kernel.on(cpu), AffineImpl::Ops);
+            assert_eq!(AffineImpl::Kernel.on(cpu), AffineImpl::Kernel);
         }
         assert_eq!(
             BatchNormImpl::Kernels.on(BackendKind::Ndarray),
@@ -325,6 +352,7 @@ mod tests {
             BatchNormImpl::Fused
         );
         assert_eq!(BatchNormImpl::Ops.on(BackendKind::Flex), BatchNormImpl::Ops);
+        assert_eq!(AffineImpl::Kernel.on(BackendKind::Ndarray), AffineImpl::Ops);
         let gpu = if cfg!(feature = "fusion") {
             BatchNormImpl::Fused
         } else {

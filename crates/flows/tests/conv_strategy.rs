@@ -2,12 +2,23 @@
 //! convolution strategy. Its own test binary: the strategy is process-wide, and no other test
 //! may run while it is switched (the two here take turns).
 
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use cfx_flows::ibinn::IbInnConfig;
-use cfx_flows::nn::{ConvStrategy, register_auto_conv2d, set_conv_strategy};
+use cfx_flows::nn::{Conv2dFn, ConvStrategy, register_auto_conv2d_with, set_conv_strategy};
 
 type B = Autodiff<Flex>;
+
+/// flex's two default convolutions (xtask's `CFX_FLEX_CONV`): burn's forward with the
+/// matrix-product gradients, and one product per sample (`cfx_linalg::conv_flex`).
+const FLEX_CONVS: [(&str, Conv2dFn<B>); 2] = [
+    (
+        "matrix-product gradients",
+        cfx_flows::nn::conv2d_lean::<Flex, NoCheckpointing>,
+    ),
+    ("per sample", cfx_linalg::conv_flex::conv2d_flex),
+];
 
 /// Held by each test while it switches the process-wide strategy.
 static SWITCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -23,18 +34,24 @@ fn ibinn_is_the_same_function_with_either_convolution() {
     let run = |s: ConvStrategy| outputs(s, &x, |x| model.encode(x));
     let (z1, l1, g1) = run(ConvStrategy::Burn);
     let (z2, l2, g2) = run(ConvStrategy::Unfold);
-    // The CPU's default: the convolution with matrix-product gradients (`conv_grads`).
-    register_auto_conv2d::<Flex>();
-    let (z3, l3, g3) = run(ConvStrategy::Auto);
     for (name, a, b) in [
         ("latents", z1.clone(), z2),
         ("log-dets", l1.clone(), l2),
         ("input gradients", g1.clone(), g2),
-        ("latents (auto)", z1, z3),
-        ("log-dets (auto)", l1, l3),
-        ("input gradients (auto)", g1, g3),
     ] {
         assert_same(name, a, b);
+    }
+    // The CPU's defaults.
+    for (conv, f) in FLEX_CONVS {
+        register_auto_conv2d_with::<B>(f);
+        let (z3, l3, g3) = run(ConvStrategy::Auto);
+        for (name, a, b) in [
+            ("latents", z1.clone(), z3),
+            ("log-dets", l1.clone(), l3),
+            ("input gradients", g1.clone(), g3),
+        ] {
+            assert_same(&format!("{name} (auto, {conv})"), a, b);
+        }
     }
 }
 
@@ -79,7 +96,6 @@ fn realnvp_and_glow_are_the_same_function_with_the_default_convolution() {
     use cfx_flows::realnvp::RealNvpConfig;
     let device = Default::default();
     B::seed(&device, 4);
-    register_auto_conv2d::<Flex>();
     // Freshly made, their coupling nets end in zero convolutions, which would pass any
     // gradient through the nets as zero: every parameter gets some noise first.
     let realnvp = RealNvpConfig::tiny().init::<B>(&device).map(&mut Perturb);
@@ -98,13 +114,16 @@ fn realnvp_and_glow_are_the_same_function_with_the_default_convolution() {
             })
         };
         let (z1, l1, g1) = run(ConvStrategy::Burn);
-        let (z2, l2, g2) = run(ConvStrategy::Auto);
-        for (name, a, b) in [
-            ("latents", z1, z2),
-            ("log-dets", l1, l2),
-            ("input gradients", g1, g2),
-        ] {
-            assert_same(&format!("{model}: {name}"), a, b);
+        for (conv, f) in FLEX_CONVS {
+            register_auto_conv2d_with::<B>(f);
+            let (z2, l2, g2) = run(ConvStrategy::Auto);
+            for (name, a, b) in [
+                ("latents", z1.clone(), z2),
+                ("log-dets", l1.clone(), l2),
+                ("input gradients", g1.clone(), g2),
+            ] {
+                assert_same(&format!("{model}: {name} ({conv})"), a, b);
+            }
         }
     }
 }

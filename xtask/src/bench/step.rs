@@ -27,7 +27,8 @@ pub struct StepTiming {
     pub images_per_second: f64,
     /// Data-parallel replicas the batch was split over.
     pub replicas: usize,
-    /// The subnets' convolution algorithm (`CFX_CONV`).
+    /// The subnets' convolution algorithm (`CFX_CONV`; on flex under `auto`, which of its own
+    /// `CFX_FLEX_CONV` picks).
     pub conv: String,
     /// Training batch norm: `kernels`, `fused` or `ops` (`CFX_BATCH_NORM`).
     pub batch_norm: String,
@@ -131,7 +132,7 @@ impl BackendJob for StepJob {
             mean_ms: times.iter().sum::<f64>() / times.len() as f64,
             images_per_second: n as f64 / (median / 1e3),
             replicas: self.replicas,
-            conv: cfx_flows::nn::conv_strategy().name().to_string(),
+            conv: conv_name(backend, ops.flex_conv),
             batch_norm: ops.batch_norm.on(backend).name().to_string(),
             pack: ops.pack.on(backend).name().to_string(),
             affine: ops.affine.on(backend).name().to_string(),
@@ -141,6 +142,18 @@ impl BackendJob for StepJob {
             conv_narrow: ops.conv_narrow.on(backend).name().to_string(),
             breakdown_ms,
         })
+    }
+}
+
+/// `CFX_CONV`, and on flex under `auto` which of flex's convolutions that is (`CFX_FLEX_CONV`).
+fn conv_name(backend: BackendKind, flex_conv: crate::op_settings::FlexConvImpl) -> String {
+    use crate::op_settings::OpSetting;
+    let strategy = cfx_flows::nn::conv_strategy();
+    let flex = matches!(backend, BackendKind::Cpu | BackendKind::Flex);
+    if flex && strategy == cfx_flows::nn::ConvStrategy::Auto {
+        format!("auto ({})", flex_conv.name())
+    } else {
+        strategy.name().to_string()
     }
 }
 

@@ -35,7 +35,10 @@
 //! Other convolutions keep burn's gradients throughout. The numbers are burn's up to float
 //! rounding (the tests below compare all three gradients). It is a function of `Autodiff<B>`
 //! for any inner `B`; [`register_auto_conv2d`] makes it the [`super::ConvStrategy::Auto`]
-//! convolution of one backend, as xtask does for flex.
+//! convolution of one backend, as xtask does for flex under `CFX_FLEX_CONV=matmul-grads`. Its
+//! default there is now `cfx_linalg::conv_flex` (one product per sample, the samples over the
+//! cores; docs/results.md, "Convolutions on flex's cores"), which removed the serial layout
+//! copies inside flex's convolution that these gradients still pay.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -59,9 +62,13 @@ pub const SHIFTED_MIN_PIXELS: usize = 196;
 
 /// Makes [`conv2d_lean`] the [`super::ConvStrategy::Auto`] convolution of `Autodiff<B>`.
 pub fn register_auto_conv2d<B: Backend>() {
-    super::registry::register(AutoConv2d::<Autodiff<B>>(
-        conv2d_lean::<B, NoCheckpointing> as Conv2dFn<Autodiff<B>>,
-    ));
+    register_auto_conv2d_with::<Autodiff<B>>(conv2d_lean::<B, NoCheckpointing>);
+}
+
+/// Makes `f` the [`super::ConvStrategy::Auto`] convolution of `B` (a later call replaces it),
+/// as xtask does for flex with `cfx_linalg::conv_flex`.
+pub fn register_auto_conv2d_with<B: Backend>(f: Conv2dFn<B>) {
+    super::registry::register(AutoConv2d::<B>(f));
 }
 
 #[derive(Debug, Clone)]

@@ -21,7 +21,8 @@ pub use conv::{
     gemm_conv2d, register_gemm_conv2d, set_conv_strategy,
 };
 pub use conv_grads::{
-    NARROW_PATCH, SHIFTED_MIN_PIXELS, WIDE_INPUT, conv2d_lean, register_auto_conv2d, ways,
+    NARROW_PATCH, SHIFTED_MIN_PIXELS, WIDE_INPUT, conv2d_lean, register_auto_conv2d,
+    register_auto_conv2d_with, ways,
 };
 pub use coupling_net::{CouplingNet, CouplingNetConfig};
 pub use dropout2d::Dropout2d;
