@@ -2,7 +2,7 @@
 //! IB-INN's subnet shapes, batch 128, on flex: burn's `conv2d`, the matrix-product gradients
 //! of `cfx_flows::nn::conv2d_lean`, and `cfx_linalg::conv_flex::conv2d_flex`. The three are
 //! timed in turn, round after round, so that a slow spell of the machine hits all of them.
-//! docs/results.md, "Convolutions on flex's cores".
+//! docs/results.md, "Convolutions and the affine half-step on flex's cores".
 //!
 //! `cargo run --release -p cfx-flows --example conv_flex` (`ONLY=32-32` for the 32→32 shape
 //! alone, e.g. under `perf record`)

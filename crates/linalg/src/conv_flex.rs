@@ -6,7 +6,7 @@
 //! thread, and makes a non-contiguous input contiguous there too (burn's weight gradient hands
 //! it the batch-swapped input). In the IB-INN's CPU training step those serial copies were
 //! about a fifth of the wall time, with the second core idle (docs/results.md, "Convolutions
-//! on flex's cores").
+//! and the affine half-step on flex's cores").
 //!
 //! Here each sample `b` is computed on its own, in parallel over the batch, in the input's own
 //! channels-first layout, with `K = c_in·kh·kw` and `P = oh·ow`:

@@ -37,8 +37,8 @@
 //! for any inner `B`; [`register_auto_conv2d`] makes it the [`super::ConvStrategy::Auto`]
 //! convolution of one backend, as xtask does for flex under `CFX_FLEX_CONV=matmul-grads`. Its
 //! default there is now `cfx_linalg::conv_flex` (one product per sample, the samples over the
-//! cores; docs/results.md, "Convolutions on flex's cores"), which removed the serial layout
-//! copies inside flex's convolution that these gradients still pay.
+//! cores; docs/results.md, "Convolutions and the affine half-step on flex's cores"), which
+//! removed the serial layout copies inside flex's convolution that these gradients still pay.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
