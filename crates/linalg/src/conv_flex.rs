@@ -434,11 +434,27 @@ mod tests {
         for (i, &(xs, ws, stride, padding, with_bias)) in cases.iter().enumerate() {
             let seed = 10 * i as u64;
             let options = ConvOptions::new(stride, padding, [1, 1], 1);
-            let x = random(xs, seed).require_grad();
+            // Every other case gets its input as a channels-last tensor seen channels-first
+            // (not contiguous), as a sliced or permuted activation would come. Each side
+            // takes its own view of the leaf: a backward pass consumes the steps of the graph
+            // it walks, so a view shared by both would pass the gradient on only once.
+            let [n, c, h, wd] = xs;
+            let leaf = if i % 2 == 1 {
+                random([n, h, wd, c], seed).require_grad()
+            } else {
+                random(xs, seed).require_grad()
+            };
+            let view = || {
+                if i % 2 == 1 {
+                    leaf.clone().permute([0, 3, 1, 2])
+                } else {
+                    leaf.clone()
+                }
+            };
             let w = random(ws, seed + 1).require_grad();
             let b = with_bias.then(|| random([ws[0]], seed + 2).require_grad());
-            let ours = conv2d_flex(x.clone(), w.clone(), b.clone(), options.clone());
-            let theirs = burn::tensor::module::conv2d(x.clone(), w.clone(), b.clone(), options);
+            let ours = conv2d_flex(view(), w.clone(), b.clone(), options.clone());
+            let theirs = burn::tensor::module::conv2d(view(), w.clone(), b.clone(), options);
             assert_eq!(ours.dims(), theirs.dims(), "case {i}");
             let what = format!("case {i}: {xs:?} * {ws:?}, stride {stride:?}, pad {padding:?}");
             assert!(
@@ -452,7 +468,7 @@ mod tests {
             let gt = (theirs * weights).sum().backward();
             let grad = |t: &Tensor<Ad, 4>, g| t.grad(g).expect("a gradient");
             assert!(
-                max_diff(grad(&x, &go), grad(&x, &gt)) < 1e-4,
+                max_diff(grad(&leaf, &go), grad(&leaf, &gt)) < 1e-4,
                 "{what}: input gradient"
             );
             assert!(

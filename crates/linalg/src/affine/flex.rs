@@ -296,8 +296,11 @@ mod tests {
             let seed = 10 * i as u64;
             let (n, h, w) = (3, 5, 4);
             let x = random([n, passive + coupled, h, w], seed).require_grad();
-            let a = random([n, 2 * coupled, h, w], seed + 1)
+            // `a` as the convolution before it may hand it on: here channels-last, seen
+            // channels-first (not contiguous).
+            let a = random([n, h, w, 2 * coupled], seed + 1)
                 .mul_scalar(3.0)
+                .permute([0, 3, 1, 2])
                 .require_grad();
             let constant = constant.then(|| (random([6], seed + 2), 5.0));
             let (clamp, pre) = (0.7, 0.1 * (i + 1) as f64);
