@@ -308,9 +308,16 @@ pub fn register_backend_ops(settings: OpSettings) {
     // flex's default convolution (CFX_CONV=auto; `CFX_CONV=burn` for burn's).
     #[cfg(feature = "flex")]
     match settings.flex_conv {
-        FlexConvImpl::PerSample => cfx_flows::nn::register_auto_conv2d_with::<
-            Autodiff<burn::backend::Flex>,
-        >(cfx_linalg::conv_flex::conv2d_flex),
+        FlexConvImpl::PerSample => {
+            use cfx_flows::nn::register_auto_conv2d_with;
+            register_auto_conv2d_with::<Autodiff<burn::backend::Flex>>(
+                cfx_linalg::conv_flex::conv2d_flex,
+            );
+            // Inference (ECINN, explain, evaluate) runs on flex itself.
+            register_auto_conv2d_with::<burn::backend::Flex>(
+                cfx_linalg::conv_flex::conv2d_flex_inference,
+            );
+        }
         FlexConvImpl::MatmulGrads => cfx_flows::nn::register_auto_conv2d::<burn::backend::Flex>(),
     }
 }

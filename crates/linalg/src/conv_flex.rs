@@ -343,6 +343,49 @@ impl<const N: usize> Backward<Flex, N> for FlexConv {
     }
 }
 
+/// The geometry of a convolution these passes cover (f32, no groups, no dilation), or `None`
+/// for burn's.
+fn covered<B: Backend>(
+    x: &Tensor<B, 4>,
+    w: &Tensor<B, 4>,
+    b: Option<&Tensor<B, 1>>,
+    options: &ConvOptions<2>,
+) -> Option<Geometry> {
+    let f32 = burn::tensor::DType::F32;
+    let f32s = x.dtype() == f32 && w.dtype() == f32 && b.is_none_or(|b| b.dtype() == f32);
+    if options.groups != 1 || options.dilation != [1, 1] || !f32s {
+        return None;
+    }
+    let g = Geometry::new(&x.dims(), &w.dims(), options);
+    if let Some(b) = b {
+        assert_eq!(
+            b.dims(),
+            [g.c_out],
+            "convolution: the bias has {:?} values for {} output channels",
+            b.dims(),
+            g.c_out
+        );
+    }
+    Some(g)
+}
+
+/// [`conv2d_flex`] without autodiff, for inference on flex (ECINN's encoding and inverse
+/// passes, `explain`, `evaluate`): the same forward pass.
+pub fn conv2d_flex_inference(
+    x: Tensor<Flex, 4>,
+    w: Tensor<Flex, 4>,
+    b: Option<Tensor<Flex, 1>>,
+    options: ConvOptions<2>,
+) -> Tensor<Flex, 4> {
+    let Some(g) = covered(&x, &w, b.as_ref(), &options) else {
+        return burn::tensor::module::conv2d(x, w, b, options);
+    };
+    let contiguous = |t: FlexTensor| t.to_contiguous();
+    let (xt, wt) = (contiguous(primitive(x)), contiguous(primitive(w)));
+    let bt = b.map(|b| contiguous(primitive(b)));
+    tensor(forward(&g, &xt, &wt, bt.as_ref()))
+}
+
 /// `conv2d(x, w, b, options)` on `Autodiff<Flex>` as described in the module doc, with its own
 /// backward pass; burn's `conv2d` where the options have groups or dilation, or a tensor is
 /// not f32. `cfx_flows::nn` runs it as flex's default convolution when xtask registers it
@@ -353,23 +396,9 @@ pub fn conv2d_flex<C: CheckpointStrategy>(
     b: Option<Tensor<Autodiff<Flex, C>, 1>>,
     options: ConvOptions<2>,
 ) -> Tensor<Autodiff<Flex, C>, 4> {
-    let f32s = x.dtype() == burn::tensor::DType::F32
-        && w.dtype() == burn::tensor::DType::F32
-        && b.as_ref()
-            .is_none_or(|b| b.dtype() == burn::tensor::DType::F32);
-    if options.groups != 1 || options.dilation != [1, 1] || !f32s {
+    let Some(g) = covered(&x, &w, b.as_ref(), &options) else {
         return burn::tensor::module::conv2d(x, w, b, options);
-    }
-    let g = Geometry::new(&x.dims(), &w.dims(), &options);
-    if let Some(b) = &b {
-        assert_eq!(
-            b.dims(),
-            [g.c_out],
-            "convolution: the bias has {:?} values for {} output channels",
-            b.dims(),
-            g.c_out
-        );
-    }
+    };
     let (xp, wp) = (primitive(x), primitive(w));
     let bp = b.map(primitive);
     let xt = xp.primitive.clone().to_contiguous();
@@ -414,10 +443,10 @@ mod tests {
         crate::test_util::max_abs_diff(a, b)
     }
 
-    /// Output and the three gradients equal burn's `conv2d` (flex's own kernels) within float
-    /// rounding, over kernels, strides and paddings that make every edge case of the patch
-    /// copies: 1×1 (with and without the pointwise shortcut), padding wider than the kernel
-    /// reach, strides 2 and 3, non-square inputs and kernels.
+    /// Output (with and without autodiff) and the three gradients equal burn's `conv2d` (flex's
+    /// own kernels) within float rounding, over kernels, strides and paddings that make every
+    /// edge case of the patch copies: 1×1 (with and without the pointwise shortcut), padding
+    /// wider than the kernel reach, strides 2 and 3, non-square inputs and kernels.
     #[test]
     fn matches_burns_convolution() {
         // (input, weight, stride, padding, with a bias)
@@ -454,12 +483,23 @@ mod tests {
             let w = random(ws, seed + 1).require_grad();
             let b = with_bias.then(|| random([ws[0]], seed + 2).require_grad());
             let ours = conv2d_flex(view(), w.clone(), b.clone(), options.clone());
-            let theirs = burn::tensor::module::conv2d(view(), w.clone(), b.clone(), options);
+            let theirs =
+                burn::tensor::module::conv2d(view(), w.clone(), b.clone(), options.clone());
+            let inference = conv2d_flex_inference(
+                view().inner(),
+                w.clone().inner(),
+                b.clone().map(|b| b.inner()),
+                options,
+            );
             assert_eq!(ours.dims(), theirs.dims(), "case {i}");
             let what = format!("case {i}: {xs:?} * {ws:?}, stride {stride:?}, pad {padding:?}");
             assert!(
                 max_diff(ours.clone().inner(), theirs.clone().inner()) < 1e-4,
                 "{what}: output"
+            );
+            assert!(
+                max_diff(inference, theirs.clone().inner()) < 1e-4,
+                "{what}: output without autodiff"
             );
             // A weighted sum makes every output's gradient different.
             let weights = random(ours.dims(), seed + 3).inner();
