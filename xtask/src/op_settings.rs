@@ -284,9 +284,9 @@ pub fn register_backend_ops(settings: OpSettings) {
     if settings.batch_norm != BatchNormImpl::Ops {
         register_fused_batch_norms();
     }
-    // flex picks here between its batch-norm passes and the fused op,
-    // as `register_cube!` does. The fused op materialises its per-channel operands: flex walks
-    // a broadcast one element by element (`cfx_flows::ops::per_channel`).
+    // flex picks here between its batch-norm passes and the fused op, as `register_cube!`
+    // does. The fused op materialises its per-channel operands: flex walks a broadcast one
+    // element by element (`cfx_flows::ops::per_channel`).
     #[cfg(feature = "flex")]
     match settings.batch_norm {
         BatchNormImpl::Kernels => {

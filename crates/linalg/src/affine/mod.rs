@@ -4,8 +4,8 @@
 //! `[a_s, t] = a` split along channels, and the log-determinant `Σ s` per sample. Differentiated
 //! op by op that is about eight launches forward and twenty backward, for each of the IB-INN's
 //! 50 half-steps. On `CubeBackend` [`affine_train_cube`] does it in one kernel forward and
-//! three backward, and on flex `affine_train_flex` in one pass split over the cores each way. The types live here, beside the kernels, so that both crates name the same
-//! function type.
+//! three backward, and on flex `affine_train_flex` in one pass each way split over the cores.
+//! The types live here, beside the kernels, so that both crates name the same function type.
 
 use burn::prelude::*;
 
