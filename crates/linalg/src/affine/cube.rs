@@ -274,25 +274,11 @@ where
     BT: BoolElement,
     C: CheckpointStrategy,
 {
-    let [n, c, h, w] = step.x.dims();
-    let a_dims = step.a.dims();
-    assert!(
-        step.passive < c && a_dims == [n, 2 * (c - step.passive), h, w],
-        "affine kernels: a must be [N, 2C, H, W] for x of [N, P + C, H, W] = {:?} with P = {}, \
-         got {a_dims:?}",
-        [n, c, h, w],
-        step.passive
-    );
+    let [n, c, h, w] = step.checked_dims("affine kernels");
     assert!(
         n <= MAX_CUBES,
         "affine kernels: {n} samples, at most {MAX_CUBES} (one cube each)"
     );
-    if let Some(constant) = &step.constant {
-        assert!(
-            !constant.values.is_require_grad(),
-            "affine kernels: the constant log-det term must not require a gradient"
-        );
-    }
     let xp = primitive(step.x);
     let ap = primitive(step.a);
     let (x, a) = (xp.primitive, ap.primitive);

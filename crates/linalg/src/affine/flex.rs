@@ -6,7 +6,7 @@
 //! `narrow`, a `tanh`, an `exp`, a product, a sum, a per-sample reduction and the `cat` of the
 //! passive channels forward, and about twenty serial ops backward; with 50 half-steps it was
 //! the largest serial item of the CPU training step once the convolutions and batch norms ran
-//! on both cores (docs/results.md, "The affine half-step on flex's cores").
+//! on both cores (docs/results.md, "Convolutions and the affine half-step on flex's cores").
 //!
 //! * forward, per sample: the passive channels copied, `y = x·exp(s) + t` with
 //!   `s = clamp·tanh(pre·a_s)` for the others, and `Σ s` (per-plane sums in f32, their total
@@ -156,21 +156,9 @@ impl Backward<Flex, 1> for AffineLogDet {
 pub fn affine_train_flex<C: CheckpointStrategy>(
     step: AffineStep<Autodiff<Flex, C>>,
 ) -> AffineStepOutput<Autodiff<Flex, C>> {
-    let [n, c, h, w] = step.x.dims();
-    let a_dims = step.a.dims();
-    assert!(
-        step.passive < c && a_dims == [n, 2 * (c - step.passive), h, w],
-        "affine half-step: a must be [N, 2C, H, W] for x of [N, P + C, H, W] = {:?} with P = \
-         {}, got {a_dims:?}",
-        [n, c, h, w],
-        step.passive
-    );
+    let [n, c, h, w] = step.checked_dims("affine half-step");
     let extra = match step.constant {
         Some(ConstantLogDet { values, weight }) => {
-            assert!(
-                !values.is_require_grad(),
-                "affine half-step: the constant log-det term must not require a gradient"
-            );
             let total: f64 = values.inner().into_data().iter::<f64>().sum::<f64>();
             total * weight
         }

@@ -37,6 +37,30 @@ pub struct AffineStep<B: Backend> {
     pub constant: Option<ConstantLogDet<B>>,
 }
 
+impl<B: Backend> AffineStep<B> {
+    /// `[N, P + C, H, W]` of `x`, after checking what every implementation relies on: `a` is
+    /// `[N, 2C, H, W]` and the constant term takes no gradient. `op` names the implementation
+    /// in the message.
+    pub fn checked_dims(&self, op: &str) -> [usize; 4] {
+        let [n, c, h, w] = self.x.dims();
+        let a_dims = self.a.dims();
+        assert!(
+            self.passive < c && a_dims == [n, 2 * (c - self.passive), h, w],
+            "{op}: a must be [N, 2C, H, W] for x of [N, P + C, H, W] = {:?} with P = {}, got \
+             {a_dims:?}",
+            [n, c, h, w],
+            self.passive
+        );
+        if let Some(constant) = &self.constant {
+            assert!(
+                !constant.values.is_require_grad(),
+                "{op}: the constant log-det term must not require a gradient"
+            );
+        }
+        [n, c, h, w]
+    }
+}
+
 /// `weight·Σ values`, a log-determinant term that is the same for every sample and takes no
 /// gradient (`values` must not require one).
 ///
