@@ -51,23 +51,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+#[path = "shared/ibinn_convs.rs"]
+mod ibinn_convs;
+use ibinn_convs::{ConvShape, IBINN_CONVS};
+
 /// `(c_in, c_out, size, kernel)` of the IB-INN's subnets (batch 128) and of Glow's coupling
 /// nets in `bench glow-conv` (2 blocks, width 128, batch 32).
-type Shape = (usize, usize, usize, usize);
-
-const MODELS: [(&str, usize, &[Shape]); 2] = [
-    (
-        "IB-INN",
-        128,
-        &[
-            (2, 32, 14, 3),
-            (32, 32, 14, 3),
-            (8, 64, 7, 3),
-            (64, 64, 7, 3),
-            (32, 4, 14, 1),
-            (64, 16, 7, 1),
-        ],
-    ),
+const MODELS: [(&str, usize, &[ConvShape]); 2] = [
+    ("IB-INN", 128, &IBINN_CONVS),
     (
         "Glow",
         32,

@@ -15,6 +15,10 @@ use cfx_flows::nn::ways;
 
 type B = Flex;
 
+#[path = "shared/ibinn_convs.rs"]
+mod ibinn_convs;
+use ibinn_convs::IBINN_CONVS;
+
 /// Median of 7 timed runs after one warm-up, in ms.
 fn time(f: &dyn Fn() -> Tensor<B, 4>) -> f64 {
     let _ = f();
@@ -46,15 +50,7 @@ fn main() {
         "| convolution | dX transposed conv | dX conv with flipped W | dW swapped conv | dW matmul with patches | dW shifted matmuls |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    // (c_in, c_out, size, kernel): the subnets' convolutions.
-    for (ci, co, s, k) in [
-        (2, 32, 14, 3),
-        (32, 32, 14, 3),
-        (8, 64, 7, 3),
-        (64, 64, 7, 3),
-        (32, 4, 14, 1),
-        (64, 16, 7, 1),
-    ] {
+    for (ci, co, s, k) in IBINN_CONVS {
         let p = k / 2;
         let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
         let x = Tensor::<B, 4>::random([n, ci, s, s], normal, &d);
