@@ -150,6 +150,29 @@ fn update_planes(
         .for_each(|(p, (o, pa))| f(p % c, o, pa));
 }
 
+/// `t` rewritten plane by plane as [`update_planes`] does, in `t`'s own buffer where nothing
+/// else holds it (the usual case for a gradient): no new allocation, whose first touch of
+/// every page cost as much as the pass. A buffer another tensor shares is copied first, so
+/// that tensor keeps its values.
+fn update_in_place(
+    mut t: FlexTensor,
+    a: &[f32],
+    d: [usize; 3],
+    f: impl Fn(usize, &mut [f32], &[f32]) + Sync,
+) -> FlexTensor {
+    match t.try_storage_mut::<f32>() {
+        Some(buf) if buf.len() == a.len() => {
+            update_planes(buf, a, d, f);
+            t
+        }
+        _ => {
+            let mut out = values(&t).to_vec();
+            update_planes(&mut out, a, d, f);
+            flex_tensor(out, &t.layout().shape().to_vec())
+        }
+    }
+}
+
 #[derive(Debug)]
 struct FlexBatchNorm;
 
@@ -166,7 +189,7 @@ impl Backward<Flex, 3> for FlexBatchNorm {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
-        let mut dy = f32_contiguous(grads.consume::<Flex>(&ops.node), "the output gradient");
+        let dy = f32_contiguous(grads.consume::<Flex>(&ops.node), "the output gradient");
         let Saved { x, stats, relu } = ops.state;
         let d = dims(&x);
         let [n, c, hw] = d;
@@ -203,20 +226,7 @@ impl Backward<Flex, 3> for FlexBatchNorm {
                     *o = sc * (gate(v, *o) - a - (v - m) * s * b);
                 }
             };
-            // Into dy's own buffer where nothing else holds it (the usual case): no new
-            // allocation, whose first touch of every page cost as much as the pass.
-            let dx = match dy.try_storage_mut::<f32>() {
-                Some(buf) if buf.len() == xs.len() => {
-                    update_planes(buf, xs, d, dx);
-                    dy
-                }
-                _ => {
-                    let mut out = values(&dy).to_vec();
-                    update_planes(&mut out, xs, d, dx);
-                    flex_tensor(out, &x.layout().shape().to_vec())
-                }
-            };
-            grads.register::<Flex>(node.id, dx);
+            grads.register::<Flex>(node.id, update_in_place(dy, xs, d, dx));
         }
         if let Some(node) = node_gamma {
             let dgamma = sums.iter().map(|s| s.1 as f32).collect();
@@ -273,5 +283,50 @@ pub fn batch_norm_train_flex<C: CheckpointStrategy>(
         y: tensor(y),
         running_mean: update(step.running_mean, batch_mean),
         running_var: update(step.running_var, batch_var),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backward pass writes `∂x` over `∂y`'s buffer only where no other tensor holds it:
+    /// a shared one is copied and keeps its values. Both give the same result, plane `p`
+    /// getting channel `p mod C`.
+    #[test]
+    fn a_shared_buffer_is_copied_not_overwritten() {
+        let d = [2, 3, 4];
+        let shape = [2, 3, 2, 2];
+        let a: Vec<f32> = (0..24).map(|i| i as f32).collect();
+        let start: Vec<f32> = (0..24).map(|i| 0.5 * i as f32 - 3.0).collect();
+        let f = |ch: usize, out: &mut [f32], pa: &[f32]| {
+            for (o, &v) in out.iter_mut().zip(pa) {
+                *o = 2.0 * *o + v + 100.0 * ch as f32;
+            }
+        };
+        let expected: Vec<f32> = (0..24)
+            .map(|i| 2.0 * start[i] + a[i] + 100.0 * ((i / 4) % 3) as f32)
+            .collect();
+
+        let held = flex_tensor(start.clone(), &shape);
+        let shared = update_in_place(held.clone(), &a, d, f);
+        assert_eq!(values(&shared), &expected[..]);
+        assert_eq!(
+            values(&held),
+            &start[..],
+            "the shared buffer was overwritten"
+        );
+        assert_ne!(values(&shared).as_ptr(), values(&held).as_ptr());
+        assert_eq!(shared.layout().shape().to_vec(), shape.to_vec());
+
+        let own = flex_tensor(start.clone(), &shape);
+        let at = values(&own).as_ptr();
+        let own = update_in_place(own, &a, d, f);
+        assert_eq!(values(&own), &expected[..]);
+        assert_eq!(
+            values(&own).as_ptr(),
+            at,
+            "a buffer held by nothing else was copied"
+        );
     }
 }
