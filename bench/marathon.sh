@@ -16,6 +16,9 @@
 set -euo pipefail
 cmd="${1:?start|pause|continue|status}"; name="${2:?run name}"; shift 2
 R="${RUNS:-runs}"
+# The run starts the binary itself, not through cargo: the malloc settings of .cargo/config.toml's
+# [env] (docs/results.md, "The allocator"), unless the caller gives their own.
+export GLIBC_TUNABLES="${GLIBC_TUNABLES-$(sed -n 's/^GLIBC_TUNABLES = "\(.*\)"$/\1/p' .cargo/config.toml)}"
 dir="$R/.marathon"; mkdir -p "$dir"
 pidf="$dir/$name.pid"; log="$dir/$name.log"
 
