@@ -20,6 +20,12 @@
 //! * input gradient `∂U_b = Wᵀ·∂Y_b` scattered back onto the input plane (col2im, per sample so
 //!   no two cores write one value).
 //!
+//! The products are faer's, written straight into the output (or, for the weight gradient,
+//! added onto each core's sum), and each core keeps one patch buffer for all its samples:
+//! flex's own product returned a fresh tensor per sample, which it zeroed and copied once more
+//! to realign, before the values were copied into the output (docs/results.md, "The
+//! convolutions' matrix products through faer").
+//!
 //! Groups, dilation and dtypes other than f32 are not covered: those calls go to burn's
 //! `conv2d` unchanged.
 
@@ -31,6 +37,7 @@ use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 use burn_flex::{Flex, FlexTensor};
+use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::convert::{primitive, tensor};
@@ -142,7 +149,8 @@ impl Geometry {
     }
 
     /// The patches `[K, P]` of one sample `x` (`[c_in, h, w]`), written into `cols`, which
-    /// must hold zeros: only the values inside the input are written.
+    /// must hold zeros or the patches of another sample of this geometry: only the values
+    /// inside the input are written, the same positions for every sample.
     fn im2col(&self, x: &[f32], cols: &mut [f32]) {
         let (p, ow, w, [sh, sw]) = (self.pixels(), self.ow, self.w, self.stride);
         self.each_row(|row, (o_lo, o_hi), in_row, (lo, hi), start| {
@@ -174,6 +182,21 @@ impl Geometry {
         });
     }
 
+    /// The patches `U_b` (`[K, P]`) of sample `b` of `x` (`[n, c_in, h, w]`): the sample
+    /// itself for a pointwise convolution, else written into `buf`, a buffer of one rayon
+    /// task that it keeps from sample to sample. The buffer needs zeroing only once, when it
+    /// is made: [`Geometry::im2col`] writes the same positions for every sample of one
+    /// geometry and leaves the rest at zero.
+    fn patches<'a>(&self, x: &'a [f32], b: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
+        let sample = &x[b * self.sample_in()..(b + 1) * self.sample_in()];
+        if self.pointwise() {
+            return sample;
+        }
+        buf.resize(self.patch() * self.pixels(), 0.0);
+        self.im2col(sample, buf);
+        buf
+    }
+
     /// Adds the patch gradients `cols` (`[K, P]`) onto the input gradient of one sample `dx`.
     fn col2im_add(&self, cols: &[f32], dx: &mut [f32]) {
         let (p, ow, w, [sh, sw]) = (self.pixels(), self.ow, self.w, self.stride);
@@ -196,39 +219,40 @@ impl Geometry {
     }
 }
 
-/// Sample `b` of a contiguous `[n, …]` 4-d tensor as a `[1, rows, cols]` batch of one matrix:
-/// a view, no copy. (Narrowed to `[rows, cols]` flex would copy it: it reshapes only views
-/// that start at the buffer's start; its matrix product reads a batch's offset itself.)
-fn sample(t: &FlexTensor, b: usize, [rows, cols]: [usize; 2]) -> Tensor<Flex, 3> {
-    let n = t.layout().shape()[0];
-    tensor::<Flex, 4>(t.clone())
-        .reshape([n, rows, cols])
-        .narrow(0, b, 1)
+/// The row-major `[rows, cols]` matrix held by `v`.
+fn matrix(v: &[f32], rows: usize, cols: usize) -> MatRef<'_, f32> {
+    MatRef::from_row_major_slice(v, rows, cols)
 }
 
-/// The values of a product flex just returned (contiguous, as flex's matmul writes them).
-fn product_values(t: Tensor<Flex, 3>) -> FlexTensor {
-    primitive(t).to_contiguous()
+fn matrix_mut(v: &mut [f32], rows: usize, cols: usize) -> MatMut<'_, f32> {
+    MatMut::from_row_major_slice_mut(v, rows, cols)
 }
 
-/// The weight `[c_out, c_in, kh, kw]` as a batch of one `[c_out, K]` matrix.
-fn weight_matrix(g: &Geometry, w: &FlexTensor) -> Tensor<Flex, 3> {
-    tensor::<Flex, 4>(w.clone()).reshape([1, g.c_out, g.patch()])
+/// `dst = a·b`, or `dst += a·b` with [`Accum::Add`], on the calling thread: every caller
+/// already splits the batch over the cores.
+fn product(dst: MatMut<'_, f32>, accum: Accum, a: MatRef<'_, f32>, b: MatRef<'_, f32>) {
+    faer::linalg::matmul::matmul(dst, accum, a, b, 1.0, Par::Seq);
+    clear_upper_state();
 }
 
-/// The patches `U_b` (`[1, K, P]`) of sample `b`: the sample itself for a pointwise
-/// convolution.
-fn patches(g: &Geometry, x: &FlexTensor, b: usize) -> Tensor<Flex, 3> {
-    let (k, p) = (g.patch(), g.pixels());
-    if g.pointwise() {
-        return sample(x, b, [k, p]);
+/// Clears the upper halves of the vector registers (`vzeroupper`) after a faer product.
+///
+/// Why: faer 0.23 multiplies f32 matrices on x86-64 with `private-gemm-x86`'s assembly
+/// kernels (AVX-512 or AVX2), which return without `vzeroupper`. Until something clears it,
+/// every legacy-SSE instruction on that thread pays the AVX-SSE transition penalty, and all of
+/// this workspace's own code (built for baseline x86-64) and libm are SSE: measured on the
+/// development machine, 1 M `f32::exp_m1` took 24.5 ms after one faer product against 4.8 ms
+/// before it, a plain scalar loop 4.7 ms against 0.55 (docs/results.md, "The convolutions'
+/// matrix products through faer"). A function compiled for AVX2 that itself touches a 256-bit
+/// register gets a `vzeroupper` from LLVM before it returns; pulp's `V3::vectorize` makes one
+/// without `unsafe`.
+fn clear_upper_state() {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V3::try_new() {
+        simd.vectorize(|| {
+            std::hint::black_box(simd.splat_f32x8(0.0));
+        });
     }
-    let mut u = vec![0f32; k * p];
-    g.im2col(
-        &values(x)[b * g.sample_in()..(b + 1) * g.sample_in()],
-        &mut u,
-    );
-    tensor(flex_tensor(u, &[1, k, p]))
 }
 
 /// Samples handed to one rayon task at least, so that the weight gradient's per-task sums are
@@ -237,17 +261,23 @@ fn min_samples(n: usize) -> usize {
     (n / (4 * rayon::current_num_threads())).max(1)
 }
 
-/// `y = conv(x, w) + b`: per sample `W·U_b` plus the bias, in parallel over the samples.
+/// `y = conv(x, w) + b`: per sample `Y_b = W·U_b`, written into the output, plus the bias, in
+/// parallel over the samples.
 fn forward(g: &Geometry, x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>) -> FlexTensor {
-    let p = g.pixels();
-    let wm = weight_matrix(g, w);
+    let (k, p) = (g.patch(), g.pixels());
+    let (x, w) = (values(x), values(w));
     let bias = bias.map(values);
     let mut y = vec![0f32; g.n * g.c_out * p];
     y.par_chunks_mut(g.c_out * p)
         .enumerate()
-        .for_each(|(b, yb)| {
-            let prod = product_values(wm.clone().matmul(patches(g, x, b)));
-            yb.copy_from_slice(values(&prod));
+        .for_each_init(Vec::new, |buf, (b, yb)| {
+            let u = g.patches(x, b, buf);
+            product(
+                matrix_mut(yb, g.c_out, p),
+                Accum::Replace,
+                matrix(w, g.c_out, k),
+                matrix(u, k, p),
+            );
             if let Some(bias) = bias {
                 for (row, v) in yb.chunks_mut(p).zip(bias) {
                     row.iter_mut().for_each(|y| *y += v);
@@ -257,25 +287,34 @@ fn forward(g: &Geometry, x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTenso
     flex_tensor(y, &[g.n, g.c_out, g.oh, g.ow])
 }
 
-/// `∂W = Σ_b ∂Y_b·U_bᵀ`, summed per rayon task and then across tasks.
+/// `∂W = Σ_b ∂Y_b·U_bᵀ`, accumulated per rayon task and then summed across tasks.
 fn weight_grad(g: &Geometry, x: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
     let (k, p) = (g.patch(), g.pixels());
+    let (x, dy) = (values(x), values(dy));
     let zeros = || vec![0f32; g.c_out * k];
-    let add = |mut acc: Vec<f32>, more: &[f32]| {
-        acc.iter_mut().zip(more).for_each(|(a, m)| *a += m);
-        acc
-    };
-    let shape = [g.c_out, g.c_in, g.kh, g.kw];
     let dw = (0..g.n)
         .into_par_iter()
         .with_min_len(min_samples(g.n))
-        .fold(zeros, |acc, b| {
-            let u = patches(g, x, b);
-            let prod = product_values(sample(dy, b, [g.c_out, p]).matmul(u.swap_dims(1, 2)));
-            add(acc, values(&prod))
-        })
-        .reduce(zeros, |acc, more| add(acc, &more));
-    flex_tensor(dw, &shape)
+        .fold(
+            || (zeros(), Vec::new()),
+            |(mut acc, mut buf), b| {
+                let u = g.patches(x, b, &mut buf);
+                let dyb = &dy[b * g.c_out * p..(b + 1) * g.c_out * p];
+                product(
+                    matrix_mut(&mut acc, g.c_out, k),
+                    Accum::Add,
+                    matrix(dyb, g.c_out, p),
+                    matrix(u, k, p).transpose(),
+                );
+                (acc, buf)
+            },
+        )
+        .map(|(acc, _)| acc)
+        .reduce(zeros, |mut acc, more| {
+            acc.iter_mut().zip(&more).for_each(|(a, m)| *a += m);
+            acc
+        });
+    flex_tensor(dw, &[g.c_out, g.c_in, g.kh, g.kw])
 }
 
 /// `∂b`: the sum of `∂Y` per output channel, in parallel over the channels.
@@ -296,19 +335,22 @@ fn bias_grad(g: &Geometry, dy: &[f32]) -> FlexTensor {
 }
 
 /// `∂x`: per sample `∂U_b = Wᵀ·∂Y_b` scattered back onto the input plane (col2im), in
-/// parallel over the samples.
+/// parallel over the samples; a pointwise convolution's `∂U_b` is the sample's gradient itself.
 fn input_grad(g: &Geometry, w: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
-    let p = g.pixels();
-    let wt = weight_matrix(g, w).swap_dims(1, 2);
+    let (k, p) = (g.patch(), g.pixels());
+    let (w, dy) = (values(w), values(dy));
     let mut dx = vec![0f32; g.n * g.sample_in()];
     dx.par_chunks_mut(g.sample_in())
         .enumerate()
-        .for_each(|(b, dxb)| {
-            let du = product_values(wt.clone().matmul(sample(dy, b, [g.c_out, p])));
+        .for_each_init(Vec::new, |du, (b, dxb)| {
+            let wt = matrix(w, g.c_out, k).transpose();
+            let dyb = matrix(&dy[b * g.c_out * p..(b + 1) * g.c_out * p], g.c_out, p);
             if g.pointwise() {
-                dxb.copy_from_slice(values(&du));
+                product(matrix_mut(dxb, k, p), Accum::Replace, wt, dyb);
             } else {
-                g.col2im_add(values(&du), dxb);
+                du.resize(k * p, 0.0);
+                product(matrix_mut(du, k, p), Accum::Replace, wt, dyb);
+                g.col2im_add(du, dxb);
             }
         });
     flex_tensor(dx, &[g.n, g.c_in, g.h, g.w])
@@ -446,7 +488,8 @@ mod tests {
     /// Output (with and without autodiff) and the three gradients equal burn's `conv2d` (flex's
     /// own kernels) within float rounding, over kernels, strides and paddings that make every
     /// edge case of the patch copies: 1×1 (with and without the pointwise shortcut), padding
-    /// wider than the kernel reach, strides 2 and 3, non-square inputs and kernels.
+    /// wider than the kernel reach, strides 2 and 3, non-square inputs and kernels, and
+    /// batches large enough for a patch buffer to be reused.
     #[test]
     fn matches_burns_convolution() {
         // (input, weight, stride, padding, with a bias)
@@ -459,6 +502,10 @@ mod tests {
             ([2, 2, 6, 9], [5, 2, 2, 3], [2, 3], [1, 2], true),
             ([1, 3, 5, 5], [2, 3, 3, 3], [3, 1], [2, 3], true),
             ([4, 8, 7, 7], [16, 8, 3, 3], [1, 1], [1, 1], false),
+            // Enough samples that each core's patch buffer serves several of them, with
+            // positions outside the input that must stay zero from sample to sample.
+            ([24, 3, 6, 6], [4, 3, 3, 3], [1, 1], [2, 2], true),
+            ([24, 2, 7, 5], [3, 2, 3, 2], [2, 1], [1, 1], false),
         ];
         for (i, &(xs, ws, stride, padding, with_bias)) in cases.iter().enumerate() {
             let seed = 10 * i as u64;
