@@ -292,14 +292,14 @@ fn weight_grad(g: &Geometry, x: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
     let (k, p) = (g.patch(), g.pixels());
     let (x, dy) = (values(x), values(dy));
     let zeros = || vec![0f32; g.c_out * k];
-    let dw = (0..g.n)
-        .into_par_iter()
+    let dw = dy
+        .par_chunks(g.c_out * p)
+        .enumerate()
         .with_min_len(min_samples(g.n))
         .fold(
             || (zeros(), Vec::new()),
-            |(mut acc, mut buf), b| {
+            |(mut acc, mut buf), (b, dyb)| {
                 let u = g.patches(x, b, &mut buf);
-                let dyb = &dy[b * g.c_out * p..(b + 1) * g.c_out * p];
                 product(
                     matrix_mut(&mut acc, g.c_out, k),
                     Accum::Add,
@@ -341,10 +341,10 @@ fn input_grad(g: &Geometry, w: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
     let (w, dy) = (values(w), values(dy));
     let mut dx = vec![0f32; g.n * g.sample_in()];
     dx.par_chunks_mut(g.sample_in())
-        .enumerate()
-        .for_each_init(Vec::new, |du, (b, dxb)| {
+        .zip(dy.par_chunks(g.c_out * p))
+        .for_each_init(Vec::new, |du, (dxb, dyb)| {
             let wt = matrix(w, g.c_out, k).transpose();
-            let dyb = matrix(&dy[b * g.c_out * p..(b + 1) * g.c_out * p], g.c_out, p);
+            let dyb = matrix(dyb, g.c_out, p);
             if g.pointwise() {
                 product(matrix_mut(dxb, k, p), Accum::Replace, wt, dyb);
             } else {
