@@ -42,7 +42,7 @@ use rayon::prelude::*;
 
 use crate::convert::{primitive, tensor};
 use crate::finish_stateful;
-use crate::flex_util::{flex_tensor, values};
+use crate::flex_util::{flex_tensor, values, zeros};
 
 /// The sizes of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,7 +298,7 @@ fn forward(g: &Geometry, x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTenso
     let (k, p) = (g.patch(), g.pixels());
     let (x, w) = (values(x), values(w));
     let bias = bias.map(values);
-    let mut y = vec![0f32; g.n * g.c_out * p];
+    let mut y = zeros(g.n * g.c_out * p);
     y.par_chunks_mut(g.c_out * p)
         .enumerate()
         .for_each_init(Vec::new, |buf, (b, yb)| {
@@ -370,7 +370,7 @@ fn bias_grad(g: &Geometry, dy: &[f32]) -> FlexTensor {
 fn input_grad(g: &Geometry, w: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
     let (k, p) = (g.patch(), g.pixels());
     let (w, dy) = (values(w), values(dy));
-    let mut dx = vec![0f32; g.n * g.sample_in()];
+    let mut dx = zeros(g.n * g.sample_in());
     dx.par_chunks_mut(g.sample_in())
         .zip(dy.par_chunks(g.c_out * p))
         .for_each_init(Vec::new, |du, (dxb, dyb)| {

@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use super::{AffineStep, AffineStepOutput, ConstantLogDet};
 use crate::convert::{primitive, tensor};
 use crate::finish_stateful;
-use crate::flex_util::{flex_tensor, values};
+use crate::flex_util::{flex_tensor, values, zeros};
 
 /// `(clamp·tanh(pre·a), clamp·pre·(1 − tanh²(pre·a)))`: the log-scale and its derivative.
 #[inline]
@@ -98,8 +98,8 @@ impl Backward<Flex, 2> for AffineY {
         let (d, clamp, pre) = (saved.dims, saved.clamp, saved.pre);
         let (xs, as_, gs) = (values(&saved.x), values(&saved.a), values(&gy));
         let (pass, hw) = (d.passive * d.hw, d.hw);
-        let mut dx = vec![0f32; xs.len()];
-        let mut da = vec![0f32; as_.len()];
+        let mut dx = zeros(xs.len());
+        let mut da = zeros(as_.len());
         dx.par_chunks_mut(d.sample_x())
             .zip(da.par_chunks_mut(d.sample_a()))
             .enumerate()
@@ -137,7 +137,7 @@ impl Backward<Flex, 1> for AffineLogDet {
         let saved = ops.state;
         let (d, clamp, pre) = (saved.dims, saved.clamp, saved.pre);
         let (as_, gs) = (values(&saved.a), values(&g));
-        let mut da = vec![0f32; as_.len()];
+        let mut da = zeros(as_.len());
         da.par_chunks_mut(d.sample_a())
             .zip(as_.par_chunks(d.sample_a()))
             .zip(gs.par_iter())
@@ -176,7 +176,7 @@ pub fn affine_train_flex<C: CheckpointStrategy>(
     let a = f32_contiguous(ap.primitive, "a");
     let (xs, as_) = (values(&x), values(&a));
     let pass = d.passive * d.hw;
-    let mut y = vec![0f32; xs.len()];
+    let mut y = zeros(xs.len());
     let mut log_det = vec![0f32; n];
     y.par_chunks_mut(d.sample_x())
         .zip(log_det.par_iter_mut())

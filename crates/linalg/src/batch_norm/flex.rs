@@ -32,7 +32,7 @@ use rayon::prelude::*;
 use super::{BatchNormStep, BatchNormStepOutput};
 use crate::convert::{primitive, tensor};
 use crate::finish_stateful;
-use crate::flex_util::{flex_tensor, values};
+use crate::flex_util::{flex_tensor, values, zeros};
 
 /// Planes handed to one rayon task at least: a plane is only `H·W` values.
 const MIN_PLANES: usize = 8;
@@ -256,7 +256,7 @@ pub fn batch_norm_train_flex<C: CheckpointStrategy>(
     let (stats, var) = stats(values(&x), d, values(&gamma), values(&beta), step.epsilon);
     let relu = step.relu;
     let xs = values(&x);
-    let mut y = vec![0f32; xs.len()];
+    let mut y = zeros(xs.len());
     update_planes(&mut y, xs, d, |ch, out, px| {
         let (sc, sh) = (stats.scale[ch], stats.shift[ch]);
         for (o, &v) in out.iter_mut().zip(px) {
