@@ -29,8 +29,9 @@ pub(crate) fn values(t: &FlexTensor) -> &[f32] {
 /// Why not `vec![0.0; len]`: under the malloc setting of `.cargo/config.toml` freed memory is
 /// reused, so the allocator clears it with a `memset` on the calling thread, which is the
 /// training loop's main thread: while it zeroes a convolution's or a batch norm's output the
-/// other core waits (1.5 % of a CPU training step's samples, all serial). rayon's `collect`
-/// writes each part of the buffer on the core that takes it.
+/// other core waits (2–3 % of a CPU training step's samples, all serial: docs/results.md, "The
+/// input gradient's scatter as one add per block"). rayon's `collect` writes each part of the
+/// buffer on the core that takes it.
 pub(crate) fn zeros(len: usize) -> Vec<f32> {
     rayon::iter::repeat_n(0.0, len).collect()
 }
