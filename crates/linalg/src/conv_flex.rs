@@ -148,6 +148,26 @@ impl Geometry {
         }
     }
 
+    /// A patch row's valid values as one contiguous block, where output rows and input rows
+    /// are equally long at stride 1 ('same' padding): the segments of the rows then lie equally
+    /// far apart in the patch row and in the input plane, so `(at, from, len)` (the block's
+    /// start in the patch row, its start in the input plane, its length) covers them all, with
+    /// the padded positions between them ([`zero_gaps`]) inside. `None` for other geometries.
+    /// Arguments as [`Geometry::each_row`] passes them.
+    fn block(
+        &self,
+        (o_lo, o_hi): (usize, usize),
+        in_row: usize,
+        (lo, hi): (usize, usize),
+        start: usize,
+    ) -> Option<(usize, usize, usize)> {
+        (self.stride == [1, 1] && self.w == self.ow).then(|| {
+            let at = o_lo * self.ow + lo;
+            let len = (o_hi - o_lo - 1) * self.ow + hi - lo;
+            (at, in_row * self.w + start, len)
+        })
+    }
+
     /// The patches `[K, P]` of one sample `x` (`[c_in, h, w]`), written into `cols`, which
     /// must hold zeros or the patches of another sample of this geometry: only the values
     /// inside the input are written, the same positions for every sample.
@@ -155,13 +175,10 @@ impl Geometry {
         let (p, ow, w, [sh, sw]) = (self.pixels(), self.ow, self.w, self.stride);
         self.each_row(|row, (o_lo, o_hi), in_row, (lo, hi), start| {
             let dst = &mut cols[row * p..(row + 1) * p];
-            if sh == 1 && sw == 1 && w == ow {
-                // Output rows and input rows are equally long, so the row segments lie equally
-                // far apart in both: one copy of the whole block (a copy per 14-value segment
-                // cost more in calls than in bytes), then the values it carried over between
-                // segments from the neighbouring columns set back to zero.
-                let (at, len) = (o_lo * ow + lo, (o_hi - o_lo - 1) * ow + hi - lo);
-                let from = in_row * w + start;
+            if let Some((at, from, len)) = self.block((o_lo, o_hi), in_row, (lo, hi), start) {
+                // One copy of the whole block (a copy per 14-value segment cost more in calls
+                // than in bytes), then the values it carried over between segments from the
+                // neighbouring columns set back to zero.
                 dst[at..at + len].copy_from_slice(&x[from..from + len]);
                 zero_gaps(dst, ow, (o_lo, o_hi), (lo, hi));
                 return;
@@ -201,14 +218,11 @@ impl Geometry {
         let (p, ow, w, [sh, sw]) = (self.pixels(), self.ow, self.w, self.stride);
         self.each_row(|row, (o_lo, o_hi), in_row, (lo, hi), start| {
             let src_row = &mut cols[row * p..(row + 1) * p];
-            if sh == 1 && sw == 1 && w == ow {
-                // As in `im2col`: the segments lie equally far apart in both, so one long add
-                // of the whole block, which vectorises, instead of one short add per output
-                // row, whose scalar remainder (up to 7 of a 14-value row) was most of the time.
-                // The gradients of padding between the segments must add nothing.
+            if let Some((at, from, len)) = self.block((o_lo, o_hi), in_row, (lo, hi), start) {
+                // One long add of the whole block, which vectorises, instead of one short add
+                // per output row, whose scalar remainder (up to 7 of a 14-value row) was most
+                // of the time. The gradients of padding between the segments must add nothing.
                 zero_gaps(src_row, ow, (o_lo, o_hi), (lo, hi));
-                let (at, len) = (o_lo * ow + lo, (o_hi - o_lo - 1) * ow + hi - lo);
-                let from = in_row * w + start;
                 let dst = &mut dx[from..from + len];
                 for (d, s) in dst.iter_mut().zip(&src_row[at..at + len]) {
                     *d += s;
@@ -322,13 +336,13 @@ fn forward(g: &Geometry, x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTenso
 fn weight_grad(g: &Geometry, x: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
     let (k, p) = (g.patch(), g.pixels());
     let (x, dy) = (values(x), values(dy));
-    let zeros = || vec![0f32; g.c_out * k];
+    let fresh = || vec![0f32; g.c_out * k];
     let dw = dy
         .par_chunks(g.c_out * p)
         .enumerate()
         .with_min_len(min_samples(g.n))
         .fold(
-            || (zeros(), Vec::new()),
+            || (fresh(), Vec::new()),
             |(mut acc, mut buf), (b, dyb)| {
                 let u = g.patches(x, b, &mut buf);
                 product(
@@ -341,7 +355,7 @@ fn weight_grad(g: &Geometry, x: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
             },
         )
         .map(|(acc, _)| acc)
-        .reduce(zeros, |mut acc, more| {
+        .reduce(fresh, |mut acc, more| {
             acc.iter_mut().zip(&more).for_each(|(a, m)| *a += m);
             acc
         });
