@@ -6,6 +6,7 @@
 //! sources; where the code departs from them the doc comment says so.
 
 pub mod affine;
+pub mod atomic_file;
 mod autodiff;
 mod backend;
 pub mod batch_norm;

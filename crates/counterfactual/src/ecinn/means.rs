@@ -3,7 +3,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use cfx_flows::ibinn::IbInn;
-use safetensors::tensor::TensorView;
+use cfx_linalg::atomic_file::write_safetensors;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
@@ -61,36 +61,16 @@ impl ClassMeans {
         let k = self.n_classes();
         let means: Vec<u8> = self.means.iter().flat_map(|v| v.to_le_bytes()).collect();
         let counts: Vec<u8> = self.counts.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let views = [
-            ("counts", TensorView::new(Dtype::U64, vec![k], &counts)),
-            (
-                "means",
-                TensorView::new(Dtype::F64, vec![k, self.dim], &means),
-            ),
-        ]
-        .into_iter()
-        .map(|(n, v)| v.map(|v| (n, v)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(format!("cannot encode: {e}")))?;
         let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("model_sha256".to_string(), key.model_sha256.clone()),
             ("recipe".to_string(), key.recipe.clone()),
         ]);
-        let bytes = safetensors::serialize(views, Some(meta))
-            .map_err(|e| err(format!("cannot encode: {e}")))?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .map_err(|e| err(format!("cannot create a temporary file: {e}")))?;
-        std::io::Write::write_all(&mut tmp, &bytes)
-            .and_then(|_| tmp.as_file().sync_all())
-            .map_err(|e| err(format!("cannot write: {e}")))?;
-        tmp.persist(path)
-            .map_err(|e| err(format!("cannot move into place: {e}")))?;
-        Ok(())
+        let tensors = [
+            ("counts", Dtype::U64, vec![k], &counts[..]),
+            ("means", Dtype::F64, vec![k, self.dim], &means[..]),
+        ];
+        write_safetensors(path, &tensors, meta).map_err(err)
     }
 
     /// Reads a cache written by [`ClassMeans::save`] and the key it was written with.

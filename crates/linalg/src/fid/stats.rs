@@ -5,10 +5,11 @@ use std::path::Path;
 
 use burn::prelude::*;
 use nalgebra::{DMatrix, DVector, RowDVector, SymmetricEigen};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 
 use super::trace::to_host;
 use crate::LinalgError;
+use crate::atomic_file::write_safetensors;
 
 const FORMAT: &str = "cfx-fid-stats/1";
 
@@ -104,33 +105,15 @@ impl FeatureStats {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let views = [
-            ("factor", TensorView::new(Dtype::F64, vec![d, r], &factor)),
-            ("mean", TensorView::new(Dtype::F64, vec![d], &mean)),
-        ]
-        .into_iter()
-        .map(|(n, v)| v.map(|v| (n, v)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(format!("cannot encode: {e}")))?;
         let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("samples".to_string(), self.samples.to_string()),
         ]);
-        let bytes = safetensors::serialize(views, Some(meta))
-            .map_err(|e| err(format!("cannot encode: {e}")))?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create its folder: {e}")))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .map_err(|e| err(format!("cannot create a temporary file: {e}")))?;
-        std::io::Write::write_all(&mut tmp, &bytes)
-            .and_then(|_| tmp.as_file().sync_all())
-            .map_err(|e| err(format!("cannot write: {e}")))?;
-        tmp.persist(path)
-            .map_err(|e| err(format!("cannot move into place: {e}")))?;
-        Ok(())
+        let tensors = [
+            ("factor", Dtype::F64, vec![d, r], &factor[..]),
+            ("mean", Dtype::F64, vec![d], &mean[..]),
+        ];
+        write_safetensors(path, &tensors, meta).map_err(err)
     }
 
     pub fn load(path: &Path) -> Result<Self, LinalgError> {
