@@ -14,7 +14,8 @@ use safetensors::{Dtype, tensor::TensorView};
 /// Writes `bytes` to `path`: into a temporary file beside it (a unique name, so two processes
 /// writing the same file never share one), `fsync`, then a rename over `path`, then an
 /// `fsync` of the folder so the rename survives a power cut. The folder is created if needed.
-/// On any error `path` keeps its old contents and the temporary file is removed.
+/// On any error `path` keeps its old contents and the temporary file is removed; only a
+/// process killed inside the write can leave one (`.name.XXXXXX.tmp`), which nothing reads.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
