@@ -262,6 +262,51 @@ fn learns_and_resumes_from_the_same_step() {
     assert!((resumed.accuracy - report.accuracy).abs() < 1e-9);
 }
 
+fn history(root: &Path) -> Vec<xtask::train::ibinn::EpochRecord> {
+    csv::Reader::from_path(root.join("metrics.csv"))
+        .unwrap()
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Validating on a copy with re-estimated batch-norm statistics changes what validation reads
+/// and nothing else: the same training losses, the same final model and test.
+#[test]
+fn validation_on_re_estimated_statistics_leaves_training_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config();
+    cfg.epochs = 2;
+    let run = |batches: usize| {
+        let mut cfg = cfg.clone();
+        cfg.val_calibration_batches = batches;
+        let root = dir.path().join(format!("cal{batches}"));
+        let TrainOutcome::Finished(report) =
+            train(&cfg, &root, false, TrainControl::default()).unwrap()
+        else {
+            panic!("the run should finish");
+        };
+        (history(&root), report)
+    };
+    let (running, test_running) = run(0);
+    let (calibrated, test_calibrated) = run(3);
+    for (a, b) in running.iter().zip(&calibrated) {
+        assert_eq!(
+            (a.train_loss, a.train_l_x, a.train_acc),
+            (b.train_loss, b.train_l_x, b.train_acc)
+        );
+    }
+    assert_eq!(test_running.l_x, test_calibrated.l_x);
+    assert_eq!(test_running.accuracy, test_calibrated.accuracy);
+    assert!(
+        running
+            .iter()
+            .zip(&calibrated)
+            .all(|(a, b)| a.val_l_x != b.val_l_x),
+        "validation read the same statistics: {running:?} {calibrated:?}"
+    );
+}
+
 /// Data-parallel smoke test: two replicas (on the CPU's one device, each in its own thread on
 /// half of every batch, gradients summed) train the tiny IB-INN as well as one does above.
 #[test]

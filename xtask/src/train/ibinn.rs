@@ -76,6 +76,14 @@ pub struct IbInnTrainConfig {
     /// Re-estimate batch-norm statistics over the training set before the test evaluation,
     /// as the reference's `average_batch_norm` does.
     pub calibrate_batch_norm: bool,
+    /// Validate each epoch on a copy of the model whose batch-norm statistics were re-estimated
+    /// over this many training batches, as the test will be; 0 validates on the running
+    /// statistics, which the reference logs. At its momentum (0.999) those are nearly the last
+    /// batch's, and at lr 0.07 they put the full MNIST model's validation several points below
+    /// what the same weights reach once re-estimated (96.8 % against 98.65 % on the test set
+    /// after 32 epochs). The trained model keeps its own statistics, so training is the same
+    /// either way. A run saved before this setting existed validates on 16 from its next epoch.
+    pub val_calibration_batches: usize,
     pub eval_batch_size: usize,
 }
 
@@ -110,6 +118,7 @@ impl Default for IbInnTrainConfig {
             checkpoint_every_steps: None,
             keep_checkpoints: 2,
             calibrate_batch_norm: true,
+            val_calibration_batches: 16,
             eval_batch_size: 500,
         }
     }
@@ -457,12 +466,16 @@ fn train<B: AutodiffBackend>(
         let steps_done = state.step_in_epoch - start_step;
         let m = sums.read(cfg.batch_size)?;
         check_finite(&m, epoch, state.step_in_epoch, &store)?;
-        let v = evaluate(
-            &model.valid(),
-            &val,
-            cfg.train_augmentation().without_noise(),
-            &cfg,
-        )?;
+        let v = {
+            let aug = cfg.train_augmentation().without_noise();
+            match cfg.val_calibration_batches {
+                0 => evaluate(&model.valid(), &val, aug, &cfg)?,
+                n => {
+                    let copy = calibrate_batch_norm(model.clone(), &fit, &cfg, Some(n), epoch + 1);
+                    evaluate(&copy.valid(), &val, aug, &cfg)?
+                }
+            }
+        };
         let record = EpochRecord {
             epoch: epoch + 1,
             lr,
@@ -767,7 +780,7 @@ fn finish<B: AutodiffBackend>(
             "re-estimating batch-norm statistics over {} training images",
             fit.len()
         );
-        model = calibrate_batch_norm(model, fit, cfg);
+        model = calibrate_batch_norm(model, fit, cfg, None, 0);
     }
     let valid = model.valid();
     let bytes = Recorder::<B>::record(&Rec::default(), model.into_record(), ())?;
@@ -837,11 +850,14 @@ fn score_on_test<B: Backend>(
 }
 
 /// The reference's `average_batch_norm`: equal-weight batch-norm statistics over one pass of the
-/// (augmented) training set.
+/// (augmented) training set, or over its first `batches` in the order of sampler epoch
+/// `epoch`. `model`'s statistics are replaced, not updated: a clone leaves the original's alone.
 fn calibrate_batch_norm<B: AutodiffBackend>(
     mut model: IbInn<B>,
     fit: &Arc<ImageSet>,
     cfg: &IbInnTrainConfig,
+    batches: Option<usize>,
+    epoch: usize,
 ) -> IbInn<B> {
     let device = model.devices()[0].clone();
     // Batch norm only updates its statistics in training mode, i.e. on the autodiff backend, but
@@ -855,8 +871,9 @@ fn calibrate_batch_norm<B: AutodiffBackend>(
         batch_size: cfg.batch_size,
         drop_last: true,
     };
-    for (k, host) in
-        Prefetcher::new(fit.clone(), sampler, cfg.train_augmentation(), 0, 0).enumerate()
+    for (k, host) in Prefetcher::new(fit.clone(), sampler, cfg.train_augmentation(), epoch, 0)
+        .take(batches.unwrap_or(usize::MAX))
+        .enumerate()
     {
         calibrate_batch_norm_step(&mut model, k + 1);
         let _ = model.forward_output(host.to_device::<B>(&device).images, None);
