@@ -10,7 +10,9 @@
 #   bash bench/marathon.sh status NAME              # alive or not, the log's last lines, last epoch
 #
 # `start` copies the release binary to runs/.marathon/NAME-xtask first, so that rebuilding
-# target/ while the run goes on changes nothing under it. With a checkpoint present it runs
+# target/ while the run goes on changes nothing under it; with KEEP_BINARY=1 it reuses the copy
+# an earlier start made (a run that must stay on its build to the end, e.g. to keep its metrics
+# comparable). With a checkpoint present it runs
 # `train KIND --name NAME --resume` plus any extra args given after KIND (e.g. --replicas 2:
 # a resumed run keeps its saved config and refuses changed flags, see `train --help`).
 set -euo pipefail
@@ -34,7 +36,11 @@ case "$cmd" in
     if alive; then echo "$name is already running (pid $(cat "$pidf"))"; exit 1; fi
     kind="${1:?train kind, e.g. ib-inn}"; shift
     bin="$dir/$name-xtask"
-    cp target/release/xtask "$bin"
+    if [ -n "${KEEP_BINARY:-}" ] && [ -x "$bin" ]; then
+      echo "$name: keeping $bin"
+    else
+      cp target/release/xtask "$bin"
+    fi
     if compgen -G "$R/$name/checkpoints/*" >/dev/null; then
       args=(train "$kind" --runs-dir "$R" --name "$name" --resume "$@")
     else
