@@ -271,12 +271,15 @@ fn history(root: &Path) -> Vec<xtask::train::ibinn::EpochRecord> {
 }
 
 /// Validating on a copy with re-estimated batch-norm statistics changes what validation reads
-/// and nothing else: the same training losses, the same final model and test.
+/// and nothing else: the same training losses, the same final model and test. With dropout, as
+/// the full model has: the re-estimation's forward passes draw from the backend RNG too.
 #[test]
 fn validation_on_re_estimated_statistics_leaves_training_alone() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = small_config();
     cfg.epochs = 2;
+    cfg.model.stages[1].dropout = 0.25;
+    cfg.model.fc_dropout = 0.5;
     let run = |batches: usize| {
         let mut cfg = cfg.clone();
         cfg.val_calibration_batches = batches;

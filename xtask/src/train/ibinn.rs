@@ -866,6 +866,9 @@ fn calibrate_batch_norm<B: AutodiffBackend>(
     // parameters record no graph. The model is not trained after this, so it stays untracked.
     model = model.no_grad();
     let restore = start_batch_norm_calibration(&mut model);
+    // Its forward passes run dropout, which draws from the backend RNG: seeded here, the
+    // statistics do not depend on what ran before (a validation's re-estimation, a resume).
+    B::seed(&device, step_seed(cfg.seed ^ 0xBA7C_4E0B, epoch));
     let sampler = EpochSampler {
         seed: cfg.seed ^ 0xBA7C_4E0B,
         batch_size: cfg.batch_size,
