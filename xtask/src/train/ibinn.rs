@@ -863,7 +863,8 @@ fn calibrate_batch_norm<B: AutodiffBackend>(
     // Batch norm only updates its statistics in training mode, i.e. on the autodiff backend, but
     // burn frees a recorded graph only in `backward`: tracked forward passes without one keep
     // every activation alive (the full model ran out of 23 GB after ~50 batches). Untracked
-    // parameters record no graph. The model is not trained after this, so it stays untracked.
+    // parameters record no graph. The model (the final one, or a validation copy) is not
+    // trained after this, so it stays untracked.
     model = model.no_grad();
     let restore = start_batch_norm_calibration(&mut model);
     // Its forward passes run dropout, which draws from the backend RNG: seeded here, the
