@@ -11,10 +11,10 @@
 #
 # `start` copies the release binary to runs/.marathon/NAME-xtask first, so that rebuilding
 # target/ while the run goes on changes nothing under it; with KEEP_BINARY=1 it reuses the copy
-# an earlier start made (a run that must stay on its build to the end, e.g. to keep its metrics
-# comparable). With a checkpoint present it runs
-# `train KIND --name NAME --resume` plus any extra args given after KIND (e.g. --replicas 2:
-# a resumed run keeps its saved config and refuses changed flags, see `train --help`).
+# an earlier start made (for a run that must stay on its build to the end, e.g. to keep its
+# metrics comparable). With a checkpoint present it runs `train KIND --name NAME --resume` plus
+# any extra args given after KIND (e.g. --replicas 2: a resumed run keeps its saved config and
+# refuses changed flags, see `train --help`).
 set -euo pipefail
 cmd="${1:?start|pause|continue|status}"; name="${2:?run name}"; shift 2
 R="${RUNS:-runs}"
