@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use cfx_counterfactual::Miss;
 use cfx_metrics::CounterfactualSet;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
 const FORMAT: &str = "cfx-counterfactuals/1";
@@ -59,18 +59,14 @@ pub fn save(path: &Path, c: &Cached) -> Result<()> {
     let cf_pred = i64s(&mut s.cf_predicted.iter().map(|v| v.map_or(-1, |c| c as i64)));
     let targets = i64s(&mut s.targets.iter().map(|&v| v as i64));
     let ids = i64s(&mut s.ids.iter().map(|&v| v as i64));
-    let views = [
-        ("inputs", Dtype::F32, vec![n, ch, hh, ww], &inputs),
-        ("counterfactuals", Dtype::F32, vec![n, ch, hh, ww], &cfs),
-        ("predicted", Dtype::I64, vec![n], &predicted),
-        ("cf_predicted", Dtype::I64, vec![n], &cf_pred),
-        ("targets", Dtype::I64, vec![n], &targets),
-        ("ids", Dtype::I64, vec![n], &ids),
-    ]
-    .into_iter()
-    .map(|(name, dt, shape, data)| TensorView::new(dt, shape, data).map(|v| (name, v)))
-    .collect::<Result<Vec<_>, _>>()
-    .with_context(|| format!("cannot encode {}", path.display()))?;
+    let tensors = [
+        ("inputs", Dtype::F32, vec![n, ch, hh, ww], &inputs[..]),
+        ("counterfactuals", Dtype::F32, vec![n, ch, hh, ww], &cfs[..]),
+        ("predicted", Dtype::I64, vec![n], &predicted[..]),
+        ("cf_predicted", Dtype::I64, vec![n], &cf_pred[..]),
+        ("targets", Dtype::I64, vec![n], &targets[..]),
+        ("ids", Dtype::I64, vec![n], &ids[..]),
+    ];
     let mut meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("key".to_string(), c.key.clone()),
@@ -83,9 +79,8 @@ pub fn save(path: &Path, c: &Cached) -> Result<()> {
             serde_json::to_string(m).context("misses as JSON")?,
         );
     }
-    let bytes = safetensors::serialize(views, Some(meta))
-        .with_context(|| format!("cannot encode {}", path.display()))?;
-    crate::fsutil::write_atomic(path, &bytes)
+    cfx_linalg::atomic_file::write_safetensors(path, &tensors, meta)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 pub fn load(path: &Path) -> Result<Cached> {
