@@ -83,15 +83,19 @@ fn state_of(outcome: &TrainOutcome) -> &TrainState {
     }
 }
 
+/// The per-epoch records of the run at `root`.
+fn history(root: &Path) -> Vec<xtask::train::ibinn::EpochRecord> {
+    csv::Reader::from_path(root.join("metrics.csv"))
+        .unwrap()
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 /// The 3-epoch history of the run at `root`: the loss went down and train accuracy is well above
 /// the 10 % of chance.
 fn assert_learned(root: &Path) {
-    let history: Vec<xtask::train::ibinn::EpochRecord> =
-        csv::Reader::from_path(root.join("metrics.csv"))
-            .unwrap()
-            .deserialize()
-            .collect::<Result<_, _>>()
-            .unwrap();
+    let history = history(root);
     assert_eq!(history.len(), 3);
     assert!(
         history[2].train_loss < history[0].train_loss,
@@ -260,14 +264,6 @@ fn learns_and_resumes_from_the_same_step() {
         report.l_x
     );
     assert!((resumed.accuracy - report.accuracy).abs() < 1e-9);
-}
-
-fn history(root: &Path) -> Vec<xtask::train::ibinn::EpochRecord> {
-    csv::Reader::from_path(root.join("metrics.csv"))
-        .unwrap()
-        .deserialize()
-        .collect::<Result<_, _>>()
-        .unwrap()
 }
 
 /// Validating on a copy with re-estimated batch-norm statistics changes what validation reads

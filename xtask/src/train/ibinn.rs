@@ -466,16 +466,16 @@ fn train<B: AutodiffBackend>(
         let steps_done = state.step_in_epoch - start_step;
         let m = sums.read(cfg.batch_size)?;
         check_finite(&m, epoch, state.step_in_epoch, &store)?;
-        let v = {
-            let aug = cfg.train_augmentation().without_noise();
-            match cfg.val_calibration_batches {
-                0 => evaluate(&model.valid(), &val, aug, &cfg)?,
-                n => {
-                    let copy = calibrate_batch_norm(model.clone(), &fit, &cfg, Some(n), epoch + 1);
-                    evaluate(&copy.valid(), &val, aug, &cfg)?
-                }
-            }
+        let validated = match cfg.val_calibration_batches {
+            0 => model.valid(),
+            n => calibrate_batch_norm(model.clone(), &fit, &cfg, Some(n), epoch + 1).valid(),
         };
+        let v = evaluate(
+            &validated,
+            &val,
+            cfg.train_augmentation().without_noise(),
+            &cfg,
+        )?;
         let record = EpochRecord {
             epoch: epoch + 1,
             lr,
@@ -869,9 +869,10 @@ fn calibrate_batch_norm<B: AutodiffBackend>(
     let restore = start_batch_norm_calibration(&mut model);
     // Its forward passes run dropout, which draws from the backend RNG: seeded here, the
     // statistics do not depend on what ran before (a validation's re-estimation, a resume).
-    B::seed(&device, step_seed(cfg.seed ^ 0xBA7C_4E0B, epoch));
+    let seed = cfg.seed ^ 0xBA7C_4E0B;
+    B::seed(&device, step_seed(seed, epoch));
     let sampler = EpochSampler {
-        seed: cfg.seed ^ 0xBA7C_4E0B,
+        seed,
         batch_size: cfg.batch_size,
         drop_last: true,
     };
