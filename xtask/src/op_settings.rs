@@ -172,7 +172,8 @@ op_setting!(
     /// flex's convolution under `CFX_CONV=auto` (`CFX_FLEX_CONV`); other backends have none of
     /// their own there.
     FlexConvImpl, "CFX_FLEX_CONV", without kernels MatmulGrads; flex kernels true,
-    /// `cfx_linalg::conv_flex`: one matrix product per sample, the samples over the cores.
+    /// `cfx_linalg::conv_flex`: one matrix product per sample, the samples over the cores
+    /// (the transposed convolutions of the DCGAN and the VAE too).
     PerSample = "per-sample",
     /// burn's forward, the gradients as whichever of burn's and a matrix product flex runs
     /// faster, shape by shape (`cfx_flows::nn::conv_grads`).
@@ -316,6 +317,15 @@ pub fn register_backend_ops(settings: OpSettings) {
             // Inference (ECINN, explain, evaluate) runs on flex itself.
             register_auto_conv2d_with::<burn::backend::Flex>(
                 cfx_linalg::conv_flex::conv2d_flex_inference,
+            );
+            // The DCGAN's and the VAE's generators: their transposed convolutions by the same
+            // per-sample passes.
+            use cfx_flows::nn::register_auto_conv_transpose2d;
+            register_auto_conv_transpose2d::<Autodiff<burn::backend::Flex>>(
+                cfx_linalg::conv_flex::conv_transpose2d_flex,
+            );
+            register_auto_conv_transpose2d::<burn::backend::Flex>(
+                cfx_linalg::conv_flex::conv_transpose2d_flex_inference,
             );
         }
         FlexConvImpl::MatmulGrads => cfx_flows::nn::register_auto_conv2d::<burn::backend::Flex>(),

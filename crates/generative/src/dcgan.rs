@@ -6,6 +6,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{leaky_relu, log_sigmoid, relu, sigmoid};
 use cfx_flows::nn::mode::batch_norm;
+use cfx_flows::nn::{conv_transpose2d_default, conv2d_default};
 use serde::{Deserialize, Serialize};
 
 use crate::LatentGenerator;
@@ -142,11 +143,11 @@ pub(crate) fn down_forward<B: Backend>(
     norms: &[BatchNorm<B>],
     x: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let mut h = leaky_relu(convs[0].forward(x), 0.2);
+    let mut h = leaky_relu(conv2d_default(&convs[0], x), 0.2);
     for (conv, bn) in convs[1..3].iter().zip(norms) {
-        h = leaky_relu(batch_norm(bn, conv.forward(h)), 0.2);
+        h = leaky_relu(batch_norm(bn, conv2d_default(conv, h)), 0.2);
     }
-    convs[3].forward(h)
+    conv2d_default(&convs[3], h)
 }
 
 #[derive(Module, Debug)]
@@ -164,11 +165,11 @@ impl<B: Backend> Generator<B> {
         let [n, d] = z.dims();
         let mut h = z.reshape([n, d, 1, 1]);
         for (up, bn) in self.up.iter().zip(&self.norms) {
-            h = relu(batch_norm(bn, up.forward(h)));
+            h = relu(batch_norm(bn, conv_transpose2d_default(up, h)));
         }
         let s = DcganConfig::SIZE;
         let h = h.narrow(2, 2, s).narrow(3, 2, s);
-        self.out.forward(h).tanh()
+        conv2d_default(&self.out, h).tanh()
     }
 }
 

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::{relu, sigmoid};
 use cfx_flows::nn::mode::batch_norm;
+use cfx_flows::nn::{conv_transpose2d_default, conv2d_default};
 use serde::{Deserialize, Serialize};
 
 use crate::LatentGenerator;
@@ -120,9 +121,9 @@ pub struct ConvVae<B: Backend> {
 impl<B: Backend> ConvVae<B> {
     /// `(μ, log σ²)`, each `[N, D]`, of unit-space images.
     pub fn posterior(&self, x: Tensor<B, 4>) -> (Tensor<B, 2>, Tensor<B, 2>) {
-        let h = relu(self.enc[0].forward(x));
-        let h = relu(batch_norm(&self.enc_norm, self.enc[1].forward(h)));
-        let h: Tensor<B, 2> = self.enc[2].forward(h).flatten(1, 3);
+        let h = relu(conv2d_default(&self.enc[0], x));
+        let h = relu(batch_norm(&self.enc_norm, conv2d_default(&self.enc[1], h)));
+        let h: Tensor<B, 2> = conv2d_default(&self.enc[2], h).flatten(1, 3);
         (self.mu.forward(h.clone()), self.log_var.forward(h))
     }
 
@@ -165,9 +166,15 @@ impl<B: Backend> LatentGenerator<B> for ConvVae<B> {
         let n = z.dims()[0];
         let w = self.width;
         let h = relu(self.fc.forward(z)).reshape([n, 4 * w, 3, 3]);
-        let h = relu(batch_norm(&self.dec_norms[0], self.dec[0].forward(h)));
-        let h = relu(batch_norm(&self.dec_norms[1], self.dec[1].forward(h)));
-        sigmoid(self.dec[2].forward(h))
+        let h = relu(batch_norm(
+            &self.dec_norms[0],
+            conv_transpose2d_default(&self.dec[0], h),
+        ));
+        let h = relu(batch_norm(
+            &self.dec_norms[1],
+            conv_transpose2d_default(&self.dec[1], h),
+        ));
+        sigmoid(conv_transpose2d_default(&self.dec[2], h))
     }
 
     /// The posterior mean, as in the reference's `encode`.

@@ -35,7 +35,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::prelude::*;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn_flex::{Flex, FlexTensor};
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
@@ -518,6 +518,133 @@ pub fn conv2d_flex<C: CheckpointStrategy>(
     tensor(out)
 }
 
+/// The convolution whose input gradient the transposed convolution of `y` (`[N, C_in, h, w]`)
+/// by `w` (`[C_in, C_out, kh, kw]`) is, or `None` for burn's (groups, dilation, not f32).
+///
+/// Why a transposed convolution is one: it maps `y` to `Aᵀy`, where `A` is the convolution by
+/// the same weight (`[C_out_conv, C_in_conv] = [C_in, C_out]`) of an `[N, C_out, H, W]` input
+/// with the same stride and padding, `H = (h − 1)·s − 2p + kh + padding_out`. So its forward
+/// pass is that convolution's input gradient, its input gradient the convolution itself, and
+/// its weight gradient the convolution's weight gradient with the roles of input and output
+/// swapped: the three passes above, with their per-sample products and no layout copies.
+fn transposed_geometry<B: Backend>(
+    y: &Tensor<B, 4>,
+    w: &Tensor<B, 4>,
+    options: &ConvTransposeOptions<2>,
+) -> Option<Geometry> {
+    let f32 = burn::tensor::DType::F32;
+    if options.groups != 1 || options.dilation != [1, 1] || y.dtype() != f32 || w.dtype() != f32 {
+        return None;
+    }
+    let ([n, c_in, h, wd], ws) = (y.dims(), w.dims());
+    assert_eq!(
+        c_in, ws[0],
+        "transposed convolution: the input has {c_in} channels but the weight {ws:?} expects {}",
+        ws[0]
+    );
+    let out = |len: usize, k: usize, s: usize, p: usize, po: usize| {
+        ((len - 1) * s + k + po).checked_sub(2 * p)
+    };
+    let [sh, sw] = options.stride;
+    let [ph, pw] = options.padding;
+    let [poh, pow] = options.padding_out;
+    let big_h = out(h, ws[2], sh, ph, poh)?;
+    let big_w = out(wd, ws[3], sw, pw, pow)?;
+    let conv = ConvOptions::new(options.stride, options.padding, [1, 1], 1);
+    let g = Geometry::new(
+        &[n, ws[1], big_h, big_w],
+        &[c_in, ws[1], ws[2], ws[3]],
+        &conv,
+    );
+    // An output padding of a stride or more leaves pixels no input reaches: burn's then.
+    (g.oh == h && g.ow == wd).then_some(g)
+}
+
+#[derive(Debug)]
+struct FlexConvTranspose;
+
+/// The transposed convolution's input `y` and weight, with the geometry of its convolution.
+#[derive(Debug, Clone)]
+struct SavedTransposed {
+    y: FlexTensor,
+    w: FlexTensor,
+    geometry: Geometry,
+}
+
+impl Backward<Flex, 2> for FlexConvTranspose {
+    type State = SavedTransposed;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dx = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let SavedTransposed { y, w, geometry: g } = ops.state;
+        if let Some(node) = &ops.parents[1] {
+            grads.register::<Flex>(node.id, weight_grad(&g, &dx, &y));
+        }
+        if let Some(node) = &ops.parents[0] {
+            grads.register::<Flex>(node.id, forward(&g, &dx, &w, None));
+        }
+    }
+}
+
+/// Adds a transposed convolution's bias `[C_out]` to its output.
+fn add_bias<B: Backend>(x: Tensor<B, 4>, b: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+    match b {
+        Some(b) => {
+            let c = b.dims()[0];
+            x + b.reshape([1, c, 1, 1])
+        }
+        None => x,
+    }
+}
+
+/// [`conv_transpose2d_flex`] without autodiff: the same forward pass.
+pub fn conv_transpose2d_flex_inference(
+    y: Tensor<Flex, 4>,
+    w: Tensor<Flex, 4>,
+    b: Option<Tensor<Flex, 1>>,
+    options: ConvTransposeOptions<2>,
+) -> Tensor<Flex, 4> {
+    let Some(g) = transposed_geometry(&y, &w, &options) else {
+        return burn::tensor::module::conv_transpose2d(y, w, b, options);
+    };
+    let (yt, wt) = (primitive(y).to_contiguous(), primitive(w).to_contiguous());
+    add_bias(tensor(input_grad(&g, &wt, &yt)), b)
+}
+
+/// `conv_transpose2d(y, w, b, options)` on `Autodiff<Flex>` through the passes of
+/// [`conv2d_flex`] (see [`transposed_geometry`] for why they serve), with its own backward
+/// pass; the bias is added by burn's ops. burn's `conv_transpose2d` where the options have
+/// groups or dilation, or a tensor is not f32. The DCGAN's generator runs it on flex when
+/// xtask registers it (`CFX_CONV=auto`, the default).
+pub fn conv_transpose2d_flex<C: CheckpointStrategy>(
+    y: Tensor<Autodiff<Flex, C>, 4>,
+    w: Tensor<Autodiff<Flex, C>, 4>,
+    b: Option<Tensor<Autodiff<Flex, C>, 1>>,
+    options: ConvTransposeOptions<2>,
+) -> Tensor<Autodiff<Flex, C>, 4> {
+    let Some(g) = transposed_geometry(&y, &w, &options) else {
+        return burn::tensor::module::conv_transpose2d(y, w, b, options);
+    };
+    let (yp, wp) = (primitive(y), primitive(w));
+    let yt = yp.primitive.clone().to_contiguous();
+    let wt = wp.primitive.clone().to_contiguous();
+    let x = input_grad(&g, &wt, &yt);
+    let saved = SavedTransposed {
+        y: yt,
+        w: wt,
+        geometry: g,
+    };
+    let out = finish_stateful(
+        FlexConvTranspose
+            .prepare::<C>([yp.node.clone(), wp.node.clone()])
+            .compute_bound()
+            .stateful(),
+        saved,
+        x,
+    );
+    add_bias(tensor(out), b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,34 +715,46 @@ mod tests {
                 b.clone().map(|b| b.inner()),
                 options,
             );
-            assert_eq!(ours.dims(), theirs.dims(), "case {i}");
             let what = format!("case {i}: {xs:?} * {ws:?}, stride {stride:?}, pad {padding:?}");
-            assert!(
-                max_diff(ours.clone().inner(), theirs.clone().inner()) < 1e-4,
-                "{what}: output"
-            );
-            assert!(
-                max_diff(inference, theirs.clone().inner()) < 1e-4,
-                "{what}: output without autodiff"
-            );
-            // A weighted sum makes every output's gradient different.
-            let weights = random(ours.dims(), seed + 3).inner();
-            let weights = Tensor::<Ad, 4>::from_inner(weights);
-            let go = (ours * weights.clone()).sum().backward();
-            let gt = (theirs * weights).sum().backward();
-            let grad = |t: &Tensor<Ad, 4>, g| t.grad(g).expect("a gradient");
-            assert!(
-                max_diff(grad(&leaf, &go), grad(&leaf, &gt)) < 1e-4,
-                "{what}: input gradient"
-            );
-            assert!(
-                max_diff(grad(&w, &go), grad(&w, &gt)) < 1e-3,
-                "{what}: weight gradient"
-            );
-            if let Some(b) = &b {
-                let (a, t) = (b.grad(&go).unwrap(), b.grad(&gt).unwrap());
-                assert!(max_diff(a, t) < 1e-3, "{what}: bias gradient");
-            }
+            let leaves = (&leaf, &w, b.as_ref());
+            assert_same_function(&what, [ours, theirs], inference, leaves, seed + 3);
+        }
+    }
+
+    /// `ours` equals burn's `theirs`, and so does `inference` (the pass without autodiff),
+    /// within float rounding, and so do the gradients of the leaves (input, weight, bias)
+    /// under a weighted sum of the output, which makes every output's gradient different.
+    fn assert_same_function(
+        what: &str,
+        [ours, theirs]: [Tensor<Ad, 4>; 2],
+        inference: Tensor<Flex, 4>,
+        (x, w, b): (&Tensor<Ad, 4>, &Tensor<Ad, 4>, Option<&Tensor<Ad, 1>>),
+        seed: u64,
+    ) {
+        assert_eq!(ours.dims(), theirs.dims(), "{what}");
+        assert!(
+            max_diff(ours.clone().inner(), theirs.clone().inner()) < 1e-4,
+            "{what}: output"
+        );
+        assert!(
+            max_diff(inference, theirs.clone().inner()) < 1e-4,
+            "{what}: output without autodiff"
+        );
+        let weights = Tensor::<Ad, 4>::from_inner(random(ours.dims(), seed).inner());
+        let go = (ours * weights.clone()).sum().backward();
+        let gt = (theirs * weights).sum().backward();
+        let grad = |t: &Tensor<Ad, 4>, g| t.grad(g).expect("a gradient");
+        assert!(
+            max_diff(grad(x, &go), grad(x, &gt)) < 1e-4,
+            "{what}: input gradient"
+        );
+        assert!(
+            max_diff(grad(w, &go), grad(w, &gt)) < 1e-3,
+            "{what}: weight gradient"
+        );
+        if let Some(b) = b {
+            let (a, t) = (b.grad(&go).unwrap(), b.grad(&gt).unwrap());
+            assert!(max_diff(a, t) < 1e-3, "{what}: bias gradient");
         }
     }
 
@@ -632,6 +771,64 @@ mod tests {
         let dilated = ConvOptions::new([1, 1], [2, 2], [2, 2], 1);
         let ours = conv2d_flex(x.clone(), w.clone(), None, dilated.clone());
         let theirs = burn::tensor::module::conv2d(x, w, None, dilated);
+        assert_eq!(max_diff(ours.inner(), theirs.inner()), 0.0);
+    }
+
+    /// The transposed convolution's output (with and without autodiff) and its three
+    /// gradients equal burn's `conv_transpose2d` within float rounding: the DCGAN's layers
+    /// (1 → 4 pixels at stride 1, doubling at stride 2 with padding 1), an output padding,
+    /// non-square strides, kernels and paddings, and a batch large enough for a patch buffer
+    /// to be reused.
+    #[test]
+    fn transposed_matches_burns() {
+        // (input, weight, stride, padding, output padding, with a bias)
+        type Case = (
+            [usize; 4],
+            [usize; 4],
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            bool,
+        );
+        let cases: &[Case] = &[
+            ([3, 5, 4, 4], [5, 3, 4, 4], [2, 2], [1, 1], [0, 0], true),
+            ([2, 6, 1, 1], [6, 4, 4, 4], [1, 1], [0, 0], [0, 0], false),
+            ([2, 3, 5, 6], [3, 2, 3, 3], [1, 1], [1, 1], [0, 0], true),
+            ([2, 3, 3, 4], [3, 2, 3, 2], [2, 3], [1, 0], [0, 0], true),
+            ([2, 3, 4, 4], [3, 2, 3, 3], [2, 2], [1, 1], [1, 1], false),
+            ([2, 4, 3, 3], [4, 2, 1, 1], [1, 1], [0, 0], [0, 0], true),
+            ([24, 2, 4, 3], [2, 3, 4, 4], [2, 2], [1, 1], [0, 0], false),
+        ];
+        for (i, &(ys, ws, stride, padding, padding_out, with_bias)) in cases.iter().enumerate() {
+            let seed = 100 + 10 * i as u64;
+            let options = ConvTransposeOptions::new(stride, padding, padding_out, [1, 1], 1);
+            let y = random(ys, seed).require_grad();
+            let w = random(ws, seed + 1).require_grad();
+            let b = with_bias.then(|| random([ws[1]], seed + 2).require_grad());
+            // Each case is one these passes cover, not burn's compared with itself.
+            assert!(transposed_geometry(&y, &w, &options).is_some(), "case {i}");
+            let ours = conv_transpose2d_flex(y.clone(), w.clone(), b.clone(), options.clone());
+            let theirs = burn::tensor::module::conv_transpose2d(
+                y.clone(),
+                w.clone(),
+                b.clone(),
+                options.clone(),
+            );
+            let inference = conv_transpose2d_flex_inference(
+                y.clone().inner(),
+                w.clone().inner(),
+                b.clone().map(|b| b.inner()),
+                options,
+            );
+            let what = format!("case {i}: {ys:?} by {ws:?}, stride {stride:?}, pad {padding:?}");
+            let leaves = (&y, &w, b.as_ref());
+            assert_same_function(&what, [ours, theirs], inference, leaves, seed + 3);
+        }
+        // Groups go to burn's, whose result comes back as is.
+        let (y, w) = (random([2, 4, 3, 3], 1), random([4, 1, 3, 3], 2));
+        let grouped = ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 2);
+        let ours = conv_transpose2d_flex(y.clone(), w.clone(), None, grouped.clone());
+        let theirs = burn::tensor::module::conv_transpose2d(y, w, None, grouped);
         assert_eq!(max_diff(ours.inner(), theirs.inner()), 0.0);
     }
 

@@ -13,9 +13,9 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::nn::PaddingConfig2d;
-use burn::nn::conv::Conv2d;
+use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::prelude::*;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 
 static STRATEGY: AtomicU8 = AtomicU8::new(0);
 
@@ -77,6 +77,43 @@ pub type Conv2dFn<B> =
 /// Makes `f` the [`ConvStrategy::Gemm`] convolution of backend `B` (a later call replaces it).
 pub fn register_gemm_conv2d<B: Backend>(f: Conv2dFn<B>) {
     super::registry::register(f);
+}
+
+/// A transposed convolution `(y, weight, bias, options) → x` for one backend type.
+pub type ConvTranspose2dFn<B> =
+    fn(Tensor<B, 4>, Tensor<B, 4>, Option<Tensor<B, 1>>, ConvTransposeOptions<2>) -> Tensor<B, 4>;
+
+/// Makes `f` the transposed convolution of backend `B` that [`conv_transpose2d_default`] runs
+/// (a later call replaces it), as xtask does for flex with `cfx_linalg::conv_flex`.
+pub fn register_auto_conv_transpose2d<B: Backend>(f: ConvTranspose2dFn<B>) {
+    super::registry::register(f);
+}
+
+/// `layer.forward(y)` by the transposed convolution registered for `B`, unless the process
+/// chose burn's convolutions (`CFX_CONV=burn`) or none is registered: the DCGAN's generator.
+pub fn conv_transpose2d_default<B: Backend>(
+    layer: &ConvTranspose2d<B>,
+    y: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let registered = match conv_strategy() {
+        ConvStrategy::Burn => None,
+        _ => super::registry::registered::<ConvTranspose2dFn<B>>(),
+    };
+    match registered {
+        Some(f) => f(
+            y,
+            layer.weight.val(),
+            layer.bias.as_ref().map(|b| b.val()),
+            ConvTransposeOptions::new(
+                layer.stride,
+                layer.padding,
+                layer.padding_out,
+                layer.dilation,
+                layer.groups,
+            ),
+        ),
+        None => layer.forward(y),
+    }
 }
 
 /// The function registered for `B`, if any.
@@ -226,5 +263,45 @@ mod tests {
             assert_close(burn, gemm, 1e-6);
         }
         assert_eq!(CALLS.load(Ordering::SeqCst), layers.len());
+    }
+
+    static TRANSPOSED_CALLS: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
+
+    fn counting_transposed(
+        y: Tensor<TB, 4>,
+        w: Tensor<TB, 4>,
+        b: Option<Tensor<TB, 1>>,
+        o: ConvTransposeOptions<2>,
+    ) -> Tensor<TB, 4> {
+        TRANSPOSED_CALLS.fetch_add(1, Ordering::SeqCst);
+        burn::tensor::module::conv_transpose2d(y, w, b, o)
+    }
+
+    /// The default transposed convolution runs the function registered for the backend's
+    /// type with the layer's stride, paddings and bias, and the layer's own forward pass on a
+    /// backend with none (only this test registers one).
+    #[test]
+    fn transposed_runs_the_function_registered_for_the_backend() {
+        use burn::nn::conv::ConvTranspose2dConfig;
+        type Other = burn::backend::Autodiff<TB>;
+        let config = ConvTranspose2dConfig::new([3, 2], [3, 3])
+            .with_stride([2, 2])
+            .with_padding([1, 1])
+            .with_padding_out([1, 1]);
+        let y = random([2, 3, 4, 4], 6);
+        let other = config.init::<Other>(&Default::default());
+        let yo = Tensor::<Other, 4>::from_inner(y.clone());
+        assert_close(
+            conv_transpose2d_default(&other, yo.clone()).inner(),
+            other.forward(yo).inner(),
+            0.0,
+        );
+        register_auto_conv_transpose2d::<TB>(counting_transposed);
+        let layer = config.init::<TB>(&Default::default());
+        let ours = conv_transpose2d_default(&layer, y.clone());
+        assert_eq!(ours.dims(), [2, 2, 8, 8]);
+        assert_close(ours, layer.forward(y), 0.0);
+        assert_eq!(TRANSPOSED_CALLS.load(Ordering::SeqCst), 1);
     }
 }

@@ -17,8 +17,9 @@ pub use batch_norm::{
 };
 pub use cfx_linalg::batch_norm::{BatchNormStep, BatchNormStepOutput, BatchNormTrainFn};
 pub use conv::{
-    AutoConv2d, Conv2dFn, ConvStrategy, auto_conv2d, conv_strategy, conv2d, conv2d_default,
-    gemm_conv2d, register_gemm_conv2d, set_conv_strategy,
+    AutoConv2d, Conv2dFn, ConvStrategy, ConvTranspose2dFn, auto_conv2d, conv_strategy,
+    conv_transpose2d_default, conv2d, conv2d_default, gemm_conv2d, register_auto_conv_transpose2d,
+    register_gemm_conv2d, set_conv_strategy,
 };
 pub use conv_grads::{
     NARROW_PATCH, SHIFTED_MIN_PIXELS, WIDE_INPUT, conv2d_lean, register_auto_conv2d,
