@@ -149,6 +149,9 @@ pub enum Command {
     /// Where ECINN's inverse pass leaves the range of a trained IB-INN's blocks: each block's
     /// input on the way back from the α1 latents against its largest input on the way forward.
     InverseTrace(InverseTraceArgs),
+    /// How closely a GAN run's generator reproduces test images: through the run's encoder, and
+    /// by optimising z (find_z) from a random start and from the encoder's guess.
+    Invert(InvertArgs),
     /// The helix toy of seed 002: latent- vs pixel-space ascent, distance to the manifold, and
     /// the inverse metric's spectrum.
     Helix(HelixArgs),
@@ -174,6 +177,46 @@ impl LogDetArgs {
             model: self.model.clone(),
             limit: self.limit,
             batch_size: self.batch_size,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InvertArgs {
+    /// A finished `train dcgan` or `train gan-encoder` run: runs/<name>.
+    #[arg(long)]
+    pub gan: PathBuf,
+    /// Test images of these classes, e.g. 4,9 [default: the classes the run trained on].
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<usize>,
+    /// The first N of them.
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Adam steps of each optimisation of z (run to the end: no tolerance stops them).
+    #[arg(long, default_value_t = 1000)]
+    pub steps: usize,
+    /// Adam's step size on z (find_z's default).
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// Output folder [default: <gan>/invert].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArg,
+}
+
+impl InvertArgs {
+    pub fn job(&self) -> crate::invert::InvertJob {
+        crate::invert::InvertJob {
+            gan: self.gan.clone(),
+            classes: self.classes.clone(),
+            count: self.count,
+            batch_size: self.batch_size,
+            steps: self.steps,
+            lr: self.lr,
+            out: self.out.clone().unwrap_or_else(|| self.gan.join("invert")),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod heatmaps;
 pub mod helix;
 pub mod interrupt;
 pub mod inverse_trace;
+pub mod invert;
 pub mod logdet;
 pub mod op_settings;
 pub mod progress;

@@ -390,6 +390,22 @@ fn run(cli: Cli) -> Result<()> {
                 r.markdown()
             );
         }
+        Command::Invert(args) => {
+            let out = args.job().out;
+            let r = run_on(args.backend.kind(), args.job())?;
+            println!(
+                "{} ({}, classes {:?}, {} test images, {} Adam steps at lr {}; {:.1} s): {}\n\n{}",
+                r.gan,
+                r.dataset,
+                r.classes,
+                r.images,
+                r.steps,
+                r.lr,
+                r.seconds,
+                out.display(),
+                r.markdown()
+            );
+        }
         Command::Tangent(args) => {
             let out = args.job().out;
             let r = run_on(args.backend.kind(), args.job())?;

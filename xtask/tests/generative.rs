@@ -53,6 +53,41 @@ fn explain(method: Method, cnn: &Path, latent: &Path, out: &Path) -> xtask::expl
     run_on(BackendKind::Flex, job).unwrap()
 }
 
+/// `invert` on an encoder run: with no steps, `find_z` from `E(x)` is the encoder's own
+/// reconstruction; with some, both optimisations lower the squared error they minimise.
+fn check_invert(enc: &Path, out: &Path) {
+    let job = |steps| xtask::invert::InvertJob {
+        gan: enc.to_path_buf(),
+        classes: vec![],
+        count: 6,
+        batch_size: 4,
+        steps,
+        lr: 0.01,
+        out: out.to_path_buf(),
+    };
+    let mse = |r: &xtask::invert::InvertReport, m: &str| {
+        let row = r.reconstructions.iter().find(|x| x.method == m);
+        row.unwrap_or_else(|| panic!("no {m} in {r:?}")).mse_unit
+    };
+    let (enc_row, refined, random) = (
+        "the encoder: E(x)",
+        "find_z from E(x)",
+        "find_z from N(0, I)",
+    );
+    let none = run_on(BackendKind::Flex, job(0)).unwrap();
+    assert_eq!(none.images, 6);
+    assert_eq!(none.classes, vec![4, 9], "the encoder run's classes");
+    assert!(
+        (mse(&none, refined) - mse(&none, enc_row)).abs() < 1e-9,
+        "{none:?}"
+    );
+    assert!(out.join("invert.png").exists() && out.join("invert.json").exists());
+    let some = run_on(BackendKind::Flex, job(20)).unwrap();
+    assert!(mse(&some, refined) < mse(&some, enc_row), "{some:?}");
+    assert!(mse(&some, random) < mse(&none, random), "{none:?} {some:?}");
+    assert!(mse(&some, enc_row) == mse(&none, enc_row));
+}
+
 #[test]
 fn dcgan_encoder_and_c3lt_train_resume_and_explain() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,6 +134,7 @@ fn dcgan_encoder_and_c3lt_train_resume_and_explain() {
     assert!(!enc.exists(), "a refused run leaves no folder");
     let e = run_on(BackendKind::Flex, enc_job(DatasetKind::Mnist)).unwrap();
     assert!(e.test_reconstruction_l1 > 0.0 && e.test_reconstruction_l1 < 1.0);
+    check_invert(&enc, &dir.path().join("invert"));
 
     // The wrong kind of run in each slot is refused with the slot's name.
     tiny_aux(&cnn, false);

@@ -32,7 +32,7 @@ pub use error::ExplainError;
 pub use explainer::{Explainer, Explanation, Miss, Query, TargetClass, check_queries, timed};
 pub use gb::{Gb, GbConfig};
 pub use gl::{Gl, GlConfig, class_prototypes};
-pub use inversion::{InversionConfig, find_z};
+pub use inversion::{InversionConfig, find_z, find_z_from};
 
 #[cfg(test)]
 pub(crate) mod test_util {
