@@ -963,6 +963,10 @@ pub struct GanArgs {
     /// `|G(E(x)) − x|` [default: 0; runs made before 2026-12-05 used 1].
     #[arg(long)]
     pub latent_weight: Option<f64>,
+    /// Learning rate ×0.1 from each of these epochs on, e.g. 6 [default: none for the DCGAN; the
+    /// encoder's at 3/5 of --epochs, 6 of 10; runs made before 2026-12-07 have none].
+    #[arg(long, value_delimiter = ',')]
+    pub milestones: Option<Vec<usize>>,
 }
 
 impl GanArgs {
@@ -1019,6 +1023,7 @@ impl GanArgs {
                 Given::value("--weight-decay", "weight_decay", self.weight_decay),
                 Given::value("--width", "model.ngf", self.width),
                 Given::value("--latent-weight", "latent_weight", self.latent_weight),
+                Given::value("--milestones", "milestones", self.milestones.as_ref()),
             ];
             let cfg = if encoder {
                 let cfg = a.resumed_config(&root, &extra, |c: &mut EncoderTrainConfig| {
@@ -1054,6 +1059,11 @@ impl GanArgs {
         apply_common_flags!(a, cfg);
         cfg.weight_decay = self.weight_decay;
         cfg.classes = self.classes.clone();
+        cfg.milestones = match (&self.milestones, encoder) {
+            (Some(m), _) => m.clone(),
+            (None, true) => GanTrainConfig::encoder_milestones(cfg.epochs),
+            (None, false) => vec![],
+        };
         let cfg = EncoderTrainConfig {
             gan,
             latent_weight,
@@ -2040,6 +2050,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--width belongs to `train dcgan`"), "{e}");
+    }
+
+    /// The encoder's schedule: a tenth of the rate for the last 40 % of its epochs unless
+    /// `--milestones` says otherwise; the DCGAN keeps its rate; a resumed run keeps its own.
+    #[test]
+    fn gan_learning_rate_milestones() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().to_str().unwrap();
+        let parse = |extra: &[&str], encoder| encoder_args(runs, extra).config(encoder);
+        let (cfg, root) = parse(&["--gan", "runs/g"], true).unwrap();
+        assert_eq!(cfg.train.milestones, vec![6]);
+        let t = &cfg.train;
+        assert_eq!((t.lr_at(5), t.lr_at(6)), (1e-3, 1e-3 * 0.1));
+        let (short, _) = parse(&["--gan", "runs/g", "--epochs", "4"], true).unwrap();
+        assert_eq!(short.train.milestones, vec![2]);
+        let (given, _) = parse(&["--gan", "runs/g", "--milestones", "3,5"], true).unwrap();
+        assert_eq!(given.train.milestones, vec![3, 5]);
+        assert!((given.train.lr_at(5) - 1e-5).abs() < 1e-18);
+        let (gan, _) = parse(&[], false).unwrap();
+        assert!(gan.train.milestones.is_empty());
+        assert_eq!(gan.train.lr_at(100), gan.train.lr);
+
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("config.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+        let (resumed, _) = parse(&["--resume", "--milestones", "6"], true).unwrap();
+        assert_eq!(resumed.train.milestones, vec![6]);
+        let e = parse(&["--resume", "--milestones", "8"], true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--milestones"), "{e}");
+        // A config.toml from before the schedule existed resumes at a constant rate.
+        let mut old: toml::Table = toml::Table::try_from(&cfg).unwrap();
+        assert!(
+            old.remove("milestones").is_some(),
+            "the field was in the file"
+        );
+        std::fs::write(root.join("config.toml"), toml::to_string(&old).unwrap()).unwrap();
+        let (resumed, _) = parse(&["--resume"], true).unwrap();
+        assert!(resumed.train.milestones.is_empty());
     }
 
     /// `--latent-weight` sets the encoder's latent term, belongs to the encoder alone, is
