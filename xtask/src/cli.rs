@@ -150,7 +150,8 @@ pub enum Command {
     /// input on the way back from the α1 latents against its largest input on the way forward.
     InverseTrace(InverseTraceArgs),
     /// How closely a GAN run's generator reproduces test images: through the run's encoder, and
-    /// by optimising z (find_z) from a random start and from the encoder's guess.
+    /// by optimising z (find_z) from a random start and from the encoder's guess. invert.png has
+    /// eight inputs on top and below them one row per line of the printed table, in its order.
     Invert(InvertArgs),
     /// The helix toy of seed 002: latent- vs pixel-space ascent, distance to the manifold, and
     /// the inverse metric's spectrum.
