@@ -50,6 +50,13 @@ pub struct EpochState<E> {
     pub history: Vec<E>,
 }
 
+/// The factor a milestone schedule scales the learning rate of `epoch` (from 0) by: `gamma`
+/// once for each milestone it has reached.
+pub(crate) fn milestone_decay(milestones: &[usize], gamma: f64, epoch: usize) -> f64 {
+    let reached = milestones.iter().filter(|&&m| epoch >= m).count();
+    gamma.powi(reached as i32)
+}
+
 /// Runs epochs `state.epochs_done..epochs` of `trainer` in `run`, resuming from the latest
 /// checkpoint when `resume` is set, and returns the last epoch's row.
 pub(crate) fn run_epochs<T: EpochTrainer>(

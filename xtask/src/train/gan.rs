@@ -22,7 +22,9 @@ use cfx_generative::{
 use cfx_linalg::LinalgBackend;
 use serde::{Deserialize, Serialize};
 
-use super::epochs::{EpochTrainer, read_checkpoint_record, record_bytes, run_epochs, write_model};
+use super::epochs::{
+    EpochTrainer, milestone_decay, read_checkpoint_record, record_bytes, run_epochs, write_model,
+};
 use super::run::{RunDir, read_toml};
 use crate::backend::{BackendJob, BackendKind};
 use crate::explain::runner::require_run_dataset;
@@ -96,8 +98,7 @@ impl GanTrainConfig {
 
     /// The learning rate of `epoch` (from 0) under the milestones.
     pub fn lr_at(&self, epoch: usize) -> f64 {
-        let decays = self.milestones.iter().filter(|&&m| epoch >= m).count();
-        self.lr * 0.1f64.powi(decays as i32)
+        self.lr * milestone_decay(&self.milestones, 0.1, epoch)
     }
 
     /// The encoder's settings: Adam 1e-3, a tenth from epoch 6 of 10 (ours; the C3LT code ships

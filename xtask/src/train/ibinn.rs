@@ -20,7 +20,7 @@ use cfx_flows::nn::{
 use cfx_linalg::LinalgBackend;
 use serde::{Deserialize, Serialize};
 
-use super::epochs::read_checkpoint_record;
+use super::epochs::{milestone_decay, read_checkpoint_record};
 use super::optim::{GroupedSgd, SgdGroup};
 use super::parallel::Replicas;
 use super::run::{Rec, RunDir};
@@ -153,13 +153,12 @@ impl IbInnTrainConfig {
 
     /// The learning rate of `epoch` (from 0): milestone decay times the optional burn-in.
     pub fn lr_at(&self, epoch: usize) -> f64 {
-        let decays = self.milestones.iter().filter(|&&m| epoch >= m).count();
         let burn_in = if epoch < self.lr_burn_in_epochs {
             0.05
         } else {
             1.0
         };
-        self.lr * self.lr_gamma.powi(decays as i32) * burn_in
+        self.lr * milestone_decay(&self.milestones, self.lr_gamma, epoch) * burn_in
     }
 
     fn train_augmentation(&self) -> Augmentation {
