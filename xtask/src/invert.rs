@@ -138,43 +138,46 @@ impl BackendJob for InvertJob {
         let g_inner = generator.valid();
         let encoder = encoder.map(|e| e.valid());
 
-        let mut methods: Vec<(&str, [f64; 2])> = vec![];
-        let mut add = |name, (l1, l2)| match methods.iter_mut().find(|(m, _)| *m == name) {
-            Some((_, s)) => {
-                s[0] += l1;
-                s[1] += l2;
-            }
-            None => methods.push((name, [l1, l2])),
+        // The ways of finding z, in the order of the report and of the grid's rows.
+        let methods: &[&str] = match encoder {
+            Some(_) => &[
+                "the encoder: E(x)",
+                "find_z from E(x)",
+                "find_z from N(0, I)",
+            ],
+            None => &["find_z from N(0, I)"],
         };
+        let mut sums = vec![[0.0f64; 2]; methods.len()];
         let mut grid = vec![];
         for host in cfx_datasets::eval_batches(&test, self.batch_size, &Augmentation::UNIT) {
             let x = host.to_device::<B::InnerBackend>(&device).images;
-            let z_enc = encoder.as_ref().map(|e| {
-                let _m = mode::inference();
-                e.forward(x.clone())
-            });
-            let (z_rand, _) = find_z::<B>(&generator, x.clone(), &cfg);
-            let mut shown = vec![x.clone()];
-            let decode = |z: Tensor<B::InnerBackend, 2>| {
-                let _m = mode::inference();
-                g_inner.decode(z).clamp(0.0, 1.0)
-            };
-            if let Some(z) = z_enc {
-                let recon = decode(z.clone());
-                add("the encoder: E(x)", errors(recon.clone(), x.clone()));
-                shown.push(recon);
-                let (z_ref, _) = find_z_from::<B>(&generator, x.clone(), z, &cfg);
-                let refined = decode(z_ref);
-                add("find_z from E(x)", errors(refined.clone(), x.clone()));
-                shown.push(refined);
+            let mut latents = vec![];
+            if let Some(e) = &encoder {
+                let z = {
+                    let _m = mode::inference();
+                    e.forward(x.clone())
+                };
+                latents.push(z.clone());
+                latents.push(find_z_from::<B>(&generator, x.clone(), z, &cfg).0);
             }
-            let opt = decode(z_rand);
-            add("find_z from N(0, I)", errors(opt.clone(), x.clone()));
-            shown.push(opt);
+            latents.push(find_z::<B>(&generator, x.clone(), &cfg).0);
+            let recons: Vec<_> = {
+                let _m = mode::inference();
+                let decode = |z| g_inner.decode(z).clamp(0.0, 1.0);
+                latents.into_iter().map(decode).collect()
+            };
+            for (s, r) in sums.iter_mut().zip(&recons) {
+                let (l1, l2) = errors(r.clone(), x.clone());
+                s[0] += l1;
+                s[1] += l2;
+            }
             if grid.is_empty() {
                 // Eight inputs in the top row, one row per way of finding z below.
                 let k = x.dims()[0].min(8);
-                grid = shown.into_iter().map(|t| t.narrow(0, 0, k)).collect();
+                grid = std::iter::once(x)
+                    .chain(recons)
+                    .map(|t| t.narrow(0, 0, k))
+                    .collect();
             }
         }
         std::fs::create_dir_all(&self.out)
@@ -189,9 +192,10 @@ impl BackendJob for InvertJob {
             steps: self.steps,
             lr: self.lr,
             reconstructions: methods
-                .into_iter()
+                .iter()
+                .zip(sums)
                 .map(|(m, [l1, l2])| Reconstruction {
-                    method: m.into(),
+                    method: m.to_string(),
                     l1_unit: l1 / n as f64,
                     l1_signed: 2.0 * l1 / n as f64,
                     mse_unit: l2 / n as f64,
