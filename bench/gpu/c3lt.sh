@@ -52,6 +52,7 @@ boxed() {
   [ -f "$d/model.toml" ]
 }
 
+# CLS_ARCH=c3lt trains the network seed 003 explains instead of Paper 4's CNN (`train classifier --arch`).
 # CLASSIFIER=<run> explains a classifier trained before (one per dataset serves every pair):
 # it is copied in as $R/cls instead of training one.
 if [ -n "${CLASSIFIER:-}" ]; then
@@ -59,7 +60,7 @@ if [ -n "${CLASSIFIER:-}" ]; then
   mkdir -p "$R" && rm -rf "$R/cls" && cp -r "$CLASSIFIER" "$R/cls" && say "classifier: copied from $CLASSIFIER"
 else
   say "classifier"
-  boxed "${CLS_S:-60}" cls 5 classifier "${D[@]}" "${S[@]}" "${L[@]}" || exit 1
+  boxed "${CLS_S:-60}" cls 5 classifier "${D[@]}" --arch "${CLS_ARCH:-paper4}" "${S[@]}" "${L[@]}" || exit 1
 fi
 say "dcgan"
 boxed "$gan_s" dcgan 25 dcgan "${D[@]}" "${W[@]}" "${S[@]}" "${L[@]}" || exit 1

@@ -507,8 +507,9 @@ impl EvaluateArgs {
 pub enum TrainCommand {
     /// IB-INN, the generative classifier that ECINN explains.
     IbInn(IbInnArgs),
-    /// The Looveren–Klaise CNN that GB and GL explain (another --seed makes the oracle).
-    Classifier(AuxArgs),
+    /// The Looveren–Klaise CNN that GB and GL explain (another --seed makes the oracle), or
+    /// with --arch c3lt the network C3LT explains.
+    Classifier(ClassifierArgs),
     /// The convolutional autoencoder GL (and IM1/IM2) need.
     Autoencoder(AuxArgs),
     /// RealNVP (seed 002's MNIST flow), for diffeomorphic counterfactuals.
@@ -720,6 +721,81 @@ pub struct AuxArgs {
     pub small: bool,
     #[command(flatten)]
     pub backend: BackendArg,
+}
+
+/// `train classifier`: the common flags plus which CNN.
+#[derive(Args, Debug, Clone)]
+pub struct ClassifierArgs {
+    #[command(flatten)]
+    pub common: AuxArgs,
+    /// paper4: the Looveren–Klaise CNN (2×2 kernels) of GB, GL and the metrics; c3lt: the
+    /// network seed 003 explains (`MnistNet`, 5×5 kernels without padding) [default: paper4;
+    /// when resuming, the run's own, which a given one must repeat].
+    #[arg(long, value_enum)]
+    pub arch: Option<CnnArch>,
+}
+
+/// The classifier architectures `train classifier` builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CnnArch {
+    Paper4,
+    C3lt,
+}
+
+impl CnnArch {
+    fn config(self) -> cfx_classifiers::CnnClassifierConfig {
+        match self {
+            Self::Paper4 => Default::default(),
+            Self::C3lt => cfx_classifiers::CnnClassifierConfig::c3lt_mnist(),
+        }
+    }
+
+    /// The architecture a saved config was built as (widths aside: `--small` narrows either).
+    fn of(c: &cfx_classifiers::CnnClassifierConfig) -> Option<Self> {
+        [Self::Paper4, Self::C3lt].into_iter().find(|a| {
+            let p = a.config();
+            (p.kernel, p.padding, p.conv_dropout) == (c.kernel, c.padding, c.conv_dropout)
+        })
+    }
+}
+
+impl ClassifierArgs {
+    /// [`AuxArgs::config`] for a classifier, with `--arch`'s layers.
+    pub fn config(&self) -> Result<(crate::train::supervised::SupervisedTrainConfig, PathBuf)> {
+        use crate::train::supervised::AuxModel;
+        let (mut cfg, root) = self.common.config(false, None)?;
+        let Some(arch) = self.arch else {
+            return Ok((cfg, root));
+        };
+        let AuxModel::Classifier(c) = &mut cfg.model else {
+            bail!("{} is not a classifier run", root.display());
+        };
+        if self.common.resume {
+            if CnnArch::of(c) != Some(arch) {
+                bail!(
+                    "--arch cannot change when resuming: {} was not built as {arch:?} \
+                     (kernel {}, {:?} padding); drop --arch to resume it",
+                    root.display(),
+                    c.kernel,
+                    c.padding
+                );
+            }
+            return Ok((cfg, root));
+        }
+        let mut layers = arch.config();
+        if self.common.small {
+            layers = layers.narrowed();
+        }
+        *c = cfx_classifiers::CnnClassifierConfig {
+            input_shape: c.input_shape,
+            n_classes: c.n_classes,
+            input_offset: c.input_offset,
+            input_scale: c.input_scale,
+            ..layers
+        };
+        cfg.validate()?;
+        Ok((cfg, root))
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -1752,6 +1828,53 @@ mod tests {
             .unwrap();
         assert_eq!(resumed.epochs, 5);
         assert_eq!(resumed.lr, cfg.lr);
+    }
+
+    #[derive(Parser)]
+    struct ClassifierCli {
+        #[command(flatten)]
+        args: ClassifierArgs,
+    }
+
+    #[test]
+    fn arch_picks_the_layers_and_a_resumed_run_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().to_str().unwrap();
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["t", "--runs-dir", runs, "--name", "cls"];
+            argv.extend_from_slice(extra);
+            ClassifierCli::try_parse_from(argv).unwrap().args.config()
+        };
+        let model = |cfg: &crate::train::supervised::SupervisedTrainConfig| match &cfg.model {
+            crate::train::supervised::AuxModel::Classifier(c) => c.clone(),
+            other => panic!("{other:?}"),
+        };
+        let (plain, _) = parse(&[]).unwrap();
+        assert_eq!(
+            model(&plain),
+            cfx_classifiers::CnnClassifierConfig::default()
+        );
+        let (cfg, root) = parse(&["--arch", "c3lt", "--range", "unit"]).unwrap();
+        let c = model(&cfg);
+        assert_eq!((c.kernel, c.input_offset), (5, 0.0));
+        assert_eq!(c.padding, cfx_classifiers::CnnPadding::Valid);
+        let (small, _) = parse(&["--arch", "c3lt", "--small"]).unwrap();
+        assert_eq!(model(&small).conv_channels, [4, 8]);
+        assert_eq!(model(&small).kernel, 5);
+
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("config.toml"), toml::to_string(&cfg).unwrap()).unwrap();
+        let (resumed, _) = parse(&["--resume"]).unwrap();
+        assert_eq!(resumed, cfg);
+        let (resumed, _) = parse(&["--resume", "--arch", "c3lt"]).unwrap();
+        assert_eq!(resumed, cfg);
+        let e = parse(&["--resume", "--arch", "paper4"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--arch cannot change") && e.contains("kernel 5"),
+            "{e}"
+        );
     }
 
     #[derive(Parser)]

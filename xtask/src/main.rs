@@ -23,13 +23,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// Trains one model of [`xtask::train::supervised`] from the config its command line built.
 fn train_aux(
     args: &xtask::cli::AuxArgs,
-    autoencoder: bool,
-    flow: Option<xtask::train::supervised::AuxModel>,
+    (cfg, root): (
+        xtask::train::supervised::SupervisedTrainConfig,
+        std::path::PathBuf,
+    ),
     replicas: usize,
 ) -> Result<()> {
-    let (cfg, root) = args.config(autoencoder, flow)?;
     let loss = cfg.model.loss_name();
     let job = xtask::train::supervised::SupervisedTrainJob {
         cfg,
@@ -110,22 +112,32 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Train(TrainCommand::Classifier(args)) => train_aux(&args, false, None, 1)?,
-        Command::Train(TrainCommand::Autoencoder(args)) => train_aux(&args, true, None, 1)?,
+        Command::Train(TrainCommand::Classifier(args)) => {
+            train_aux(&args.common, args.config()?, 1)?
+        }
+        Command::Train(TrainCommand::Autoencoder(args)) => {
+            train_aux(&args, args.config(true, None)?, 1)?
+        }
         Command::Train(TrainCommand::Realnvp(args)) => {
-            train_aux(&args.common, false, Some(args.model(false)?), args.replicas)?
+            let model = Some(args.model(false)?);
+            train_aux(
+                &args.common,
+                args.common.config(false, model)?,
+                args.replicas,
+            )?
         }
         Command::Train(TrainCommand::Glow(args)) => {
-            train_aux(&args.common, false, Some(args.model(true)?), args.replicas)?
+            let model = Some(args.model(true)?);
+            train_aux(
+                &args.common,
+                args.common.config(false, model)?,
+                args.replicas,
+            )?
         }
-        Command::Train(TrainCommand::Vae(args)) => train_aux(
-            &args,
-            false,
-            Some(xtask::train::supervised::AuxModel::Vae(
-                cfx_generative::ConvVaeConfig::default(),
-            )),
-            1,
-        )?,
+        Command::Train(TrainCommand::Vae(args)) => {
+            let vae = xtask::train::supervised::AuxModel::Vae(Default::default());
+            train_aux(&args, args.config(false, Some(vae))?, 1)?
+        }
         Command::Train(TrainCommand::Dcgan(args)) => {
             let (cfg, root) = args.config(false)?;
             let job = xtask::train::gan::GanTrainJob {

@@ -15,7 +15,7 @@ mod range;
 
 pub use autoencoder::{ConvAutoencoder, ConvAutoencoderConfig};
 pub use classifier::{Classifier, FeatureMaps, predictions};
-pub use cnn::{CnnClassifier, CnnClassifierConfig};
+pub use cnn::{CnnClassifier, CnnClassifierConfig, CnnPadding};
 pub use ibinn::IbInnClassifier;
 pub use mlp::{MlpClassifier, MlpClassifierConfig};
 pub use range::DataRange;

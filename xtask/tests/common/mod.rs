@@ -43,21 +43,36 @@ pub fn tiny_ibinn(root: &Path, train_limit: usize) {
 /// A tiny CNN classifier (or its autoencoder) on 2 048 MNIST images, 3 epochs.
 #[allow(dead_code)]
 pub fn tiny_aux(root: &Path, autoencoder: bool) {
+    let model = if autoencoder {
+        AuxModel::Autoencoder(cfx_classifiers::ConvAutoencoderConfig::tiny())
+    } else {
+        AuxModel::Classifier(tiny_cnn(cfx_classifiers::CnnClassifierConfig::default()))
+    };
+    tiny_model(root, model);
+}
+
+/// `arch` at the tiny widths, without dropout: the tiny CNN learns in a few steps so.
+#[allow(dead_code)]
+pub fn tiny_cnn(
+    arch: cfx_classifiers::CnnClassifierConfig,
+) -> cfx_classifiers::CnnClassifierConfig {
+    cfx_classifiers::CnnClassifierConfig {
+        conv_dropout: 0.0,
+        dense_dropout: 0.0,
+        ..arch.narrowed()
+    }
+}
+
+/// [`tiny_aux`] for a given model: a classifier or an autoencoder.
+#[allow(dead_code)]
+pub fn tiny_model(root: &Path, model: AuxModel) {
+    let autoencoder = !matches!(model, AuxModel::Classifier(_));
     let mut cfg = if autoencoder {
         SupervisedTrainConfig::autoencoder(cfx_datasets::DatasetKind::Mnist)
     } else {
         SupervisedTrainConfig::classifier(cfx_datasets::DatasetKind::Mnist)
     };
-    cfg.model = if autoencoder {
-        AuxModel::Autoencoder(cfx_classifiers::ConvAutoencoderConfig::tiny())
-    } else {
-        // Without dropout the tiny CNN learns in a few steps.
-        AuxModel::Classifier(cfx_classifiers::CnnClassifierConfig {
-            conv_dropout: 0.0,
-            dense_dropout: 0.0,
-            ..cfx_classifiers::CnnClassifierConfig::tiny()
-        })
-    };
+    cfg.model = model;
     cfg.epochs = 3;
     cfg.lr = 1e-2;
     cfg.train_limit = Some(2048);
