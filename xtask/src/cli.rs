@@ -750,6 +750,14 @@ impl CnnArch {
         }
     }
 
+    /// The flag's value, for messages.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Paper4 => "paper4",
+            Self::C3lt => "c3lt",
+        }
+    }
+
     /// The architecture a saved config was built as (widths aside: `--small` narrows either).
     fn of(c: &cfx_classifiers::CnnClassifierConfig) -> Option<Self> {
         [Self::Paper4, Self::C3lt].into_iter().find(|a| {
@@ -773,9 +781,10 @@ impl ClassifierArgs {
         if self.common.resume {
             if CnnArch::of(c) != Some(arch) {
                 bail!(
-                    "--arch cannot change when resuming: {} was not built as {arch:?} \
-                     (kernel {}, {:?} padding); drop --arch to resume it",
+                    "--arch cannot change when resuming: {} was not built as {} \
+                     (its kernel is {}, padding {:?}); drop --arch to resume it",
                     root.display(),
+                    arch.name(),
                     c.kernel,
                     c.padding
                 );
@@ -1872,7 +1881,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("--arch cannot change") && e.contains("kernel 5"),
+            e.contains("--arch cannot change")
+                && e.contains("not built as paper4")
+                && e.contains("kernel is 5"),
             "{e}"
         );
     }
