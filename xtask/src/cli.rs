@@ -771,14 +771,12 @@ impl ClassifierArgs {
     /// [`AuxArgs::config`] for a classifier, with `--arch`'s layers.
     pub fn config(&self) -> Result<(crate::train::supervised::SupervisedTrainConfig, PathBuf)> {
         use crate::train::supervised::AuxModel;
-        let (mut cfg, root) = self.common.config(false, None)?;
-        let Some(arch) = self.arch else {
-            return Ok((cfg, root));
-        };
-        let AuxModel::Classifier(c) = &mut cfg.model else {
-            bail!("{} is not a classifier run", root.display());
-        };
-        if self.common.resume {
+        let model = self.arch.map(|a| AuxModel::Classifier(a.config()));
+        let (cfg, root) = self.common.config(false, model)?;
+        if let (Some(arch), true) = (self.arch, self.common.resume) {
+            let AuxModel::Classifier(c) = &cfg.model else {
+                bail!("{} is not a classifier run", root.display());
+            };
             if CnnArch::of(c) != Some(arch) {
                 bail!(
                     "--arch cannot change when resuming: {} was not built as {} \
@@ -789,20 +787,7 @@ impl ClassifierArgs {
                     c.padding
                 );
             }
-            return Ok((cfg, root));
         }
-        let mut layers = arch.config();
-        if self.common.small {
-            layers = layers.narrowed();
-        }
-        *c = cfx_classifiers::CnnClassifierConfig {
-            input_shape: c.input_shape,
-            n_classes: c.n_classes,
-            input_offset: c.input_offset,
-            input_scale: c.input_scale,
-            ..layers
-        };
-        cfg.validate()?;
         Ok((cfg, root))
     }
 }
@@ -1334,15 +1319,16 @@ impl AuxArgs {
     }
 
     /// The config of a new run (defaults per kind, then flags) or the saved one when resuming.
-    /// `flow` is the architecture of `train realnvp|glow`; classifiers and autoencoders pass
-    /// `None` and choose by `autoencoder`.
+    /// `model` is the architecture of `train realnvp|glow|vae` or `train classifier --arch`;
+    /// `None` takes the default classifier or autoencoder, as `autoencoder` says.
     pub fn config(
         &self,
         autoencoder: bool,
-        flow: Option<crate::train::supervised::AuxModel>,
+        model: Option<crate::train::supervised::AuxModel>,
     ) -> Result<(crate::train::supervised::SupervisedTrainConfig, PathBuf)> {
-        use crate::train::supervised::SupervisedTrainConfig;
-        let prefix = match &flow {
+        use crate::train::supervised::{AuxModel, SupervisedTrainConfig};
+        let prefix = match &model {
+            Some(AuxModel::Classifier(_)) => "cnn",
             Some(m) => m.kind(),
             None if autoencoder => "ae",
             None => "cnn",
@@ -1352,7 +1338,9 @@ impl AuxArgs {
             .clone()
             .unwrap_or_else(|| format!("{prefix}-{}", self.dataset()));
         let root = self.runs_dir.join(name);
-        if let (Some(_), Some(m)) = (self.range, &flow) {
+        if let (Some(_), Some(m)) = (self.range, &model)
+            && !matches!(m, AuxModel::Classifier(_) | AuxModel::Autoencoder(_))
+        {
             bail!(
                 "--range belongs to `train classifier` and `train autoencoder`, not `train {}`",
                 m.kind()
@@ -1369,7 +1357,7 @@ impl AuxArgs {
             })?;
             return Ok((cfg, root));
         }
-        let mut cfg = match flow {
+        let mut cfg = match model {
             Some(m) => SupervisedTrainConfig::for_model(self.dataset(), m),
             None if autoencoder => SupervisedTrainConfig::autoencoder(self.dataset()),
             None => SupervisedTrainConfig::classifier(self.dataset()),

@@ -155,12 +155,13 @@ impl SupervisedTrainConfig {
         Ok(())
     }
 
-    /// Swaps in the narrow architecture of the same kind (tests and smoke runs). Flows are left
-    /// as they are: `train realnvp|glow` builds their narrow version itself, under the
-    /// architecture flags (`FlowArgs::model`).
+    /// Swaps in the narrow architecture of the same kind (tests and smoke runs); a classifier
+    /// keeps its layers (`--arch`) at the narrow widths. Flows are left as they are: `train
+    /// realnvp|glow` builds their narrow version itself, under the architecture flags
+    /// (`FlowArgs::model`).
     pub fn make_small(&mut self) {
         self.model = match &self.model {
-            AuxModel::Classifier(_) => AuxModel::Classifier(CnnClassifierConfig::tiny()),
+            AuxModel::Classifier(c) => AuxModel::Classifier(c.clone().narrowed()),
             AuxModel::Autoencoder(_) => AuxModel::Autoencoder(ConvAutoencoderConfig::tiny()),
             AuxModel::Vae(_) => AuxModel::Vae(ConvVaeConfig::tiny()),
             flow @ (AuxModel::RealNvp(_) | AuxModel::Glow(_)) => flow.clone(),
