@@ -51,6 +51,12 @@ pub struct Reconstruction {
     pub l1_signed: f64,
     /// `mean (G(z) − x)²` per pixel, unit space: what the optimisation minimises.
     pub mse_unit: f64,
+    /// Mean of `‖z‖/√D` over the images, and its standard deviation: where the latents lie
+    /// against the prior `N(0, I)`, whose samples have `‖z‖/√D ≈ 1 ± 1/√(2D)`. A generator is
+    /// only trained on the prior's shell, and C3LT's steps keep `‖z‖`, so an encoder that
+    /// lands off the shell makes every counterfactual a point the generator never drew.
+    pub norm_ratio: f64,
+    pub norm_ratio_sd: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,12 +76,12 @@ pub struct InvertReport {
 impl InvertReport {
     pub fn markdown(&self) -> String {
         let mut s = String::from(
-            "| z from | mean abs, unit | mean abs, [-1, 1] | mean squared, unit |\n| --- | ---: | ---: | ---: |\n",
+            "| z from | mean abs, unit | mean abs, [-1, 1] | mean squared, unit | ‖z‖/√D (sd) |\n| --- | ---: | ---: | ---: | ---: |\n",
         );
         for r in &self.reconstructions {
             s.push_str(&format!(
-                "| {} | {:.4} | {:.4} | {:.5} |\n",
-                r.method, r.l1_unit, r.l1_signed, r.mse_unit
+                "| {} | {:.4} | {:.4} | {:.5} | {:.3} ({:.3}) |\n",
+                r.method, r.l1_unit, r.l1_signed, r.mse_unit, r.norm_ratio, r.norm_ratio_sd
             ));
         }
         s
@@ -89,6 +95,15 @@ fn run_data(gan: &Path) -> Result<GanTrainConfig> {
         GanRun::Dcgan(_) => read_toml::<GanTrainConfig>(&path)?,
         GanRun::GanEncoder(_) => read_toml::<EncoderTrainConfig>(&path)?.train,
     })
+}
+
+/// Sums over the batch of `‖z‖/√D` and of its square.
+fn norm_ratios<B: Backend>(z: Tensor<B, 2>) -> (f64, f64) {
+    let d = z.dims()[1] as f64;
+    let r = z.square().sum_dim(1).sqrt().div_scalar(d.sqrt());
+    let sum = r.clone().sum().into_scalar().elem::<f64>();
+    let sq = r.square().sum().into_scalar().elem::<f64>();
+    (sum, sq)
 }
 
 /// Sums of |·| and (·)² over each image's pixels, as the means of [`Reconstruction`] need.
@@ -147,7 +162,7 @@ impl BackendJob for InvertJob {
             ],
             None => &["find_z from N(0, I)"],
         };
-        let mut sums = vec![[0.0f64; 2]; methods.len()];
+        let mut sums = vec![[0.0f64; 4]; methods.len()];
         let mut grid = vec![];
         for host in cfx_datasets::eval_batches(&test, self.batch_size, &Augmentation::UNIT) {
             let x = host.to_device::<B::InnerBackend>(&device).images;
@@ -161,6 +176,11 @@ impl BackendJob for InvertJob {
                 latents.push(find_z_from::<B>(&generator, x.clone(), z, &cfg).0);
             }
             latents.push(find_z::<B>(&generator, x.clone(), &cfg).0);
+            for (s, z) in sums.iter_mut().zip(&latents) {
+                let (r, r2) = norm_ratios(z.clone());
+                s[2] += r;
+                s[3] += r2;
+            }
             let recons: Vec<_> = {
                 let _m = mode::inference();
                 let decode = |z| g_inner.decode(z).clamp(0.0, 1.0);
@@ -194,11 +214,17 @@ impl BackendJob for InvertJob {
             reconstructions: methods
                 .iter()
                 .zip(sums)
-                .map(|(m, [l1, l2])| Reconstruction {
-                    method: m.to_string(),
-                    l1_unit: l1 / n as f64,
-                    l1_signed: 2.0 * l1 / n as f64,
-                    mse_unit: l2 / n as f64,
+                .map(|(m, [l1, l2, r, r2])| {
+                    let n = n as f64;
+                    let norm_ratio = r / n;
+                    Reconstruction {
+                        method: m.to_string(),
+                        l1_unit: l1 / n,
+                        l1_signed: 2.0 * l1 / n,
+                        mse_unit: l2 / n,
+                        norm_ratio,
+                        norm_ratio_sd: (r2 / n - norm_ratio * norm_ratio).max(0.0).sqrt(),
+                    }
                 })
                 .collect(),
             seconds: started.elapsed().as_secs_f64(),
