@@ -554,6 +554,21 @@ pub struct C3ltArgs {
     /// Map steps per counterfactual (the reference's n_steps) [default: 1].
     #[arg(long)]
     pub n_steps: Option<usize>,
+    /// Weight α of the proximity loss [default: 0.1, seed 003 Eq. 11]. 0 drops the term, as
+    /// the seed's ablation (Table 5) does.
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Weight β of the cycle-consistency loss [default: 0.1].
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// Weight γ of the adversarial loss [default: 0.001].
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// The maps' training queries: the encoder's latents of the pair's training images (the
+    /// reference), or latents sampled from N(0, I) that the classifier puts in each class
+    /// (seed 003 §3.1), whose query image is G(z) [default: encoder].
+    #[arg(long, value_enum)]
+    pub latents: Option<crate::train::c3lt::C3ltLatents>,
 }
 
 impl C3ltArgs {
@@ -588,6 +603,10 @@ impl C3ltArgs {
                 Given::value("--gan", "gan", self.gan.as_ref()),
                 Given::value("--encoder", "encoder", self.encoder.as_ref()),
                 Given::value("--n-steps", "n_steps", self.n_steps),
+                Given::value("--alpha", "weights.alpha", self.alpha),
+                Given::value("--beta", "weights.beta", self.beta),
+                Given::value("--gamma", "weights.gamma", self.gamma),
+                Given::value("--latents", "latents", self.latents),
             ];
             let cfg =
                 a.resumed_config(&root, &networks, |c: &mut C3ltTrainConfig| &mut c.epochs)?;
@@ -605,6 +624,17 @@ impl C3ltArgs {
             required(&self.encoder, "--encoder")?,
         );
         cfg.n_steps = self.n_steps.unwrap_or(1);
+        cfg.latents = self.latents.unwrap_or_default();
+        let w = &mut cfg.weights;
+        for (v, field) in [
+            (self.alpha, &mut w.alpha),
+            (self.beta, &mut w.beta),
+            (self.gamma, &mut w.gamma),
+        ] {
+            if let Some(v) = v {
+                *field = v;
+            }
+        }
         apply_common_flags!(a, cfg);
         cfg.validate()?;
         Ok((cfg, root))
@@ -1874,6 +1904,71 @@ mod tests {
                 && e.contains("kernel is 5"),
             "{e}"
         );
+    }
+
+    #[derive(Parser)]
+    struct C3ltCli {
+        #[command(flatten)]
+        args: C3ltArgs,
+    }
+
+    /// The loss weights, for the seed's ablation (Table 5): a new run takes them, a resumed
+    /// one may repeat them but not change them, and a negative weight is refused by name.
+    #[test]
+    fn c3lt_loss_weights_are_flags_a_resume_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().to_str().unwrap();
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["t", "--runs-dir", runs, "--name", "maps"];
+            argv.extend_from_slice(extra);
+            C3ltCli::try_parse_from(argv).unwrap().args.config()
+        };
+        let networks = [
+            "--pair",
+            "4,9",
+            "--classifier",
+            "c",
+            "--gan",
+            "g",
+            "--encoder",
+            "e",
+        ];
+        let with = |extra: &[&str]| {
+            let mut v = networks.to_vec();
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        let (plain, _) = with(&[]).unwrap();
+        assert_eq!(plain.weights, cfx_counterfactual::C3ltWeights::default());
+        let (cls_only, root) = with(&["--alpha", "0", "--beta", "0", "--gamma", "0"]).unwrap();
+        let w = &cls_only.weights;
+        assert_eq!((w.alpha, w.beta, w.gamma), (0.0, 0.0, 0.0));
+        assert_eq!(
+            (w.p1, w.p2),
+            (10.0, 1.0),
+            "the mask's weights are untouched"
+        );
+        let e = with(&["--beta=-0.1"]).unwrap_err().to_string();
+        assert!(e.contains("beta") && e.contains("-0.1"), "{e}");
+
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(
+            root.join("config.toml"),
+            toml::to_string(&cls_only).unwrap(),
+        )
+        .unwrap();
+        let (resumed, _) = parse(&["--resume", "--alpha", "0", "--latents", "encoder"]).unwrap();
+        assert_eq!(resumed, cls_only);
+        let e = parse(&["--resume", "--latents", "sampled"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--latents"), "{e}");
+        let (sampled, _) = with(&["--latents", "sampled"]).unwrap();
+        assert_eq!(sampled.latents, crate::train::c3lt::C3ltLatents::Sampled);
+        let e = parse(&["--resume", "--alpha", "0.1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--alpha"), "{e}");
     }
 
     #[derive(Parser)]

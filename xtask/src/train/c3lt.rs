@@ -66,6 +66,26 @@ pub struct C3ltTrainConfig {
     /// Images per class.
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
+    /// Where the training queries come from. Configs saved before this field train on the
+    /// encoder's latents of real images, as they did.
+    #[serde(default)]
+    pub latents: C3ltLatents,
+}
+
+/// The training queries of the maps (seed 003 §3.1: "E is not an integral part and `z_x` can
+/// be obtained by directly sampling from the latent space"; `c3lt/train.py` uses the encoder).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum C3ltLatents {
+    /// `z = E(x)` of the pair's training images, the query image `x` itself (the reference).
+    #[default]
+    Encoder,
+    /// `z ~ N(0, I)`, kept when the explained classifier puts `G(z)` in the class, and the query
+    /// image `G(z)`: as many per class as it has training images, drawn once per run from the
+    /// run's seed. The maps then never see the encoder's reconstruction error, so their Prox
+    /// measures the generator's latent geometry alone; they are still scored on real test
+    /// images through E.
+    Sampled,
 }
 
 impl C3ltTrainConfig {
@@ -93,6 +113,7 @@ impl C3ltTrainConfig {
             seed: 0,
             train_limit: None,
             test_limit: None,
+            latents: C3ltLatents::Encoder,
         }
     }
 
@@ -106,6 +127,18 @@ impl C3ltTrainConfig {
         }
         if !(self.lr_gamma > 0.0 && self.lr_gamma <= 1.0) {
             bail!("lr_gamma {} must be in (0, 1]", self.lr_gamma);
+        }
+        let w = &self.weights;
+        for (name, v) in [
+            ("alpha", w.alpha),
+            ("beta", w.beta),
+            ("gamma", w.gamma),
+            ("p1", w.p1),
+            ("p2", w.p2),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("loss weight {name} must be finite and ≥ 0, got {v}");
+            }
         }
         Ok(())
     }
@@ -176,6 +209,14 @@ pub struct C3ltEpoch {
     pub prox_gan_fwd: Option<f64>,
     #[serde(default)]
     pub cout_fwd: Option<f64>,
+    /// For the c → c′ inputs, in `[-1, 1]`: the encoder's reconstruction error
+    /// `|G(E(x)) − x|`, and the maps' own change `|G(g(E(x))) − G(E(x))|`. Prox lies within
+    /// their sum and difference (triangle inequality); the first is the floor no map can
+    /// lower. `None` in rows written before these columns existed.
+    #[serde(default)]
+    pub recon_gan_fwd: Option<f64>,
+    #[serde(default)]
+    pub edit_gan_fwd: Option<f64>,
 }
 
 /// Val (1 or 0), unit-space Prox and COUT of a set of counterfactuals, per input.
@@ -183,6 +224,9 @@ struct Scores {
     val: Vec<f64>,
     prox_unit: Vec<f64>,
     cout: Vec<f64>,
+    /// `|G(E(x)) − x|` and `|x′ − G(E(x))|` per input, unit space.
+    recon_unit: Vec<f64>,
+    edit_unit: Vec<f64>,
 }
 
 impl Scores {
@@ -192,6 +236,79 @@ impl Scores {
         let mean = |v: &[f64]| v[range.clone()].iter().sum::<f64>() / n;
         (mean(&self.val), mean(&self.prox_unit), mean(&self.cout))
     }
+
+    /// The means of the reconstruction error and of the maps' change over inputs `range`.
+    fn floor_and_edit(&self, range: std::ops::Range<usize>) -> (f64, f64) {
+        let n = range.len().max(1) as f64;
+        let mean = |v: &[f64]| v[range.clone()].iter().sum::<f64>() / n;
+        (mean(&self.recon_unit), mean(&self.edit_unit))
+    }
+}
+
+/// Mean `|a − b|` per image.
+fn l1_per_image<B: Backend>(a: Tensor<B, 4>, b: Tensor<B, 4>) -> Vec<f64> {
+    let n = a.dims()[0];
+    (a - b)
+        .abs()
+        .reshape([n as i32, -1])
+        .mean_dim(1)
+        .into_data()
+        .convert::<f64>()
+        .into_vec()
+        .unwrap_or_default()
+}
+
+/// `counts[k]` latents per class `pair[k]`, drawn from `N(0, I)` and kept where the classifier
+/// puts `G(z)` in that class ([`C3ltLatents::Sampled`]). Fails, naming the class, when the
+/// generator draws too few of it.
+fn sample_class_latents<B: Backend>(
+    generator: &dyn cfx_generative::LatentGenerator<B>,
+    classifier: &dyn Classifier<B>,
+    pair: [usize; 2],
+    counts: [usize; 2],
+    device: &B::Device,
+) -> Result<[Tensor<B, 2>; 2]> {
+    const BATCH: usize = 1000;
+    let _m = mode::inference();
+    let dim = generator.latent_dim();
+    let budget = 100 * (counts[0] + counts[1]).max(1);
+    let mut kept: [Vec<Tensor<B, 2>>; 2] = [vec![], vec![]];
+    let mut have = [0usize; 2];
+    let mut drawn = 0;
+    while have.iter().zip(&counts).any(|(h, c)| h < c) {
+        if drawn >= budget {
+            let k = usize::from(have[0] >= counts[0]);
+            bail!(
+                "the generator drew only {} images the classifier puts in class {} out of {drawn} \
+                 samples (needed {}); use --latents encoder",
+                have[k],
+                pair[k],
+                counts[k]
+            );
+        }
+        let z = cfx_generative::sample_latents::<B>(BATCH, dim, device);
+        let class = predictions(classifier.logits(generator.decode(z.clone())));
+        drawn += BATCH;
+        for k in 0..2 {
+            let rows: Vec<i64> = (0..BATCH)
+                .filter(|&i| class[i] == pair[k])
+                .map(|i| i as i64)
+                .take(counts[k] - have[k])
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            have[k] += rows.len();
+            let idx =
+                Tensor::<B, 1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), device);
+            kept[k].push(z.clone().select(0, idx));
+        }
+    }
+    eprintln!(
+        "kept {} of class {} and {} of class {} out of {drawn} samples",
+        have[0], pair[0], have[1], pair[1]
+    );
+    Ok(kept.map(|parts| Tensor::cat(parts, 0)))
 }
 
 /// The networks a C3LT run trains against, loaded and checked against each other.
@@ -269,11 +386,36 @@ struct C3ltTrainer<B: AutodiffBackend> {
     train: [ImageSet; 2],
     test: [ImageSet; 2],
     samplers: [EpochSampler; 2],
+    /// The sampled queries of [`C3ltLatents::Sampled`], one row per training "image".
+    pool: Option<[Tensor<B::InnerBackend, 2>; 2]>,
 }
 
 impl<B: AutodiffBackend> C3ltTrainer<B> {
     fn adam() -> OptimizerAdaptor<Adam, C3ltMaps<B>, B> {
         AdamConfig::new().init()
+    }
+
+    /// The images `G(z)` and latents `z` of the pool rows `idx[k]` of each class.
+    fn sampled_queries(
+        &self,
+        pool: &[Tensor<B::InnerBackend, 2>; 2],
+        idx: [&[usize]; 2],
+    ) -> ([Tensor<B, 4>; 2], [Tensor<B, 2>; 2]) {
+        use cfx_generative::LatentGenerator;
+        let generator = self.nets.generator.valid();
+        let _m = mode::inference();
+        let pick = |k: usize| {
+            let rows: Vec<i64> = idx[k].iter().map(|&i| i as i64).collect();
+            let rows = Tensor::<B::InnerBackend, 1, Int>::from_data(
+                TensorData::new(rows, [idx[k].len()]),
+                &self.device,
+            );
+            let z = pool[k].clone().select(0, rows);
+            let x = generator.decode(z.clone());
+            (Tensor::from_inner(x), Tensor::from_inner(z))
+        };
+        let (a, b) = (pick(0), pick(1));
+        ([a.0, b.0], [a.1, b.1])
     }
 
     /// The trained explainer on the inner backend.
@@ -294,8 +436,11 @@ impl<B: AutodiffBackend> C3ltTrainer<B> {
 
     /// Test images of both classes with their counterfactuals, as a metric set whose
     /// "predicted" class is the label (see the module doc).
-    fn test_set(&self) -> Result<CounterfactualSet> {
+    fn test_set(&self) -> Result<(CounterfactualSet, Vec<f64>, Vec<f64>)> {
         let c3lt = self.explainer();
+        let generator = self.nets.generator.valid();
+        let encoder = self.nets.encoder.valid();
+        let (mut recon_l1, mut edit_l1) = (vec![], vec![]);
         let classifier = self.nets.classifier.valid();
         let shape = self.nets.gan.image_shape();
         let mut set = CounterfactualSet {
@@ -312,6 +457,13 @@ impl<B: AutodiffBackend> C3ltTrainer<B> {
                 let x = host.to_device::<B::InnerBackend>(&self.device).images;
                 let n = x.dims()[0];
                 let cf = c3lt.transform(x.clone(), &vec![side; n])?;
+                let recon = {
+                    use cfx_generative::LatentGenerator;
+                    let _m = mode::inference();
+                    generator.decode(encoder.forward(x.clone()))
+                };
+                recon_l1.extend(l1_per_image(recon.clone(), x.clone()));
+                edit_l1.extend(l1_per_image(cf.clone(), recon));
                 let cf_class = predictions(classifier.logits(cf.clone()));
                 let to_host = |t: Tensor<B::InnerBackend, 4>| -> Vec<f32> {
                     t.into_data()
@@ -328,13 +480,13 @@ impl<B: AutodiffBackend> C3ltTrainer<B> {
                 set.ids.extend(start..start + n);
             }
         }
-        Ok(set)
+        Ok((set, recon_l1, edit_l1))
     }
 
     /// Val, unit-space Prox and COUT of every test image of both classes (class c first), and
     /// how many test images class c has.
     fn score(&self) -> Result<(Scores, usize)> {
-        let set = self.test_set()?;
+        let (set, recon_unit, edit_unit) = self.test_set()?;
         let classifier = self.nets.classifier.valid();
         let ctx = EvalContext {
             classifier: &classifier,
@@ -361,6 +513,8 @@ impl<B: AutodiffBackend> C3ltTrainer<B> {
             val: per_input(&Val)?,
             prox_unit: per_input(&Proximity)?,
             cout: per_input(&Cout::default())?,
+            recon_unit,
+            edit_unit,
         };
         Ok((scores, self.test[0].len()))
     }
@@ -405,20 +559,31 @@ impl<B: AutodiffBackend> EpochTrainer for C3ltTrainer<B> {
             // The last batches of the two classes can differ in size; the loss pairs them up.
             let b = i0.len().min(i1.len());
             let mut rng = self.samplers[0].batch_rng(epoch, k);
-            let x: [Tensor<B, 4>; 2] = [&i0[..b], &i1[..b]]
-                .into_iter()
-                .zip(&self.train)
-                .map(|(idx, set)| {
-                    HostBatch::from_set(set, idx, &Augmentation::UNIT, &mut rng)
-                        .to_device::<B>(&self.device)
-                        .images
-                })
-                .collect::<Vec<_>>()
-                .try_into()
-                .expect("two classes");
+            let idx = [&i0[..b], &i1[..b]];
+            let queries = match &self.pool {
+                None => None,
+                Some(pool) => Some(self.sampled_queries(pool, idx)),
+            };
+            let x: [Tensor<B, 4>; 2] = match &queries {
+                Some((x, _)) => x.clone(),
+                None => idx
+                    .into_iter()
+                    .zip(&self.train)
+                    .map(|(idx, set)| {
+                        HostBatch::from_set(set, idx, &Augmentation::UNIT, &mut rng)
+                            .to_device::<B>(&self.device)
+                            .images
+                    })
+                    .collect::<Vec<_>>()
+                    .try_into()
+                    .expect("two classes"),
+            };
             let terms = {
                 let _m = mode::inference();
-                let z = x.clone().map(|x| nets.encoder.forward(x).detach());
+                let z = match queries {
+                    Some((_, z)) => z,
+                    None => x.clone().map(|x| nets.encoder.forward(x).detach()),
+                };
                 c3lt_loss(
                     &self.maps,
                     &critics,
@@ -448,6 +613,7 @@ impl<B: AutodiffBackend> EpochTrainer for C3ltTrainer<B> {
         let n_test = scores.val.len();
         let (val, prox_unit, cout) = scores.means(0..n_test);
         let (val_fwd, prox_unit_fwd, cout_fwd) = scores.means(0..n_fwd);
+        let (recon_fwd, edit_fwd) = scores.floor_and_edit(0..n_fwd);
         Ok(C3ltEpoch {
             epoch: epoch + 1,
             lr,
@@ -464,6 +630,8 @@ impl<B: AutodiffBackend> EpochTrainer for C3ltTrainer<B> {
             val_fwd: Some(val_fwd),
             prox_gan_fwd: Some(2.0 * prox_unit_fwd),
             cout_fwd: Some(cout_fwd),
+            recon_gan_fwd: Some(2.0 * recon_fwd),
+            edit_gan_fwd: Some(2.0 * edit_fwd),
         })
     }
 
@@ -475,6 +643,9 @@ impl<B: AutodiffBackend> EpochTrainer for C3ltTrainer<B> {
         if let (Some(v), Some(p), Some(c)) = (e.val_fwd, e.prox_gan_fwd, e.cout_fwd) {
             let [a, b] = self.cfg.pair;
             line += &format!("; {a} → {b} alone: Val {v:.3}, COUT {c:.3}, Prox [-1,1] {p:.4}");
+        }
+        if let (Some(r), Some(d)) = (e.recon_gan_fwd, e.edit_gan_fwd) {
+            line += &format!(" (encoder floor {r:.4}, the maps' change {d:.4})");
         }
         line
     }
@@ -543,11 +714,35 @@ impl BackendJob for C3ltTrainJob {
             batch_size: cfg.batch_size,
             drop_last: false,
         };
+        let train = cfg.load(Split::Train, nets.gan.image_shape())?;
+        let pool = match cfg.latents {
+            C3ltLatents::Encoder => None,
+            C3ltLatents::Sampled => {
+                // Its own seed, so the pool is the same on every resume of the run.
+                B::seed(&device, cfg.seed.wrapping_add(0x5eed));
+                let [c, c2] = cfg.pair;
+                eprintln!(
+                    "drawing {} latents of class {c} and {} of class {c2} from N(0, I) (--latents sampled)",
+                    train[0].len(),
+                    train[1].len()
+                );
+                let pool = sample_class_latents(
+                    &nets.generator.valid(),
+                    &nets.classifier.valid(),
+                    cfg.pair,
+                    [train[0].len(), train[1].len()],
+                    &device,
+                )?;
+                B::seed(&device, cfg.seed);
+                Some(pool)
+            }
+        };
         let mut trainer = C3ltTrainer::<B> {
             maps: C3ltMaps::new(nets.gan.latent_dim, &device),
             opt: C3ltTrainer::<B>::adam(),
-            train: cfg.load(Split::Train, nets.gan.image_shape())?,
+            train,
             test: cfg.load(Split::Test, nets.gan.image_shape())?,
+            pool,
             samplers: [sampler(0), sampler(1)],
             nets,
             device,
@@ -597,7 +792,11 @@ pub fn load_c3lt<B: Backend>(
 
 #[cfg(test)]
 mod tests {
-    use super::Scores;
+    use super::{Scores, sample_class_latents};
+    use burn::backend::Flex;
+    use burn::prelude::*;
+    use cfx_classifiers::{Classifier, predictions};
+    use cfx_generative::{DcganConfig, LatentGenerator};
 
     #[test]
     fn scores_average_over_the_asked_inputs() {
@@ -605,12 +804,67 @@ mod tests {
             val: vec![1.0, 0.0, 1.0, 1.0],
             prox_unit: vec![0.1, 0.3, 0.2, 0.4],
             cout: vec![1.0, 0.0, 0.5, 0.5],
+            recon_unit: vec![0.05, 0.15, 0.0, 0.0],
+            edit_unit: vec![0.2, 0.4, 0.0, 0.0],
         };
+        let (r, e) = s.floor_and_edit(0..2);
+        assert!((r - 0.1).abs() < 1e-12 && (e - 0.3).abs() < 1e-12);
         let (v, p, c) = s.means(0..2);
         assert_eq!(v, 0.5);
         assert!((p - 0.2).abs() < 1e-12 && (c - 0.5).abs() < 1e-12);
         let (v, p, c) = s.means(0..4);
         assert_eq!(v, 0.75);
         assert!((p - 0.25).abs() < 1e-12 && (c - 0.5).abs() < 1e-12);
+    }
+
+    /// Class 0 for images brighter than `t` on average, class 1 for the rest, class 2 never.
+    struct Brightness(f32);
+
+    impl Classifier<Flex> for Brightness {
+        fn n_classes(&self) -> usize {
+            3
+        }
+        fn input_shape(&self) -> [usize; 3] {
+            [1, 28, 28]
+        }
+        fn logits(&self, x: Tensor<Flex, 4>) -> Tensor<Flex, 2> {
+            let n = x.dims()[0];
+            let m = x.reshape([n as i32, -1]).mean_dim(1).sub_scalar(self.0);
+            let never = m.zeros_like().sub_scalar(1e3);
+            Tensor::cat(vec![m.clone(), m.neg(), never], 1)
+        }
+    }
+
+    /// The sampled pool has the asked number of latents per class, each one a latent whose
+    /// image the classifier puts in that class; a class the generator never draws is an error
+    /// naming it.
+    #[test]
+    fn sampled_latents_are_of_their_class() {
+        let device = Default::default();
+        Flex::seed(&device, 3);
+        let generator = DcganConfig::tiny().init_generator::<Flex>(&device);
+        let _m = cfx_flows::nn::mode::inference();
+        // The median brightness of a probe splits the generator's images in two classes.
+        let probe = generator.decode(cfx_generative::sample_latents::<Flex>(501, 16, &device));
+        let mut means: Vec<f32> = probe
+            .reshape([501, -1])
+            .mean_dim(1)
+            .into_data()
+            .into_vec()
+            .unwrap();
+        means.sort_by(f32::total_cmp);
+        assert!(means[450] > means[50], "the probe's images all look alike");
+        let classifier = Brightness(means[250]);
+        let pool = sample_class_latents(&generator, &classifier, [1, 0], [7, 5], &device).unwrap();
+        assert_eq!(pool[0].dims(), [7, 16]);
+        assert_eq!(pool[1].dims(), [5, 16]);
+        for (k, z) in pool.into_iter().enumerate() {
+            let class = predictions(classifier.logits(generator.decode(z)));
+            assert!(class.iter().all(|&c| c == 1 - k), "{class:?} for {}", 1 - k);
+        }
+        let e = sample_class_latents(&generator, &classifier, [0, 2], [3, 3], &device)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("class 2 "), "{e}");
     }
 }
