@@ -1963,6 +1963,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--latents"), "{e}");
+        // A config saved before `latents` existed resumes as the encoder-trained run it was.
+        let mut old = toml::Table::try_from(&cls_only).unwrap();
+        old.remove("latents");
+        std::fs::write(root.join("config.toml"), toml::to_string(&old).unwrap()).unwrap();
+        let (resumed, _) = parse(&["--resume", "--latents", "encoder"]).unwrap();
+        assert_eq!(resumed, cls_only);
         let (sampled, _) = with(&["--latents", "sampled"]).unwrap();
         assert_eq!(sampled.latents, crate::train::c3lt::C3ltLatents::Sampled);
         let e = parse(&["--resume", "--alpha", "0.1"])
