@@ -234,3 +234,18 @@ impl BackendJob for InvertJob {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+    use burn::prelude::*;
+
+    #[test]
+    fn norm_ratios_sum_each_rows_norm_over_root_d() {
+        let z = Tensor::<Flex, 2>::from_floats([[3.0, 4.0], [0.0, 1.0]], &Default::default());
+        let (sum, sq) = super::norm_ratios(z);
+        let r = [5.0 / 2f64.sqrt(), 1.0 / 2f64.sqrt()];
+        assert!((sum - (r[0] + r[1])).abs() < 1e-6, "{sum}");
+        assert!((sq - (r[0] * r[0] + r[1] * r[1])).abs() < 1e-5, "{sq}");
+    }
+}
