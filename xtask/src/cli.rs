@@ -1906,12 +1906,6 @@ mod tests {
         );
     }
 
-    #[derive(Parser)]
-    struct C3ltCli {
-        #[command(flatten)]
-        args: C3ltArgs,
-    }
-
     /// The loss weights, for the seed's ablation (Table 5): a new run takes them, a resumed
     /// one may repeat them but not change them, and a negative weight is refused by name.
     #[test]
@@ -1921,20 +1915,10 @@ mod tests {
         let parse = |extra: &[&str]| {
             let mut argv = vec!["t", "--runs-dir", runs, "--name", "maps"];
             argv.extend_from_slice(extra);
-            C3ltCli::try_parse_from(argv).unwrap().args.config()
+            C3lt::try_parse_from(argv).unwrap().args.config()
         };
-        let networks = [
-            "--pair",
-            "4,9",
-            "--classifier",
-            "c",
-            "--gan",
-            "g",
-            "--encoder",
-            "e",
-        ];
         let with = |extra: &[&str]| {
-            let mut v = networks.to_vec();
+            let mut v = C3LT_NETWORKS.to_vec();
             v.extend_from_slice(extra);
             parse(&v)
         };
@@ -2168,6 +2152,18 @@ mod tests {
         args: C3ltArgs,
     }
 
+    /// The flags a new C3LT run needs: its pair and its three networks.
+    const C3LT_NETWORKS: [&str; 8] = [
+        "--pair",
+        "4,9",
+        "--classifier",
+        "c",
+        "--gan",
+        "g",
+        "--encoder",
+        "e",
+    ];
+
     /// A new C3LT run needs its pair and networks; a resumed one finds them in config.toml
     /// (flags may repeat them, not change them).
     #[test]
@@ -2183,16 +2179,7 @@ mod tests {
             parse(&["--pair", "4,9"]).is_err(),
             "a new run without its networks"
         );
-        let full = [
-            "--pair",
-            "4,9",
-            "--classifier",
-            "c",
-            "--gan",
-            "g",
-            "--encoder",
-            "e",
-        ];
+        let full = C3LT_NETWORKS;
         let (cfg, root) = parse(&full).unwrap().config().unwrap();
         assert!(root.ends_with("c3lt-mnist-4-9"));
         std::fs::create_dir_all(&root).unwrap();
