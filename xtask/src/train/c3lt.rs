@@ -232,17 +232,28 @@ struct Scores {
 impl Scores {
     /// The means over inputs `range`.
     fn means(&self, range: std::ops::Range<usize>) -> (f64, f64, f64) {
-        let n = range.len().max(1) as f64;
-        let mean = |v: &[f64]| v[range.clone()].iter().sum::<f64>() / n;
+        let mean = |v: &[f64]| mean_over(v, range.clone());
         (mean(&self.val), mean(&self.prox_unit), mean(&self.cout))
     }
 
     /// The means of the reconstruction error and of the maps' change over inputs `range`.
     fn floor_and_edit(&self, range: std::ops::Range<usize>) -> (f64, f64) {
-        let n = range.len().max(1) as f64;
-        let mean = |v: &[f64]| v[range.clone()].iter().sum::<f64>() / n;
+        let mean = |v: &[f64]| mean_over(v, range.clone());
         (mean(&self.recon_unit), mean(&self.edit_unit))
     }
+}
+
+/// The mean of `v[range]`; 0 for an empty range.
+fn mean_over(v: &[f64], range: std::ops::Range<usize>) -> f64 {
+    let n = range.len().max(1) as f64;
+    v[range].iter().sum::<f64>() / n
+}
+
+/// Row indices as the `Int` tensor `select` takes.
+fn row_index<B: Backend>(rows: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let rows: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
+    let n = rows.len();
+    Tensor::from_data(TensorData::new(rows, [n]), device)
 }
 
 /// Mean `|a − b|` per image.
@@ -290,18 +301,15 @@ fn sample_class_latents<B: Backend>(
         let class = predictions(classifier.logits(generator.decode(z.clone())));
         drawn += BATCH;
         for k in 0..2 {
-            let rows: Vec<i64> = (0..BATCH)
+            let rows: Vec<usize> = (0..BATCH)
                 .filter(|&i| class[i] == pair[k])
-                .map(|i| i as i64)
                 .take(counts[k] - have[k])
                 .collect();
             if rows.is_empty() {
                 continue;
             }
             have[k] += rows.len();
-            let idx =
-                Tensor::<B, 1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), device);
-            kept[k].push(z.clone().select(0, idx));
+            kept[k].push(z.clone().select(0, row_index(&rows, device)));
         }
     }
     eprintln!(
@@ -405,12 +413,7 @@ impl<B: AutodiffBackend> C3ltTrainer<B> {
         let generator = self.nets.generator.valid();
         let _m = mode::inference();
         let pick = |k: usize| {
-            let rows: Vec<i64> = idx[k].iter().map(|&i| i as i64).collect();
-            let rows = Tensor::<B::InnerBackend, 1, Int>::from_data(
-                TensorData::new(rows, [idx[k].len()]),
-                &self.device,
-            );
-            let z = pool[k].clone().select(0, rows);
+            let z = pool[k].clone().select(0, row_index(idx[k], &self.device));
             let x = generator.decode(z.clone());
             (Tensor::from_inner(x), Tensor::from_inner(z))
         };
