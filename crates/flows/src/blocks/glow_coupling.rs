@@ -20,8 +20,8 @@ pub struct GlowCouplingConfig {
 
 #[derive(Module, Debug)]
 pub struct GlowCoupling<B: Backend> {
-    s1: FcSubnet<B>,
-    s2: FcSubnet<B>,
+    pub(crate) s1: FcSubnet<B>,
+    pub(crate) s2: FcSubnet<B>,
     split: usize,
     clamp: f64,
 }

@@ -86,6 +86,11 @@ pub fn register_subnet_input<B: Backend>(f: SubnetInputFn<B>) {
 }
 
 impl<B: Backend> ConvSubnet<B> {
+    /// Whether the subnet starts with a ReLU (IB-INN's couplings after the first).
+    pub(crate) fn relu_first(&self) -> bool {
+        self.relu_first
+    }
+
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = if self.relu_first { relu(x) } else { x };
         self.body(x)
@@ -140,8 +145,8 @@ pub struct FcSubnetConfig {
 
 #[derive(Module, Debug)]
 pub struct FcSubnet<B: Backend> {
-    fc1: Linear<B>,
-    fc2: Linear<B>,
+    pub(crate) fc1: Linear<B>,
+    pub(crate) fc2: Linear<B>,
     dropout: Dropout,
 }
 
