@@ -146,6 +146,10 @@ pub enum Command {
     /// Where a trained IB-INN's L_x comes from: each stage's log-determinant on clean test
     /// images against the most its soft-clamped couplings can reach.
     LogDet(LogDetArgs),
+    /// The authors' trained IB-INN (a safetensors export of their checkpoint,
+    /// bench/reference/export_ibinn.py) as a run of ours, scored on the test set; with the
+    /// exporter's check batch, how far our model's outputs are from theirs.
+    ImportIbinn(ImportIbinnArgs),
     /// Where ECINN's inverse pass leaves the range of a trained IB-INN's blocks: each block's
     /// input on the way back from the α1 latents against its largest input on the way forward.
     InverseTrace(InverseTraceArgs),
@@ -178,6 +182,41 @@ impl LogDetArgs {
             model: self.model.clone(),
             limit: self.limit,
             batch_size: self.batch_size,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ImportIbinnArgs {
+    /// The safetensors file `bench/reference/export_ibinn.py` wrote.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Run name: the model goes to <runs-dir>/<name>.
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// A `train ib-inn` config TOML whose `model` table is the checkpoint's architecture
+    /// [default: the paper's MNIST architecture].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The test set to score it on: mnist, fake-mnist or fashion-mnist.
+    #[arg(long, value_parser = parse_dataset, default_value = "mnist")]
+    pub dataset: DatasetKind,
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    #[command(flatten)]
+    pub backend: BackendArg,
+}
+
+impl ImportIbinnArgs {
+    pub fn job(&self) -> crate::import::ImportJob {
+        crate::import::ImportJob {
+            weights: self.weights.clone(),
+            run: self.runs_dir.join(&self.name),
+            config: self.config.clone(),
+            dataset: self.dataset,
+            test_limit: self.test_limit,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod explain;
 pub mod fsutil;
 pub mod heatmaps;
 pub mod helix;
+pub mod import;
 pub mod interrupt;
 pub mod inverse_trace;
 pub mod invert;

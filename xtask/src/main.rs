@@ -383,6 +383,44 @@ fn run(cli: Cli) -> Result<()> {
                 r.markdown()
             );
         }
+        Command::ImportIbinn(args) => {
+            let r = run_on(args.backend.kind(), args.job())?;
+            if let Some(c) = &r.check {
+                println!(
+                    "check batch of {} images: max |Δz| {:.3e} (max |z| {:.3}), L_x {:.6} (reference) \
+                     against {:.6} (ours), max |ΔL_x| {:.3e}, max |Δlogit| {:.3e}, {} predictions differ",
+                    c.images,
+                    c.max_abs_z_diff,
+                    c.max_abs_z,
+                    c.l_x_reference,
+                    c.l_x_ours,
+                    c.max_abs_l_x_diff,
+                    c.max_abs_logit_diff,
+                    c.prediction_mismatches
+                );
+                if let Some(b) = c
+                    .blocks
+                    .iter()
+                    .find(|b| b.max_abs_diff > 1e-4 * b.max_abs.max(1.0))
+                {
+                    println!(
+                        "first block that parts from the reference: {} ({}), max |Δ| {:.3e} of max {:.3}",
+                        b.block, b.kind, b.max_abs_diff, b.max_abs
+                    );
+                }
+            }
+            println!(
+                "{} tensors of {} → {}: test error {:.2}% on {} images, {:.3} bits/dim as the reference \
+                 code prints it; {}",
+                r.tensors,
+                r.weights,
+                r.run,
+                r.test.error_percent,
+                r.test.n,
+                r.test.bpd_reference_convention,
+                xtask::import::report_path(std::path::Path::new(&r.run)).display()
+            );
+        }
         Command::InverseTrace(args) => {
             let r = run_on(args.backend.kind(), args.job())?;
             println!(

@@ -805,6 +805,23 @@ struct Trained {
     batch_norm_calibrated: bool,
 }
 
+/// [`score_on_test`] for a model trained elsewhere (`import-ibinn`): no epochs, no time here.
+pub(crate) fn import_scores<B: Backend>(
+    cfg: &IbInnTrainConfig,
+    model: &IbInn<B>,
+    test: &ImageSet,
+    backend: BackendKind,
+    run: &RunDir,
+) -> Result<TestReport> {
+    let trained = Trained {
+        epochs: 0,
+        train_seconds: 0.0,
+        mean_images_per_second: 0.0,
+        batch_norm_calibrated: false,
+    };
+    score_on_test(cfg, model, test, trained, backend, run)
+}
+
 /// Scores a finished model on the test set and writes `test.json`: accuracy and `L_y` on the
 /// clean images, bits/dim on dequantised ones, and the reference code's printed number on the
 /// clean ones (see [`IbInn::reference_bits_per_dim`]).

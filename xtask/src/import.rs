@@ -1,0 +1,291 @@
+//! `cargo xtask import-ibinn`: the authors' trained IB-INN as a run of ours.
+//!
+//! ECINN's and IB-INN's code save a PyTorch checkpoint; `bench/reference/export_ibinn.py` turns
+//! one into safetensors (`inn.<key>`, `mu`, `phi`). This command loads that file into our model
+//! ([`cfx_flows::ibinn::load_reference_weights`]), writes a run folder that `explain`,
+//! `evaluate` and `log-det` accept, and scores it on the test set (`test.json`). The run has no
+//! checkpoints: it was not trained here, so it cannot be resumed.
+//!
+//! Where the file also holds the reference's own outputs for a batch (`check.x`, `check.z`,
+//! `check.l_x`, `check.logits`, which the exporter adds), the command runs our model on the same
+//! inputs and reports how far the two are apart: the side-by-side test that our blocks compute
+//! the authors' function.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use burn::record::Recorder;
+use burn::tensor::backend::AutodiffBackend;
+use cfx_datasets::Split;
+use cfx_flows::Flow;
+use cfx_flows::blocks::FlowBlock;
+use cfx_flows::ibinn::{IbInn, StoredTensor, load_reference_weights};
+use cfx_linalg::LinalgBackend;
+use safetensors::{Dtype, SafeTensors};
+use serde::Serialize;
+
+use crate::backend::{BackendJob, BackendKind};
+use crate::train::ibinn::{IbInnTrainConfig, TestReport, import_scores, load_split};
+use crate::train::run::{Rec, RunDir, read_toml};
+
+#[derive(Debug, Clone)]
+pub struct ImportJob {
+    /// The exported safetensors file.
+    pub weights: PathBuf,
+    /// The run folder to create.
+    pub run: PathBuf,
+    /// A TOML file of the training config (`train ib-inn --config`); its `model` table must
+    /// be the reference's architecture. `None`: the paper's MNIST architecture.
+    pub config: Option<PathBuf>,
+    pub dataset: cfx_datasets::DatasetKind,
+    pub test_limit: Option<usize>,
+}
+
+/// How far our model's outputs are from the reference's on the file's check batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub images: usize,
+    /// Largest `|z_ours − z_ref|` and the largest `|z_ref|` it compares with.
+    pub max_abs_z_diff: f64,
+    pub max_abs_z: f64,
+    /// Mean `L_x` (nats per dimension) in the reference's convention: ours with the
+    /// reference's DCT log-determinant put back (`IbInn::reference_log_det_offset`).
+    pub l_x_reference: f64,
+    pub l_x_ours: f64,
+    pub max_abs_l_x_diff: f64,
+    pub max_abs_logit_diff: f64,
+    /// Images whose predicted class differs.
+    pub prediction_mismatches: usize,
+    /// Block by block, where the file has the reference's node outputs (`check.node.<k>`).
+    pub blocks: Vec<BlockDiff>,
+}
+
+/// One block's output against the reference node's on the check batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockDiff {
+    pub block: usize,
+    pub kind: String,
+    pub max_abs_diff: f64,
+    pub max_abs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub weights: String,
+    pub run: String,
+    pub tensors: usize,
+    pub check: Option<CheckReport>,
+    pub test: TestReport,
+}
+
+impl BackendJob for ImportJob {
+    type Output = ImportReport;
+
+    fn run<B: AutodiffBackend<InnerBackend: LinalgBackend> + LinalgBackend>(
+        self,
+        device: B::Device,
+        backend: BackendKind,
+    ) -> Result<ImportReport> {
+        let mut cfg = match &self.config {
+            Some(path) => read_toml::<IbInnTrainConfig>(path)?,
+            None => IbInnTrainConfig::default(),
+        };
+        cfg.dataset = self.dataset;
+        cfg.test_limit = self.test_limit;
+        cfg.calibrate_batch_norm = false;
+        cfg.model
+            .validate()
+            .map_err(|e| anyhow::anyhow!("the model config: {e}"))?;
+
+        let bytes = std::fs::read(&self.weights)
+            .with_context(|| format!("cannot read {}", self.weights.display()))?;
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+            anyhow::anyhow!("{} is not a safetensors file: {e}", self.weights.display())
+        })?;
+        let get = |key: &str| read_f32(&file, key);
+        let model: IbInn<B::InnerBackend> =
+            load_reference_weights(cfg.model.init(&device), &get)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", self.weights.display()))?;
+        let check = check_batch(&model, &file, &device)
+            .with_context(|| format!("the check batch of {}", self.weights.display()))?;
+
+        let run = RunDir::open(&self.run, false)?;
+        if run.path("model.mpk").exists() {
+            bail!(
+                "{} already holds a model; choose another --name",
+                self.run.display()
+            );
+        }
+        let record =
+            Recorder::<B::InnerBackend>::record(&Rec::default(), model.clone().into_record(), ())?;
+        crate::fsutil::write_atomic(&run.path("model.mpk"), &record)?;
+        run.write_toml("model.toml", &cfg.model)?;
+        run.write_toml("config.toml", &cfg)?;
+        let test = load_split(&cfg, Split::Test, cfg.test_limit)?;
+        let test = import_scores(&cfg, &model, &test, backend, &run)?;
+        let report = ImportReport {
+            weights: self.weights.display().to_string(),
+            run: self.run.display().to_string(),
+            tensors: file.len(),
+            check,
+            test,
+        };
+        crate::fsutil::write_json(&run.path("import.json"), &report)?;
+        Ok(report)
+    }
+}
+
+/// A tensor of the file as f32, `None` when the file has no such key.
+fn read_f32(file: &SafeTensors, key: &str) -> Option<StoredTensor> {
+    let view = file.tensor(key).ok()?;
+    let data = view.data();
+    let values = match view.dtype() {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        Dtype::I64 => data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        _ => return None,
+    };
+    Some((view.shape().to_vec(), values))
+}
+
+fn check_batch<B: Backend>(
+    model: &IbInn<B>,
+    file: &SafeTensors,
+    device: &B::Device,
+) -> Result<Option<CheckReport>> {
+    let Some((xs, x)) = read_f32(file, "check.x") else {
+        return Ok(None);
+    };
+    let need = |key: &str| read_f32(file, key).with_context(|| format!("`{key}` is missing"));
+    let ((_, z_ref), (_, l_x_ref), (_, logits_ref)) =
+        (need("check.z")?, need("check.l_x")?, need("check.logits")?);
+    let [c, h, w] = model.input_shape();
+    let n = xs.first().copied().unwrap_or(0);
+    if xs.iter().product::<usize>() != n * c * h * w || n == 0 {
+        bail!("`check.x` has shape {xs:?}, the model takes [N, {c}, {h}, {w}]");
+    }
+    let (d, k) = (model.dim(), model.n_classes());
+    if z_ref.len() != n * d || l_x_ref.len() != n || logits_ref.len() != n * k {
+        bail!("the check tensors do not have {n} rows of the model's sizes (D = {d}, K = {k})");
+    }
+    let x = Tensor::<B, 4>::from_data(TensorData::new(x, [n, c, h, w]), device);
+    let blocks = block_diffs(model, file, x.clone())?;
+    let (z, log_det) = model.encode(x);
+    let out = model.output_from_latent(z.clone(), log_det, None);
+    let host = |t: Tensor<B, 2>| -> Result<Vec<f32>> {
+        t.into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+    };
+    let z = host(z)?;
+    let offset = (model.reference_log_det_offset() / d as f64) as f32;
+    let l_x = host(out.l_x.unsqueeze_dim(1))?
+        .into_iter()
+        .map(|v| v + offset)
+        .collect::<Vec<_>>();
+    let logits = host(out.logits)?;
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| f64::from((x - y).abs()))
+            .fold(0.0, f64::max)
+    };
+    let argmax = |row: &[f32]| {
+        row.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+    };
+    let mismatches = logits
+        .chunks(k)
+        .zip(logits_ref.chunks(k))
+        .filter(|(a, b)| argmax(a) != argmax(b))
+        .count();
+    let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
+    Ok(Some(CheckReport {
+        images: n,
+        max_abs_z_diff: max_diff(&z, &z_ref),
+        max_abs_z: z_ref.iter().map(|v| f64::from(v.abs())).fold(0.0, f64::max),
+        l_x_reference: mean(&l_x_ref),
+        l_x_ours: mean(&l_x),
+        max_abs_l_x_diff: max_diff(&l_x, &l_x_ref),
+        max_abs_logit_diff: max_diff(&logits, &logits_ref),
+        prediction_mismatches: mismatches,
+        blocks,
+    }))
+}
+
+/// Each of our blocks' outputs against the reference node it stands for. The reference's chain
+/// has nodes before its first coupling that ours has not (a reshape), so the two are aligned at
+/// the first coupling.
+fn block_diffs<B: Backend>(
+    model: &IbInn<B>,
+    file: &SafeTensors,
+    x: Tensor<B, 4>,
+) -> Result<Vec<BlockDiff>> {
+    let ours_first = model
+        .inn
+        .blocks
+        .iter()
+        .position(|b| matches!(b, FlowBlock::AllInOne(_)));
+    let theirs_first = (0usize..8).find(|k| file.tensor(&format!("inn.module_list.{k}.w")).is_ok());
+    let (Some(a), Some(k0)) = (ours_first, theirs_first) else {
+        return Ok(Vec::new());
+    };
+    let Some(offset) = k0.checked_sub(a) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut h = x;
+    for (i, block) in model.inn.blocks.iter().enumerate() {
+        h = Flow::forward(block, h).0;
+        let Some((_, theirs)) = read_f32(file, &format!("check.node.{}", i + offset)) else {
+            continue;
+        };
+        let ours: Vec<f32> = h
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if ours.len() != theirs.len() {
+            bail!(
+                "block {i} ({}) gives {} values per batch, the reference's node {} {}",
+                block.kind(),
+                ours.len(),
+                i + offset,
+                theirs.len()
+            );
+        }
+        out.push(BlockDiff {
+            block: i,
+            kind: block.kind().to_string(),
+            max_abs_diff: ours
+                .iter()
+                .zip(&theirs)
+                .map(|(a, b)| f64::from((a - b).abs()))
+                .fold(0.0, f64::max),
+            max_abs: theirs
+                .iter()
+                .map(|v| f64::from(v.abs()))
+                .fold(0.0, f64::max),
+        });
+    }
+    Ok(out)
+}
+
+/// Where the import's report goes.
+pub fn report_path(run: &Path) -> PathBuf {
+    run.join("import.json")
+}
