@@ -1,0 +1,187 @@
+"""Exports an IB-INN of the authors' code to safetensors for `cargo xtask import-ibinn`.
+
+Two sources:
+
+  --checkpoint model.pt   a checkpoint their `model.py::save` wrote ({'inn', 'mu', 'phi', ...});
+  --build                 a fresh model built by their code, trained --steps steps on MNIST
+                          with their loss and optimiser, so that its weights and batch-norm
+                          statistics are not the initial ones.
+
+With --reference DIR (a folder holding their `model.py`, `inn_architecture.py`,
+`all_in_one_block.py`, `downsampling_coupling_block.py` and `dct_transform.py`; see README.md)
+the model is rebuilt by their code and run on --check images of the MNIST test set in eval
+mode, and the batch with their outputs goes into the file as `check.x`, `check.z`,
+`check.l_x` and `check.logits`; the import then reports how far our model is from them.
+--build needs --reference.
+
+    python3 bench/reference/export_ibinn.py --reference REF --build --steps 30 --out ab.safetensors
+    cargo xtask import-ibinn --weights ab.safetensors --name ibinn-authors-ab --test-limit 1000
+"""
+import argparse
+import configparser
+import gzip
+import os
+import re
+import sys
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MNIST = os.path.join(HERE, '..', '..', 'datasets', 'data', 'mnist')
+
+
+def idx(name, offset):
+    with gzip.open(os.path.join(MNIST, name)) as f:
+        return np.frombuffer(f.read(), np.uint8, offset=offset)
+
+
+def mnist(split):
+    prefix = 'train' if split == 'train' else 't10k'
+    x = idx(f'{prefix}-images-idx3-ubyte.gz', 16).reshape(-1, 1, 28, 28).astype(np.float32) / 255.
+    return x, idx(f'{prefix}-labels-idx1-ubyte.gz', 8).astype(np.int64)
+
+
+def config(dataset_ini):
+    """Their default.ini with ECINN's configs/mnist.ini on top (as ECINN's config.py merges them)."""
+    cfg = configparser.ConfigParser()
+    cfg.read_dict(DEFAULT_INI)
+    cfg.read_dict(dataset_ini)
+    return cfg
+
+
+# IB-INN's default.ini, the keys their model code reads.
+DEFAULT_INI = {
+    'model': {'fc_width': '1024', 'n_coupling_blocks_fc': '1', 'dct_pooling': 'True',
+              'conv_widths': '[16, 32, 64]', 'n_coupling_blocks_conv': '[8, 24, 24]',
+              'n_groups': '1', 'clamp': '0.7', 'act_norm': '0.75', 'weight_init': '1.0',
+              'mu_init': '5.0', 'dropout_conv': '[0., 0., 0.25]', 'dropout_fc': '0.5'},
+    'data': {'dataset': 'CIFAR10', 'batch_size': '128', 'tanh_augmentation': 'False',
+             'noise_amplitde': '0.01', 'label_smoothing': '0.02', 'pad_noise_channels': '0',
+             'pad_noise_std': '1.0'},
+    'training': {'beta_IB': '1.0', 'n_epochs': '450', 'clip_grad_norm': '8.',
+                 'optimizer': 'SGD', 'lr': '0.07', 'weight_decay': '1e-4', 'sgd_momentum': '0.9',
+                 'empirical_mu': 'False', 'train_mu': 'True', 'lr_mu': '3.0',
+                 'sgd_momentum_mu': '0.0', 'train_phi': 'False', 'lr_phi': '1.',
+                 'sgd_momentum_phi': '0.8'},
+    'ablations': {'no_NLL_term': 'False', 'class_NLL': 'False', 'standard_softmax_loss': 'False',
+                  'feed_forward_resnet': 'False', 'feed_forward_irevnet': 'False', 'vib': 'False'},
+}
+# ECINN's configs/mnist.ini.
+MNIST_INI = {'training': {'beta_IB': '1.4265', 'n_epochs': '60', 'scheduler_milestones': '[50]'},
+             'data': {'dataset': 'MNIST', 'label_smoothing': '0.01'},
+             'model': {'act_norm': '0.80'}}
+
+
+# A small model of the same architecture, for the test fixture of cfx-flows
+# (`crates/flows/tests/data/ibinn_reference_tiny.safetensors`).
+TINY_INI = {'model': {'conv_widths': '[16, 4, 8]', 'n_coupling_blocks_conv': '[8, 2, 2]',
+                      'fc_width': '16'}}
+
+
+def build(reference, tiny=False):
+    sys.path.insert(0, HERE)
+    import shims  # noqa: F401  (before their code imports FrEIA)
+    sys.path.insert(0, reference)
+    import model as their_model
+    cfg = config(MNIST_INI)
+    if tiny:
+        cfg.read_dict(TINY_INI)
+    return their_model.GenerativeClassifier(cfg)
+
+
+def train(m, steps, seed):
+    """Their training step (train.py): β-weighted IB loss, gradient clipping at 8, their SGD
+    groups; their augmentation (uniform dequantisation, noise 0.01, scaling to [-1, 1])."""
+    x, labels = mnist('train')
+    rng = np.random.default_rng(seed)
+    beta, smooth = 1.4265, 0.01
+    bx, by = 2. / (1 + beta), 2. * beta / (1 + beta)
+    m.train()
+    for step in range(steps):
+        b = rng.choice(len(x), 128, replace=False)
+        xb = torch.as_tensor(x[b])
+        xb = 2. * (xb + torch.rand_like(xb) / 256. + 0.01 * torch.randn_like(xb) - 0.5)
+        y = torch.zeros(128, 10).scatter_(1, torch.as_tensor(labels[b]).view(-1, 1), 1.)
+        y = y * (1 - smooth) + smooth / 10
+        losses = m(xb, y)
+        (bx * losses['L_x_tr'] - by * losses['L_y_tr']).backward()
+        torch.nn.utils.clip_grad_norm_(m.trainable_params, 8.)
+        m.optimizer.step()
+        m.optimizer.zero_grad()
+        if (step + 1) % 10 == 0:
+            print(f"step {step + 1}: L_x {losses['L_x_tr'].item():.4f} "
+                  f"acc {100 * losses['acc_tr'].item():.1f}%", flush=True)
+
+
+def check_batch(m, n, with_nodes=True):
+    """Their model in eval mode on the first n clean test images (their test augmentor)."""
+    x, _ = mnist('test')
+    x = 2. * (torch.as_tensor(x[:n]) - 0.5)
+    m.eval()
+    with torch.no_grad():
+        m.inn.record = []
+        z = m.inn(x)
+        nodes = m.inn.record
+        m.inn.record = None
+        losses = m(x, loss_mean=False)
+    out = {'check.x': x, 'check.z': z.reshape(n, -1), 'check.l_x': losses['L_x_tr'],
+           'check.logits': losses['logits_tr']}
+    if with_nodes:
+        # Each node's output, for finding the first block where the two models part.
+        out.update({f'check.node.{k}': y.reshape(n, -1) for k, y in enumerate(nodes)})
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--checkpoint')
+    src.add_argument('--build', action='store_true')
+    p.add_argument('--reference', help='folder with the authors\' model code')
+    p.add_argument('--steps', type=int, default=30)
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--check', type=int, default=256, help='test images in the check batch (0: none)')
+    p.add_argument('--tiny', action='store_true', help='the small architecture of the test fixture')
+    p.add_argument('--no-nodes', action='store_true', help='leave out the per-node outputs')
+    p.add_argument('--threads', type=int, default=1,
+                   help='torch threads; more than the idle cores makes torch spin (10x slower '
+                        'beside another job on a 2-core machine)')
+    p.add_argument('--out', required=True)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.build and not a.reference:
+        p.error('--build needs --reference')
+    torch.manual_seed(a.seed)
+    np.random.seed(a.seed)
+
+    tensors = {}
+    m = build(a.reference, a.tiny) if a.reference else None
+    if a.checkpoint:
+        data = torch.load(a.checkpoint, map_location='cpu', weights_only=False)
+        inn = {k: v for k, v in data['inn'].items() if 'tmp_var' not in k}
+        if m is not None:
+            # The 2020 FrEIA named the fully connected coupling's subnets s1/s2, FrEIA 0.2 (which
+            # the shims build on) subnet1/subnet2.
+            m.inn.load_state_dict({re.sub(r'\.s([12])\.', r'.subnet\1.', k): v for k, v in inn.items()})
+            m.mu.data.copy_(data['mu'].data)
+            m.phi.data.copy_(data['phi'].data)
+    else:
+        train(m, a.steps, a.seed)
+    if m is not None:
+        inn, mu, phi = m.inn.state_dict(), m.mu.data, m.phi.data
+    else:
+        mu, phi = data['mu'].data, data['phi'].data
+    tensors.update({f'inn.{k}': v for k, v in inn.items() if v.dtype.is_floating_point})
+    tensors['mu'] = mu.reshape(mu.shape[-2], mu.shape[-1])
+    tensors['phi'] = phi
+    if m is not None and a.check > 0:
+        tensors.update(check_batch(m, a.check, not a.no_nodes))
+
+    from safetensors.torch import save_file
+    save_file({k: v.detach().float().clone().contiguous() for k, v in tensors.items()}, a.out)
+    print(f'{len(tensors)} tensors → {a.out}')
+
+
+if __name__ == '__main__':
+    main()
