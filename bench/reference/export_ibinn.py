@@ -133,6 +133,19 @@ def check_batch(m, n, with_nodes=True):
     return out
 
 
+def score_test(m, n):
+    """What their test code prints (evaluation/test_metrics.py) over the first n clean test
+    images: eval mode, bits/dim = (L_x + ln 256 − ½ ln 2π) / ln 2, and the accuracy."""
+    x, labels = mnist('test')
+    x = 2. * (torch.as_tensor(x[:n]) - 0.5)
+    y = torch.zeros(n, 10).scatter_(1, torch.as_tensor(labels[:n]).view(-1, 1), 1.)
+    v = m.validate(x, y)
+    l_x = float(v['L_x_val'])
+    bpd = (l_x + np.log(256) - 0.5 * np.log(2 * np.pi)) / np.log(2)
+    print(f'their test code on {n} test images: accuracy {100 * float(v["acc_val"]):.2f} %, '
+          f'L_x {l_x:.6f}, bits/dim {bpd:.6f}')
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
@@ -142,6 +155,8 @@ def main():
     p.add_argument('--steps', type=int, default=30)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--check', type=int, default=256, help='test images in the check batch (0: none)')
+    p.add_argument('--score-test', type=int, default=0, metavar='N',
+                   help='also print what their test code reports on the first N test images')
     p.add_argument('--tiny', action='store_true', help='the small architecture of the test fixture')
     p.add_argument('--no-nodes', action='store_true', help='leave out the per-node outputs')
     p.add_argument('--threads', type=int, default=1,
@@ -177,6 +192,8 @@ def main():
     tensors['phi'] = phi
     if m is not None and a.check > 0:
         tensors.update(check_batch(m, a.check, not a.no_nodes))
+    if m is not None and a.score_test > 0:
+        score_test(m, a.score_test)
 
     from safetensors.torch import save_file
     save_file({k: v.detach().float().clone().contiguous() for k, v in tensors.items()}, a.out)
