@@ -79,7 +79,7 @@ TINY_INI = {'model': {'conv_widths': '[16, 4, 8]', 'n_coupling_blocks_conv': '[8
                       'fc_width': '16'}}
 
 
-def build(reference, tiny=False):
+def build(reference, tiny=False, no_dropout=False):
     sys.path.insert(0, HERE)
     import shims  # noqa: F401  (before their code imports FrEIA)
     sys.path.insert(0, reference)
@@ -87,7 +87,34 @@ def build(reference, tiny=False):
     cfg = config(MNIST_INI)
     if tiny:
         cfg.read_dict(TINY_INI)
+    if no_dropout:  # the layers stay (and with them the keys), at p = 0
+        cfg.read_dict({'model': {'dropout_conv': '[0., 0., 0.]', 'dropout_fc': '0.'}})
     return their_model.GenerativeClassifier(cfg)
+
+
+def gradient_batch(m, n, seed):
+    """One training-mode pass of their loss over n augmented training images (batch
+    statistics, dropout off): the loss, the global gradient norm their clipping sees (over
+    `trainable_params`, μ and φ included) and μ's and φ's gradients."""
+    x, labels = mnist('train')
+    rng = np.random.default_rng(seed + 1)
+    b = rng.choice(len(x), n, replace=False)
+    xb = torch.as_tensor(x[b])
+    xb = 2. * (xb + torch.rand_like(xb) / 256. + 0.01 * torch.randn_like(xb) - 0.5)
+    y = torch.zeros(n, 10).scatter_(1, torch.as_tensor(labels[b]).view(-1, 1), 1.) * 0.99 + 0.001
+    beta = 1.4265
+    m.train()
+    m.optimizer.zero_grad()
+    losses = m(xb, y)
+    loss = 2. / (1 + beta) * losses['L_x_tr'] - 2. * beta / (1 + beta) * losses['L_y_tr']
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(m.trainable_params, float('inf'))
+    out = {'check.train.x': xb, 'check.train.labels': torch.as_tensor(labels[b]).float(),
+           'check.train.loss': loss.detach().reshape(1), 'check.train.grad_norm': norm.reshape(1),
+           'check.train.grad_mu': m.mu.grad.reshape(10, -1).clone(),
+           'check.train.grad_phi': m.phi.grad.clone()}
+    m.optimizer.zero_grad()
+    return out
 
 
 def train(m, steps, seed):
@@ -157,6 +184,9 @@ def main():
     p.add_argument('--check', type=int, default=256, help='test images in the check batch (0: none)')
     p.add_argument('--score-test', type=int, default=0, metavar='N',
                    help='also print what their test code reports on the first N test images')
+    p.add_argument('--grad-batch', type=int, default=0, metavar='N',
+                   help='with --build: train without dropout and add one training pass over N '
+                        'images (loss, gradient norm, gradients of mu and phi)')
     p.add_argument('--tiny', action='store_true', help='the small architecture of the test fixture')
     p.add_argument('--no-nodes', action='store_true', help='leave out the per-node outputs')
     p.add_argument('--threads', type=int, default=1,
@@ -171,7 +201,9 @@ def main():
     np.random.seed(a.seed)
 
     tensors = {}
-    m = build(a.reference, a.tiny) if a.reference else None
+    if a.grad_batch and not a.build:
+        p.error('--grad-batch needs --build')
+    m = build(a.reference, a.tiny, a.grad_batch > 0) if a.reference else None
     if a.checkpoint:
         data = torch.load(a.checkpoint, map_location='cpu', weights_only=False)
         inn = {k: v for k, v in data['inn'].items() if 'tmp_var' not in k}
@@ -190,6 +222,9 @@ def main():
     tensors.update({f'inn.{k}': v for k, v in inn.items() if v.dtype.is_floating_point})
     tensors['mu'] = mu.reshape(mu.shape[-2], mu.shape[-1])
     tensors['phi'] = phi
+    if a.grad_batch:
+        # Before the eval-mode batch: its forward pass does not touch the running statistics.
+        tensors.update(gradient_batch(m, a.grad_batch, a.seed))
     if m is not None and a.check > 0:
         tensors.update(check_batch(m, a.check, not a.no_nodes))
     if m is not None and a.score_test > 0:

@@ -14,13 +14,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use burn::module::{ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_datasets::Split;
 use cfx_flows::Flow;
 use cfx_flows::blocks::FlowBlock;
-use cfx_flows::ibinn::{IbInn, StoredTensor, load_reference_weights};
+use cfx_flows::ibinn::{IbInn, StoredTensor, ib_objective, load_reference_weights, smooth_one_hot};
 use cfx_linalg::LinalgBackend;
 use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
@@ -70,12 +72,29 @@ pub struct BlockDiff {
     pub max_abs: f64,
 }
 
+/// One training-mode pass (batch statistics, no dropout) of the IB loss, ours against theirs.
+#[derive(Debug, Clone, Serialize)]
+pub struct GradientCheck {
+    pub images: usize,
+    /// The IB loss in their convention (ours with their DCT log-determinant put back).
+    pub loss_reference: f64,
+    pub loss_ours: f64,
+    /// `‖g‖` over every trained parameter, μ and φ included (what the clipping sees).
+    pub grad_norm_reference: f64,
+    pub grad_norm_ours: f64,
+    /// Largest `|∂L/∂μ|` difference, and the largest `|∂L/∂μ|` it compares with.
+    pub max_abs_grad_mu_diff: f64,
+    pub max_abs_grad_mu: f64,
+    pub max_abs_grad_phi_diff: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportReport {
     pub weights: String,
     pub run: String,
     pub tensors: usize,
     pub check: Option<CheckReport>,
+    pub gradients: Option<GradientCheck>,
     pub test: TestReport,
 }
 
@@ -109,6 +128,8 @@ impl BackendJob for ImportJob {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", self.weights.display()))?;
         let check = check_batch(&model, &file, &device)
             .with_context(|| format!("the check batch of {}", self.weights.display()))?;
+        let gradients = gradient_check::<B>(&cfg, &get, &file, &device)
+            .with_context(|| format!("the gradient batch of {}", self.weights.display()))?;
 
         let run = RunDir::open(&self.run, false)?;
         if run.path("model.mpk").exists() {
@@ -129,6 +150,7 @@ impl BackendJob for ImportJob {
             run: self.run.display().to_string(),
             tensors: file.len(),
             check,
+            gradients,
             test,
         };
         crate::fsutil::write_json(&run.path("import.json"), &report)?;
@@ -195,12 +217,6 @@ fn check_batch<B: Backend>(
         .map(|v| v + offset)
         .collect::<Vec<_>>();
     let logits = host(out.logits)?;
-    let max_diff = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| f64::from((x - y).abs()))
-            .fold(0.0, f64::max)
-    };
     let argmax = |row: &[f32]| {
         row.iter()
             .enumerate()
@@ -215,14 +231,104 @@ fn check_batch<B: Backend>(
     let mean = |v: &[f32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
     Ok(Some(CheckReport {
         images: n,
-        max_abs_z_diff: max_diff(&z, &z_ref),
+        max_abs_z_diff: max_abs_diff(&z, &z_ref),
         max_abs_z: z_ref.iter().map(|v| f64::from(v.abs())).fold(0.0, f64::max),
         l_x_reference: mean(&l_x_ref),
         l_x_ours: mean(&l_x),
-        max_abs_l_x_diff: max_diff(&l_x, &l_x_ref),
-        max_abs_logit_diff: max_diff(&logits, &logits_ref),
+        max_abs_l_x_diff: max_abs_diff(&l_x, &l_x_ref),
+        max_abs_logit_diff: max_abs_diff(&logits, &logits_ref),
         prediction_mismatches: mismatches,
         blocks,
+    }))
+}
+
+/// The exporter's `--grad-batch`: the same weights, without dropout, in training mode on its
+/// batch; the loss, the global gradient norm and the gradients of μ and φ against theirs. This
+/// runs our training path (batch statistics, the hand-written backward passes of the
+/// convolutions, batch norm and couplings), which the eval-mode check does not.
+fn gradient_check<B: AutodiffBackend>(
+    cfg: &IbInnTrainConfig,
+    get: &dyn Fn(&str) -> Option<StoredTensor>,
+    file: &SafeTensors,
+    device: &B::Device,
+) -> Result<Option<GradientCheck>> {
+    let Some((xs, x)) = read_f32(file, "check.train.x") else {
+        return Ok(None);
+    };
+    let need = |key: &str| read_f32(file, key).with_context(|| format!("`{key}` is missing"));
+    let (labels, loss_ref, norm_ref) = (
+        need("check.train.labels")?.1,
+        need("check.train.loss")?.1,
+        need("check.train.grad_norm")?.1,
+    );
+    let (mu_ref, phi_ref) = (
+        need("check.train.grad_mu")?.1,
+        need("check.train.grad_phi")?.1,
+    );
+    let mut arch = cfg.model.clone();
+    for stage in &mut arch.stages {
+        stage.dropout = 0.0;
+    }
+    arch.fc_dropout = 0.0;
+    let model: IbInn<B> =
+        load_reference_weights(arch.init(device), get).map_err(anyhow::Error::msg)?;
+    let [c, h, w] = model.input_shape();
+    let n = labels.len();
+    if x.len() != n * c * h * w {
+        bail!("`check.train.x` has shape {xs:?}, not {n} images of [{c}, {h}, {w}]");
+    }
+    let x = Tensor::<B, 4>::from_data(TensorData::new(x, [n, c, h, w]), device);
+    let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
+    let targets = smooth_one_hot(labels, model.n_classes(), cfg.label_smoothing);
+    let out = model.forward_output(x, Some(targets));
+    let l_y = out.l_y.context("targets were given")?;
+    let loss = ib_objective(out.l_x.mean(), l_y.mean(), cfg.beta);
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    // Their L_x counts the DCT's log-determinant their way, a constant with no gradient.
+    let offset = model.reference_log_det_offset() / model.dim() as f64;
+    let loss_ours = f64::from(loss.into_scalar().elem::<f32>()) + 2.0 / (1.0 + cfg.beta) * offset;
+
+    struct SumSquares<'a> {
+        grads: &'a GradientsParams,
+        total: f64,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for SumSquares<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                self.total += f64::from(g.square().sum().into_scalar().elem::<f32>());
+            }
+        }
+    }
+    let mut sum = SumSquares {
+        grads: &grads,
+        total: 0.0,
+    };
+    model.visit(&mut sum);
+    let to_vec = |d: TensorData| {
+        d.convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+    };
+    let mu = grads
+        .get::<B::InnerBackend, 2>(model.mu.id)
+        .context("μ has no gradient")?;
+    let phi = grads
+        .get::<B::InnerBackend, 1>(model.phi.id)
+        .context("φ has no gradient")?;
+    let (mu, phi) = (to_vec(mu.into_data())?, to_vec(phi.into_data())?);
+    Ok(Some(GradientCheck {
+        images: n,
+        loss_reference: f64::from(loss_ref[0]),
+        loss_ours,
+        grad_norm_reference: f64::from(norm_ref[0]),
+        grad_norm_ours: sum.total.sqrt(),
+        max_abs_grad_mu_diff: max_abs_diff(&mu, &mu_ref),
+        max_abs_grad_mu: mu_ref
+            .iter()
+            .map(|v| f64::from(v.abs()))
+            .fold(0.0, f64::max),
+        max_abs_grad_phi_diff: max_abs_diff(&phi, &phi_ref),
     }))
 }
 
@@ -271,11 +377,7 @@ fn block_diffs<B: Backend>(
         out.push(BlockDiff {
             block: i,
             kind: block.kind().to_string(),
-            max_abs_diff: ours
-                .iter()
-                .zip(&theirs)
-                .map(|(a, b)| f64::from((a - b).abs()))
-                .fold(0.0, f64::max),
+            max_abs_diff: max_abs_diff(&ours, &theirs),
             max_abs: theirs
                 .iter()
                 .map(|v| f64::from(v.abs()))
@@ -283,6 +385,14 @@ fn block_diffs<B: Backend>(
         });
     }
     Ok(out)
+}
+
+/// Largest `|a_i − b_i|`.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from((x - y).abs()))
+        .fold(0.0, f64::max)
 }
 
 /// Where the import's report goes.

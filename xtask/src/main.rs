@@ -409,6 +409,21 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
+            if let Some(g) = &r.gradients {
+                println!(
+                    "training pass over {} images: loss {:.6} (reference) against {:.6} (ours), \
+                     gradient norm {:.6} against {:.6}, max |Δ∂L/∂μ| {:.3e} (max {:.3e}), \
+                     max |Δ∂L/∂φ| {:.3e}",
+                    g.images,
+                    g.loss_reference,
+                    g.loss_ours,
+                    g.grad_norm_reference,
+                    g.grad_norm_ours,
+                    g.max_abs_grad_mu_diff,
+                    g.max_abs_grad_mu,
+                    g.max_abs_grad_phi_diff
+                );
+            }
             println!(
                 "{} tensors of {} → {}: test error {:.2}% on {} images, {:.3} bits/dim as the reference \
                  code prints it; {}",

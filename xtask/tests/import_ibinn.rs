@@ -56,6 +56,16 @@ fn the_authors_tiny_model_imports_as_a_run() {
     assert!(c.max_abs_z_diff <= 1e-4 * c.max_abs_z.max(1.0), "{c:?}");
     assert!(c.max_abs_l_x_diff < 1e-4, "{c:?}");
     assert_eq!(c.prediction_mismatches, 0);
+    // One training-mode pass on the same weights: our training path's gradient is theirs.
+    let g = r.gradients.expect("the fixture has a gradient batch");
+    assert_eq!(g.images, 8);
+    assert!((g.loss_ours - g.loss_reference).abs() < 1e-4, "{g:?}");
+    assert!(
+        (g.grad_norm_ours / g.grad_norm_reference - 1.0).abs() < 1e-3,
+        "{g:?}"
+    );
+    assert!(g.max_abs_grad_mu_diff <= 1e-3 * g.max_abs_grad_mu, "{g:?}");
+    assert!(g.max_abs_grad_phi_diff < 1e-6, "{g:?}");
     assert_eq!(r.test.n, 64);
     assert!(r.test.bpd_reference_convention.is_finite());
 
