@@ -21,6 +21,7 @@ use burn::prelude::*;
 
 use super::IbInn;
 use crate::blocks::FlowBlock;
+use crate::nn::ConvSubnet;
 
 /// One stored tensor: its shape and values (row-major).
 pub type StoredTensor = (Vec<usize>, Vec<f32>);
@@ -44,9 +45,7 @@ pub fn load_reference_weights<B: Backend>(
     let device = model.mu.device();
     let get = |key: &str, shape: &[usize]| -> Result<Tensor<B, 1>, String> {
         let (s, v) = source(key).ok_or_else(|| format!("the file has no tensor `{key}`"))?;
-        if s.iter().product::<usize>() != shape.iter().product::<usize>()
-            || strip_unit_dims(&s) != strip_unit_dims(shape)
-        {
+        if strip_unit_dims(&s) != strip_unit_dims(shape) {
             return Err(format!(
                 "`{key}` has shape {s:?}, the model's tensor has {shape:?}: the file is of \
                  another architecture"
@@ -78,19 +77,7 @@ pub fn load_reference_weights<B: Backend>(
         match block {
             FlowBlock::AllInOne(b) => {
                 let relu = usize::from(b.subnet.relu_first());
-                load_subnet(
-                    &mut b.subnet.conv1,
-                    &mut b.subnet.bn1,
-                    &format!("{node}.s.{}", relu),
-                    &get,
-                )?;
-                load_subnet(
-                    &mut b.subnet.conv2,
-                    &mut b.subnet.bn2,
-                    &format!("{node}.s.{}", relu + 3),
-                    &get,
-                )?;
-                load_conv(&mut b.subnet.conv3, &format!("{node}.s.{}", relu + 7), &get)?;
+                load_conv_subnet(&mut b.subnet, &format!("{node}.s"), relu, relu + 7, &get)?;
                 let c = b.rotation.weight.dims()[0];
                 let w = get(&format!("{node}.w"), &[c, c, 1, 1])?.reshape([c, c]);
                 b.rotation.weight = replace(b.rotation.weight.clone(), w);
@@ -102,19 +89,7 @@ pub fn load_reference_weights<B: Backend>(
             FlowBlock::Downsample(b) => {
                 // The strided subnet has no dropout layer, the low-resolution one has.
                 for (net, prefix, last) in [(&mut b.s_hi, "s_hi", 6), (&mut b.s_lo, "s_lo", 7)] {
-                    load_subnet(
-                        &mut net.conv1,
-                        &mut net.bn1,
-                        &format!("{node}.{prefix}.0"),
-                        &get,
-                    )?;
-                    load_subnet(
-                        &mut net.conv2,
-                        &mut net.bn2,
-                        &format!("{node}.{prefix}.3"),
-                        &get,
-                    )?;
-                    load_conv(&mut net.conv3, &format!("{node}.{prefix}.{last}"), &get)?;
+                    load_conv_subnet(net, &format!("{node}.{prefix}"), 0, last, &get)?;
                 }
             }
             FlowBlock::Glow(b) => {
@@ -145,20 +120,21 @@ pub fn load_reference_weights<B: Backend>(
 
 type Getter<'a, B> = dyn Fn(&str, &[usize]) -> Result<Tensor<B, 1>, String> + 'a;
 
-fn load_subnet<B: Backend>(
-    conv: &mut Conv2d<B>,
-    bn: &mut BatchNorm<B>,
-    conv_key: &str,
+/// A conv subnet stored as an `nn.Sequential` at `prefix`: its first convolution at position
+/// `first` (after a leading ReLU, if any) with its batch norm next, the second convolution and
+/// batch norm three positions on (past a ReLU), and the last convolution at `last`.
+fn load_conv_subnet<B: Backend>(
+    net: &mut ConvSubnet<B>,
+    prefix: &str,
+    first: usize,
+    last: usize,
     get: &Getter<B>,
 ) -> Result<(), String> {
-    load_conv(conv, conv_key, get)?;
-    load_bn(bn, &bump(conv_key, 1), get)
-}
-
-/// `prefix.<n>` → `prefix.<n + by>`.
-fn bump(key: &str, by: usize) -> String {
-    let (head, n) = key.rsplit_once('.').expect("a layer key ends in its index");
-    format!("{head}.{}", n.parse::<usize>().expect("a layer index") + by)
+    load_conv(&mut net.conv1, &format!("{prefix}.{first}"), get)?;
+    load_bn(&mut net.bn1, &format!("{prefix}.{}", first + 1), get)?;
+    load_conv(&mut net.conv2, &format!("{prefix}.{}", first + 3), get)?;
+    load_bn(&mut net.bn2, &format!("{prefix}.{}", first + 4), get)?;
+    load_conv(&mut net.conv3, &format!("{prefix}.{last}"), get)
 }
 
 fn load_conv<B: Backend>(conv: &mut Conv2d<B>, key: &str, get: &Getter<B>) -> Result<(), String> {
