@@ -17,7 +17,6 @@ use anyhow::{Context, Result, bail};
 use burn::module::{ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use cfx_datasets::Split;
 use cfx_flows::Flow;
@@ -28,8 +27,11 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
 
 use crate::backend::{BackendJob, BackendKind};
-use crate::train::ibinn::{IbInnTrainConfig, TestReport, import_scores, load_split};
-use crate::train::run::{Rec, RunDir, read_toml};
+use crate::explain::runner::host;
+use crate::train::ibinn::{
+    IbInnTrainConfig, MODEL_FILE, TestReport, import_scores, load_split, write_model,
+};
+use crate::train::run::{RunDir, read_toml};
 
 #[derive(Debug, Clone)]
 pub struct ImportJob {
@@ -132,16 +134,13 @@ impl BackendJob for ImportJob {
             .with_context(|| format!("the gradient batch of {}", self.weights.display()))?;
 
         let run = RunDir::open(&self.run, false)?;
-        if run.path("model.mpk").exists() {
+        if run.path(MODEL_FILE).exists() {
             bail!(
                 "{} already holds a model; choose another --name",
                 self.run.display()
             );
         }
-        let record =
-            Recorder::<B::InnerBackend>::record(&Rec::default(), model.clone().into_record(), ())?;
-        crate::fsutil::write_atomic(&run.path("model.mpk"), &record)?;
-        run.write_toml("model.toml", &cfg.model)?;
+        write_model(&run, model.clone(), &cfg.model)?;
         run.write_toml("config.toml", &cfg)?;
         let test = load_split(&cfg, Split::Test, cfg.test_limit)?;
         let test = import_scores(&cfg, &model, &test, backend, &run)?;
@@ -180,6 +179,11 @@ fn read_f32(file: &SafeTensors, key: &str) -> Option<StoredTensor> {
     Some((view.shape().to_vec(), values))
 }
 
+/// A tensor the file's check batch needs.
+fn required(file: &SafeTensors, key: &str) -> Result<StoredTensor> {
+    read_f32(file, key).with_context(|| format!("`{key}` is missing"))
+}
+
 fn check_batch<B: Backend>(
     model: &IbInn<B>,
     file: &SafeTensors,
@@ -188,7 +192,7 @@ fn check_batch<B: Backend>(
     let Some((xs, x)) = read_f32(file, "check.x") else {
         return Ok(None);
     };
-    let need = |key: &str| read_f32(file, key).with_context(|| format!("`{key}` is missing"));
+    let need = |key| required(file, key);
     let ((_, z_ref), (_, l_x_ref), (_, logits_ref)) =
         (need("check.z")?, need("check.l_x")?, need("check.logits")?);
     let [c, h, w] = model.input_shape();
@@ -201,22 +205,16 @@ fn check_batch<B: Backend>(
         bail!("the check tensors do not have {n} rows of the model's sizes (D = {d}, K = {k})");
     }
     let x = Tensor::<B, 4>::from_data(TensorData::new(x, [n, c, h, w]), device);
-    let blocks = block_diffs(model, file, x.clone())?;
-    let (z, log_det) = model.encode(x);
+    let (blocks, z, log_det) = block_diffs(model, file, x)?;
+    let z = z.reshape([n, d]);
     let out = model.output_from_latent(z.clone(), log_det, None);
-    let host = |t: Tensor<B, 2>| -> Result<Vec<f32>> {
-        t.into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
-    };
-    let z = host(z)?;
+    let z = host(z);
     let offset = (model.reference_log_det_offset() / d as f64) as f32;
-    let l_x = host(out.l_x.unsqueeze_dim(1))?
+    let l_x = host(out.l_x)
         .into_iter()
         .map(|v| v + offset)
         .collect::<Vec<_>>();
-    let logits = host(out.logits)?;
+    let logits = host(out.logits);
     let argmax = |row: &[f32]| {
         row.iter()
             .enumerate()
@@ -232,7 +230,7 @@ fn check_batch<B: Backend>(
     Ok(Some(CheckReport {
         images: n,
         max_abs_z_diff: max_abs_diff(&z, &z_ref),
-        max_abs_z: z_ref.iter().map(|v| f64::from(v.abs())).fold(0.0, f64::max),
+        max_abs_z: max_abs(&z_ref),
         l_x_reference: mean(&l_x_ref),
         l_x_ours: mean(&l_x),
         max_abs_l_x_diff: max_abs_diff(&l_x, &l_x_ref),
@@ -255,7 +253,7 @@ fn gradient_check<B: AutodiffBackend>(
     let Some((xs, x)) = read_f32(file, "check.train.x") else {
         return Ok(None);
     };
-    let need = |key: &str| read_f32(file, key).with_context(|| format!("`{key}` is missing"));
+    let need = |key| required(file, key);
     let (labels, loss_ref, norm_ref) = (
         need("check.train.labels")?.1,
         need("check.train.loss")?.1,
@@ -305,18 +303,13 @@ fn gradient_check<B: AutodiffBackend>(
         total: 0.0,
     };
     model.visit(&mut sum);
-    let to_vec = |d: TensorData| {
-        d.convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))
-    };
     let mu = grads
         .get::<B::InnerBackend, 2>(model.mu.id)
         .context("μ has no gradient")?;
     let phi = grads
         .get::<B::InnerBackend, 1>(model.phi.id)
         .context("φ has no gradient")?;
-    let (mu, phi) = (to_vec(mu.into_data())?, to_vec(phi.into_data())?);
+    let (mu, phi) = (host(mu), host(phi));
     Ok(Some(GradientCheck {
         images: n,
         loss_reference: f64::from(loss_ref[0]),
@@ -324,53 +317,52 @@ fn gradient_check<B: AutodiffBackend>(
         grad_norm_reference: f64::from(norm_ref[0]),
         grad_norm_ours: sum.total.sqrt(),
         max_abs_grad_mu_diff: max_abs_diff(&mu, &mu_ref),
-        max_abs_grad_mu: mu_ref
-            .iter()
-            .map(|v| f64::from(v.abs()))
-            .fold(0.0, f64::max),
+        max_abs_grad_mu: max_abs(&mu_ref),
         max_abs_grad_phi_diff: max_abs_diff(&phi, &phi_ref),
     }))
 }
 
-/// Each of our blocks' outputs against the reference node it stands for. The reference's chain
-/// has nodes before its first coupling that ours has not (a reshape), so the two are aligned at
-/// the first coupling.
+/// Runs `x` through the model's blocks, setting each block's output against the reference node
+/// it stands for where the file has that node's output (`check.node.<k>`); returns the
+/// comparisons, the last block's output and the summed log-determinant. The reference's chain
+/// has nodes before its first coupling that ours has not (a reshape), so the two are aligned
+/// at the first coupling.
 fn block_diffs<B: Backend>(
     model: &IbInn<B>,
     file: &SafeTensors,
     x: Tensor<B, 4>,
-) -> Result<Vec<BlockDiff>> {
+) -> Result<(Vec<BlockDiff>, Tensor<B, 4>, Tensor<B, 1>)> {
     let ours_first = model
         .inn
         .blocks
         .iter()
         .position(|b| matches!(b, FlowBlock::AllInOne(_)));
     let theirs_first = (0usize..8).find(|k| file.tensor(&format!("inn.module_list.{k}.w")).is_ok());
-    let (Some(a), Some(k0)) = (ours_first, theirs_first) else {
-        return Ok(Vec::new());
-    };
-    let Some(offset) = k0.checked_sub(a) else {
-        return Ok(Vec::new());
+    let offset = match (ours_first, theirs_first) {
+        (Some(a), Some(k0)) => k0.checked_sub(a),
+        _ => None,
     };
     let mut out = Vec::new();
-    let mut h = x;
+    let (mut h, mut log_det) = (x, None::<Tensor<B, 1>>);
     for (i, block) in model.inn.blocks.iter().enumerate() {
-        h = Flow::forward(block, h).0;
-        let Some((_, theirs)) = read_f32(file, &format!("check.node.{}", i + offset)) else {
+        let (y, ld) = Flow::forward(block, h);
+        h = y;
+        log_det = Some(match log_det {
+            Some(sum) => sum + ld,
+            None => ld,
+        });
+        let Some(node) = offset.map(|o| i + o) else {
             continue;
         };
-        let ours: Vec<f32> = h
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let Some((_, theirs)) = read_f32(file, &format!("check.node.{node}")) else {
+            continue;
+        };
+        let ours = host(h.clone());
         if ours.len() != theirs.len() {
             bail!(
-                "block {i} ({}) gives {} values per batch, the reference's node {} {}",
+                "block {i} ({}) gives {} values per batch, the reference's node {node} {}",
                 block.kind(),
                 ours.len(),
-                i + offset,
                 theirs.len()
             );
         }
@@ -378,13 +370,16 @@ fn block_diffs<B: Backend>(
             block: i,
             kind: block.kind().to_string(),
             max_abs_diff: max_abs_diff(&ours, &theirs),
-            max_abs: theirs
-                .iter()
-                .map(|v| f64::from(v.abs()))
-                .fold(0.0, f64::max),
+            max_abs: max_abs(&theirs),
         });
     }
-    Ok(out)
+    let log_det = log_det.context("the model has no blocks")?;
+    Ok((out, h, log_det))
+}
+
+/// Largest `|v_i|`.
+fn max_abs(v: &[f32]) -> f64 {
+    v.iter().map(|x| f64::from(x.abs())).fold(0.0, f64::max)
 }
 
 /// Largest `|a_i − b_i|`.

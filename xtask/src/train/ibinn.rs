@@ -253,7 +253,7 @@ pub struct EvalMetrics {
     pub bpd: f64,
 }
 
-const MODEL_FILE: &str = "model.mpk";
+pub(crate) const MODEL_FILE: &str = "model.mpk";
 const OPTIM_FILE: &str = "optim.mpk";
 const STATE_FILE: &str = "state.json";
 
@@ -782,9 +782,7 @@ fn finish<B: AutodiffBackend>(
         model = calibrate_batch_norm(model, fit, cfg, None, 0);
     }
     let valid = model.valid();
-    let bytes = Recorder::<B>::record(&Rec::default(), model.into_record(), ())?;
-    crate::fsutil::write_atomic(&run.path(MODEL_FILE), &bytes)?;
-    run.write_toml("model.toml", &cfg.model)?;
+    write_model(run, model, &cfg.model)?;
     // Every step trains on one full batch (the sampler drops the last partial one).
     let total_images = (state.global_step * cfg.batch_size) as f64;
     let trained = Trained {
@@ -794,6 +792,17 @@ fn finish<B: AutodiffBackend>(
         batch_norm_calibrated: cfg.calibrate_batch_norm,
     };
     score_on_test(cfg, &valid, test, trained, backend, run)
+}
+
+/// Writes a finished model where [`load_trained`] reads it: `model.mpk` and its architecture.
+pub(crate) fn write_model<B: Backend>(
+    run: &RunDir,
+    model: IbInn<B>,
+    arch: &IbInnConfig,
+) -> Result<()> {
+    let bytes = Recorder::<B>::record(&Rec::default(), model.into_record(), ())?;
+    crate::fsutil::write_atomic(&run.path(MODEL_FILE), &bytes)?;
+    run.write_toml("model.toml", arch)
 }
 
 /// How a scored model was trained, for `test.json`.
