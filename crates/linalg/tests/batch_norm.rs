@@ -26,8 +26,8 @@ fn data<const D: usize>(shape: [usize; D], seed: u64, scale: f32, shift: f32) ->
     TensorData::new(v, shape)
 }
 
-/// The definition: batch statistics over N, H and W, biased variance, burn's running update,
-/// burn's ReLU if asked.
+/// The definition: batch statistics over N, H and W, biased variance, burn's running update
+/// with the unbiased variance (PyTorch's), burn's ReLU if asked.
 fn by_definition<B: Backend>(step: BatchNormStep<B>) -> BatchNormStepOutput<B> {
     let c = step.gamma.dims()[0];
     let mean = step.x.clone().mean_dim(0).mean_dim(2).mean_dim(3);
@@ -44,9 +44,11 @@ fn by_definition<B: Backend>(step: BatchNormStep<B>) -> BatchNormStepOutput<B> {
         y
     };
     let m = step.momentum;
+    let [n, _, h, w] = y.dims();
     let update = |old: Tensor<B, 1>, batch: Tensor<B, 4>| {
         old.mul_scalar(1.0 - m) + batch.reshape([c]).detach().mul_scalar(m)
     };
+    let var = var.mul_scalar((n * h * w) as f64 / (n * h * w - 1) as f64);
     BatchNormStepOutput {
         y,
         running_mean: update(step.running_mean, mean),

@@ -152,6 +152,8 @@ impl<B: Backend, const MATERIALISE: bool> Backward<B, 3> for FusedBatchNorm<MATE
 fn fused_batch_norm<B: Backend, C: CheckpointStrategy, const MATERIALISE: bool>(
     step: BatchNormStep<Autodiff<B, C>>,
 ) -> BatchNormStepOutput<Autodiff<B, C>> {
+    let [n, _, h, w] = step.x.dims();
+    let m_values = n * h * w;
     let xp = primitive(step.x);
     let gp = primitive(step.gamma);
     let bp = primitive(step.beta);
@@ -184,7 +186,10 @@ fn fused_batch_norm<B: Backend, C: CheckpointStrategy, const MATERIALISE: bool>(
             y
         },
         running_mean: update(step.running_mean, out.mean),
-        running_var: update(step.running_var, out.var),
+        running_var: update(
+            step.running_var,
+            out.var.mul_scalar(cfx_linalg::batch_norm::bessel(m_values)),
+        ),
     }
 }
 

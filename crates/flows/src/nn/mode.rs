@@ -222,7 +222,10 @@ fn batch_norm_then<B: Backend>(
         let mean = per_channel_mean(x.clone());
         let centred = x.clone() - crate::ops::per_channel(mean.clone(), n);
         let var = per_channel_mean(centred.square());
-        update_running_statistics(bn, mean.clone(), var.clone());
+        let unbiased = var
+            .clone()
+            .mul_scalar(cfx_linalg::batch_norm::bessel(n * h * w));
+        update_running_statistics(bn, mean.clone(), unbiased);
         (mean, var)
     };
     let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
@@ -334,7 +337,9 @@ mod tests {
     }
 
     /// Our batch norm against burn's `BatchNorm::forward`: outputs, gradients with respect to
-    /// the input, γ and β, and the running statistics, in training and in inference.
+    /// the input, γ and β, and the running statistics, in training and in inference. The
+    /// running variance is PyTorch's, the unbiased one (`cfx_linalg::batch_norm::bessel`),
+    /// where burn keeps the biased one: checked against burn's with the factor put back.
     #[test]
     fn batch_norm_matches_burns_layer() {
         use burn::module::AutodiffModule;
@@ -368,13 +373,22 @@ mod tests {
             };
             results.push(crate::test_util::batch_norm_outcome(bn, &xx, y, &w));
         }
-        for (a, b) in results[0].iter().zip(&results[1]) {
+        for (a, b) in results[0].iter().zip(&results[1]).take(5) {
             a.assert_approx_eq(b, tol);
         }
-        // Inference: the running statistics, no update.
+        // Running variance: 0.7·1 + 0.3·v·M/(M − 1) against burn's 0.7·1 + 0.3·v, M = 40.
+        let burns = results[1][5].to_vec::<f32>().unwrap();
+        let unbiased: Vec<f32> = burns
+            .iter()
+            .map(|r| 0.7 + (r - 0.7) * 40.0 / 39.0)
+            .collect();
+        results[0][5].assert_approx_eq(&burn::tensor::TensorData::new(unbiased, [3]), tol);
+        // Inference: the running statistics, no update (burn's layer given ours).
         let inner = ours.valid();
         let y = batch_norm(&inner, x.clone().inner());
-        let expected = theirs.valid().forward(x.inner());
+        let mut theirs = theirs.valid();
+        theirs.running_var = inner.running_var.clone();
+        let expected = theirs.forward(x.inner());
         y.into_data().assert_approx_eq(&expected.into_data(), tol);
     }
 

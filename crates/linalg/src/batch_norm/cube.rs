@@ -132,7 +132,9 @@ mod kernels {
             stats[3 * channels + c] = beta[c] - mean * scale;
             let mo = momentum.get::<F>();
             new_mean[c] = (F::new(1.0) - mo) * running_mean[c] + mo * mean;
-            new_var[c] = (F::new(1.0) - mo) * running_var[c] + mo * var;
+            // Unbiased, as `super::bessel` says why; `m = 1` leaves the variance 0 either way.
+            let unbiased = var * count / F::max(count - F::new(1.0), F::new(1.0));
+            new_var[c] = (F::new(1.0) - mo) * running_var[c] + mo * unbiased;
         }
     }
 

@@ -268,7 +268,8 @@ pub fn batch_norm_train_flex<C: CheckpointStrategy>(
     let c = d[1];
     let device = Default::default();
     let batch = |v: &[f32]| Tensor::<Flex, 1>::from_data(TensorData::new(v.to_vec(), [c]), &device);
-    let (batch_mean, batch_var) = (batch(&stats.mean), batch(&var));
+    let unbiased = super::bessel(d[0] * d[2]);
+    let (batch_mean, batch_var) = (batch(&stats.mean), batch(&var).mul_scalar(unbiased));
     let m = step.momentum;
     let update = |old: Tensor<Autodiff<Flex, C>, 1>, new: Tensor<Flex, 1>| {
         Tensor::from_inner(old.inner().mul_scalar(1.0 - m) + new.mul_scalar(m))

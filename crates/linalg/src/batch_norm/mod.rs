@@ -19,6 +19,23 @@ mod flex;
 #[cfg(feature = "flex")]
 pub use flex::batch_norm_train_flex;
 
+/// The factor `M/(M − 1)` that turns the batch's biased variance over `M = N·H·W` values per
+/// channel into the unbiased one the running statistics keep (1 for `M ≤ 1`).
+///
+/// Why unbiased: every reference model this toolkit reproduces is PyTorch's, whose
+/// `BatchNorm2d` normalises the batch with the biased variance but folds the unbiased one into
+/// `running_var`; burn's `BatchNorm` folds in the biased one. The two differ by `1/(M − 1)`,
+/// which the IB-INN's running statistics (momentum 0.999: nearly the last batch's) carry into
+/// every eval-mode output. Found by `import-ibinn`'s step check against the authors' code
+/// (docs/results.md, "The authors' code beside ours").
+pub fn bessel(m: usize) -> f64 {
+    if m > 1 {
+        m as f64 / (m - 1) as f64
+    } else {
+        1.0
+    }
+}
+
 /// What one training step of batch norm takes, for `x` of shape `[N, C, H, W]`.
 #[derive(Debug)]
 pub struct BatchNormStep<B: Backend> {
@@ -29,7 +46,8 @@ pub struct BatchNormStep<B: Backend> {
     pub running_mean: Tensor<B, 1>,
     pub running_var: Tensor<B, 1>,
     pub epsilon: f64,
-    /// burn's convention: `running ← (1 − momentum)·running + momentum·batch`.
+    /// burn's convention: `running ← (1 − momentum)·running + momentum·batch`, where the
+    /// batch's variance is the unbiased one ([`bessel`]).
     pub momentum: f64,
     /// Whether a ReLU follows (as in every IB-INN subnet): `y = max(bn(x), 0)`, with ReLU's
     /// gradient (zero where `bn(x) ≤ 0`). The kernels apply it in the same launches.
@@ -38,7 +56,7 @@ pub struct BatchNormStep<B: Backend> {
 
 /// `y = γ·(x − μ)/√(σ² + ε) + β` (then ReLU, if asked) with the batch's mean and biased
 /// variance per channel, and the running statistics after this step (outside the autodiff
-/// graph).
+/// graph; the variance folded in unbiased, [`bessel`]).
 #[derive(Debug)]
 pub struct BatchNormStepOutput<B: Backend> {
     pub y: Tensor<B, 4>,
