@@ -12,13 +12,17 @@ With --reference DIR (a folder holding their `model.py`, `inn_architecture.py`,
 the model is rebuilt by their code and run on --check images of the MNIST test set in eval
 mode, and the batch with their outputs goes into the file as `check.x`, `check.z`,
 `check.l_x` and `check.logits`; the import then reports how far our model is from them.
---build needs --reference.
+--build needs --reference. With --grad-batch N (and --build) the model trains without dropout and
+the file gets one training-mode pass of their loss over N images (`check.train.*`); with
+--step-batches K as well, K steps of their optimiser on batches of N from the exported weights
+(`check.steps.*`) and every tensor after them (`after.*`), which the import repeats with ours.
 
     python3 bench/reference/export_ibinn.py --reference REF --build --steps 30 --out ab.safetensors
     cargo xtask import-ibinn --weights ab.safetensors --name ibinn-authors-ab --test-limit 1000
 """
 import argparse
 import configparser
+import copy
 import gzip
 import os
 import re
@@ -141,6 +145,71 @@ def train(m, steps, seed):
                   f"acc {100 * losses['acc_tr'].item():.1f}%", flush=True)
 
 
+def step_batches(m, k, n, seed, control=0.):
+    """K steps of their training step (their loss, clipping at 8, their SGD groups) from the
+    current weights with the optimiser's momentum buffers cleared, each on n augmented training
+    images, dropout off: the batches, each step's loss and gradient norm, and every tensor of
+    the state dict after the last step (`after.` + the key), batch-norm statistics included.
+
+    With `control` > 0, a copy of the model whose parameters are first scaled by
+    1 + control·N(0, 1) takes the same steps, and how far the two runs end apart is printed:
+    how much float rounding alone moves K steps of their code."""
+    x, labels = mnist('train')
+    rng = np.random.default_rng(seed + 2)
+    beta = 1.4265
+    m.optimizer.state.clear()
+    batches = []
+    for _ in range(k):
+        b = rng.choice(len(x), n, replace=False)
+        xb = torch.as_tensor(x[b])
+        xb = 2. * (xb + torch.rand_like(xb) / 256. + 0.01 * torch.randn_like(xb) - 0.5)
+        batches.append((xb, torch.as_tensor(labels[b])))
+    twin = copy.deepcopy(m) if control > 0 else None
+
+    def run(model):
+        model.train()
+        losses, norms = [], []
+        for xb, lb in batches:
+            y = torch.zeros(n, 10).scatter_(1, lb.view(-1, 1), 1.) * 0.99 + 0.001
+            out = model(xb, y)
+            loss = 2. / (1 + beta) * out['L_x_tr'] - 2. * beta / (1 + beta) * out['L_y_tr']
+            loss.backward()
+            norms.append(torch.nn.utils.clip_grad_norm_(model.trainable_params, 8.).item())
+            model.optimizer.step()
+            model.optimizer.zero_grad()
+            losses.append(loss.item())
+        return losses, norms
+
+    start = {k_: v.detach().clone() for k_, v in m.state_dict().items()}
+    losses, norms = run(m)
+    if twin is not None:
+        with torch.no_grad():
+            for p in twin.trainable_params:
+                p.mul_(1. + control * torch.randn_like(p))
+        twin_losses, twin_norms = run(twin)
+        after, twin_after = m.state_dict(), twin.state_dict()
+        share, worst = -1., ''
+        for key, v in after.items():
+            if not v.dtype.is_floating_point:
+                continue
+            diff = (v - twin_after[key]).abs().max().item()
+            moved = (v - start[key]).abs().max().item()
+            s_ = diff / moved if moved > 0 else diff
+            if s_ > share:
+                share, worst = s_, f'{key} ({diff:.3e} of {moved:.3e})'
+        print(f'control, parameters scaled by 1 + {control:g}·N(0, 1): losses {twin_losses} '
+              f'against {losses}; gradient norms {twin_norms} against {norms}; largest share '
+              f'of its own movement after the steps: {worst}')
+    out = {'check.steps.x': torch.cat([b[0] for b in batches]),
+           'check.steps.labels': torch.cat([b[1] for b in batches]).float(),
+           'check.steps.loss': torch.tensor(losses), 'check.steps.grad_norm': torch.tensor(norms)}
+    out.update({f'after.inn.{k_}': v.detach().clone() for k_, v in m.inn.state_dict().items()
+                if v.dtype.is_floating_point})
+    out['after.mu'] = m.mu.data.reshape(m.mu.shape[-2], m.mu.shape[-1]).clone()
+    out['after.phi'] = m.phi.data.clone()
+    return out
+
+
 def check_batch(m, n, with_nodes=True):
     """Their model in eval mode on the first n clean test images (their test augmentor)."""
     x, _ = mnist('test')
@@ -187,6 +256,12 @@ def main():
     p.add_argument('--grad-batch', type=int, default=0, metavar='N',
                    help='with --build: train without dropout and add one training pass over N '
                         'images (loss, gradient norm, gradients of mu and phi)')
+    p.add_argument('--step-batches', type=int, default=0, metavar='K',
+                   help='with --grad-batch: then K training steps of their optimiser on batches '
+                        'of the same size, from a cleared momentum, and the weights after them')
+    p.add_argument('--step-control', type=float, default=0., metavar='EPS',
+                   help='with --step-batches: also run the steps from weights scaled by '
+                        '1 + EPS·N(0, 1) and print how far apart the two runs end')
     p.add_argument('--tiny', action='store_true', help='the small architecture of the test fixture')
     p.add_argument('--no-nodes', action='store_true', help='leave out the per-node outputs')
     p.add_argument('--threads', type=int, default=1,
@@ -203,6 +278,8 @@ def main():
     tensors = {}
     if a.grad_batch and not a.build:
         p.error('--grad-batch needs --build')
+    if a.step_batches and not a.grad_batch:
+        p.error('--step-batches needs --grad-batch (it sets the batch size and turns dropout off)')
     m = build(a.reference, a.tiny, a.grad_batch > 0) if a.reference else None
     if a.checkpoint:
         data = torch.load(a.checkpoint, map_location='cpu', weights_only=False)
@@ -219,16 +296,22 @@ def main():
         inn, mu, phi = m.inn.state_dict(), m.mu.data, m.phi.data
     else:
         mu, phi = data['mu'].data, data['phi'].data
-    tensors.update({f'inn.{k}': v for k, v in inn.items() if v.dtype.is_floating_point})
-    tensors['mu'] = mu.reshape(mu.shape[-2], mu.shape[-1])
-    tensors['phi'] = phi
     if a.grad_batch:
-        # Before the eval-mode batch: its forward pass does not touch the running statistics.
+        # Before the eval-mode batch: its training-mode pass moves the batch-norm statistics,
+        # which the eval-mode pass then uses and the file stores.
         tensors.update(gradient_batch(m, a.grad_batch, a.seed))
     if m is not None and a.check > 0:
         tensors.update(check_batch(m, a.check, not a.no_nodes))
     if m is not None and a.score_test > 0:
         score_test(m, a.score_test)
+    # Copies, taken here: the state dict shares storage with the parameters and buffers, which
+    # the batches above (statistics) and --step-batches (everything) move.
+    tensors.update({f'inn.{k}': v.detach().clone() for k, v in inn.items() if v.dtype.is_floating_point})
+    tensors['mu'] = mu.reshape(mu.shape[-2], mu.shape[-1]).clone()
+    tensors['phi'] = phi.clone()
+    if a.step_batches:
+        # Last: it moves the weights the tensors above were taken from.
+        tensors.update(step_batches(m, a.step_batches, a.grad_batch, a.seed, a.step_control))
 
     from safetensors.torch import save_file
     save_file({k: v.detach().float().clone().contiguous() for k, v in tensors.items()}, a.out)

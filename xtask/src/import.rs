@@ -9,19 +9,21 @@
 //! Where the file also holds the reference's own outputs for a batch (`check.x`, `check.z`,
 //! `check.l_x`, `check.logits`, which the exporter adds), the command runs our model on the same
 //! inputs and reports how far the two are apart: the side-by-side test that our blocks compute
-//! the authors' function.
+//! the authors' function. A gradient batch (`check.train.*`) takes the same test to one
+//! training-mode pass and its gradient, and step batches (`check.steps.*` with the weights after
+//! them, `after.*`) to the optimiser's steps and the batch-norm statistics they move.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::module::{ModuleVisitor, Param};
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use cfx_datasets::Split;
+use cfx_datasets::{ImageBatch, Split};
 use cfx_flows::Flow;
 use cfx_flows::blocks::FlowBlock;
-use cfx_flows::ibinn::{IbInn, StoredTensor, ib_objective, load_reference_weights, smooth_one_hot};
+use cfx_flows::ibinn::{IbInn, StoredTensor, load_reference_weights};
 use cfx_linalg::LinalgBackend;
 use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
@@ -29,7 +31,8 @@ use serde::Serialize;
 use crate::backend::{BackendJob, BackendKind};
 use crate::explain::runner::host;
 use crate::train::ibinn::{
-    IbInnTrainConfig, MODEL_FILE, TestReport, import_scores, load_split, write_model,
+    IbInnTrainConfig, MODEL_FILE, TestReport, import_scores, load_split, optimizer, shard_loss,
+    write_model,
 };
 use crate::train::run::{RunDir, read_toml};
 
@@ -90,6 +93,41 @@ pub struct GradientCheck {
     pub max_abs_grad_phi_diff: f64,
 }
 
+/// K optimiser steps from the same weights on the same batches (`--step-batches`), ours against
+/// theirs: what the gradient check leaves out, the update itself (momentum groups, weight
+/// decay, clipping, the learning-rate factors) and the batch-norm statistics it moves.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepCheck {
+    pub steps: usize,
+    pub images_per_step: usize,
+    /// Each step's IB loss in their convention, before its update.
+    pub loss_reference: Vec<f64>,
+    pub loss_ours: Vec<f64>,
+    /// Each step's gradient norm before clipping.
+    pub grad_norm_reference: Vec<f64>,
+    pub grad_norm_ours: Vec<f64>,
+    /// Parameters and batch-norm statistics compared after the last step.
+    pub tensors: usize,
+    /// Largest `|W_ours − W_ref|` after the steps, over every tensor, and the largest distance
+    /// the steps moved a value of theirs, `|W_ref − W_0|`.
+    pub max_abs_diff: f64,
+    pub max_abs_moved: f64,
+    /// The tensor whose difference is the largest share of its own movement.
+    pub worst: WorstTensor,
+    /// The eval-mode check batch through both stepped models: `max |z_ours − z_ref|`, `max |z_ref|`.
+    pub max_abs_z_diff: Option<f64>,
+    pub max_abs_z: Option<f64>,
+}
+
+/// One tensor of the model: its path in our module tree, its largest difference from theirs
+/// after the steps and the largest distance the steps moved it in theirs.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorstTensor {
+    pub path: String,
+    pub max_abs_diff: f64,
+    pub max_abs_moved: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportReport {
     pub weights: String,
@@ -97,6 +135,7 @@ pub struct ImportReport {
     pub tensors: usize,
     pub check: Option<CheckReport>,
     pub gradients: Option<GradientCheck>,
+    pub steps: Option<StepCheck>,
     pub test: TestReport,
 }
 
@@ -132,6 +171,8 @@ impl BackendJob for ImportJob {
             .with_context(|| format!("the check batch of {}", self.weights.display()))?;
         let gradients = gradient_check::<B>(&cfg, &get, &file, &device)
             .with_context(|| format!("the gradient batch of {}", self.weights.display()))?;
+        let steps = step_check::<B>(&cfg, &get, &file, &device)
+            .with_context(|| format!("the step batches of {}", self.weights.display()))?;
 
         let run = RunDir::open(&self.run, false)?;
         if run.path(MODEL_FILE).exists() {
@@ -150,6 +191,7 @@ impl BackendJob for ImportJob {
             tensors: file.len(),
             check,
             gradients,
+            steps,
             test,
         };
         crate::fsutil::write_json(&run.path("import.json"), &report)?;
@@ -240,6 +282,33 @@ fn check_batch<B: Backend>(
     }))
 }
 
+/// Training images their code ran, with its stored shape, their labels and the loss and
+/// gradient norm their code gave (one per step): `<prefix>.x`, `.labels`, `.loss`,
+/// `.grad_norm`.
+struct ReferenceBatch {
+    shape: Vec<usize>,
+    x: Vec<f32>,
+    labels: Vec<f32>,
+    loss: Vec<f32>,
+    grad_norm: Vec<f32>,
+}
+
+/// The file's batch under `prefix`; `None` when it has none, an error naming the key when it is
+/// incomplete.
+fn reference_batch(file: &SafeTensors, prefix: &str) -> Result<Option<ReferenceBatch>> {
+    let Some((shape, x)) = read_f32(file, &format!("{prefix}.x")) else {
+        return Ok(None);
+    };
+    let need = |key: &str| required(file, &format!("{prefix}.{key}")).map(|t| t.1);
+    Ok(Some(ReferenceBatch {
+        shape,
+        x,
+        labels: need("labels")?,
+        loss: need("loss")?,
+        grad_norm: need("grad_norm")?,
+    }))
+}
+
 /// The exporter's `--grad-batch`: the same weights, without dropout, in training mode on its
 /// batch; the loss, the global gradient norm and the gradients of μ and φ against theirs. This
 /// runs our training path (batch statistics, the hand-written backward passes of the
@@ -250,42 +319,27 @@ fn gradient_check<B: AutodiffBackend>(
     file: &SafeTensors,
     device: &B::Device,
 ) -> Result<Option<GradientCheck>> {
-    let Some((xs, x)) = read_f32(file, "check.train.x") else {
+    let Some(batch) = reference_batch(file, "check.train")? else {
         return Ok(None);
     };
+    let ReferenceBatch {
+        shape: xs,
+        x,
+        labels,
+        loss: loss_ref,
+        grad_norm: norm_ref,
+    } = batch;
     let need = |key| required(file, key);
-    let (labels, loss_ref, norm_ref) = (
-        need("check.train.labels")?.1,
-        need("check.train.loss")?.1,
-        need("check.train.grad_norm")?.1,
-    );
     let (mu_ref, phi_ref) = (
         need("check.train.grad_mu")?.1,
         need("check.train.grad_phi")?.1,
     );
-    let mut arch = cfg.model.clone();
-    for stage in &mut arch.stages {
-        stage.dropout = 0.0;
-    }
-    arch.fc_dropout = 0.0;
-    let model: IbInn<B> =
-        load_reference_weights(arch.init(device), get).map_err(anyhow::Error::msg)?;
-    let [c, h, w] = model.input_shape();
+    let model: IbInn<B> = without_dropout(cfg, get, device)?;
     let n = labels.len();
-    if x.len() != n * c * h * w {
-        bail!("`check.train.x` has shape {xs:?}, not {n} images of [{c}, {h}, {w}]");
-    }
-    let x = Tensor::<B, 4>::from_data(TensorData::new(x, [n, c, h, w]), device);
-    let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
-    let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
-    let targets = smooth_one_hot(labels, model.n_classes(), cfg.label_smoothing);
-    let out = model.forward_output(x, Some(targets));
-    let l_y = out.l_y.context("targets were given")?;
-    let loss = ib_objective(out.l_x.mean(), l_y.mean(), cfg.beta);
+    let (x, labels) = training_batch(&model, x, &xs, &labels, "check.train.x", device)?;
+    let loss = training_loss(cfg, &model, x, labels);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
-    // Their L_x counts the DCT's log-determinant their way, a constant with no gradient.
-    let offset = model.reference_log_det_offset() / model.dim() as f64;
-    let loss_ours = f64::from(loss.into_scalar().elem::<f32>()) + 2.0 / (1.0 + cfg.beta) * offset;
+    let loss_ours = reference_loss(cfg, &model, loss);
 
     struct SumSquares<'a> {
         grads: &'a GradientsParams,
@@ -320,6 +374,207 @@ fn gradient_check<B: AutodiffBackend>(
         max_abs_grad_mu: max_abs(&mu_ref),
         max_abs_grad_phi_diff: max_abs_diff(&phi, &phi_ref),
     }))
+}
+
+/// The file's weights in our model without dropout, as the exporter trains for its gradient
+/// and step batches.
+fn without_dropout<B: Backend>(
+    cfg: &IbInnTrainConfig,
+    get: &dyn Fn(&str) -> Option<StoredTensor>,
+    device: &B::Device,
+) -> Result<IbInn<B>> {
+    let mut arch = cfg.model.clone();
+    for stage in &mut arch.stages {
+        stage.dropout = 0.0;
+    }
+    arch.fc_dropout = 0.0;
+    load_reference_weights(arch.init(device), get).map_err(anyhow::Error::msg)
+}
+
+/// Images and labels of the file as tensors, checked against the model's input shape.
+fn training_batch<B: Backend>(
+    model: &IbInn<B>,
+    x: Vec<f32>,
+    shape: &[usize],
+    labels: &[f32],
+    key: &str,
+    device: &B::Device,
+) -> Result<(Tensor<B, 4>, Tensor<B, 1, Int>)> {
+    let [c, h, w] = model.input_shape();
+    let n = labels.len();
+    if x.len() != n * c * h * w {
+        bail!("`{key}` has shape {shape:?}, not {n} images of [{c}, {h}, {w}]");
+    }
+    let x = Tensor::<B, 4>::from_data(TensorData::new(x, [n, c, h, w]), device);
+    let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
+    Ok((x, labels))
+}
+
+/// The training-mode IB loss (batch statistics): the trainer's own [`shard_loss`] on the
+/// whole batch.
+fn training_loss<B: AutodiffBackend>(
+    cfg: &IbInnTrainConfig,
+    model: &IbInn<B>,
+    images: Tensor<B, 4>,
+    labels: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let batch = ImageBatch {
+        images,
+        labels,
+        aux_labels: None,
+        indices: vec![],
+    };
+    shard_loss(model, batch, 1.0, cfg).0
+}
+
+/// Our loss in their convention: their `L_x` counts the DCT's log-determinant their way, a
+/// constant with no gradient.
+fn reference_loss<B: Backend>(cfg: &IbInnTrainConfig, model: &IbInn<B>, loss: Tensor<B, 1>) -> f64 {
+    let offset = model.reference_log_det_offset() / model.dim() as f64;
+    f64::from(loss.into_scalar().elem::<f32>()) + 2.0 / (1.0 + cfg.beta) * offset
+}
+
+/// The exporter's `--step-batches`: from the file's weights (dropout off) and a fresh
+/// optimiser, the trainer's optimiser (`train ib-inn`'s groups, clipping and learning rate of
+/// the first epoch) steps once per batch; the weights and batch-norm statistics after the last
+/// step are set against theirs (`after.*`), tensor by tensor, and both stepped models run the
+/// check batch in eval mode.
+fn step_check<B: AutodiffBackend>(
+    cfg: &IbInnTrainConfig,
+    get: &dyn Fn(&str) -> Option<StoredTensor>,
+    file: &SafeTensors,
+    device: &B::Device,
+) -> Result<Option<StepCheck>> {
+    let Some(batch) = reference_batch(file, "check.steps")? else {
+        return Ok(None);
+    };
+    let ReferenceBatch {
+        shape: xs,
+        x,
+        labels,
+        loss: loss_ref,
+        grad_norm: norm_ref,
+    } = batch;
+    let k = loss_ref.len();
+    if k == 0 || norm_ref.len() != k || labels.len() % k != 0 {
+        bail!(
+            "{k} step losses, {} gradient norms and {} labels do not make equal batches",
+            norm_ref.len(),
+            labels.len()
+        );
+    }
+    let n = labels.len() / k;
+    let start: IbInn<B> = without_dropout(cfg, get, device)?;
+    let (x, labels) = training_batch(&start, x, &xs, &labels, "check.steps.x", device)?;
+    let after_get = |key: &str| get(&format!("after.{key}"));
+    let theirs: IbInn<B::InnerBackend> = without_dropout(cfg, &after_get, device)
+        .context("the weights after the steps (`after.*`)")?;
+
+    // Taken now: a clone shares its batch norms' running statistics, which the steps move.
+    let w0 = tensors_of(&start.valid());
+    let mut optim = optimizer(cfg, &start);
+    let mut model = start;
+    let (mut loss_ours, mut norm_ours) = (Vec::with_capacity(k), Vec::with_capacity(k));
+    let lr = cfg.lr_at(0);
+    for step in 0..k {
+        let rows = step * n..(step + 1) * n;
+        let loss = training_loss(
+            cfg,
+            &model,
+            x.clone().slice(rows.clone()),
+            labels.clone().slice(rows),
+        );
+        let grads = loss.backward();
+        loss_ours.push(reference_loss(cfg, &model, loss));
+        let norm;
+        (model, norm) = optim.step(lr, model, grads);
+        norm_ours.push(f64::from(norm.into_scalar().elem::<f32>()));
+    }
+
+    let (ours, theirs_w) = (tensors_of(&model.valid()), tensors_of(&theirs));
+    if ours.len() != theirs_w.len() {
+        bail!(
+            "the stepped model has {} tensors, the reference's {}",
+            ours.len(),
+            theirs_w.len()
+        );
+    }
+    let mut worst = WorstTensor {
+        path: String::new(),
+        max_abs_diff: 0.0,
+        max_abs_moved: 0.0,
+    };
+    let (mut max_diff, mut max_moved, mut worst_share) = (0.0f64, 0.0f64, -1.0f64);
+    for (((path, a), (_, b)), (_, a0)) in ours.iter().zip(&theirs_w).zip(&w0) {
+        let diff = max_abs_diff(a, b);
+        let moved = max_abs_diff(b, a0);
+        max_diff = max_diff.max(diff);
+        max_moved = max_moved.max(moved);
+        // A tensor the steps did not move must come out equal; its share is the difference.
+        let share = if moved > 0.0 { diff / moved } else { diff };
+        if share > worst_share {
+            worst_share = share;
+            worst = WorstTensor {
+                path: path.clone(),
+                max_abs_diff: diff,
+                max_abs_moved: moved,
+            };
+        }
+    }
+    let (max_abs_z_diff, max_abs_z) = match read_f32(file, "check.x") {
+        Some((_, cx)) => {
+            let [c, h, w] = theirs.input_shape();
+            let m = cx.len() / (c * h * w);
+            let cx =
+                Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(cx, [m, c, h, w]), device);
+            let z_ref = host(theirs.encode(cx.clone()).0);
+            let z = host(model.valid().encode(cx).0);
+            (Some(max_abs_diff(&z, &z_ref)), Some(max_abs(&z_ref)))
+        }
+        None => (None, None),
+    };
+    let as_f64 = |v: Vec<f32>| v.into_iter().map(f64::from).collect();
+    Ok(Some(StepCheck {
+        steps: k,
+        images_per_step: n,
+        loss_reference: as_f64(loss_ref),
+        loss_ours,
+        grad_norm_reference: as_f64(norm_ref),
+        grad_norm_ours: norm_ours,
+        tensors: ours.len(),
+        max_abs_diff: max_diff,
+        max_abs_moved: max_moved,
+        worst,
+        max_abs_z_diff,
+        max_abs_z,
+    }))
+}
+
+/// Every float tensor of the model, parameters and batch-norm statistics, with its path in
+/// the module tree, in visiting order (the same for two models of one architecture).
+fn tensors_of<B: Backend>(model: &IbInn<B>) -> Vec<(String, Vec<f32>)> {
+    struct Collect {
+        path: Vec<String>,
+        out: Vec<(String, Vec<f32>)>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.out.push((self.path.join("."), host(param.val())));
+        }
+    }
+    let mut c = Collect {
+        path: vec![],
+        out: vec![],
+    };
+    model.visit(&mut c);
+    c.out
 }
 
 /// Runs `x` through the model's blocks, setting each block's output against the reference node

@@ -424,6 +424,39 @@ fn run(cli: Cli) -> Result<()> {
                     g.max_abs_grad_phi_diff
                 );
             }
+            if let Some(s) = &r.steps {
+                let list = |v: &[f64]| {
+                    v.iter()
+                        .map(|x| format!("{x:.6}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                println!(
+                    "{} optimiser steps of {} images: losses {} (reference) against {} (ours); \
+                     gradient norms {} against {}",
+                    s.steps,
+                    s.images_per_step,
+                    list(&s.loss_reference),
+                    list(&s.loss_ours),
+                    list(&s.grad_norm_reference),
+                    list(&s.grad_norm_ours)
+                );
+                println!(
+                    "after them, over {} tensors: max |Δ| {:.3e}, where the steps moved a value by \
+                     up to {:.3e}; largest share of its own movement: {} ({:.3e} of {:.3e}){}",
+                    s.tensors,
+                    s.max_abs_diff,
+                    s.max_abs_moved,
+                    s.worst.path,
+                    s.worst.max_abs_diff,
+                    s.worst.max_abs_moved,
+                    match (s.max_abs_z_diff, s.max_abs_z) {
+                        (Some(d), Some(m)) =>
+                            format!("; check batch after the steps: max |Δz| {d:.3e} of {m:.3}"),
+                        _ => String::new(),
+                    }
+                );
+            }
             println!(
                 "{} tensors of {} → {}: test error {:.2}% on {} images, {:.3} bits/dim as the reference \
                  code prints it; {}",

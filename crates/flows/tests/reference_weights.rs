@@ -1,8 +1,8 @@
 //! The authors' IB-INN code and ours on the same weights.
 //!
 //! `data/ibinn_reference_tiny.safetensors` was written by `bench/reference/export_ibinn.py
-//! --build --tiny --steps 10 --seed 7 --check 8 --no-nodes --grad-batch 8` (its gradient batch
-//! is checked by xtask's `import_ibinn` test): their `model.py` and
+//! --build --tiny --steps 10 --seed 7 --check 8 --no-nodes --grad-batch 8 --step-batches 3` (its
+//! gradient and step batches are checked by xtask's `import_ibinn` test): their `model.py` and
 //! `inn_architecture.py` (ECINN) with IB-INN's blocks, on MNIST's architecture with fewer and
 //! narrower blocks (2 couplings of width 4 at 14×14, 2 of width 8 at 7×7, a fully connected
 //! coupling of width 16), trained 10 steps without dropout so that the batch-norm statistics are not the initial

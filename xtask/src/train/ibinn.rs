@@ -566,7 +566,7 @@ fn rescore<B: AutodiffBackend>(
     Ok(TrainOutcome::Finished(report))
 }
 
-fn optimizer<B: AutodiffBackend>(
+pub(crate) fn optimizer<B: AutodiffBackend>(
     cfg: &IbInnTrainConfig,
     model: &IbInn<B>,
 ) -> GroupedSgd<B, IbInn<B>> {
