@@ -231,22 +231,17 @@ fn check_batch<B: Backend>(
     file: &SafeTensors,
     device: &B::Device,
 ) -> Result<Option<CheckReport>> {
-    let Some((xs, x)) = read_f32(file, "check.x") else {
+    let Some(x) = stored_images::<B>(file, "check.x", model.input_shape(), device)? else {
         return Ok(None);
     };
     let need = |key| required(file, key);
     let ((_, z_ref), (_, l_x_ref), (_, logits_ref)) =
         (need("check.z")?, need("check.l_x")?, need("check.logits")?);
-    let [c, h, w] = model.input_shape();
-    let n = xs.first().copied().unwrap_or(0);
-    if xs.iter().product::<usize>() != n * c * h * w || n == 0 {
-        bail!("`check.x` has shape {xs:?}, the model takes [N, {c}, {h}, {w}]");
-    }
+    let n = x.dims()[0];
     let (d, k) = (model.dim(), model.n_classes());
     if z_ref.len() != n * d || l_x_ref.len() != n || logits_ref.len() != n * k {
         bail!("the check tensors do not have {n} rows of the model's sizes (D = {d}, K = {k})");
     }
-    let x = Tensor::<B, 4>::from_data(TensorData::new(x, [n, c, h, w]), device);
     let (blocks, z, log_det) = block_diffs(model, file, x)?;
     let z = z.reshape([n, d]);
     let out = model.output_from_latent(z.clone(), log_det, None);
@@ -282,28 +277,60 @@ fn check_batch<B: Backend>(
     }))
 }
 
-/// Training images their code ran, with its stored shape, their labels and the loss and
-/// gradient norm their code gave (one per step): `<prefix>.x`, `.labels`, `.loss`,
-/// `.grad_norm`.
-struct ReferenceBatch {
-    shape: Vec<usize>,
-    x: Vec<f32>,
-    labels: Vec<f32>,
+/// Images at `key` (`[N, C, H, W]` of the model's `[C, H, W]`) as a tensor; `None` when the
+/// file has no such key.
+fn stored_images<B: Backend>(
+    file: &SafeTensors,
+    key: &str,
+    [c, h, w]: [usize; 3],
+    device: &B::Device,
+) -> Result<Option<Tensor<B, 4>>> {
+    let Some((shape, x)) = read_f32(file, key) else {
+        return Ok(None);
+    };
+    let n = shape.first().copied().unwrap_or(0);
+    if n == 0 || x.len() != n * c * h * w {
+        bail!("`{key}` has shape {shape:?}, the model takes [N, {c}, {h}, {w}]");
+    }
+    Ok(Some(Tensor::from_data(
+        TensorData::new(x, [n, c, h, w]),
+        device,
+    )))
+}
+
+/// Training images their code ran (`<prefix>.x`), their labels (`.labels`) and the loss and
+/// gradient norm their code gave (`.loss`, `.grad_norm`; one per step).
+struct ReferenceBatch<B: Backend> {
+    images: Tensor<B, 4>,
+    labels: Tensor<B, 1, Int>,
     loss: Vec<f32>,
     grad_norm: Vec<f32>,
 }
 
 /// The file's batch under `prefix`; `None` when it has none, an error naming the key when it is
-/// incomplete.
-fn reference_batch(file: &SafeTensors, prefix: &str) -> Result<Option<ReferenceBatch>> {
-    let Some((shape, x)) = read_f32(file, &format!("{prefix}.x")) else {
+/// incomplete or does not fit the model.
+fn reference_batch<B: Backend>(
+    file: &SafeTensors,
+    prefix: &str,
+    input_shape: [usize; 3],
+    device: &B::Device,
+) -> Result<Option<ReferenceBatch<B>>> {
+    let Some(images) = stored_images(file, &format!("{prefix}.x"), input_shape, device)? else {
         return Ok(None);
     };
     let need = |key: &str| required(file, &format!("{prefix}.{key}")).map(|t| t.1);
+    let labels = need("labels")?;
+    let n = images.dims()[0];
+    if labels.len() != n {
+        bail!(
+            "`{prefix}.labels` has {} labels for {n} images",
+            labels.len()
+        );
+    }
+    let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
     Ok(Some(ReferenceBatch {
-        shape,
-        x,
-        labels: need("labels")?,
+        images,
+        labels: Tensor::from_data(TensorData::new(labels, [n]), device),
         loss: need("loss")?,
         grad_norm: need("grad_norm")?,
     }))
@@ -319,25 +346,18 @@ fn gradient_check<B: AutodiffBackend>(
     file: &SafeTensors,
     device: &B::Device,
 ) -> Result<Option<GradientCheck>> {
-    let Some(batch) = reference_batch(file, "check.train")? else {
+    let Some(batch) = reference_batch::<B>(file, "check.train", cfg.model.input_shape, device)?
+    else {
         return Ok(None);
     };
-    let ReferenceBatch {
-        shape: xs,
-        x,
-        labels,
-        loss: loss_ref,
-        grad_norm: norm_ref,
-    } = batch;
     let need = |key| required(file, key);
     let (mu_ref, phi_ref) = (
         need("check.train.grad_mu")?.1,
         need("check.train.grad_phi")?.1,
     );
     let model: IbInn<B> = without_dropout(cfg, get, device)?;
-    let n = labels.len();
-    let (x, labels) = training_batch(&model, x, &xs, &labels, "check.train.x", device)?;
-    let loss = training_loss(cfg, &model, x, labels);
+    let n = batch.images.dims()[0];
+    let loss = training_loss(cfg, &model, batch.images, batch.labels);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let loss_ours = reference_loss(cfg, &model, loss);
 
@@ -366,9 +386,9 @@ fn gradient_check<B: AutodiffBackend>(
     let (mu, phi) = (host(mu), host(phi));
     Ok(Some(GradientCheck {
         images: n,
-        loss_reference: f64::from(loss_ref[0]),
+        loss_reference: f64::from(batch.loss[0]),
         loss_ours,
-        grad_norm_reference: f64::from(norm_ref[0]),
+        grad_norm_reference: f64::from(batch.grad_norm[0]),
         grad_norm_ours: sum.total.sqrt(),
         max_abs_grad_mu_diff: max_abs_diff(&mu, &mu_ref),
         max_abs_grad_mu: max_abs(&mu_ref),
@@ -389,26 +409,6 @@ fn without_dropout<B: Backend>(
     }
     arch.fc_dropout = 0.0;
     load_reference_weights(arch.init(device), get).map_err(anyhow::Error::msg)
-}
-
-/// Images and labels of the file as tensors, checked against the model's input shape.
-fn training_batch<B: Backend>(
-    model: &IbInn<B>,
-    x: Vec<f32>,
-    shape: &[usize],
-    labels: &[f32],
-    key: &str,
-    device: &B::Device,
-) -> Result<(Tensor<B, 4>, Tensor<B, 1, Int>)> {
-    let [c, h, w] = model.input_shape();
-    let n = labels.len();
-    if x.len() != n * c * h * w {
-        bail!("`{key}` has shape {shape:?}, not {n} images of [{c}, {h}, {w}]");
-    }
-    let x = Tensor::<B, 4>::from_data(TensorData::new(x, [n, c, h, w]), device);
-    let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
-    let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
-    Ok((x, labels))
 }
 
 /// The training-mode IB loss (batch statistics): the trainer's own [`shard_loss`] on the
@@ -446,27 +446,19 @@ fn step_check<B: AutodiffBackend>(
     file: &SafeTensors,
     device: &B::Device,
 ) -> Result<Option<StepCheck>> {
-    let Some(batch) = reference_batch(file, "check.steps")? else {
+    let input_shape = cfg.model.input_shape;
+    let Some(batch) = reference_batch::<B>(file, "check.steps", input_shape, device)? else {
         return Ok(None);
     };
-    let ReferenceBatch {
-        shape: xs,
-        x,
-        labels,
-        loss: loss_ref,
-        grad_norm: norm_ref,
-    } = batch;
-    let k = loss_ref.len();
-    if k == 0 || norm_ref.len() != k || labels.len() % k != 0 {
+    let (k, images) = (batch.loss.len(), batch.images.dims()[0]);
+    if k == 0 || batch.grad_norm.len() != k || images % k != 0 {
         bail!(
-            "{k} step losses, {} gradient norms and {} labels do not make equal batches",
-            norm_ref.len(),
-            labels.len()
+            "{k} step losses, {} gradient norms and {images} images do not make equal batches",
+            batch.grad_norm.len(),
         );
     }
-    let n = labels.len() / k;
+    let n = images / k;
     let start: IbInn<B> = without_dropout(cfg, get, device)?;
-    let (x, labels) = training_batch(&start, x, &xs, &labels, "check.steps.x", device)?;
     let after_get = |key: &str| get(&format!("after.{key}"));
     let theirs: IbInn<B::InnerBackend> = without_dropout(cfg, &after_get, device)
         .context("the weights after the steps (`after.*`)")?;
@@ -482,8 +474,8 @@ fn step_check<B: AutodiffBackend>(
         let loss = training_loss(
             cfg,
             &model,
-            x.clone().slice(rows.clone()),
-            labels.clone().slice(rows),
+            batch.images.clone().slice(rows.clone()),
+            batch.labels.clone().slice(rows),
         );
         let grads = loss.backward();
         loss_ours.push(reference_loss(cfg, &model, loss));
@@ -522,12 +514,9 @@ fn step_check<B: AutodiffBackend>(
             };
         }
     }
-    let (max_abs_z_diff, max_abs_z) = match read_f32(file, "check.x") {
-        Some((_, cx)) => {
-            let [c, h, w] = theirs.input_shape();
-            let m = cx.len() / (c * h * w);
-            let cx =
-                Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(cx, [m, c, h, w]), device);
+    let check = stored_images::<B::InnerBackend>(file, "check.x", input_shape, device)?;
+    let (max_abs_z_diff, max_abs_z) = match check {
+        Some(cx) => {
             let z_ref = host(theirs.encode(cx.clone()).0);
             let z = host(model.valid().encode(cx).0);
             (Some(max_abs_diff(&z, &z_ref)), Some(max_abs(&z_ref)))
@@ -538,9 +527,9 @@ fn step_check<B: AutodiffBackend>(
     Ok(Some(StepCheck {
         steps: k,
         images_per_step: n,
-        loss_reference: as_f64(loss_ref),
+        loss_reference: as_f64(batch.loss),
         loss_ours,
-        grad_norm_reference: as_f64(norm_ref),
+        grad_norm_reference: as_f64(batch.grad_norm),
         grad_norm_ours: norm_ours,
         tensors: ours.len(),
         max_abs_diff: max_diff,
