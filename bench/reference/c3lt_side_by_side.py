@@ -141,6 +141,7 @@ class Classifier:
 
     def __init__(self, w, offset, scale):
         self.w, self.offset, self.scale = w, offset, scale
+        self.logit_scale = 1.0
 
     def features(self, x):
         w = self.w
@@ -154,7 +155,7 @@ class Classifier:
         _, b = self.features(x)
         h = F.max_pool2d(b, 2).flatten(1)
         h = F.relu(h @ w["dense.weight"] + w["dense.bias"])
-        return h @ w["out.weight"] + w["out.bias"]
+        return (h @ w["out.weight"] + w["out.bias"]) * self.logit_scale
 
 
 class LatentMap(torch.nn.Module):
@@ -222,12 +223,18 @@ def c3lt_loss(nets, maps, x1, x2, pair, a):
     z1_cf, z2_cf = step(z1, g, a.n_steps), step(z2, h, a.n_steps)
     x1_cf, x2_cf = G(z1_cf), G(z2_cf)
     cls = (nll(clf(x1_cf), pair[1]) + nll(clf(x2_cf), pair[0])) / 2
-    prox = (prox_loss(x1, x1_cf, a.p1, a.p2) + prox_loss(x2, x2_cf, a.p1, a.p2)) / 2
-    z1_cyc, z2_cyc = step(z1_cf, h, a.n_steps), step(z2_cf, g, a.n_steps)
-    x1_cyc, x2_cyc = G(z1_cyc), G(z2_cyc)
-    cyc = (perceptual(clf, x1, x1_cyc) + perceptual(clf, x2, x2_cyc)
-           + (z1 - z1_cyc).abs().mean() + (z2 - z2_cyc).abs().mean()) / 4
-    adv = (bce_real(D(x2_cf)) + bce_real(D(x1_cf)) + bce_real(D(x1_cyc)) + bce_real(D(x2_cyc))) / 4
+    zero = torch.zeros(())
+    # As train.py: a term whose weight is 0 is not computed (the ablation's loss is cls alone).
+    prox = zero
+    if a.alpha:
+        prox = (prox_loss(x1, x1_cf, a.p1, a.p2) + prox_loss(x2, x2_cf, a.p1, a.p2)) / 2
+    cyc = adv = zero
+    if a.beta or a.gamma:
+        z1_cyc, z2_cyc = step(z1_cf, h, a.n_steps), step(z2_cf, g, a.n_steps)
+        x1_cyc, x2_cyc = G(z1_cyc), G(z2_cyc)
+        cyc = (perceptual(clf, x1, x1_cyc) + perceptual(clf, x2, x2_cyc)
+               + (z1 - z1_cyc).abs().mean() + (z2 - z2_cyc).abs().mean()) / 4
+        adv = (bce_real(D(x2_cf)) + bce_real(D(x1_cf)) + bce_real(D(x1_cyc)) + bce_real(D(x2_cyc))) / 4
     total = cls + a.alpha * prox + a.beta * cyc + a.gamma * adv
     return total, dict(cls=cls.item(), prox=prox.item(), cyc=cyc.item(), adv=adv.item())
 
@@ -311,6 +318,9 @@ def main():
     p.add_argument("--n-steps", type=int, default=1)
     p.add_argument("--seed", type=int, default=85, help="the reference's default")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--logit-scale", type=float, default=1.0,
+                   help="train against the classifier's logits times this: the same decisions, "
+                        "another confidence (scores use the classifier as it is)")
     p.add_argument("--maps", help="a maps.mpk of `train c3lt` to score instead of training")
     p.add_argument("--bound", type=int, metavar="N",
                    help="instead of training: the least change G(z) can make to N test queries")
@@ -368,6 +378,7 @@ def main():
         json.dump(summary, open(os.path.join(a.out, "summary.json"), "w"), indent=1)
         return
 
+    clf.logit_scale = a.logit_scale
     xt, yt = mnist("train")
     train = [xt[yt == c] * 2 - 1 for c in pair]
     opt = torch.optim.Adam(list(maps[0].parameters()) + list(maps[1].parameters()), lr=a.lr, eps=a.adam_eps)
