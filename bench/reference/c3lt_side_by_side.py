@@ -269,11 +269,12 @@ def evaluate(nets, maps, test, pair):
 
 
 def latent_bound(nets, x, target, margin, steps, lr, weight):
-    """The smallest change any counterfactual `G(z)` can make to each query `x`: Adam on `z`
+    """How little a generated counterfactual `G(z)` needs to change each query `x`: Adam on `z`
     from `E(x)`, minimising `mean |G(z) − x| + weight·max(0, max_{k≠t} f_k − f_t + margin)` on
     the logits `f`; per image, the least |G(z) − x| seen among steps whose `G(z)` the classifier
-    puts in `target` with at least `margin`. A bound for C3LT, whose counterfactuals are all
-    `G(g(E(x)))`, and for every other method that answers with a generated image."""
+    puts in `target` with at least `margin`. A local search, so each value is one such `G(z)`
+    and the least change is at most it; C3LT's maps, whose counterfactuals are all
+    `G(g(E(x)))`, cannot go below the least change itself."""
     G, E, _, clf = nets
     with torch.no_grad():
         z0 = E(x)
@@ -323,7 +324,7 @@ def main():
                         "another confidence (scores use the classifier as it is)")
     p.add_argument("--maps", help="a maps.mpk of `train c3lt` to score instead of training")
     p.add_argument("--bound", type=int, metavar="N",
-                   help="instead of training: the least change G(z) can make to N test queries")
+                   help="instead of training: how little G(z) needs to change N test queries")
     p.add_argument("--bound-steps", type=int, default=300)
     p.add_argument("--bound-margins", default="0,5", help="logit margins, comma-separated")
     p.add_argument("--out", required=True, help="folder for metrics.csv and summary.json")
