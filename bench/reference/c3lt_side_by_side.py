@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import time
+import tomllib
 
 import msgpack
 import numpy as np
@@ -223,17 +224,17 @@ def c3lt_loss(nets, maps, x1, x2, pair, a):
     z1_cf, z2_cf = step(z1, g, a.n_steps), step(z2, h, a.n_steps)
     x1_cf, x2_cf = G(z1_cf), G(z2_cf)
     cls = (nll(clf(x1_cf), pair[1]) + nll(clf(x2_cf), pair[0])) / 2
-    zero = torch.zeros(())
-    # As train.py: a term whose weight is 0 is not computed (the ablation's loss is cls alone).
-    prox = zero
+    # As train.py: a term whose weight is 0 is not computed, and reads 0.
+    prox = cyc = adv = torch.zeros(())
     if a.alpha:
         prox = (prox_loss(x1, x1_cf, a.p1, a.p2) + prox_loss(x2, x2_cf, a.p1, a.p2)) / 2
-    cyc = adv = zero
     if a.beta or a.gamma:
         z1_cyc, z2_cyc = step(z1_cf, h, a.n_steps), step(z2_cf, g, a.n_steps)
         x1_cyc, x2_cyc = G(z1_cyc), G(z2_cyc)
+    if a.beta:
         cyc = (perceptual(clf, x1, x1_cyc) + perceptual(clf, x2, x2_cyc)
                + (z1 - z1_cyc).abs().mean() + (z2 - z2_cyc).abs().mean()) / 4
+    if a.gamma:
         adv = (bce_real(D(x2_cf)) + bce_real(D(x1_cf)) + bce_real(D(x1_cyc)) + bce_real(D(x2_cyc))) / 4
     total = cls + a.alpha * prox + a.beta * cyc + a.gamma * adv
     return total, dict(cls=cls.item(), prox=prox.item(), cyc=cyc.item(), adv=adv.item())
@@ -242,8 +243,8 @@ def c3lt_loss(nets, maps, x1, x2, pair, a):
 @torch.no_grad()
 def evaluate(nets, maps, test, pair):
     """Prox (mean |x − x′| in [-1, 1]) and validity of each direction over all test images of
-    the query class, as `eval.py` scores the first; plus the encoder's floor |G(E(x)) − x| and
-    the maps' own change |G(g(E(x))) − G(E(x))| of the first direction."""
+    the query class, as `eval.py` scores the first; plus, per direction, the encoder's floor
+    |G(E(x)) − x| and the maps' own change |G(m(E(x))) − G(E(x))|."""
     G, E, _, clf = nets
     out = {}
     for k, (m, name) in enumerate(zip(maps, ("fwd", "bwd"))):
@@ -301,6 +302,11 @@ def latent_bound(nets, x, target, margin, steps, lr, weight):
                 moved=(z.detach() - z0).norm(dim=1).mean().item() / math.sqrt(z0.shape[1]))
 
 
+def write_summary(out, summary):
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--classifier", required=True, help="run folder with model.mpk, model.toml")
@@ -335,10 +341,9 @@ def main():
     os.makedirs(a.out, exist_ok=True)
 
     cls_w = read_record(os.path.join(a.classifier, "model.mpk"))
-    cfg = open(os.path.join(a.classifier, "model.toml")).read()
-    offset = float(cfg.split("input_offset = ")[1].split()[0])
-    scale = float(cfg.split("input_scale = ")[1].split()[0])
-    clf = Classifier(cls_w, offset, scale)
+    with open(os.path.join(a.classifier, "model.toml"), "rb") as f:
+        cfg = tomllib.load(f)
+    clf = Classifier(cls_w, cfg["input_offset"], cfg["input_scale"])
     G = Generator(read_record(os.path.join(a.gan, "generator.mpk")))
     D = Discriminator(read_record(os.path.join(a.gan, "discriminator.mpk")))
     E = Encoder(read_record(os.path.join(a.encoder, "encoder.mpk")))
@@ -366,7 +371,7 @@ def main():
             r["seconds"] = round(time.time() - t0, 1)
             summary["bound"].append(r)
             print(json.dumps(r), flush=True)
-        json.dump(summary, open(os.path.join(a.out, "summary.json"), "w"), indent=1)
+        write_summary(a.out, summary)
         return
 
     maps = (LatentMap(100), LatentMap(100))
@@ -376,7 +381,7 @@ def main():
         maps[1].load_burn(w, "h")
         summary["scored"] = evaluate(nets, maps, test, pair)
         print(json.dumps(summary, indent=1))
-        json.dump(summary, open(os.path.join(a.out, "summary.json"), "w"), indent=1)
+        write_summary(a.out, summary)
         return
 
     clf.logit_scale = a.logit_scale
@@ -418,7 +423,7 @@ def main():
         f.flush()
         print(" ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}"
                        for k in fields), flush=True)
-    json.dump(summary, open(os.path.join(a.out, "summary.json"), "w"), indent=1)
+    write_summary(a.out, summary)
 
 
 if __name__ == "__main__":
