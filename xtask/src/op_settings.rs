@@ -10,7 +10,7 @@
 //! | `CFX_WEIGHTS` | `channels-last`, `standard` | how the optimiser stores convolution weights (`train::optim`) |
 //! | `CFX_SUBNET_INPUT` | `kernel`, `ops` | the couplings' subnet input (leading channels, ReLU) in training |
 //! | `CFX_ACT_NORM` | `kernel`, `ops` | the couplings' fixed act-norm in training |
-//! | `CFX_FLEX_CONV` | `per-sample`, `matmul-grads` | flex's convolution under `CFX_CONV=auto`: `cfx_linalg::conv_flex`, or burn's forward with `cfx_flows::nn::conv_grads`'s gradients |
+//! | `CFX_FLEX_CONV` | `grouped`, `per-sample`, `matmul-grads` | flex's convolution under `CFX_CONV=auto`: `cfx_linalg::conv_flex` with small planes' products grouped or one product per sample, or burn's forward with `cfx_flows::nn::conv_grads`'s gradients |
 //! | `CFX_CONV_NARROW` | `padded`, `direct` | under `CFX_CONV=gemm`, the weight gradient of convolutions with fewer or unaligned input channels (`cfx_linalg::conv_gemm::NarrowWeightGrad`) |
 //!
 //! (`CFX_CONV`, the subnets' convolution, is read in `main` and kept by `cfx_flows`.) The
@@ -172,8 +172,12 @@ op_setting!(
     /// flex's convolution under `CFX_CONV=auto` (`CFX_FLEX_CONV`); other backends have none of
     /// their own there.
     FlexConvImpl, "CFX_FLEX_CONV", without kernels MatmulGrads; flex kernels true,
-    /// `cfx_linalg::conv_flex`: one matrix product per sample, the samples over the cores
-    /// (the transposed convolutions of the DCGAN and the VAE too).
+    /// `cfx_linalg::conv_flex`: one matrix product per sample, or per group of samples whose
+    /// planes are small, the products over the cores (the transposed convolutions of the DCGAN
+    /// and the VAE too).
+    Grouped = "grouped",
+    /// The same passes with one matrix product per sample whatever its plane's size (as
+    /// before 2026-12-07).
     PerSample = "per-sample",
     /// burn's forward, the gradients as whichever of burn's and a matrix product flex runs
     /// faster, shape by shape (`cfx_flows::nn::conv_grads`).
@@ -309,8 +313,12 @@ pub fn register_backend_ops(settings: OpSettings) {
     // flex's default convolution (CFX_CONV=auto; `CFX_CONV=burn` for burn's).
     #[cfg(feature = "flex")]
     match settings.flex_conv {
-        FlexConvImpl::PerSample => {
+        FlexConvImpl::Grouped | FlexConvImpl::PerSample => {
             use cfx_flows::nn::register_auto_conv2d_with;
+            cfx_linalg::conv_flex::set_min_columns(match settings.flex_conv {
+                FlexConvImpl::PerSample => 1,
+                _ => cfx_linalg::conv_flex::DEFAULT_MIN_COLUMNS,
+            });
             register_auto_conv2d_with::<Autodiff<burn::backend::Flex>>(
                 cfx_linalg::conv_flex::conv2d_flex,
             );
@@ -319,7 +327,7 @@ pub fn register_backend_ops(settings: OpSettings) {
                 cfx_linalg::conv_flex::conv2d_flex_inference,
             );
             // The DCGAN's and the VAE's generators: their transposed convolutions by the same
-            // per-sample passes.
+            // passes.
             use cfx_flows::nn::register_auto_conv_transpose2d;
             register_auto_conv_transpose2d::<Autodiff<burn::backend::Flex>>(
                 cfx_linalg::conv_flex::conv_transpose2d_flex,

@@ -36,20 +36,14 @@ fn once(
     let t = Instant::now();
     let y = f(x.clone(), w.clone(), Some(b.clone()), o.clone());
     let grads = y.sum().backward();
-    for g in [x.grad(&grads), w.grad(&grads)] {
-        let _ = g
-            .expect("a gradient")
-            .slice([0..1, 0..1, 0..1, 0..1])
-            .into_data();
-    }
+    touch_grads(&grads, &[&x, &w]);
     let _ = b.grad(&grads).expect("a gradient").into_data();
     t.elapsed().as_secs_f64() * 1e3
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+#[path = "shared/timing.rs"]
+mod timing;
+use timing::{median, touch_grads};
 
 #[path = "shared/ibinn_convs.rs"]
 mod ibinn_convs;

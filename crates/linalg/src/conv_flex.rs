@@ -1,5 +1,6 @@
 //! 2-d convolution on `Autodiff<Flex>` (the default CPU backend), forward and both gradients,
-//! as one matrix product per sample with the samples split over the cores.
+//! as one matrix product per sample (or per group of samples with small planes), split over
+//! the cores.
 //!
 //! Why: flex 0.21 runs a convolution as a parallel tiled im2col + GEMM, but first copies the
 //! whole input to channels-last and the weight to `[c_out, kh, kw, c_in]` on the calling
@@ -8,26 +9,32 @@
 //! about a fifth of the wall time, with the second core idle (docs/results.md, "Convolutions
 //! and the affine half-step on flex's cores").
 //!
-//! Here each sample `b` is computed on its own, in parallel over the batch, in the input's own
-//! channels-first layout, with `K = c_in·kh·kw` and `P = oh·ow`:
+//! Here the samples are computed in groups, in parallel over the groups, in the input's own
+//! channels-first layout, with `K = c_in·kh·kw` and `P = oh·ow`. A group is one sample where
+//! the planes are large (`P` of 64 pixels or more, [`DEFAULT_MIN_COLUMNS`]) or the kernel is
+//! pointwise, and as many samples as make 64 columns where they are small, their matrices side
+//! by side (`[U_b U_b+1 …]`), since a product per 1-, 9- or 16-pixel plane re-reads the whole
+//! weight matrix for little work ([`set_min_columns`]). Per sample `b`:
 //! * its patches `U_b` (`[K, P]`, row `(c, i, j)` the input plane `c` shifted by `(i, j)`:
 //!   row copies, zero outside the input) — or the input itself for a 1×1 kernel at stride 1
 //!   without padding;
 //! * forward `Y_b = W·U_b` (`W` as `[c_out, K]`, `Y_b` as `[c_out, P]`: already `[c_out, oh,
-//!   ow]`, so the output needs no transpose), plus the bias;
+//!   ow]`, so a group of one sample needs no transpose; a larger group's product is copied
+//!   out plane by plane), plus the bias;
 //! * weight gradient `∂W = Σ_b ∂Y_b·U_bᵀ`, summed per core and then across cores; bias
 //!   gradient the row sums of `∂Y_b`;
 //! * input gradient `∂U_b = Wᵀ·∂Y_b` scattered back onto the input plane (col2im, per sample so
 //!   no two cores write one value).
 //!
-//! The products are faer's, written straight into the output (or, for the weight gradient,
-//! added onto each core's sum), and each core keeps one patch buffer for all its samples:
+//! The products are faer's, written straight into the output for a group of one sample (or,
+//! for the weight gradient, added onto each core's sum), and each core keeps one patch buffer
+//! for all its groups:
 //! flex's own product returned a fresh tensor per sample, which it zeroed and copied once more
 //! to realign, before the values were copied into the output (docs/results.md, "The
 //! convolutions' matrix products through faer").
 //!
-//! Groups, dilation and dtypes other than f32 are not covered: those calls go to burn's
-//! `conv2d` unchanged.
+//! Grouped convolutions (`groups > 1`), dilation and dtypes other than f32 are not covered:
+//! those calls go to burn's `conv2d` unchanged.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -39,6 +46,7 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn_flex::{Flex, FlexTensor};
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::convert::{primitive, tensor};
 use crate::finish_stateful;
@@ -168,13 +176,14 @@ impl Geometry {
         })
     }
 
-    /// The patches `[K, P]` of one sample `x` (`[c_in, h, w]`), written into `cols`, which
-    /// must hold zeros or the patches of another sample of this geometry: only the values
-    /// inside the input are written, the same positions for every sample.
-    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+    /// The patches `[K, P]` of one sample `x` (`[c_in, h, w]`), written into the columns
+    /// `[first, first + P)` of `cols` (`K` rows of `ld` values), which must hold zeros or the patches
+    /// of another sample of this geometry and layout: only the values inside the input are
+    /// written, the same positions for every sample.
+    fn im2col(&self, x: &[f32], cols: &mut [f32], ld: usize, first: usize) {
         let (p, ow, w, [sh, sw]) = (self.pixels(), self.ow, self.w, self.stride);
         self.each_row(|row, (o_lo, o_hi), in_row, (lo, hi), start| {
-            let dst = &mut cols[row * p..(row + 1) * p];
+            let dst = &mut cols[row * ld + first..][..p];
             if let Some((at, from, len)) = self.block((o_lo, o_hi), in_row, (lo, hi), start) {
                 // One copy of the whole block (a copy per 14-value segment cost more in calls
                 // than in bytes), then the values it carried over between segments from the
@@ -197,27 +206,35 @@ impl Geometry {
         });
     }
 
-    /// The patches `U_b` (`[K, P]`) of sample `b` of `x` (`[n, c_in, h, w]`): the sample
-    /// itself for a pointwise convolution, else written into `buf`, a buffer of one rayon
-    /// task that it keeps from sample to sample. The buffer needs zeroing only once, when it
-    /// is made: [`Geometry::im2col`] writes the same positions for every sample of one
-    /// geometry and leaves the rest at zero.
-    fn patches<'a>(&self, x: &'a [f32], b: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
-        let sample = &x[b * self.sample_in()..(b + 1) * self.sample_in()];
-        if self.pointwise() {
-            return sample;
+    /// The patches `[K, cnt·P]` of samples `b..b + cnt` of `x` (`[n, c_in, h, w]`), side by
+    /// side: the sample itself for one sample of a pointwise convolution, else written into
+    /// `buf`, a buffer of one rayon task that it keeps from group to group. The buffer needs
+    /// zeroing only when its layout changes (the last group may be smaller):
+    /// [`Geometry::im2col`] writes the same positions for every sample of one geometry and
+    /// leaves the rest at zero.
+    fn patches<'a>(&self, x: &'a [f32], b: usize, cnt: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
+        let n_in = self.sample_in();
+        if cnt == 1 && self.pointwise() {
+            return &x[b * n_in..(b + 1) * n_in];
         }
-        buf.resize(self.patch() * self.pixels(), 0.0);
-        self.im2col(sample, buf);
+        let (k, p) = (self.patch(), self.pixels());
+        if buf.len() != k * cnt * p {
+            buf.clear();
+            buf.resize(k * cnt * p, 0.0);
+        }
+        for j in 0..cnt {
+            self.im2col(&x[(b + j) * n_in..][..n_in], buf, cnt * p, j * p);
+        }
         buf
     }
 
-    /// Adds the patch gradients `cols` (`[K, P]`) onto the input gradient of one sample `dx`.
-    /// `cols` is scratch: the gradients of padded positions in it are zeroed on the way.
-    fn col2im_add(&self, cols: &mut [f32], dx: &mut [f32]) {
+    /// Adds the patch gradients in the columns `[first, first + P)` of `cols` (`K` rows of `ld`
+    /// values) onto the input gradient of one sample `dx`. `cols` is scratch: the gradients of
+    /// padded positions in it are zeroed on the way.
+    fn col2im_add(&self, cols: &mut [f32], ld: usize, first: usize, dx: &mut [f32]) {
         let (p, ow, w, [sh, sw]) = (self.pixels(), self.ow, self.w, self.stride);
         self.each_row(|row, (o_lo, o_hi), in_row, (lo, hi), start| {
-            let src_row = &mut cols[row * p..(row + 1) * p];
+            let src_row = &mut cols[row * ld + first..][..p];
             if let Some((at, from, len)) = self.block((o_lo, o_hi), in_row, (lo, hi), start) {
                 // One long add of the whole block, which vectorises, instead of one short add
                 // per output row, whose scalar remainder (up to 7 of a 14-value row) was most
@@ -300,61 +317,135 @@ fn clear_upper_state() {
     }
 }
 
-/// Samples handed to one rayon task at least, so that the weight gradient's per-task sums are
-/// made a few times per core rather than once per sample.
-fn min_samples(n: usize) -> usize {
-    (n / (4 * rayon::current_num_threads())).max(1)
+/// The fewest columns (`cnt·P`, output pixels of `cnt` samples) one matrix product takes when
+/// the samples' products are grouped; see [`set_min_columns`].
+pub const DEFAULT_MIN_COLUMNS: usize = 64;
+
+static MIN_COLUMNS: AtomicUsize = AtomicUsize::new(DEFAULT_MIN_COLUMNS);
+
+/// Sets how many output pixels one matrix product of these passes covers at least: samples
+/// whose planes are smaller than `columns` are multiplied in groups, side by side; `0` or `1`
+/// multiplies every sample on its own. The process-wide default is [`DEFAULT_MIN_COLUMNS`];
+/// xtask sets it from `CFX_FLEX_CONV` (`grouped` or `per-sample`).
+///
+/// Why: a product per sample re-reads the whole weight matrix (8 MiB for the DCGAN's 4×4 →
+/// 8×8 layer) for a plane of 16 pixels, and the weight gradient adds a product of inner
+/// size `P` onto that matrix once per sample, so the small planes of the DCGAN's first
+/// generator and last discriminator layers were bound by memory, not arithmetic
+/// (docs/results.md, "Small planes grouped into one product").
+pub fn set_min_columns(columns: usize) {
+    MIN_COLUMNS.store(columns, Ordering::Relaxed);
 }
 
-/// `y = conv(x, w) + b`: per sample `Y_b = W·U_b`, written into the output, plus the bias, in
-/// parallel over the samples.
-fn forward(g: &Geometry, x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>) -> FlexTensor {
+/// Samples per matrix product (the passes' `s`): enough for [`MIN_COLUMNS`] columns, but no more than leaves a
+/// group for every core.
+fn group_size(g: &Geometry) -> usize {
+    // A pointwise convolution multiplies a sample's own plane, which a group would copy first:
+    // measured slower (the IB-INN's 7×7 1×1 convolution, 0.41 against 0.56 ms).
+    if g.pointwise() {
+        return 1;
+    }
+    let want = MIN_COLUMNS
+        .load(Ordering::Relaxed)
+        .div_ceil(g.pixels().max(1))
+        .max(1);
+    want.min(g.n.div_ceil(rayon::current_num_threads()).max(1))
+}
+
+/// Groups handed to one rayon task at least, so that the weight gradient's per-task sums are
+/// made a few times per core rather than once per group.
+fn min_groups(groups: usize) -> usize {
+    (groups / (4 * rayon::current_num_threads())).max(1)
+}
+
+/// `cnt` samples' planes `[cnt, c, P]` (`src`) as one matrix `[c, cnt·P]` in `dst`.
+fn gather(src: &[f32], cnt: usize, c: usize, p: usize, dst: &mut Vec<f32>) {
+    dst.resize(cnt * c * p, 0.0);
+    for (j, sample) in src.chunks(c * p).enumerate() {
+        for (ch, plane) in sample.chunks(p).enumerate() {
+            dst[(ch * cnt + j) * p..][..p].copy_from_slice(plane);
+        }
+    }
+}
+
+/// The inverse of [`gather`]: the matrix `[c, cnt·P]` in `src` written as `cnt` samples'
+/// planes `[cnt, c, P]` into `dst`.
+fn scatter(src: &[f32], cnt: usize, c: usize, p: usize, dst: &mut [f32]) {
+    for (j, sample) in dst.chunks_mut(c * p).enumerate() {
+        for (ch, plane) in sample.chunks_mut(p).enumerate() {
+            plane.copy_from_slice(&src[(ch * cnt + j) * p..][..p]);
+        }
+    }
+}
+
+/// `y = conv(x, w) + b`: per group of samples `[Y_b …] = W·[U_b …]`, written into the output
+/// (through a scratch matrix for a group of more than one), plus the bias, in parallel over
+/// the groups.
+fn forward(
+    g: &Geometry,
+    s: usize,
+    x: &FlexTensor,
+    w: &FlexTensor,
+    bias: Option<&FlexTensor>,
+) -> FlexTensor {
     let (k, p) = (g.patch(), g.pixels());
     let (x, w) = (values(x), values(w));
     let bias = bias.map(values);
     let mut y = zeros(g.n * g.c_out * p);
-    y.par_chunks_mut(g.c_out * p)
-        .enumerate()
-        .for_each_init(Vec::new, |buf, (b, yb)| {
-            let u = g.patches(x, b, buf);
-            product(
-                matrix_mut(yb, g.c_out, p),
-                Accum::Replace,
-                matrix(w, g.c_out, k),
-                matrix(u, k, p),
-            );
+    y.par_chunks_mut(s * g.c_out * p).enumerate().for_each_init(
+        <(Vec<f32>, Vec<f32>)>::default,
+        |(buf, tmp), (i, yg)| {
+            let cnt = yg.len() / (g.c_out * p);
+            let u = matrix(g.patches(x, i * s, cnt, buf), k, cnt * p);
+            let w = matrix(w, g.c_out, k);
+            if cnt == 1 {
+                product(matrix_mut(yg, g.c_out, p), Accum::Replace, w, u);
+            } else {
+                tmp.resize(g.c_out * cnt * p, 0.0);
+                product(matrix_mut(tmp, g.c_out, cnt * p), Accum::Replace, w, u);
+                scatter(tmp, cnt, g.c_out, p, yg);
+            }
             if let Some(bias) = bias {
-                for (row, v) in yb.chunks_mut(p).zip(bias) {
+                for (row, v) in yg.chunks_mut(p).zip(bias.iter().cycle()) {
                     row.iter_mut().for_each(|y| *y += v);
                 }
             }
-        });
+        },
+    );
     flex_tensor(y, &[g.n, g.c_out, g.oh, g.ow])
 }
 
-/// `∂W = Σ_b ∂Y_b·U_bᵀ`, accumulated per rayon task and then summed across tasks.
-fn weight_grad(g: &Geometry, x: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
+/// `∂W = Σ_b ∂Y_b·U_bᵀ`, one product per group of samples, accumulated per rayon task and then
+/// summed across tasks.
+fn weight_grad(g: &Geometry, s: usize, x: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
     let (k, p) = (g.patch(), g.pixels());
     let (x, dy) = (values(x), values(dy));
     let fresh = || vec![0f32; g.c_out * k];
     let dw = dy
-        .par_chunks(g.c_out * p)
+        .par_chunks(s * g.c_out * p)
         .enumerate()
-        .with_min_len(min_samples(g.n))
+        .with_min_len(min_groups(g.n.div_ceil(s)))
         .fold(
-            || (fresh(), Vec::new()),
-            |(mut acc, mut buf), (b, dyb)| {
-                let u = g.patches(x, b, &mut buf);
+            || (fresh(), Vec::new(), Vec::new()),
+            |(mut acc, mut buf, mut tmp), (i, dyg)| {
+                let cnt = dyg.len() / (g.c_out * p);
+                let u = g.patches(x, i * s, cnt, &mut buf);
+                let d = if cnt == 1 {
+                    dyg
+                } else {
+                    gather(dyg, cnt, g.c_out, p, &mut tmp);
+                    &tmp
+                };
                 product(
                     matrix_mut(&mut acc, g.c_out, k),
                     Accum::Add,
-                    matrix(dyb, g.c_out, p),
-                    matrix(u, k, p).transpose(),
+                    matrix(d, g.c_out, cnt * p),
+                    matrix(u, k, cnt * p).transpose(),
                 );
-                (acc, buf)
+                (acc, buf, tmp)
             },
         )
-        .map(|(acc, _)| acc)
+        .map(|(acc, _, _)| acc)
         .reduce(fresh, |mut acc, more| {
             acc.iter_mut().zip(&more).for_each(|(a, m)| *a += m);
             acc
@@ -379,23 +470,37 @@ fn bias_grad(g: &Geometry, dy: &[f32]) -> FlexTensor {
     flex_tensor(db, &[g.c_out])
 }
 
-/// `∂x`: per sample `∂U_b = Wᵀ·∂Y_b` scattered back onto the input plane (col2im), in
-/// parallel over the samples; a pointwise convolution's `∂U_b` is the sample's gradient itself.
-fn input_grad(g: &Geometry, w: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
-    let (k, p) = (g.patch(), g.pixels());
+/// `∂x`: per group of samples `[∂U_b …] = Wᵀ·[∂Y_b …]` scattered back onto each input plane
+/// (col2im), in parallel over the groups; a pointwise convolution's `∂U_b` is the sample's
+/// gradient itself.
+fn input_grad(g: &Geometry, s: usize, w: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
+    let (k, p, n_in) = (g.patch(), g.pixels(), g.sample_in());
     let (w, dy) = (values(w), values(dy));
-    let mut dx = zeros(g.n * g.sample_in());
-    dx.par_chunks_mut(g.sample_in())
-        .zip(dy.par_chunks(g.c_out * p))
-        .for_each_init(Vec::new, |du, (dxb, dyb)| {
+    let mut dx = zeros(g.n * n_in);
+    dx.par_chunks_mut(s * n_in)
+        .zip(dy.par_chunks(s * g.c_out * p))
+        .for_each_init(<(Vec<f32>, Vec<f32>)>::default, |(du, tmp), (dxg, dyg)| {
+            let cnt = dyg.len() / (g.c_out * p);
             let wt = matrix(w, g.c_out, k).transpose();
-            let dyb = matrix(dyb, g.c_out, p);
-            if g.pointwise() {
-                product(matrix_mut(dxb, k, p), Accum::Replace, wt, dyb);
+            let d = if cnt == 1 {
+                dyg
             } else {
-                du.resize(k * p, 0.0);
-                product(matrix_mut(du, k, p), Accum::Replace, wt, dyb);
-                g.col2im_add(du, dxb);
+                gather(dyg, cnt, g.c_out, p, tmp);
+                tmp.as_slice()
+            };
+            let d = matrix(d, g.c_out, cnt * p);
+            if g.pointwise() && cnt == 1 {
+                product(matrix_mut(dxg, k, p), Accum::Replace, wt, d);
+                return;
+            }
+            du.resize(k * cnt * p, 0.0);
+            product(matrix_mut(du, k, cnt * p), Accum::Replace, wt, d);
+            if g.pointwise() {
+                scatter(du, cnt, k, p, dxg);
+            } else {
+                for (j, dxb) in dxg.chunks_mut(n_in).enumerate() {
+                    g.col2im_add(du, cnt * p, j * p, dxb);
+                }
             }
         });
     flex_tensor(dx, &[g.n, g.c_in, g.h, g.w])
@@ -422,10 +527,10 @@ impl<const N: usize> Backward<Flex, N> for FlexConv {
             grads.register::<Flex>(node.id, bias_grad(&g, values(&dy)));
         }
         if let Some(node) = parent(1) {
-            grads.register::<Flex>(node.id, weight_grad(&g, &x, &dy));
+            grads.register::<Flex>(node.id, weight_grad(&g, group_size(&g), &x, &dy));
         }
         if let Some(node) = parent(0) {
-            grads.register::<Flex>(node.id, input_grad(&g, &w, &dy));
+            grads.register::<Flex>(node.id, input_grad(&g, group_size(&g), &w, &dy));
         }
     }
 }
@@ -470,7 +575,7 @@ pub fn conv2d_flex_inference(
     let contiguous = |t: FlexTensor| t.to_contiguous();
     let (xt, wt) = (contiguous(primitive(x)), contiguous(primitive(w)));
     let bt = b.map(|b| contiguous(primitive(b)));
-    tensor(forward(&g, &xt, &wt, bt.as_ref()))
+    tensor(forward(&g, group_size(&g), &xt, &wt, bt.as_ref()))
 }
 
 /// `conv2d(x, w, b, options)` on `Autodiff<Flex>` as described in the module doc, with its own
@@ -491,7 +596,7 @@ pub fn conv2d_flex<C: CheckpointStrategy>(
     let xt = xp.primitive.clone().to_contiguous();
     let wt = wp.primitive.clone().to_contiguous();
     let bt = bp.as_ref().map(|b| b.primitive.clone().to_contiguous());
-    let y = forward(&g, &xt, &wt, bt.as_ref());
+    let y = forward(&g, group_size(&g), &xt, &wt, bt.as_ref());
     let saved = Saved {
         x: xt,
         w: wt,
@@ -578,10 +683,10 @@ impl Backward<Flex, 2> for FlexConvTranspose {
         let dx = grads.consume::<Flex>(&ops.node).to_contiguous();
         let SavedTransposed { y, w, geometry: g } = ops.state;
         if let Some(node) = &ops.parents[1] {
-            grads.register::<Flex>(node.id, weight_grad(&g, &dx, &y));
+            grads.register::<Flex>(node.id, weight_grad(&g, group_size(&g), &dx, &y));
         }
         if let Some(node) = &ops.parents[0] {
-            grads.register::<Flex>(node.id, forward(&g, &dx, &w, None));
+            grads.register::<Flex>(node.id, forward(&g, group_size(&g), &dx, &w, None));
         }
     }
 }
@@ -608,7 +713,7 @@ pub fn conv_transpose2d_flex_inference(
         return burn::tensor::module::conv_transpose2d(y, w, b, options);
     };
     let (yt, wt) = (primitive(y).to_contiguous(), primitive(w).to_contiguous());
-    add_bias(tensor(input_grad(&g, &wt, &yt)), b)
+    add_bias(tensor(input_grad(&g, group_size(&g), &wt, &yt)), b)
 }
 
 /// `conv_transpose2d(y, w, b, options)` on `Autodiff<Flex>` through the passes of
@@ -628,7 +733,7 @@ pub fn conv_transpose2d_flex<C: CheckpointStrategy>(
     let (yp, wp) = (primitive(y), primitive(w));
     let yt = yp.primitive.clone().to_contiguous();
     let wt = wp.primitive.clone().to_contiguous();
-    let x = input_grad(&g, &wt, &yt);
+    let x = input_grad(&g, group_size(&g), &wt, &yt);
     let saved = SavedTransposed {
         y: yt,
         w: wt,
@@ -830,6 +935,45 @@ mod tests {
         let ours = conv_transpose2d_flex(y.clone(), w.clone(), None, grouped.clone());
         let theirs = burn::tensor::module::conv_transpose2d(y, w, None, grouped);
         assert_eq!(max_diff(ours.inner(), theirs.inner()), 0.0);
+    }
+
+    /// Each pass gives burn's result whatever the samples' grouping: one sample a product,
+    /// groups of two and five (so that the last group is smaller and a task's patch buffer
+    /// changes its layout), and the whole batch as one product; pointwise, strided and padded
+    /// geometries, and the DCGAN's 1-pixel and 16-pixel planes.
+    #[test]
+    fn grouping_the_samples_changes_nothing() {
+        // (input, weight, stride, padding)
+        type Case = ([usize; 4], [usize; 4], [usize; 2], [usize; 2]);
+        let cases: &[Case] = &[
+            ([11, 3, 6, 6], [4, 3, 3, 3], [1, 1], [1, 1]),
+            ([7, 4, 5, 3], [6, 4, 1, 1], [1, 1], [0, 0]),
+            ([9, 2, 7, 5], [3, 2, 3, 2], [2, 1], [1, 1]),
+            ([6, 8, 8, 8], [5, 8, 4, 4], [2, 2], [1, 1]),
+            ([5, 6, 4, 4], [3, 6, 4, 4], [1, 1], [0, 0]),
+        ];
+        for (i, &(xs, ws, stride, padding)) in cases.iter().enumerate() {
+            let seed = 200 + 10 * i as u64;
+            let options = ConvOptions::new(stride, padding, [1, 1], 1);
+            let x = random(xs, seed).require_grad();
+            let w = random(ws, seed + 1).require_grad();
+            let y = burn::tensor::module::conv2d(x.clone(), w.clone(), None, options.clone());
+            let dy = random(y.dims(), seed + 2);
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            let (dx, dw) = (x.grad(&grads).unwrap(), w.grad(&grads).unwrap());
+            let g = Geometry::new(&xs, &ws, &options);
+            let flat = |t: Tensor<Flex, 4>| primitive(t).to_contiguous();
+            let (xf, wf, dyf) = (flat(x.inner()), flat(w.inner()), flat(dy.inner()));
+            for s in [1, 2, 5, xs[0]] {
+                let what = format!("case {i}: {xs:?} * {ws:?}, {s} samples a product");
+                let ours = tensor(forward(&g, s, &xf, &wf, None));
+                assert!(max_diff(ours, y.clone().inner()) < 1e-4, "{what}: output");
+                let ours = tensor(input_grad(&g, s, &wf, &dyf));
+                assert!(max_diff(ours, dx.clone()) < 1e-4, "{what}: input gradient");
+                let ours = tensor(weight_grad(&g, s, &xf, &dyf));
+                assert!(max_diff(ours, dw.clone()) < 1e-3, "{what}: weight gradient");
+            }
+        }
     }
 
     /// The valid output range of one kernel offset, against counting by hand.

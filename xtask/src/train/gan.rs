@@ -237,16 +237,22 @@ impl<B: AutodiffBackend> EpochTrainer for GanTrainer<B> {
                 .to_device::<B>(&self.device)
                 .images;
             let z = sample_latents::<B>(idx.len(), dim, &self.device);
+            // One generator pass serves both steps, as in the PyTorch DCGAN recipe C3LT's
+            // generator comes from: G has not changed between them, so a second pass cost a
+            // fifth of the step for the same images, and stepped G's batch-norm statistics
+            // twice per batch where the recipe steps them once.
+            let fake = self.g.decode(z);
             // Discriminator: real → 1, G(z) → 0 (the fakes do not carry gradient to G).
-            let fake = self.g.decode(z.clone()).detach();
-            let (lr, lf) = (self.d.logits(real), self.d.logits(fake));
+            let (lr, lf) = (self.d.logits(real), self.d.logits(fake.clone().detach()));
             let d_real = burn::tensor::activation::sigmoid(lr.clone()).mean();
             let d_fake = burn::tensor::activation::sigmoid(lf.clone()).mean();
             let loss_d = discriminator_loss(lr, lf);
             let grads = GradientsParams::from_grads(loss_d.backward(), &self.d);
             self.d = self.opt_d.step(rate, self.d.clone(), grads);
-            // Generator: the non-saturating loss through the updated discriminator.
-            let loss_g = generator_loss(self.d.logits(self.g.decode(z)));
+            // Generator: the non-saturating loss through the updated discriminator, whose own
+            // weights need no gradient here (its clone shares the batch-norm statistics, which
+            // this pass steps as the recipe's does).
+            let loss_g = generator_loss(self.d.clone().no_grad().logits(fake));
             let grads = GradientsParams::from_grads(loss_g.backward(), &self.g);
             self.g = self.opt_g.step(rate, self.g.clone(), grads);
             let n = idx.len() as f64;
