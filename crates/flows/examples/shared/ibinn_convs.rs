@@ -1,5 +1,6 @@
 //! The convolutions of the IB-INN's MNIST subnets, for the timing examples (`conv_grads`,
-//! `conv_flex`, `conv_groups`): `(c_in, c_out, size, kernel)`, 24 of each per training step, batch 128.
+//! `conv_flex`, `conv_groups`): `(c_in, c_out, size, kernel)`, 24 of each per training step,
+//! batch 128.
 //! Not an example itself (cargo takes `examples/*.rs` and `examples/*/main.rs`).
 
 pub type ConvShape = (usize, usize, usize, usize);
