@@ -180,16 +180,20 @@ fn run(cli: Cli) -> Result<()> {
                 resume: args.common.resume,
             };
             let last = run_on(args.common.backend.kind(), job)?;
-            println!(
-                "after {} epochs on {} test images: Val {:.3}, COUT {:.3}, Prox {:.4} ({:.4} in [-1, 1]); maps in {}",
-                last.epoch,
-                last.n_test,
-                last.val,
-                last.cout,
-                last.prox_unit,
-                last.prox_gan,
-                root.display()
-            );
+            match (last.val, last.cout, last.prox_unit, last.prox_gan) {
+                (Some(v), Some(c), Some(p), Some(pg)) => println!(
+                    "after {} epochs on {} test images: Val {v:.3}, COUT {c:.3}, Prox {p:.4} ({pg:.4} in [-1, 1]); maps in {}",
+                    last.epoch,
+                    last.n_test,
+                    root.display()
+                ),
+                // Stopped (Ctrl-C) after an epoch that --eval-every left unscored.
+                _ => println!(
+                    "after {} epochs (the test set was not scored after this one; metrics.csv has the last scores); maps in {}",
+                    last.epoch,
+                    root.display()
+                ),
+            }
             if let (Some(v), Some(c), Some(p)) = (last.val_fwd, last.cout_fwd, last.prox_gan_fwd) {
                 println!(
                     "{} → {} alone (the reference's evaluation): Val {v:.3}, COUT {c:.3}, Prox {p:.4} in [-1, 1]",

@@ -196,8 +196,9 @@ fn dcgan_encoder_and_c3lt_train_resume_and_explain() {
     )
     .unwrap();
     assert_eq!(c.n_test, 32, "16 test images of each class");
-    assert!((0.0..=1.0).contains(&c.val) && c.prox_unit > 0.0);
-    assert!((c.prox_gan - 2.0 * c.prox_unit).abs() < 1e-12);
+    let (val, prox_unit, prox_gan) = (c.val.unwrap(), c.prox_unit.unwrap(), c.prox_gan.unwrap());
+    assert!((0.0..=1.0).contains(&val) && prox_unit > 0.0);
+    assert!((prox_gan - 2.0 * prox_unit).abs() < 1e-12);
     // The reference's direction alone: its scores are part of the both-direction means.
     let (v, p, o) = (
         c.val_fwd.unwrap(),
@@ -206,10 +207,13 @@ fn dcgan_encoder_and_c3lt_train_resume_and_explain() {
     );
     assert!((0.0..=1.0).contains(&v) && p > 0.0 && o.is_finite());
     assert!(
-        p <= 2.0 * c.prox_gan + 1e-9,
+        p <= 2.0 * prox_gan + 1e-9,
         "16 of the 32 images: at most twice the mean"
     );
-    cfg.epochs = 2;
+    // Resumed to 3 epochs, scoring every third: epoch 2 leaves the test columns empty, the
+    // last epoch is scored.
+    cfg.epochs = 3;
+    cfg.eval_every = 3;
     let c2 = run_on(
         BackendKind::Flex,
         C3ltTrainJob {
@@ -219,8 +223,14 @@ fn dcgan_encoder_and_c3lt_train_resume_and_explain() {
         },
     )
     .unwrap();
-    assert_eq!(c2.epoch, 2);
+    assert_eq!(c2.epoch, 3);
     assert!(c2.lr == 1e-3, "StepLR halves only after 25 epochs");
+    assert!(c2.val.is_some() && c2.prox_gan_fwd.is_some() && c2.n_test == 32);
+    let csv = std::fs::read_to_string(maps.join("metrics.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    let col = rows[0].iter().position(|&h| h == "prox_gan").unwrap();
+    let scored: Vec<bool> = rows[1..].iter().map(|r| !r[col].is_empty()).collect();
+    assert_eq!(scored, [true, false, true], "{csv}");
 
     let r = explain(Method::C3lt, &cnn, &maps, &dir.path().join("ex-c3lt"));
     // Only inputs predicted 4 or 9 go through the maps; the others are reported as failures.

@@ -70,6 +70,15 @@ pub struct C3ltTrainConfig {
     /// encoder's latents of real images, as they did.
     #[serde(default)]
     pub latents: C3ltLatents,
+    /// Score the test set after every `eval_every`-th epoch and after the last (the
+    /// reference's `eval_interval` is 10); the other epochs' rows leave the test columns
+    /// empty. Configs saved before this field score every epoch, as they did.
+    #[serde(default = "every_epoch")]
+    pub eval_every: usize,
+}
+
+fn every_epoch() -> usize {
+    1
 }
 
 /// The training queries of the maps (seed 003 §3.1: "E is not an integral part and `z_x` can
@@ -114,6 +123,7 @@ impl C3ltTrainConfig {
             train_limit: None,
             test_limit: None,
             latents: C3ltLatents::Encoder,
+            eval_every: every_epoch(),
         }
     }
 
@@ -124,6 +134,9 @@ impl C3ltTrainConfig {
         let rate_ok = self.lr.is_finite() && self.lr > 0.0;
         if self.batch_size == 0 || !rate_ok || self.n_steps == 0 || self.lr_step == 0 {
             bail!("batch_size, lr, n_steps and lr_step must be positive");
+        }
+        if self.eval_every == 0 {
+            bail!("--eval-every must be at least 1 (score the test set every N epochs)");
         }
         if !(self.lr_gamma > 0.0 && self.lr_gamma <= 1.0) {
             bail!("lr_gamma {} must be in (0, 1]", self.lr_gamma);
@@ -193,13 +206,15 @@ pub struct C3ltEpoch {
     pub cyc: f64,
     pub adv: f64,
     /// On the test images of both classes: the fraction the classifier puts in the other class.
-    pub val: f64,
+    /// This and the other test columns are `None` in an epoch the test set was not scored
+    /// after (`eval_every`).
+    pub val: Option<f64>,
     /// Mean `|x − x′|` in unit space.
-    pub prox_unit: f64,
+    pub prox_unit: Option<f64>,
     /// The same in the GAN's `[-1, 1]` (the seed's Prox).
-    pub prox_gan: f64,
-    pub cout: f64,
-    /// Test images scored.
+    pub prox_gan: Option<f64>,
+    pub cout: Option<f64>,
+    /// Test images scored (0 in an epoch without scoring).
     pub n_test: usize,
     /// Val, Prox in `[-1, 1]` and COUT of the direction c → c′ alone, as `c3lt/eval.py`
     /// scores it. `None` in rows written before these columns existed.
@@ -612,12 +627,7 @@ impl<B: AutodiffBackend> EpochTrainer for C3ltTrainer<B> {
         }
         bar.finish_and_clear();
         let n = steps.max(1) as f64;
-        let (scores, n_fwd) = self.score()?;
-        let n_test = scores.val.len();
-        let (val, prox_unit, cout) = scores.means(0..n_test);
-        let (val_fwd, prox_unit_fwd, cout_fwd) = scores.means(0..n_fwd);
-        let (recon_fwd, edit_fwd) = scores.floor_and_edit(0..n_fwd);
-        Ok(C3ltEpoch {
+        let mut row = C3ltEpoch {
             epoch: epoch + 1,
             lr,
             loss: sums[0] / n,
@@ -625,24 +635,52 @@ impl<B: AutodiffBackend> EpochTrainer for C3ltTrainer<B> {
             prox: sums[2] / n,
             cyc: sums[3] / n,
             adv: sums[4] / n,
-            val,
-            prox_unit,
-            prox_gan: 2.0 * prox_unit,
-            cout,
-            n_test,
-            val_fwd: Some(val_fwd),
-            prox_gan_fwd: Some(2.0 * prox_unit_fwd),
-            cout_fwd: Some(cout_fwd),
-            recon_gan_fwd: Some(2.0 * recon_fwd),
-            edit_gan_fwd: Some(2.0 * edit_fwd),
-        })
+            val: None,
+            prox_unit: None,
+            prox_gan: None,
+            cout: None,
+            n_test: 0,
+            val_fwd: None,
+            prox_gan_fwd: None,
+            cout_fwd: None,
+            recon_gan_fwd: None,
+            edit_gan_fwd: None,
+        };
+        let scored =
+            (epoch + 1).is_multiple_of(self.cfg.eval_every) || epoch + 1 >= self.cfg.epochs;
+        if !scored {
+            return Ok(row);
+        }
+        let (scores, n_fwd) = self.score()?;
+        row.n_test = scores.val.len();
+        let (val, prox_unit, cout) = scores.means(0..row.n_test);
+        let (val_fwd, prox_unit_fwd, cout_fwd) = scores.means(0..n_fwd);
+        let (recon_fwd, edit_fwd) = scores.floor_and_edit(0..n_fwd);
+        row.val = Some(val);
+        row.prox_unit = Some(prox_unit);
+        row.prox_gan = Some(2.0 * prox_unit);
+        row.cout = Some(cout);
+        row.val_fwd = Some(val_fwd);
+        row.prox_gan_fwd = Some(2.0 * prox_unit_fwd);
+        row.cout_fwd = Some(cout_fwd);
+        row.recon_gan_fwd = Some(2.0 * recon_fwd);
+        row.edit_gan_fwd = Some(2.0 * edit_fwd);
+        Ok(row)
     }
 
     fn describe(&self, e: &C3ltEpoch) -> String {
         let mut line = format!(
-            "loss {:.4} (cls {:.4}, prox {:.4}, cyc {:.4}, adv {:.4}); test Val {:.3}, COUT {:.3}, Prox {:.4} ([-1,1]: {:.4})",
-            e.loss, e.cls, e.prox, e.cyc, e.adv, e.val, e.cout, e.prox_unit, e.prox_gan
+            "loss {:.4} (cls {:.4}, prox {:.4}, cyc {:.4}, adv {:.4})",
+            e.loss, e.cls, e.prox, e.cyc, e.adv
         );
+        let (Some(val), Some(cout), Some(prox), Some(prox_gan)) =
+            (e.val, e.cout, e.prox_unit, e.prox_gan)
+        else {
+            line += &format!("; test scored every {} epochs", self.cfg.eval_every);
+            return line;
+        };
+        line +=
+            &format!("; test Val {val:.3}, COUT {cout:.3}, Prox {prox:.4} ([-1,1]: {prox_gan:.4})");
         if let (Some(v), Some(p), Some(c)) = (e.val_fwd, e.prox_gan_fwd, e.cout_fwd) {
             let [a, b] = self.cfg.pair;
             line += &format!("; {a} → {b} alone: Val {v:.3}, COUT {c:.3}, Prox [-1,1] {p:.4}");
