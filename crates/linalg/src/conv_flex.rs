@@ -177,9 +177,9 @@ impl Geometry {
     }
 
     /// The patches `[K, P]` of one sample `x` (`[c_in, h, w]`), written into the columns
-    /// `[first, first + P)` of `cols` (`K` rows of `ld` values), which must hold zeros or the patches
-    /// of another sample of this geometry and layout: only the values inside the input are
-    /// written, the same positions for every sample.
+    /// `[first, first + P)` of `cols` (`K` rows of `ld` values), which must hold zeros or the
+    /// patches of another sample of this geometry and layout: only the values inside the
+    /// input are written, the same positions for every sample.
     fn im2col(&self, x: &[f32], cols: &mut [f32], ld: usize, first: usize) {
         let (p, ow, w, [sh, sw]) = (self.pixels(), self.ow, self.w, self.stride);
         self.each_row(|row, (o_lo, o_hi), in_row, (lo, hi), start| {
@@ -337,8 +337,8 @@ pub fn set_min_columns(columns: usize) {
     MIN_COLUMNS.store(columns, Ordering::Relaxed);
 }
 
-/// Samples per matrix product (the passes' `s`): enough for [`MIN_COLUMNS`] columns, but no more than leaves a
-/// group for every core.
+/// Samples per matrix product (the passes' `s`): enough for [`MIN_COLUMNS`] columns, but no
+/// more than leaves a group for every core.
 fn group_size(g: &Geometry) -> usize {
     // A pointwise convolution multiplies a sample's own plane, which a group would copy first:
     // measured slower (the IB-INN's 7×7 1×1 convolution, 0.41 against 0.56 ms).
