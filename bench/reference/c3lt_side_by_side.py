@@ -17,7 +17,6 @@ and msgpack.
 
 import argparse
 import csv
-import gzip
 import json
 import math
 import os
@@ -30,8 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MNIST = os.path.join(HERE, "..", "..", "datasets", "data", "mnist")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import export_ibinn  # noqa: E402  (its MNIST reader)
 
 
 def load_record(path):
@@ -71,19 +70,10 @@ def read_record(path):
     return out
 
 
-def read_idx(name):
-    with gzip.open(os.path.join(MNIST, name), "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
 def mnist(split):
-    prefix = "train" if split == "train" else "t10k"
-    x = read_idx(f"{prefix}-images-idx3-ubyte.gz").astype(np.float32) / 255.0
-    y = read_idx(f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
-    return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y)
+    """MNIST as torch tensors: images `[N, 1, 28, 28]` in [0, 1] and labels."""
+    x, y = export_ibinn.mnist(split)
+    return torch.from_numpy(x), torch.from_numpy(y)
 
 
 def bn(h, w, key):
