@@ -10,6 +10,7 @@
 #   bash bench/marathon.sh status NAME              # alive or not, the log's last lines, last epoch
 #   bash bench/marathon.sh stop NAME                # SIGTERM once: exits after its next checkpoint
 #   bash bench/marathon.sh chain FILE               # detached: the runs FILE lists, one after another
+#   bash bench/marathon.sh status FILE              # each of FILE's runs: finished, running, stopped
 #
 # `start` copies the release binary to runs/.marathon/NAME-xtask first, so that rebuilding
 # target/ while the run goes on changes nothing under it; with KEEP_BINARY=1 it reuses the copy
@@ -71,7 +72,10 @@ case "$cmd" in
       echo "chain $chain is already running (pid $(cat "$cpid"))"; exit 1
     fi
     copy_binary "$dir/chain-$chain-xtask"
-    setsid nohup bash "$0" _chain "$name" >>"$dir/chain-$chain.log" 2>&1 </dev/null &
+    # bash reads a script as it runs it: the chain runs a copy, so editing this file cannot
+    # change a chain under way.
+    cp "$0" "$dir/chain-$chain.sh"
+    setsid nohup bash "$dir/chain-$chain.sh" _chain "$name" >>"$dir/chain-$chain.log" 2>&1 </dev/null &
     echo $! >"$cpid"
     echo "chain $chain started (pid $!), log $dir/chain-$chain.log"
     ;;
@@ -93,6 +97,7 @@ case "$cmd" in
       [ "$rc" -eq 0 ] || { echo "== chain stopped at $run"; exit "$rc"; }
     done < <(grep -v '^[[:space:]]*#' "$name")
     echo "== $(date -u +%FT%TZ) chain finished"
+    exit 0
     ;;
   stop)
     alive || { echo "$name is not running"; exit 1; }
@@ -122,6 +127,19 @@ case "$cmd" in
     echo "$name: SIG$sig sent"
     ;;
   status)
+    if [ -f "$name" ]; then
+      # A chain file: each run's state, then the chain's log.
+      chain=$(basename "$name"); chain="${chain%.*}"
+      while read -r run _; do
+        if [ -f "$R/$run/model.toml" ]; then st=finished
+        elif alive "$dir/$run.pid"; then st="running, last checkpoint $(ls "$R/$run/checkpoints" 2>/dev/null | grep -v latest | tail -n 1)"
+        elif compgen -G "$R/$run/checkpoints/*" >/dev/null; then st="stopped at $(ls "$R/$run/checkpoints" | grep -v latest | tail -n 1)"
+        else st="not started"; fi
+        echo "$run: $st"
+      done < <(grep -v '^[[:space:]]*#' "$name" | grep -v '^[[:space:]]*$')
+      [ -f "$dir/chain-$chain.log" ] && tail -n 3 "$dir/chain-$chain.log"
+      exit 0
+    fi
     if alive; then
       state=$(ps -o stat= -p "$(cat "$pidf")")
       echo "$name: running (pid $(cat "$pidf"), state $state)"
@@ -130,7 +148,7 @@ case "$cmd" in
     fi
     [ -f "$log" ] && tail -n 5 "$log" | tr '\r' '\n' | tail -n 5
     [ -f "$R/$name/metrics.csv" ] && tail -n 1 "$R/$name/metrics.csv"
-    ls "$R/$name/checkpoints" 2>/dev/null | tail -n 1
+    ls "$R/$name/checkpoints" 2>/dev/null | grep -v latest | tail -n 1
     ;;
   *) echo "unknown command $cmd"; exit 2 ;;
 esac
