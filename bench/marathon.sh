@@ -20,7 +20,7 @@
 # refuses changed flags, see `train --help`).
 #
 # A chain file holds one run a line, `NAME KIND TRAIN-ARGS…` (`#` starts a comment): `chain`
-# trains them in order in one detached process (log runs/.marathon/<file's name>.log), skips a
+# trains them in order in one detached process (log runs/.marathon/chain-<file's name>.log), skips a
 # run whose folder holds model.toml (finished), resumes one with a checkpoint (without its
 # TRAIN-ARGS: a resumed run keeps its config), and stops at the first run that exits non-zero,
 # a stopped one included. Each run's pid is in runs/.marathon/NAME.pid as with `start`, so
@@ -35,11 +35,15 @@ export GLIBC_TUNABLES="${GLIBC_TUNABLES-$(sed -n 's/^GLIBC_TUNABLES = "\(.*\)"$/
 dir="$R/.marathon"; mkdir -p "$dir"
 pidf="$dir/$name.pid"; log="$dir/$name.log"
 
-# A finished run can linger as a zombie where nothing reaps it: that is not alive.
+# alive [PIDFILE]: whether the pid file's process runs. A finished run can linger as a zombie
+# where nothing reaps it: that is not alive; nor is another program that got the pid since.
 alive() {
   local f="${1:-$pidf}"
   [ -f "$f" ] || return 1
-  local st; st=$(ps -o stat= -p "$(cat "$f")" 2>/dev/null) || return 1
+  local pid st cmdline; pid=$(cat "$f")
+  st=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
+  cmdline=$(ps -o args= -p "$pid" 2>/dev/null) || return 1
+  case "$cmdline" in *xtask* | *" _chain "*) ;; *) return 1 ;; esac
   [ -n "$st" ] && [ "${st#Z}" = "$st" ]
 }
 
@@ -68,7 +72,7 @@ case "$cmd" in
     [ -f "$name" ] || { echo "no chain file $name"; exit 2; }
     chain=$(basename "$name"); chain="${chain%.*}"
     cpid="$dir/chain-$chain.pid"
-    if [ -f "$cpid" ] && kill -0 "$(cat "$cpid")" 2>/dev/null; then
+    if alive "$cpid"; then
       echo "chain $chain is already running (pid $(cat "$cpid"))"; exit 1
     fi
     copy_binary "$dir/chain-$chain-xtask"
