@@ -57,6 +57,12 @@ train_args() {
   fi
 }
 
+# last_checkpoint RUN: the name of RUN's newest checkpoint folder (empty without one).
+last_checkpoint() { ls "$R/$1/checkpoints" 2>/dev/null | grep -v latest | tail -n 1; }
+
+# chain_runs FILE: FILE's run lines, comments and blank lines left out.
+chain_runs() { grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$1"; }
+
 # copy_binary BIN: the release binary to BIN, or BIN kept under KEEP_BINARY=1.
 copy_binary() {
   if [ -n "${KEEP_BINARY:-}" ] && [ -x "$1" ]; then
@@ -99,7 +105,7 @@ case "$cmd" in
       rc=0; wait $! || rc=$?
       echo "== $(date -u +%FT%TZ) $run: exit $rc"
       [ "$rc" -eq 0 ] || { echo "== chain stopped at $run"; exit "$rc"; }
-    done < <(grep -v '^[[:space:]]*#' "$name")
+    done < <(chain_runs "$name")
     echo "== $(date -u +%FT%TZ) chain finished"
     exit 0
     ;;
@@ -136,11 +142,11 @@ case "$cmd" in
       chain=$(basename "$name"); chain="${chain%.*}"
       while read -r run _; do
         if [ -f "$R/$run/model.toml" ]; then st=finished
-        elif alive "$dir/$run.pid"; then st="running, last checkpoint $(ls "$R/$run/checkpoints" 2>/dev/null | grep -v latest | tail -n 1)"
-        elif compgen -G "$R/$run/checkpoints/*" >/dev/null; then st="stopped at $(ls "$R/$run/checkpoints" | grep -v latest | tail -n 1)"
+        elif alive "$dir/$run.pid"; then st="running, last checkpoint $(last_checkpoint "$run")"
+        elif compgen -G "$R/$run/checkpoints/*" >/dev/null; then st="stopped at $(last_checkpoint "$run")"
         else st="not started"; fi
         echo "$run: $st"
-      done < <(grep -v '^[[:space:]]*#' "$name" | grep -v '^[[:space:]]*$')
+      done < <(chain_runs "$name")
       [ -f "$dir/chain-$chain.log" ] && tail -n 3 "$dir/chain-$chain.log"
       exit 0
     fi
@@ -152,7 +158,7 @@ case "$cmd" in
     fi
     [ -f "$log" ] && tail -n 5 "$log" | tr '\r' '\n' | tail -n 5
     [ -f "$R/$name/metrics.csv" ] && tail -n 1 "$R/$name/metrics.csv"
-    ls "$R/$name/checkpoints" 2>/dev/null | grep -v latest | tail -n 1
+    last_checkpoint "$name" || true
     ;;
   *) echo "unknown command $cmd"; exit 2 ;;
 esac
